@@ -1,0 +1,1 @@
+"""Deployment: local process runner, gunicorn configuration, images."""

@@ -1,0 +1,1 @@
+"""The hours service (see ../../README.md)."""

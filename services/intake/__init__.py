@@ -1,0 +1,1 @@
+"""The intake service: photos, reports, grids and weekly grid summaries."""

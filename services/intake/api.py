@@ -1,0 +1,201 @@
+"""Intake's HTTP API: translate the request, call the domain and the store, translate back."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from flask import Response, current_app, request
+from flask_smorest import Blueprint
+
+from shared import idempotency
+from shared.auth import current_caller, requires
+from shared.errors import Forbidden, NotFound, NotVisible
+from shared.events import Event
+from shared.logs import correlation_id
+from shared.pagination import decode_cursor, page
+from shared.reference import ReferenceData
+from shared.web import accepts_multipart
+
+from . import domain, schemas
+from .photos import clean_photo
+from .spreadsheet import weekly_workbook
+from .store import ReportStore, new_id, visible_to
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+REPORTERS = ("volunteer", "grid_leader")
+
+photos = Blueprint("photos", __name__, url_prefix="/v1/photos", description="Report photos")
+reports = Blueprint("reports", __name__, url_prefix="/v1/reports", description="Volunteers' reports")
+grids = Blueprint("grids", __name__, url_prefix="/v1", description="Grid cells, categories, weekly summaries")
+
+
+@dataclass
+class Intake:
+    store: ReportStore
+    reference: ReferenceData
+    grid_map: domain.GridMap
+
+
+def intake() -> Intake:
+    return current_app.extensions["intake"]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- photos -----------------------------------------------------------------------------------
+
+@photos.route("", methods=["POST"])
+@accepts_multipart
+@requires()
+@photos.arguments(schemas.PhotoUploadSchema, location="files")
+@photos.response(201, schemas.PhotoSchema)
+@photos.alt_response(413, description="Larger than 10 MiB")
+@photos.alt_response(415, description="Not a JPEG, PNG or WebP image (judged by content)")
+@photos.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
+def upload_photo(form):
+    """Upload a photo; EXIF (GPS included) is stripped from what is stored."""
+    caller = current_caller()
+    raw = form["file"].read()
+    photo = clean_photo(raw)
+    key = idempotency.requested_key(caller.id)
+    record = {"id": new_id(), "owner_id": caller.id, "content_type": photo.content_type, "size": photo.size,
+              "sha256": photo.sha256, "width": photo.width, "height": photo.height, "uploaded_at": now()}
+    # A retry sends the same bytes; the hash of what arrived identifies the request.
+    stored, created = intake().store.add_photo(record, photo.content, key, idempotency.fingerprint(photo.sha256))
+    return stored, 201, idempotency.replay_header(created)
+
+
+@photos.route("/<photo_id>", methods=["GET"])
+@requires()
+@photos.response(200, content_type="image/*", description="The stored (EXIF-free) image")
+def get_photo(photo_id: str):
+    """The image. Visible to its uploader and to whoever may see a report it belongs to."""
+    caller = current_caller()
+    store = intake().store
+    photo = store.photo(photo_id)
+    if photo is None:
+        raise NotFound(f"No photo {photo_id}.")
+    scope = visible_to(caller)
+    if photo["owner_id"] != caller.id and scope and not store.photo_in_reports(photo_id, scope):
+        raise NotVisible(f"No photo {photo_id}.")
+    response = Response(store.photo_content(photo_id), mimetype=photo["content_type"])
+    response.headers["ETag"] = f'"{photo["sha256"]}"'
+    response.headers["Cache-Control"] = "private, max-age=86400, immutable"
+    return response
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+@reports.route("", methods=["POST"])
+@requires(*REPORTERS)
+@reports.arguments(schemas.ReportCreateSchema)
+@reports.response(201, schemas.ReportSchema)
+@reports.alt_response(409, description="Idempotency-Key reused with a different body")
+@reports.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
+def submit_report(fields: dict):
+    """Submit a report; the grid comes from the location, likely duplicates are linked."""
+    caller = current_caller()
+    ctx = intake()
+    at = now()
+    location = fields["location"]
+    grid = ctx.grid_map.locate(location["lat"], location["lng"])
+    owned = ctx.store.owned_photo_ids(caller.id, fields["photo_ids"])
+    domain.check_new_report(fields, ctx.reference.categories, grid, owned, at)
+    key = idempotency.requested_key(caller.id)
+    fingerprint = idempotency.fingerprint(request.get_json())
+    nearby = ctx.store.open_reports_near(fields["category"], domain.box_around(location["lat"], location["lng"],
+                                                                              domain.DUPLICATE_RADIUS_M))
+    duplicate_of = domain.likely_duplicate(location["lat"], location["lng"], nearby)
+    report = domain.new_report(new_id(), caller.id, fields, grid, duplicate_of, at)
+    event = Event.new("report.submitted", "intake", schemas.ReportSchema().dump(report), correlation_id.get())
+    stored, created = ctx.store.add_report(report, event, key, fingerprint)
+    return stored, 201, idempotency.replay_header(created)
+
+
+@reports.route("/<report_id>", methods=["GET"])
+@requires()
+@reports.response(200, schemas.ReportSchema)
+def get_report(report_id: str):
+    """One report with its timeline (404 if it is not yours to see)."""
+    report = intake().store.visible_report(report_id, visible_to(current_caller()))
+    if report is None:
+        raise NotFound(f"No report {report_id}.")
+    return report
+
+
+@reports.route("", methods=["GET"])
+@requires()
+@reports.arguments(schemas.ReportQuerySchema, location="query")
+@reports.response(200, schemas.ReportPageSchema)
+def list_reports(query: dict):
+    """Reports you may see, newest first, filtered and cursor-paginated."""
+    filters = {k: query[k] for k in ("grid_id", "status", "category", "reporter_id") if k in query}
+    submitted = {**({"$gte": query["from_"]} if "from_" in query else {}),
+                 **({"$lt": query["to"]} if "to" in query else {})}
+    if submitted:
+        filters["submitted_at"] = submitted
+    scope = visible_to(current_caller())
+    combined = {"$and": [filters, scope]} if scope else filters
+    items = intake().store.list_reports(combined, decode_cursor(query["cursor"]), query["limit"])
+    return page(items, query["limit"])
+
+
+# --- grids and categories ---------------------------------------------------------------------
+
+def _grid_view(grid) -> dict:
+    return {"id": grid.id, "name": grid.name, "district": grid.district, "district_name": grid.district_name,
+            "leader_id": grid.leader_id, "geometry": grid.geometry}
+
+
+@grids.route("/grids", methods=["GET"])
+@requires()
+@grids.response(200, schemas.GridListSchema)
+def list_grids():
+    """Every grid cell with its GeoJSON polygon."""
+    return {"items": [_grid_view(g) for g in intake().reference.grids.values()]}
+
+
+@grids.route("/grids/locate", methods=["GET"])
+@requires()
+@grids.arguments(schemas.LocateQuerySchema, location="query")
+@grids.response(200, schemas.GridSchema)
+def locate_grid(query: dict):
+    """The grid cell holding a point (404 if the point is outside every cell)."""
+    grid = intake().grid_map.locate(query["lat"], query["lng"])
+    if grid is None:
+        raise NotFound(f"({query['lat']}, {query['lng']}) is outside every grid cell.")
+    return _grid_view(grid)
+
+
+@grids.route("/categories", methods=["GET"])
+@requires()
+@grids.response(200, schemas.CategoryListSchema)
+def list_categories():
+    """Problem categories a report may name, with their default department and time limit."""
+    return {"items": list(vars(c) for c in intake().reference.categories.values())}
+
+
+@grids.route("/grids/<grid_id>/weekly", methods=["GET"])
+@requires("grid_leader", "office", "service")
+@grids.arguments(schemas.WeeklyQuerySchema, location="query")
+@grids.response(200, schemas.WeeklySummarySchema)
+@grids.alt_response(200, content_type=XLSX, description="With format=xlsx: the spreadsheet", success=True)
+def weekly_summary(query: dict, grid_id: str):
+    """The grid's week: counts by category and status, still open, fixed (JSON or XLSX)."""
+    ctx = intake()
+    grid = ctx.reference.grids.get(grid_id)
+    if grid is None:
+        raise NotFound(f"No grid {grid_id}.")
+    caller = current_caller()
+    if caller.role == "grid_leader" and caller.grid != grid_id:
+        raise Forbidden("A grid leader sees the weekly summary of their own grid only.")
+    week = domain.Week.parse(query["week"]) if query.get("week") else domain.Week.containing(now())
+    reports_of_week = ctx.store.grid_week_reports(grid_id, week.start, week.end)
+    summary = domain.weekly_summary(grid, week, reports_of_week, ctx.reference.categories)
+    if query["format"] == "xlsx":
+        filename = f"weekly-{grid_id}-{week.label}.xlsx"
+        return Response(weekly_workbook(summary, ctx.reference.categories), mimetype=XLSX,
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return summary

@@ -1,0 +1,34 @@
+"""The intake web process: `create_app()` wires settings, store, reference data and blueprints."""
+from __future__ import annotations
+
+from flask import Flask
+
+from shared import reference, runtime
+from shared.config import Settings
+from shared.logs import configure_logging
+from shared.store import connect
+from shared.web import create_service_app
+
+from . import api
+from .domain import GridMap
+from .store import ReportStore
+from .worker import background_work
+
+DESCRIPTION = """Volunteers' photos and reports, grid cells and weekly grid summaries.
+
+Every call needs `Authorization: Bearer <JWT>`; errors are `application/problem+json`."""
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env("intake")
+    configure_logging("intake")
+    db = connect(settings.mongo_url, settings.database)
+    city = reference.load(settings.reference_dir)
+    store = ReportStore(db)
+    store.ensure_indexes()
+    app = create_service_app(settings, title="Woodpecker intake", description=DESCRIPTION,
+                             blueprints=[api.photos, api.reports, api.grids],
+                             readiness=runtime.readiness_checks(settings, db))
+    app.extensions["intake"] = api.Intake(store=store, reference=city, grid_map=GridMap(city.grids))
+    runtime.attach(app, lambda: background_work(settings, db))
+    return app

@@ -1,0 +1,1 @@
+"""The notify service (see ../../README.md)."""

@@ -1,0 +1,1 @@
+"""The routing service (see ../../README.md)."""

@@ -1,0 +1,1 @@
+"""Woodpecker's shared mechanisms: one of each, used by every service."""

@@ -1,0 +1,100 @@
+"""Bearer tokens (HS256 JWT, CONTRACT "Tokens") and the role check every endpoint makes."""
+from __future__ import annotations
+
+import argparse
+import functools
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import jwt
+from flask import current_app, g, request
+
+from shared.errors import Forbidden, Unauthorized
+
+ROLES = ("volunteer", "grid_leader", "office", "department", "association", "service")
+
+
+@dataclass(frozen=True)
+class Caller:
+    id: str
+    role: str
+    dept: str | None = None
+    grid: str | None = None
+
+    def is_(self, *roles: str) -> bool:
+        return self.role in roles
+
+
+def decode_token(token: str, secret: str) -> Caller:
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub", "role", "exp"]})
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("The token has expired.")
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"The token is not valid: {exc}.")
+    role = claims["role"]
+    if role not in ROLES:
+        raise Unauthorized(f"Unknown role {role!r} in token.")
+    if role == "department" and not claims.get("dept"):
+        raise Unauthorized("A department token must carry a 'dept' claim.")
+    if role == "grid_leader" and not claims.get("grid"):
+        raise Unauthorized("A grid_leader token must carry a 'grid' claim.")
+    return Caller(id=str(claims["sub"]), role=role, dept=claims.get("dept"), grid=claims.get("grid"))
+
+
+def issue_token(secret: str, sub: str, role: str, *, dept: str | None = None, grid: str | None = None,
+                ttl: timedelta = timedelta(hours=12)) -> str:
+    claims = {"sub": sub, "role": role, "exp": datetime.now(timezone.utc) + ttl}
+    if dept:
+        claims["dept"] = dept
+    if grid:
+        claims["grid"] = grid
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def current_caller() -> Caller:
+    if "caller" not in g:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send 'Authorization: Bearer <token>'.")
+        g.caller = decode_token(token.strip(), current_app.config["WOODPECKER_SETTINGS"].jwt_secret)
+    return g.caller
+
+
+def requires(*roles: str) -> Callable:
+    """Authenticate the caller and allow only `roles` (none given: any authenticated role)."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            caller = current_caller()
+            if roles and caller.role not in roles:
+                raise Forbidden(f"Role {caller.role!r} may not do this; allowed: {', '.join(roles)}.")
+            return view(*args, **kwargs)
+
+        guarded._woodpecker_roles = roles or ROLES
+        return guarded
+
+    return decorate
+
+
+def main() -> None:
+    import os
+
+    from shared.config import DEV_JWT_SECRET
+
+    parser = argparse.ArgumentParser(description="Print a Woodpecker bearer token.")
+    parser.add_argument("--role", choices=ROLES, default="office")
+    parser.add_argument("--sub", default="office-1")
+    parser.add_argument("--dept")
+    parser.add_argument("--grid")
+    parser.add_argument("--hours", type=float, default=12)
+    args = parser.parse_args()
+    secret = os.environ.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET
+    print(issue_token(secret, args.sub, args.role, dept=args.dept, grid=args.grid, ttl=timedelta(hours=args.hours)))
+
+
+if __name__ == "__main__":
+    main()

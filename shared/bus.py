@@ -1,0 +1,316 @@
+"""The event bus on RabbitMQ: topology, the one publisher and the one consumer base.
+
+Reliability follows the RabbitMQ guide: durable exchange and queues, persistent messages, publisher
+confirms, `mandatory` publishing, manual ack after the handler's work is stored, bounded prefetch.
+A failing message is retried through delay queues (per-queue TTL, one per back-off tier) and then
+parked in `<queue>.dead`, where `python -m shared.deadletters` can list and replay it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import amqp
+import kombu
+from kombu.mixins import ConsumerMixin
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from shared import logs, metrics
+from shared.events import EXCHANGE, Event, MalformedEvent, rfc3339, utcnow
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_HEADER = "x-woodpecker-attempt"
+# Quorum queues in RabbitMQ 3.10 have no default delivery limit; without one a message that kills
+# its consumer would be redelivered forever.
+DELIVERY_LIMIT = 20
+
+
+class BrokerUnavailable(ConnectionError):
+    pass
+
+
+def declare_exchange(channel) -> None:
+    channel.exchange_declare(EXCHANGE, "topic", durable=True, auto_delete=False)
+
+
+def parking_queue(queue: str) -> str:
+    return f"{queue}.dead"
+
+
+def retry_queue(queue: str, delay_ms: int) -> str:
+    # The delay is in the name: a changed back-off makes new queues instead of clashing with old ones.
+    return f"{queue}.retry-{delay_ms}ms"
+
+
+def declare_queue(channel, queue: str, routing_keys: Iterable[str], retry_delays_ms: Iterable[int]) -> None:
+    declare_exchange(channel)
+    channel.queue_declare(parking_queue(queue), durable=True, auto_delete=False)
+    channel.queue_declare(queue, durable=True, auto_delete=False, arguments={
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": parking_queue(queue),
+    })
+    for key in routing_keys:
+        channel.queue_bind(queue, EXCHANGE, key)
+    for delay in retry_delays_ms:
+        channel.queue_declare(retry_queue(queue, delay), durable=True, auto_delete=False, arguments={
+            "x-message-ttl": delay,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue,
+        })
+
+
+def broker_problem(amqp_url: str, timeout: float = 2.0) -> str | None:
+    """None when the broker accepts a connection, else why not (for /readyz)."""
+    try:
+        with kombu.Connection(amqp_url, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:  # readiness reports any failure as a reason, never raises
+        return f"broker: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+@dataclass
+class PublishOutcome:
+    confirmed: list[str] = field(default_factory=list)
+    unroutable: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+class EventPublisher:
+    """Publishes envelopes to `woodpecker.events`: persistent, mandatory, with batched confirms.
+
+    The whole batch is sent, then the broker's acks are awaited together, which is what makes the
+    outbox relay fast; an event counts as published only once its ack has arrived.
+    """
+
+    def __init__(self, amqp_url: str, service: str, confirm_timeout_s: float = 10.0):
+        self.amqp_url = amqp_url
+        self.service = service
+        self.confirm_timeout_s = confirm_timeout_s
+        self._connection: kombu.Connection | None = None
+        self._channel = None
+        self._acked_up_to = 0
+        self._acked: set[int] = set()
+        self._nacked: set[int] = set()
+        self._returned: set[str] = set()
+
+    def _ensure_channel(self):
+        if self._channel is not None:
+            return self._channel
+        try:
+            self._connection = kombu.Connection(self.amqp_url, connect_timeout=3)
+            self._connection.ensure_connection(max_retries=1, timeout=3)
+            channel = self._connection.channel()
+            declare_exchange(channel)
+            channel.confirm_select()
+            channel.events["basic_ack"].add(self._on_ack)
+            channel.events["basic_nack"].add(self._on_nack)
+            channel.events["basic_return"].add(self._on_return)
+        except Exception as exc:
+            self.close()
+            raise BrokerUnavailable(str(exc)) from exc
+        self._channel = channel
+        self._next_tag = 1
+        return channel
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._acked_up_to = max(self._acked_up_to, tag)
+        else:
+            self._acked.add(tag)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._nacked.add(tag)
+        if multiple:
+            self._acked_up_to = max(self._acked_up_to, tag)
+
+    def _on_return(self, exc, exchange, routing_key, message) -> None:
+        self._returned.add(message.properties.get("message_id"))
+
+    def _settled(self, tag: int) -> bool:
+        return tag <= self._acked_up_to or tag in self._acked or tag in self._nacked
+
+    def publish(self, events: list[Event]) -> PublishOutcome:
+        """Publish a batch; raises BrokerUnavailable if the broker cannot be reached or confirm."""
+        channel = self._ensure_channel()
+        self._returned.clear()
+        tags: dict[int, Event] = {}
+        try:
+            for event in events:
+                message = amqp.Message(
+                    event.to_json(), content_type="application/json", content_encoding="utf-8",
+                    delivery_mode=2, message_id=event.id, type=event.type,
+                    correlation_id=event.correlation_id or event.id,
+                    timestamp=int(time.time()), app_id=self.service,
+                )
+                channel.basic_publish(message, exchange=EXCHANGE, routing_key=event.routing_key, mandatory=True)
+                tags[self._next_tag] = event
+                self._next_tag += 1
+            deadline = time.monotonic() + self.confirm_timeout_s
+            while not all(self._settled(tag) for tag in tags):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the broker did not confirm in time")
+                try:
+                    self._connection.drain_events(timeout=min(remaining, 1.0))
+                except TimeoutError:
+                    continue
+        except Exception as exc:
+            self.close()
+            raise BrokerUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
+        outcome = PublishOutcome()
+        for tag, event in tags.items():
+            if tag in self._nacked:
+                outcome.refused.append(event.id)
+            elif event.id in self._returned:
+                outcome.unroutable.append(event.id)
+                metrics.events_unroutable.labels(self.service, event.type).inc()
+            else:
+                outcome.confirmed.append(event.id)
+                metrics.events_published.labels(self.service, event.type).inc()
+        self._acked = {t for t in self._acked if t > max(tags, default=0)}
+        self._nacked.clear()
+        return outcome
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # closing a broken connection may fail again; it is gone either way
+                pass
+        self._connection = None
+        self._channel = None
+        self._acked_up_to = 0
+        self._acked.clear()
+        self._nacked.clear()
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One consumer queue: who consumes (`queue`), what (`routing_keys`) and how (`handler`)."""
+
+    queue: str
+    routing_keys: tuple[str, ...]
+    handler: Callable[[Event], None]
+
+
+class EventConsumer(ConsumerMixin):
+    """Consumes a service's subscriptions; acks after the handler has stored its work.
+
+    Idempotent on the event id: a `processed_events` record (`_id` = queue + event id) is inserted
+    after the handler succeeds, and a redelivered event that has one is acked without running the
+    handler again. Handlers keep their own writes idempotent too, for a crash between the two.
+    """
+
+    def __init__(self, amqp_url: str, db: Database, subscriptions: Iterable[Subscription],
+                 retry_delays_ms: tuple[int, ...], prefetch: int = 16):
+        self.amqp_url = amqp_url
+        self.subscriptions = {s.queue: s for s in subscriptions}
+        self.retry_delays_ms = retry_delays_ms
+        self.prefetch = prefetch
+        self.processed = db["processed_events"]
+        self.connection = kombu.Connection(amqp_url, heartbeat=30)
+        # A separate connection moves failed messages, so waiting for its confirms never re-enters
+        # the consuming connection's delivery loop.
+        self._mover = kombu.Connection(amqp_url, transport_options={"confirm_publish": True})
+        self.ready = threading.Event()
+
+    def on_connection_error(self, exc, interval):
+        self.ready.clear()
+        log.warning("broker unreachable, consumer reconnecting", extra={"retry_in_s": interval, "error": str(exc)})
+
+    def get_consumers(self, Consumer, channel):
+        consumers = []
+        for subscription in self.subscriptions.values():
+            declare_queue(channel, subscription.queue, subscription.routing_keys, self.retry_delays_ms)
+            queue = kombu.Queue(subscription.queue, no_declare=True)
+            consumers.append(Consumer(queues=[queue], on_message=self._receiver(subscription),
+                                      prefetch_count=self.prefetch, accept=["application/json"]))
+        return consumers
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.ready.set()
+
+    def _receiver(self, subscription: Subscription) -> Callable:
+        return lambda message: self._handle(subscription, message)
+
+    def _handle(self, subscription: Subscription, message: kombu.Message) -> None:
+        queue = subscription.queue
+        try:
+            event = Event.from_json(message.body)
+        except MalformedEvent as exc:
+            log.error("malformed message parked", extra={"queue": queue, "error": str(exc)})
+            metrics.events_consumed.labels(queue, "malformed").inc()
+            message.reject(requeue=False)
+            return
+        marker = f"{queue}:{event.id}"
+        token = logs.correlation_id.set(event.correlation_id or event.id)
+        try:
+            if self.processed.find_one({"_id": marker}, {"_id": 1}):
+                outcome = "duplicate"
+            else:
+                subscription.handler(event)
+                self._mark_processed(marker, queue, event)
+                outcome = "handled"
+        except MalformedEvent as exc:
+            log.error("event the handler cannot understand parked", extra={"queue": queue, "error": str(exc)})
+            metrics.events_consumed.labels(queue, "malformed").inc()
+            message.reject(requeue=False)
+            return
+        except Exception as exc:
+            self._retry_or_park(subscription, message, event, exc)
+            return
+        finally:
+            logs.correlation_id.reset(token)
+        metrics.events_consumed.labels(queue, outcome).inc()
+        message.ack()
+
+    def _mark_processed(self, marker: str, queue: str, event: Event) -> None:
+        try:
+            self.processed.insert_one({"_id": marker, "queue": queue, "type": event.type, "at": utcnow()})
+        except DuplicateKeyError:
+            pass
+
+    def _retry_or_park(self, subscription: Subscription, message: kombu.Message, event: Event,
+                       error: Exception) -> None:
+        queue = subscription.queue
+        attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 0)) + 1
+        headers = dict(message.headers or {})
+        headers[ATTEMPT_HEADER] = attempt
+        headers["x-woodpecker-error"] = f"{error.__class__.__name__}: {error}"[:500]
+        context = {"queue": queue, "event_id": event.id, "attempt": attempt}
+        if attempt <= len(self.retry_delays_ms):
+            target, outcome = retry_queue(queue, self.retry_delays_ms[attempt - 1]), "retried"
+            log.warning("handler failed, will retry", exc_info=error, extra=context)
+        else:
+            target, outcome = parking_queue(queue), "parked"
+            headers["x-woodpecker-parked-at"] = rfc3339(utcnow())
+            log.error("handler failed for the last time, event parked", exc_info=error, extra=context)
+        try:
+            self._publish_copy(message, target, headers)
+        except Exception:
+            # Not moved anywhere: hand it back to the broker, whose delivery limit parks it eventually.
+            log.exception("could not move a failed message; returning it to its queue", extra=context)
+            time.sleep(1)
+            message.reject(requeue=True)
+            return
+        metrics.events_consumed.labels(queue, outcome).inc()
+        message.ack()
+
+    def _publish_copy(self, message: kombu.Message, target: str, headers: dict) -> None:
+        """A confirmed publish to a delay or parking queue, before the original is acked."""
+        producer = self._mover.Producer()
+        publish = self._mover.ensure(producer, producer.publish, max_retries=3, interval_start=0.5)
+        properties = message.properties or {}
+        publish(message.body, exchange="", routing_key=target, headers=headers,
+                content_type=message.content_type or "application/json",
+                content_encoding=message.content_encoding or "utf-8", delivery_mode=2,
+                message_id=properties.get("message_id"), type=properties.get("type"),
+                correlation_id=properties.get("correlation_id"))

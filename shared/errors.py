@@ -1,0 +1,74 @@
+"""Domain errors and their one mapping to RFC 9457 problem+json."""
+from __future__ import annotations
+
+from flask import Response, json
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://woodpecker.example/problems/"
+
+
+class DomainError(Exception):
+    """An error a caller can act on; `status` and `slug` pick its problem type."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, errors: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class NotFound(DomainError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class NotVisible(NotFound):
+    """Exists, but not for this caller: indistinguishable from absent (CONTRACT)."""
+
+
+class Forbidden(DomainError):
+    status, slug, title = 403, "forbidden", "Role not allowed"
+
+
+class Unauthorized(DomainError):
+    status, slug, title = 401, "unauthorized", "Missing or invalid token"
+
+
+class Conflict(DomainError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class IllegalTransition(Conflict):
+    slug, title = "illegal-transition", "Illegal state transition"
+
+
+class IdempotencyConflict(Conflict):
+    slug, title = "idempotency-conflict", "Idempotency key reused with a different request"
+
+
+class InvalidFields(DomainError):
+    status, slug, title = 422, "invalid-fields", "Invalid fields"
+
+
+class TooLarge(DomainError):
+    status, slug, title = 413, "too-large", "Payload too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+def problem(status: int, slug: str, title: str, detail: str, errors: dict | None = None,
+            headers: dict | None = None) -> Response:
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=PROBLEM_MEDIA_TYPE)
+    response.headers.update(headers or {})
+    return response
+
+
+def problem_from(error: DomainError) -> Response:
+    return problem(error.status, error.slug, error.title, error.detail, error.errors)

@@ -1,0 +1,76 @@
+"""The one event envelope (CONTRACT "Events on RabbitMQ")."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+EXCHANGE = "woodpecker.events"
+ENVELOPE_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class MalformedEvent(ValueError):
+    """A message that is not a Woodpecker envelope; it can never succeed, so it is parked at once."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    occurred_at: str
+    source: str
+    version: int
+    correlation_id: str | None
+    data: dict[str, Any]
+
+    @property
+    def routing_key(self) -> str:
+        return self.type
+
+    @classmethod
+    def new(cls, type: str, source: str, data: dict[str, Any], correlation_id: str | None = None) -> "Event":
+        return cls(id=str(uuid.uuid4()), type=type, occurred_at=rfc3339(utcnow()), source=source,
+                   version=ENVELOPE_VERSION, correlation_id=correlation_id, data=data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, default=_json_default).encode()
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "Event":
+        if not isinstance(raw, dict):
+            raise MalformedEvent("the envelope is not a JSON object")
+        missing = [k for k in ("id", "type", "occurred_at", "source", "data") if not raw.get(k) and raw.get(k) != {}]
+        if missing:
+            raise MalformedEvent(f"the envelope lacks {', '.join(missing)}")
+        if not isinstance(raw["data"], dict):
+            raise MalformedEvent("the envelope's data is not an object")
+        return cls(id=str(raw["id"]), type=str(raw["type"]), occurred_at=str(raw["occurred_at"]),
+                   source=str(raw["source"]), version=int(raw.get("version") or ENVELOPE_VERSION),
+                   correlation_id=raw.get("correlation_id"), data=raw["data"])
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> "Event":
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedEvent(f"the body is not JSON: {exc}") from exc
+        return cls.from_dict(raw)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

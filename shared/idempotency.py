@@ -1,0 +1,61 @@
+"""`Idempotency-Key` on creating POSTs (CONTRACT "HTTP conventions").
+
+The key lives in the created document itself under a unique index, so claiming the key and creating
+the resource are one atomic insert. Without a header the document's own id fills the field, which
+keeps the index unique without needing a partial index.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import request
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from shared.errors import IdempotencyConflict, InvalidFields
+
+KEY_FIELD = "idempotency_key"
+FINGERPRINT_FIELD = "request_fingerprint"
+MAX_KEY_LENGTH = 200
+
+def ensure_index(collection: Collection) -> None:
+    collection.create_index(KEY_FIELD, unique=True)
+
+def fingerprint(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+def requested_key(caller_id: str) -> str | None:
+    """The header's key, scoped to the caller so two callers' keys never collide."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidFields("Idempotency-Key must be 1 to 200 characters.",
+                            {"Idempotency-Key": [f"1 to {MAX_KEY_LENGTH} characters"]})
+    return f"{caller_id}:{key}"
+
+def insert_once(collection: Collection, document: dict, key: str | None, request_fingerprint: str,
+                ) -> tuple[dict, bool]:
+    """Insert `document` unless `key` was used before; returns (the stored document, created?).
+
+    The same key with the same request gives back the first document; with another request it
+    is a 409.
+    """
+    stored = {**document, KEY_FIELD: key or f"id:{document['_id']}", FINGERPRINT_FIELD: request_fingerprint}
+    try:
+        collection.insert_one(stored)
+        return stored, True
+    except DuplicateKeyError:
+        if key is None:
+            raise
+    earlier = collection.find_one({KEY_FIELD: key})
+    if earlier is None or earlier[FINGERPRINT_FIELD] != request_fingerprint:
+        raise IdempotencyConflict("This Idempotency-Key was already used with a different request.")
+    return earlier, False
+
+def replay_header(created: bool) -> dict[str, str]:
+    return {} if created else {"Idempotent-Replayed": "true"}

@@ -1,0 +1,16 @@
+"""Prometheus metrics shared by every service (exposed at GET /metrics)."""
+from prometheus_client import Counter, Gauge, Histogram
+
+http_requests = Counter("woodpecker_http_requests_total", "HTTP requests served",
+                        ["service", "method", "endpoint", "status"])
+http_latency = Histogram("woodpecker_http_request_seconds", "HTTP request latency",
+                         ["service", "method", "endpoint"])
+events_published = Counter("woodpecker_events_published_total", "Events confirmed by the broker",
+                           ["service", "type"])
+events_unroutable = Counter("woodpecker_events_unroutable_total",
+                            "Events the broker returned because no queue was bound; kept for retry",
+                            ["service", "type"])
+outbox_pending = Gauge("woodpecker_outbox_pending", "Events waiting in the outbox at the last relay pass",
+                       ["service"])
+events_consumed = Counter("woodpecker_events_consumed_total", "Consumed events by outcome",
+                          ["queue", "outcome"])

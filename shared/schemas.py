@@ -1,0 +1,29 @@
+"""Marshmallow pieces every service's HTTP and event shapes share."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from marshmallow import ValidationError, fields
+
+from shared.events import rfc3339
+
+
+class Timestamp(fields.AwareDateTime):
+    """RFC 3339 in UTC with `Z` on the way out; any offset accepted on the way in, kept as UTC."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="iso", default_timezone=None, **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        if value.tzinfo is None:  # the store hands back naive UTC on some backends
+            value = value.replace(tzinfo=timezone.utc)
+        return rfc3339(value)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
+        try:
+            moment = super()._deserialize(value, attr, data, **kwargs)
+        except ValidationError:
+            raise ValidationError("Not an RFC 3339 time with an offset, e.g. 2026-11-23T08:30:00Z.")
+        return moment.astimezone(timezone.utc)

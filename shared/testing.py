@@ -1,0 +1,237 @@
+"""Test support shared by every service's tests: backends, a waiter, an event tap, a broker outage.
+
+Backends resolve in one order (the handbook's): TEST_AMQP_URL / TEST_MONGO_URL from the
+environment, then testcontainers when a Docker engine answers, then the local broker (in a vhost
+of the run's own, so tests never touch a running system's queues) and the embedded store.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterator
+from urllib.parse import quote, urlparse
+
+from shared.config import DEFAULT_AMQP_URL
+from shared.events import EXCHANGE
+
+log = logging.getLogger(__name__)
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `probe` until it returns something truthy; fail after `timeout` seconds (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=2)
+        client.ping()
+        return True
+    except Exception:  # no engine, no socket, no permission: all mean "not here"
+        return False
+
+
+@contextlib.contextmanager
+def amqp_backend() -> Iterator[str]:
+    if url := os.environ.get("TEST_AMQP_URL"):
+        yield url
+        return
+    if docker_engine_answers():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-management") as broker:
+            host, port = broker.get_container_host_ip(), broker.get_exposed_port(broker.port)
+            yield f"amqp://guest:guest@{host}:{port}/"
+        return
+    with _local_vhost() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _local_vhost() -> Iterator[str]:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    if not os.path.exists(ctl):
+        log.warning("rabbitmqctl not found: tests share the local broker's default vhost")
+        yield DEFAULT_AMQP_URL
+        return
+    vhost = f"woodpecker-test-{uuid.uuid4().hex[:10]}"
+    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run([ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                   capture_output=True)
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
+    finally:
+        subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def mongo_backend() -> Iterator[str | None]:
+    """A MongoDB URL, or None for the embedded store."""
+    if url := os.environ.get("TEST_MONGO_URL"):
+        yield url
+        return
+    if docker_engine_answers():
+        from testcontainers.mongodb import MongoDbContainer
+
+        with MongoDbContainer("mongo:7") as mongo:
+            yield mongo.get_connection_url()
+        return
+    yield None
+
+
+class EventTap:
+    """A plain pika subscriber, as a department's system would be: its own queue bound to a pattern."""
+
+    def __init__(self, amqp_url: str, *patterns: str):
+        import pika
+
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(EXCHANGE, "topic", durable=True)
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        for pattern in patterns:
+            self.channel.queue_bind(self.queue, EXCHANGE, pattern)
+        self.received: list[tuple[Any, dict]] = []
+
+    def drain(self) -> list[tuple[Any, dict]]:
+        while True:
+            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                return self.received
+            self.received.append((properties, json.loads(body)))
+
+    def events(self, type: str | None = None, where: Callable[[dict], bool] = lambda e: True) -> list[dict]:
+        return [e for _, e in self.drain() if (type is None or e["type"] == type) and where(e)]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+def publish_raw(amqp_url: str, routing_key: str, body: bytes | dict, message_id: str | None = None) -> None:
+    """Publish as another service would (for driving a consumer in tests)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.exchange_declare(EXCHANGE, "topic", durable=True)
+        channel.confirm_delivery()
+        payload = json.dumps(body).encode() if isinstance(body, dict) else body
+        channel.basic_publish(EXCHANGE, routing_key, payload, pika.BasicProperties(
+            content_type="application/json", delivery_mode=2, message_id=message_id), mandatory=True)
+    finally:
+        connection.close()
+
+
+def queue_messages(amqp_url: str, queue: str) -> list[tuple[Any, bytes]]:
+    """Take every message now in `queue` (e.g. a dead-letter queue)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    taken = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append((properties, body))
+    finally:
+        connection.close()
+
+
+class TcpProxy:
+    """A TCP relay in front of the broker that a test can cut and restore: a broker outage as the
+    service sees it, without stopping the broker other tests (or a running system) use."""
+
+    def __init__(self, target_url: str):
+        parsed = urlparse(target_url)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 5672)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        netloc = f"{parsed.username or 'guest'}:{parsed.password or 'guest'}@127.0.0.1:{self.port}"
+        self.url = parsed._replace(netloc=netloc).geturl()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> "TcpProxy":
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(16)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        sockets = [a, b]
+        try:
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 1.0)
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (b if source is a else a).sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for s in sockets:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def cut(self) -> None:
+        """The broker 'goes away': live connections drop and new ones are refused."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for client, upstream in self._pairs:
+                for s in (client, upstream):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+                        s.close()
+            self._pairs.clear()
+
+    def restore(self) -> None:
+        self.start()
+
+    def close(self) -> None:
+        self.cut()

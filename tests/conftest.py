@@ -1,0 +1,59 @@
+"""One fixture per backend (broker, store), and the in-process service each service test talks to."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from shared.auth import issue_token
+from shared.config import Settings
+from shared.runtime import BackgroundWork, start_in_process
+from shared.testing import amqp_backend, mongo_backend, wait_for
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    with amqp_backend() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> str | None:
+    with mongo_backend() as url:
+        yield url
+
+
+def settings_for_test(service: str, amqp_url: str, mongo_url: str | None, **overrides) -> Settings:
+    """Settings for one test service: its own database, fast back-off, workers in process."""
+    base = Settings.from_env(service, env={})
+    return replace(base, amqp_url=amqp_url, mongo_url=mongo_url,
+                   database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=(100, 300),
+                   relay_interval_s=0.05, inprocess_workers=True, **overrides)
+
+
+@dataclass
+class RunningService:
+    app: Flask
+    client: FlaskClient
+    background: BackgroundWork
+    settings: Settings
+
+    def stop(self) -> None:
+        self.background.stop()
+
+
+def run_service(create_app, settings: Settings) -> RunningService:
+    app = create_app(settings)
+    background = start_in_process(app)
+    if background.consumer is not None:
+        wait_for(background.consumer.ready.is_set, timeout=20, what=f"{settings.service} consumer ready")
+    return RunningService(app, app.test_client(), background, settings)
+
+
+def bearer(role: str, sub: str | None = None, dept: str | None = None, grid: str | None = None) -> dict:
+    token = issue_token(Settings.from_env("intake", env={}).jwt_secret, sub or f"{role}-{uuid.uuid4().hex[:8]}",
+                        role, dept=dept, grid=grid)
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,62 @@
+"""Service tests: a service in this process over HTTP (Flask's client), with the real broker."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from services.intake.app import create_app as create_intake
+from tests.conftest import bearer, run_service, settings_for_test
+
+
+@pytest.fixture(scope="module")
+def intake(amqp_url, mongo_url):
+    service = run_service(create_intake, settings_for_test("intake", amqp_url, mongo_url))
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def fresh_intake(amqp_url, mongo_url):
+    """An intake with a database of its own, for tests that count everything in it."""
+    service = run_service(create_intake, settings_for_test("intake", amqp_url, mongo_url))
+    yield service
+    service.stop()
+
+
+def jpeg_bytes(size=(64, 48), color="green", exif: bytes | None = None) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "JPEG", **({"exif": exif} if exif else {}))
+    return out.getvalue()
+
+
+def upload_photo(client, headers, content: bytes | None = None, name="photo.jpg") -> dict:
+    response = client.post("/v1/photos", headers=headers,
+                           data={"file": (io.BytesIO(content or jpeg_bytes()), name)},
+                           content_type="multipart/form-data")
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+# A point inside grid lanshan-01 (金雀山街道一网格) and one in hedong-03.
+LANSHAN_01 = {"lat": 35.060, "lng": 118.315, "address": "金雀山路与沂蒙路交叉口"}
+HEDONG_03 = {"lat": 35.100, "lng": 118.395}
+
+
+def submit_report(client, headers, photo_ids, **fields) -> dict:
+    body = {"category": "traffic.parking", "description": "人行道上停放多辆机动车，影响通行",
+            "location": LANSHAN_01, "photo_ids": photo_ids, **fields}
+    response = client.post("/v1/reports", headers=headers, json=body)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+@pytest.fixture
+def volunteer():
+    return bearer("volunteer")
+
+
+@pytest.fixture
+def office():
+    return bearer("office", "office-1")
