@@ -25,9 +25,13 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        last_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError):
+        last_id = None
+    # b64decode skips characters outside its alphabet; only a cursor that round-trips is ours.
+    if not last_id or encode_cursor(last_id) != cursor:
         raise InvalidFields("The cursor is not one this API issued.", {"cursor": ["not a valid cursor"]})
+    return last_id
 
 
 def page(items: list[dict], limit: int, id_of=lambda item: item["id"]) -> dict:

@@ -220,6 +220,9 @@ class TcpProxy:
     def cut(self) -> None:
         """The broker 'goes away': live connections drop and new ones are refused."""
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone leaves it listening.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
@@ -231,7 +234,8 @@ class TcpProxy:
             self._pairs.clear()
 
     def restore(self) -> None:
-        self.start()
+        if self._listener is None:
+            self.start()
 
     def close(self) -> None:
         self.cut()

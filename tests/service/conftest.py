@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from services.intake.app import create_app as create_intake
+from shared.outbox import PENDING
+from shared.testing import EventTap
 from tests.conftest import bearer, run_service, settings_for_test
 
 
@@ -23,6 +25,18 @@ def fresh_intake(amqp_url, mongo_url):
     service = run_service(create_intake, settings_for_test("intake", amqp_url, mongo_url))
     yield service
     service.stop()
+
+
+@pytest.fixture
+def tap(amqp_url):
+    """A plain pika subscriber to report events."""
+    tap = EventTap(amqp_url, "report.#")
+    yield tap
+    tap.close()
+
+
+def outbox_empty(service) -> bool:
+    return service.app.extensions["intake"].store.reports.count_documents(PENDING) == 0
 
 
 def jpeg_bytes(size=(64, 48), color="green", exif: bytes | None = None) -> bytes:
