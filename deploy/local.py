@@ -22,7 +22,7 @@ from shared.bus import broker_problem
 from shared.config import DEV_JWT_SECRET, SERVICE_PORTS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / ".run"
+RUN = Path(os.environ.get("WOODPECKER_RUN_DIR", ROOT / ".run"))
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 60
 
@@ -60,10 +60,10 @@ def _spawn(command: list[str], name: str) -> None:
     if _alive(pid_file):
         print(f"  {name}: already running (pid {pid_file.read_text()})")
         return
-    log = open(RUN / f"{name}.log", "ab")
+    log = open(RUN / f"{name}.log", "ab")  # the child keeps the descriptor; ours closes with this process
     process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pid_file.write_text(str(process.pid))
-    print(f"  {name}: started (pid {process.pid}, log .run/{name}.log)")
+    print(f"  {name}: started (pid {process.pid}, log {RUN / name}.log)")
 
 
 def _ready(port: int) -> bool:
@@ -93,7 +93,7 @@ def up() -> None:
         pending = {s: p for s, p in pending.items() if not _ready(p)}
         time.sleep(0.5)
     if pending:
-        sys.exit(f"Not ready after {READY_TIMEOUT_S} s: {', '.join(pending)}. See .run/<service>-web.log.")
+        sys.exit(f"Not ready after {READY_TIMEOUT_S} s: {', '.join(pending)}. See {RUN}/<service>-web.log.")
     secret = os.environ.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET
     print("\nWoodpecker is up:")
     for service in SERVICE_PORTS:

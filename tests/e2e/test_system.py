@@ -1,0 +1,90 @@
+"""End to end: the system started the way `make up` starts it, driven over real HTTP and AMQP."""
+import io
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+import requests
+from PIL import Image
+
+from shared.events import Event
+from shared.testing import EventTap, publish_raw, wait_for
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.e2e
+SERVICES = ("intake", "routing", "hours", "notify")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def system(amqp_url, mongo_url, tmp_path_factory):
+    ports = {service: free_port() for service in SERVICES}
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL",)}
+    env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
+    env.update(AMQP_URL=amqp_url, WOODPECKER_RUN_DIR=str(tmp_path_factory.mktemp("run")),
+               WOODPECKER_RELAY_INTERVAL_S="0.05")
+    if mongo_url:
+        env.update(MONGO_URL=mongo_url, **{f"{s.upper()}_DATABASE": f"e2e_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
+    local = [sys.executable, "-m", "deploy.local"]
+    started = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=180)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}, started.stdout
+    finally:
+        stopped = subprocess.run([*local, "down"], env=env, capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+
+
+def test_up_prints_every_url_and_an_office_token(system):
+    urls, output = system
+    for url in urls.values():
+        assert url in output
+    assert "export TOKEN=" in output
+
+
+def test_every_service_is_healthy_ready_and_documented(system):
+    urls, _ = system
+    for url in urls.values():
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
+        assert requests.get(f"{url}/openapi.json", timeout=5).json()["openapi"].startswith("3.")
+        assert "woodpecker_http_requests_total" in requests.get(f"{url}/metrics", timeout=5).text
+
+
+def test_a_report_flows_to_a_subscriber_and_follows_its_case(system, amqp_url):
+    urls, _ = system
+    intake = urls["intake"]
+    volunteer = bearer("volunteer")
+    tap = EventTap(amqp_url, "report.#")
+    try:
+        jpeg = io.BytesIO()
+        Image.new("RGB", (32, 32), "orange").save(jpeg, "JPEG")
+        photo = requests.post(f"{intake}/v1/photos", headers=volunteer, timeout=10,
+                              files={"file": ("p.jpg", jpeg.getvalue(), "image/jpeg")})
+        assert photo.status_code == 201, photo.text
+        body = {"category": "env.garbage", "description": "桥下垃圾堆放，气味很大", "photo_ids": [photo.json()["id"]],
+                "location": {"lat": 35.1, "lng": 118.395}}
+        headers = {**volunteer, "Idempotency-Key": uuid.uuid4().hex}
+        report = requests.post(f"{intake}/v1/reports", json=body, headers=headers, timeout=10)
+        retry = requests.post(f"{intake}/v1/reports", json=body, headers=headers, timeout=10)
+        assert report.status_code == retry.status_code == 201 and report.json()["id"] == retry.json()["id"]
+        rid = report.json()["id"]
+        received = wait_for(lambda: tap.events("report.submitted", lambda e: e["data"]["id"] == rid),
+                            what="report.submitted at the subscriber")
+        assert len(received) == 1 and received[0]["data"]["grid_id"] == "hedong-03"
+    finally:
+        tap.close()
+    dispatched = Event.new("case.dispatched.sanitation", "routing", {
+        "case_id": "c-e2e", "report_ids": [rid], "department": "sanitation", "due_at": "2026-11-24T04:00:00Z"})
+    publish_raw(amqp_url, dispatched.type, dispatched.to_dict(), dispatched.id)
+    follows = lambda: requests.get(f"{intake}/v1/reports/{rid}", headers=volunteer, timeout=5).json()  # noqa: E731
+    wait_for(lambda: follows()["status"] == "in_progress", what="the report following its case")
+    assert follows()["timeline"][-1]["note"].startswith("已派遣至环卫处")
