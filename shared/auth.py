@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from flask import current_app, g, request
@@ -30,9 +30,9 @@ def decode_token(token: str, secret: str) -> Caller:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub", "role", "exp"]})
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("The token has expired.")
+        raise Unauthorized("The token has expired.") from None
     except jwt.InvalidTokenError as exc:
-        raise Unauthorized(f"The token is not valid: {exc}.")
+        raise Unauthorized(f"The token is not valid: {exc}.") from exc
     role = claims["role"]
     if role not in ROLES:
         raise Unauthorized(f"Unknown role {role!r} in token.")
@@ -45,7 +45,7 @@ def decode_token(token: str, secret: str) -> Caller:
 
 def issue_token(secret: str, sub: str, role: str, *, dept: str | None = None, grid: str | None = None,
                 ttl: timedelta = timedelta(hours=12)) -> str:
-    claims = {"sub": sub, "role": role, "exp": datetime.now(timezone.utc) + ttl}
+    claims = {"sub": sub, "role": role, "exp": datetime.now(UTC) + ttl}
     if dept:
         claims["dept"] = dept
     if grid:

@@ -37,7 +37,7 @@ class Settings:
         return not self.mongo_url
 
     @classmethod
-    def from_env(cls, service: str, env: os._Environ | dict | None = None) -> "Settings":
+    def from_env(cls, service: str, env: os._Environ | dict | None = None) -> Settings:
         env = os.environ if env is None else env
         mongo_url = env.get("MONGO_URL") or None
         inprocess = env.get("WOODPECKER_INPROCESS_WORKERS")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 EXCHANGE = "woodpecker.events"
@@ -12,11 +12,11 @@ ENVELOPE_VERSION = 1
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class MalformedEvent(ValueError):
@@ -38,7 +38,7 @@ class Event:
         return self.type
 
     @classmethod
-    def new(cls, type: str, source: str, data: dict[str, Any], correlation_id: str | None = None) -> "Event":
+    def new(cls, type: str, source: str, data: dict[str, Any], correlation_id: str | None = None) -> Event:
         return cls(id=str(uuid.uuid4()), type=type, occurred_at=rfc3339(utcnow()), source=source,
                    version=ENVELOPE_VERSION, correlation_id=correlation_id, data=data)
 
@@ -49,7 +49,7 @@ class Event:
         return json.dumps(self.to_dict(), ensure_ascii=False, default=_json_default).encode()
 
     @classmethod
-    def from_dict(cls, raw: Any) -> "Event":
+    def from_dict(cls, raw: Any) -> Event:
         if not isinstance(raw, dict):
             raise MalformedEvent("the envelope is not a JSON object")
         missing = [k for k in ("id", "type", "occurred_at", "source", "data") if not raw.get(k) and raw.get(k) != {}]
@@ -62,7 +62,7 @@ class Event:
                    correlation_id=raw.get("correlation_id"), data=raw["data"])
 
     @classmethod
-    def from_json(cls, body: bytes | str) -> "Event":
+    def from_json(cls, body: bytes | str) -> Event:
         try:
             raw = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

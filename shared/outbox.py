@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from pymongo.collection import Collection
 

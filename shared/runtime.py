@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flask import Flask
 from pymongo.database import Database
@@ -33,7 +33,7 @@ class BackgroundWork:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> "BackgroundWork":
+    def start(self) -> BackgroundWork:
         if self.relay is not None:
             self._spawn("outbox-relay", lambda: self.relay.run(self._stop))
         if self.consumer is not None:

@@ -1,7 +1,7 @@
 """Marshmallow pieces every service's HTTP and event shapes share."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import ValidationError, fields
 
@@ -18,12 +18,12 @@ class Timestamp(fields.AwareDateTime):
         if value is None:
             return None
         if value.tzinfo is None:  # the store hands back naive UTC on some backends
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return rfc3339(value)
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
         try:
             moment = super()._deserialize(value, attr, data, **kwargs)
         except ValidationError:
-            raise ValidationError("Not an RFC 3339 time with an offset, e.g. 2026-11-23T08:30:00Z.")
-        return moment.astimezone(timezone.utc)
+            raise ValidationError("Not an RFC 3339 time with an offset, e.g. 2026-11-23T08:30:00Z.") from None
+        return moment.astimezone(UTC)

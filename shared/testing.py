@@ -17,7 +17,8 @@ import subprocess
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import quote, urlparse
 
 from shared.config import DEFAULT_AMQP_URL
@@ -176,7 +177,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", self.port))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from flask import Flask, Response, g, request
 from flask_smorest import Api, Blueprint
@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from shared import logs, metrics
-from shared.config import Settings
+from shared.config import DEV_JWT_SECRET, Settings
 from shared.errors import DomainError, UnsupportedMediaType, problem, problem_from
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ def _readiness_blueprint(checks: list[ReadinessCheck]) -> Blueprint:
 
 def create_service_app(settings: Settings, *, title: str, description: str,
                        blueprints: Iterable[Blueprint] = (), readiness: Iterable[ReadinessCheck] = ()) -> Flask:
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        log.warning("WOODPECKER_JWT_SECRET is not set: tokens are signed with the public development secret")
     app = Flask(settings.service)
     app.config.update(
         WOODPECKER_SETTINGS=settings,

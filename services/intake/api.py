@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Response, current_app, request
 from flask_smorest import Blueprint
@@ -41,7 +41,7 @@ def intake() -> Intake:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # --- photos -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from shapely import STRtree
@@ -206,7 +206,9 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
     if newer:
         if version is not None:
             changes["case_version"] = int(version)
-        if step.department or step.action == "disputed":
+        if step.action == "disputed":
+            changes["department"] = None  # back in triage: no department holds the case
+        elif step.department:
             changes["department"] = step.department
         if status is not None:
             changes["status"] = status
@@ -228,17 +230,17 @@ class Week:
     number: int
 
     @classmethod
-    def parse(cls, text: str) -> "Week":
+    def parse(cls, text: str) -> Week:
         try:
             year, number = text.upper().split("-W")
             week = cls(int(year), int(number))
             week.start  # noqa: B018 — validates the week number against the year
             return week
         except ValueError:
-            raise InvalidFields("week must look like 2026-W47.", {"week": ["ISO week, e.g. 2026-W47"]})
+            raise InvalidFields("week must look like 2026-W47.", {"week": ["ISO week, e.g. 2026-W47"]}) from None
 
     @classmethod
-    def containing(cls, moment: datetime) -> "Week":
+    def containing(cls, moment: datetime) -> Week:
         iso = moment.astimezone(LOCAL_TZ).isocalendar()
         return cls(iso.year, iso.week)
 
@@ -250,7 +252,7 @@ class Week:
     def start(self) -> datetime:
         """Monday 00:00 in the city's local time (the office's week), as UTC."""
         monday = date.fromisocalendar(self.year, self.number, 1)
-        return datetime.combine(monday, time(0), LOCAL_TZ).astimezone(timezone.utc)
+        return datetime.combine(monday, time(0), LOCAL_TZ).astimezone(UTC)
 
     @property
     def end(self) -> datetime:

@@ -21,7 +21,7 @@ def _time(value, field: str) -> datetime | None:
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}")
+        raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
 
 
 def case_changed(event: Event, store: ReportStore, reference: ReferenceData) -> None:
@@ -29,7 +29,7 @@ def case_changed(event: Event, store: ReportStore, reference: ReferenceData) -> 
     try:
         action, department = parse_case_routing_key(event.type)
     except ValueError as exc:
-        raise MalformedEvent(str(exc))
+        raise MalformedEvent(str(exc)) from exc
     report_ids = event.data.get("report_ids")
     if not isinstance(report_ids, list) or not report_ids:
         raise MalformedEvent("a case event must carry report_ids")

@@ -42,7 +42,7 @@ def clean_photo(raw: bytes) -> CleanPhoto:
     try:
         image = Image.open(io.BytesIO(raw))
     except UnidentifiedImageError:
-        raise UnsupportedMediaType("The file is not a JPEG, PNG or WebP image.")
+        raise UnsupportedMediaType("The file is not a JPEG, PNG or WebP image.") from None
     if image.format not in FORMATS:
         raise UnsupportedMediaType(f"{image.format} images are not accepted; send JPEG, PNG or WebP.")
     if image.width * image.height > MAX_PIXELS:
@@ -59,5 +59,5 @@ def clean_photo(raw: bytes) -> CleanPhoto:
         else:
             upright.save(out, "PNG", optimize=False, **options)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidFields("The image is damaged and cannot be read.", {"file": [str(exc)]})
+        raise InvalidFields("The image is damaged and cannot be read.", {"file": [str(exc)]}) from exc
     return CleanPhoto(out.getvalue(), FORMATS[image.format], upright.width, upright.height)

@@ -1,8 +1,8 @@
 """Intake's HTTP and event shapes (CONTRACT "intake")."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
 from flask_smorest.fields import Upload
+from marshmallow import Schema, fields, validate
 
 from shared.pagination import PageQuery
 from shared.schemas import Timestamp

@@ -1,8 +1,8 @@
 """Intake's collections, indexes and queries (reports, photos and their GridFS files)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 import gridfs
 from bson import ObjectId
@@ -11,8 +11,8 @@ from pymongo.database import Database
 
 from shared import idempotency
 from shared.auth import Caller
-from shared.outbox import ensure_outbox_index, with_events
 from shared.events import Event
+from shared.outbox import ensure_outbox_index, with_events
 
 from .domain import OPEN_STATUSES, BoundingBox
 

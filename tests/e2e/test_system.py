@@ -32,7 +32,8 @@ def system(amqp_url, mongo_url, tmp_path_factory):
     env.update(AMQP_URL=amqp_url, WOODPECKER_RUN_DIR=str(tmp_path_factory.mktemp("run")),
                WOODPECKER_RELAY_INTERVAL_S="0.05")
     if mongo_url:
-        env.update(MONGO_URL=mongo_url, **{f"{s.upper()}_DATABASE": f"e2e_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
+        env["MONGO_URL"] = mongo_url
+        env.update({f"{s.upper()}_DATABASE": f"e2e_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
     local = [sys.executable, "-m", "deploy.local"]
     started = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=180)
     try:

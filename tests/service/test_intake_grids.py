@@ -1,6 +1,6 @@
 """Grids, categories, weekly summaries (JSON and XLSX), and the endpoints every service has."""
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from openpyxl import load_workbook
@@ -62,7 +62,7 @@ class TestWeekly:
         service, made = week_of_reports
         leader = bearer("grid_leader", grid="lanshan-01")
         summary = service.client.get("/v1/grids/lanshan-01/weekly", headers=leader).json
-        assert summary["week"] == Week.containing(datetime.now(timezone.utc)).label
+        assert summary["week"] == Week.containing(datetime.now(UTC)).label
         assert summary["submitted"] == 3  # the hedong report is another grid's
         counts = {row["category"]: row for row in summary["by_category"]}
         assert counts["env.garbage"]["total"] == 2 and counts["env.garbage"]["submitted"] == 2

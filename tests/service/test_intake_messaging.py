@@ -5,7 +5,7 @@ import pytest
 
 from shared import deadletters
 from shared.events import Event
-from shared.testing import EventTap, publish_raw, wait_for
+from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer
 from tests.service.conftest import outbox_empty, submit_report, upload_photo
 
@@ -57,8 +57,8 @@ def test_the_report_follows_its_case_through_the_loop(intake, amqp_url, voluntee
              ("closed", "traffic-police", {}, "closed")]
     for version, (action, department, data, expected) in enumerate(steps, start=1):
         send(amqp_url, case_event(action, department, [rid], case_version=version, **data))
-        wait_for(lambda: report_of(intake, rid)["status"] == expected and
-                 len(report_of(intake, rid)["timeline"]) == version + 1, what=f"{action} applied")
+        wait_for(lambda expected=expected, steps_seen=version + 1: report_of(intake, rid)["status"] == expected
+                 and len(report_of(intake, rid)["timeline"]) == steps_seen, what=f"{action} applied")
     final = report_of(intake, rid)
     assert final["case_id"] == f"case-{rid}" and final["department"] == "traffic-police"
     assert final["after_photo_ids"] == ["after-1"]
