@@ -244,7 +244,7 @@ def measure(target: str, port: int, volunteers: list[Volunteer], warmup: float, 
     stop = threading.Event()
     tallies = [Tally() for _ in volunteers]
     threads = [threading.Thread(target=run_client, args=(port, v, i, window, stop, tally), daemon=True)
-               for i, (v, tally) in enumerate(zip(volunteers, tallies))]
+               for i, (v, tally) in enumerate(zip(volunteers, tallies, strict=True))]
     try:
         for thread in threads:
             thread.start()

@@ -216,6 +216,8 @@ class EventConsumer(ConsumerMixin):
         self.retry_delays_ms = retry_delays_ms
         self.prefetch = prefetch
         self.processed = db["processed_events"]
+        # A redelivery comes within minutes; a month of markers is ample and keeps the collection small.
+        self.processed.create_index("at", expireAfterSeconds=30 * 24 * 3600)
         self.connection = kombu.Connection(amqp_url, heartbeat=30)
         # A separate connection moves failed messages, so waiting for its confirms never re-enters
         # the consuming connection's delivery loop.
