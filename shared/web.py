@@ -10,7 +10,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from flask import Flask, Response, g, request
+import swagger_ui_bundle
+from flask import Flask, Response, g, request, send_from_directory
 from flask_smorest import Api, Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024 + 64 * 1024  # a 10 MiB photo plus its multipart envelope
 ReadinessCheck = Callable[[], "str | None"]
+# Swagger UI is served from the installed package, not a CDN: city networks are often closed.
+DOCS_ASSETS = "/docs/assets"
 
 _HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
                405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
@@ -111,7 +114,7 @@ def create_service_app(settings: Settings, *, title: str, description: str,
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_SWAGGER_UI_URL=f"{DOCS_ASSETS}/",
         API_SPEC_OPTIONS={
             "info": {"description": description},
             "components": {"securitySchemes": {
@@ -120,6 +123,8 @@ def create_service_app(settings: Settings, *, title: str, description: str,
         },
     )
     app.json.ensure_ascii = False
+    app.add_url_rule(f"{DOCS_ASSETS}/<path:filename>", "docs_assets",
+                     lambda filename: send_from_directory(swagger_ui_bundle.swagger_ui_path, filename))
     api = ProblemApi(app)
     api.register_blueprint(_readiness_blueprint(list(readiness)))
     for blueprint in blueprints:

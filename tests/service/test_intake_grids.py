@@ -139,9 +139,11 @@ class TestServiceEndpoints:
         assert "ReportCreate" in str(create["requestBody"])
         assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
-    def test_docs_page_is_served(self, intake):
+    def test_docs_page_and_its_assets_are_served_locally(self, intake):
         response = intake.client.get("/docs")
-        assert response.status_code == 200 and b"swagger" in response.data.lower()
+        assert response.status_code == 200 and b"/docs/assets/swagger-ui-bundle.js" in response.data
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
+            assert intake.client.get(f"/docs/assets/{asset}").status_code == 200
 
     def test_unknown_path_and_method_are_problems(self, intake, volunteer):
         missing = intake.client.get("/v1/nothing", headers=volunteer)
