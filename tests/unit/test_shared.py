@@ -1,0 +1,314 @@
+"""The shared pieces: event envelope, tokens, cursors, settings and reference data."""
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import jwt
+import pytest
+
+from shared import reference
+from shared.auth import Caller, decode_token, issue_token
+from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings
+from shared.errors import InvalidFields, Unauthorized
+from shared.events import Event, MalformedEvent
+from shared.pagination import decode_cursor, encode_cursor, page
+from shared.reference import ReferenceDataError
+
+SECRET = "unit-test-secret-" + "x" * 48  # 64 bytes: long enough for HS256 and HS512
+
+
+# --- events -----------------------------------------------------------------------------------
+
+def an_event(**data) -> Event:
+    return Event.new("report.submitted", "intake", {"id": "r1", "photo_ids": ["p1"], **data}, correlation_id="req-1")
+
+
+def envelope(**overrides) -> bytes:
+    raw = {"id": "e1", "type": "report.submitted", "occurred_at": "2026-11-18T02:00:00.000Z", "source": "intake",
+           "version": 1, "correlation_id": None, "data": {"id": "r1"}}
+    raw.update(overrides)
+    return json.dumps({k: v for k, v in raw.items() if v is not ...}).encode()
+
+
+def test_an_event_survives_a_json_round_trip():
+    event = an_event(note="中文")
+    assert Event.from_json(event.to_json()) == event
+    assert Event.from_json(event.to_json().decode()) == event
+
+
+def test_new_events_get_distinct_ids_and_the_envelope_version():
+    first, second = an_event(), an_event()
+    assert first.id != second.id
+    assert first.version == 1
+    assert first.routing_key == "report.submitted"
+
+
+def test_the_envelope_has_exactly_the_contract_keys():
+    assert set(json.loads(an_event().to_json())) == {"id", "type", "occurred_at", "source", "version",
+                                                    "correlation_id", "data"}
+
+
+def test_occurred_at_is_utc_with_a_z():
+    occurred_at = an_event().occurred_at
+    assert occurred_at.endswith("Z")
+    moment = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+    assert abs(moment - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_datetimes_in_data_serialise_as_rfc3339_z():
+    event = an_event(at=datetime(2026, 11, 18, 10, 0, tzinfo=timezone(timedelta(hours=8))))
+    assert json.loads(event.to_json())["data"]["at"] == "2026-11-18T02:00:00.000Z"
+
+
+def test_an_envelope_with_empty_data_is_accepted():
+    assert Event.from_json(envelope(data={})).data == {}
+
+
+@pytest.mark.parametrize("body", [b"not json", b"\xff\xfe", b"", b"[1, 2]", b"null", b"42"])
+def test_a_body_that_is_not_a_json_object_is_malformed(body):
+    with pytest.raises(MalformedEvent):
+        Event.from_json(body)
+
+
+@pytest.mark.parametrize("missing", ["id", "type", "data"])
+def test_an_envelope_missing_a_required_key_is_malformed(missing):
+    with pytest.raises(MalformedEvent):
+        Event.from_json(envelope(**{missing: ...}))
+
+
+@pytest.mark.parametrize("data", [[1, 2], "text", 7])
+def test_an_envelope_whose_data_is_not_an_object_is_malformed(data):
+    with pytest.raises(MalformedEvent):
+        Event.from_json(envelope(data=data))
+
+
+@pytest.mark.parametrize("version", ["two", [1]])
+def test_an_envelope_with_a_non_integer_version_is_malformed(version):
+    with pytest.raises(MalformedEvent):
+        Event.from_json(envelope(version=version))
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+def raw_token(claims: dict, secret: str = SECRET) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def in_an_hour() -> datetime:
+    return datetime.now(UTC) + timedelta(hours=1)
+
+
+def test_a_valid_token_gives_the_caller():
+    token = issue_token(SECRET, "dept-user-1", "department", dept="sanitation")
+    assert decode_token(token, SECRET) == Caller(id="dept-user-1", role="department", dept="sanitation", grid=None)
+
+
+def test_a_grid_leader_token_carries_the_grid():
+    caller = decode_token(issue_token(SECRET, "leader-1", "grid_leader", grid="lanshan-01"), SECRET)
+    assert (caller.role, caller.grid, caller.dept) == ("grid_leader", "lanshan-01", None)
+    assert caller.is_("office", "grid_leader") and not caller.is_("office")
+
+
+@pytest.mark.parametrize("token", [
+    pytest.param(issue_token(SECRET, "v1", "volunteer", ttl=timedelta(seconds=-5)), id="expired"),
+    pytest.param(issue_token(SECRET.upper(), "v1", "volunteer"), id="wrong-secret"),
+    pytest.param(issue_token(SECRET, "v1", "mayor"), id="unknown-role"),
+    pytest.param(issue_token(SECRET, "d1", "department"), id="department-without-dept"),
+    pytest.param(issue_token(SECRET, "g1", "grid_leader"), id="grid-leader-without-grid"),
+    pytest.param(raw_token({"sub": "v1", "role": "volunteer"}), id="missing-exp"),
+    pytest.param(raw_token({"role": "volunteer", "exp": in_an_hour()}), id="missing-sub"),
+    pytest.param(raw_token({"sub": "v1", "exp": in_an_hour()}), id="missing-role"),
+    pytest.param(jwt.encode({"sub": "v1", "role": "office", "exp": in_an_hour()}, SECRET, algorithm="HS512"),
+                 id="other-algorithm"),
+    pytest.param("not.a.token", id="garbage"),
+])
+def test_an_unacceptable_token_is_unauthorized(token):
+    with pytest.raises(Unauthorized):
+        decode_token(token, SECRET)
+
+
+# --- cursors ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("last_id", ["r1", "01J9Z3K7Q8", "报告-42", "a/b+c=d"])
+def test_a_cursor_round_trips_to_the_last_id(last_id):
+    cursor = encode_cursor(last_id)
+    assert "=" not in cursor
+    assert decode_cursor(cursor) == last_id
+
+
+def test_no_cursor_decodes_to_none():
+    assert decode_cursor(None) is None
+
+
+@pytest.mark.parametrize("cursor", ["!!!!", "", "cjE=", "r1 x", "_w"])
+def test_a_garbage_cursor_is_invalid_fields(cursor):
+    with pytest.raises(InvalidFields) as caught:
+        decode_cursor(cursor)
+    assert set(caught.value.errors) == {"cursor"}
+
+
+def items(n: int) -> list[dict]:
+    return [{"id": f"r{i}"} for i in range(n)]
+
+
+def test_a_page_fetched_with_one_extra_item_has_a_next_cursor_after_its_last_item():
+    result = page(items(4), limit=3)
+    assert [i["id"] for i in result["items"]] == ["r0", "r1", "r2"]
+    assert decode_cursor(result["next_cursor"]) == "r2"
+
+
+@pytest.mark.parametrize("n", [0, 2, 3])
+def test_a_page_with_at_most_limit_items_is_the_last(n):
+    result = page(items(n), limit=3)
+    assert len(result["items"]) == n
+    assert result["next_cursor"] is None
+
+
+def test_a_page_uses_the_given_id_of_items():
+    result = page([{"key": "a"}, {"key": "b"}], limit=1, id_of=lambda item: item["key"])
+    assert decode_cursor(result["next_cursor"]) == "a"
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("service, port", [("intake", 8001), ("routing", 8002), ("hours", 8003), ("notify", 8004)])
+def test_each_service_has_its_default_port(service, port):
+    assert Settings.from_env(service, {}).port == port
+
+
+def test_the_defaults_without_any_environment():
+    settings = Settings.from_env("intake", {})
+    assert settings.amqp_url == DEFAULT_AMQP_URL == "amqp://guest:guest@127.0.0.1:5672//"
+    assert settings.mongo_url is None and settings.embedded_store
+    assert settings.inprocess_workers is True
+    assert settings.jwt_secret == DEV_JWT_SECRET
+    assert settings.database == "woodpecker_intake"
+    assert settings.reference_dir is None
+    assert settings.retry_delays_ms == (1000, 10000, 60000)
+
+
+def test_the_environment_overrides_the_defaults():
+    settings = Settings.from_env("routing", {"ROUTING_PORT": "9002", "AMQP_URL": "amqp://mq//",
+                                             "WOODPECKER_JWT_SECRET": "s3cret", "ROUTING_DATABASE": "r",
+                                             "WOODPECKER_RETRY_DELAYS_MS": "50, 500"})
+    assert (settings.port, settings.amqp_url, settings.jwt_secret, settings.database) == (9002, "amqp://mq//",
+                                                                                          "s3cret", "r")
+    assert settings.retry_delays_ms == (50, 500)
+
+
+def test_an_empty_mongo_url_means_the_embedded_store():
+    settings = Settings.from_env("intake", {"MONGO_URL": ""})
+    assert settings.embedded_store and settings.inprocess_workers
+
+
+def test_with_mongo_workers_run_in_their_own_process_by_default():
+    settings = Settings.from_env("intake", {"MONGO_URL": "mongodb://db:27017"})
+    assert settings.mongo_url == "mongodb://db:27017"
+    assert not settings.embedded_store
+    assert settings.inprocess_workers is False
+
+
+def test_with_mongo_workers_can_be_kept_in_process():
+    settings = Settings.from_env("intake", {"MONGO_URL": "mongodb://db:27017", "WOODPECKER_INPROCESS_WORKERS": "1"})
+    assert settings.inprocess_workers is True
+
+
+@pytest.mark.parametrize("raw", ["", "soon", "1000,-5", "0", "100,,abc"])
+def test_bad_retry_delays_are_refused(raw):
+    with pytest.raises(ValueError):
+        Settings.from_env("intake", {"WOODPECKER_RETRY_DELAYS_MS": raw})
+
+
+# --- reference data ---------------------------------------------------------------------------
+
+CONTRACT_CATEGORIES = {
+    "env.garbage": ("sanitation", 24), "env.flyers": ("urban-management", 48),
+    "env.dumping": ("urban-management", 48), "env.garbage-sorting": ("sanitation", 72),
+    "order.street-vending": ("urban-management", 24), "order.blind-lane": ("urban-management", 48),
+    "order.public-place": ("community-affairs", 72), "traffic.parking": ("traffic-police", 24),
+    "traffic.pedestrian": ("traffic-police", 72), "infra.damaged": ("municipal-works", 72),
+    "market.disorder": ("market-regulation", 72), "site.construction": ("housing-construction", 72),
+    "civility.dogs": ("public-security", 72), "community.facilities": ("community-affairs", 48),
+    "other": (None, None),
+}
+CONTRACT_DEPARTMENTS = {"sanitation", "urban-management", "traffic-police", "municipal-works", "market-regulation",
+                        "housing-construction", "public-security", "community-affairs"}
+
+
+@pytest.fixture(scope="module")
+def demo() -> reference.ReferenceData:
+    return reference.load()
+
+
+def one_grid_file(grid_id: str = "test-01") -> dict:
+    return {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"id": grid_id, "name": "测试网格", "district": "test"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}}]}
+
+
+def reference_dir(folder: Path, **files: dict) -> str:
+    for name, content in files.items():
+        (folder / name.replace("_", ".")).write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+    return str(folder)
+
+
+def test_the_demo_city_has_at_least_6_grids_in_2_districts(demo):
+    assert len(demo.grids) >= 6
+    assert len({grid.district for grid in demo.grids.values()}) >= 2
+    assert all(grid.geometry["type"] in ("Polygon", "MultiPolygon") for grid in demo.grids.values())
+
+
+def test_the_demo_city_has_the_contract_categories_with_their_departments_and_time_limits(demo):
+    assert {code: (c.department, c.deadline_hours) for code, c in demo.categories.items()} == CONTRACT_CATEGORIES
+
+
+def test_traffic_parking_goes_to_the_traffic_police_within_24_hours_and_other_to_triage(demo):
+    parking, other = demo.categories["traffic.parking"], demo.categories["other"]
+    assert (parking.department, parking.deadline_hours, parking.name_zh) == ("traffic-police", 24, "车辆乱停乱放")
+    assert (other.department, other.deadline_hours) == (None, None)
+
+
+def test_the_demo_city_has_all_8_contract_departments(demo):
+    assert set(demo.departments) == CONTRACT_DEPARTMENTS
+
+
+def test_a_reference_folder_with_its_own_grids_replaces_the_grids_but_keeps_the_demo_categories(tmp_path, demo):
+    folder = reference_dir(tmp_path, grids_geojson=one_grid_file("test-01"))
+    settings = Settings.from_env("intake", {"WOODPECKER_REFERENCE_DIR": folder})
+    loaded = reference.load(settings.reference_dir)
+    assert list(loaded.grids) == ["test-01"]
+    assert loaded.grids["test-01"].district_name == "test"  # falls back to the district code
+    assert loaded.categories == demo.categories
+    assert loaded.departments == demo.departments
+
+
+def test_a_category_naming_an_unknown_department_is_refused(tmp_path):
+    category = {"code": "noise", "name_zh": "噪音", "name_en": "Noise", "department": "ministry-of-silence",
+                "deadline_hours": 24, "urgent": False}
+    with pytest.raises(ReferenceDataError, match="ministry-of-silence"):
+        reference.load(reference_dir(tmp_path, categories_json={"categories": [category]}))
+
+
+def test_a_grid_file_without_grids_is_refused(tmp_path):
+    with pytest.raises(ReferenceDataError):
+        reference.load(reference_dir(tmp_path, grids_geojson={"type": "FeatureCollection", "features": []}))
+
+
+def test_an_unreadable_reference_file_is_refused(tmp_path):
+    (tmp_path / "departments.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ReferenceDataError):
+        reference.load(str(tmp_path))
+
+
+def test_a_reference_path_to_a_file_is_refused(tmp_path):
+    path = tmp_path / "categories.json"
+    path.write_text("{}", encoding="utf-8")
+    with pytest.raises(ReferenceDataError):
+        reference.load(str(path))
+
+
+def test_a_reference_path_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(ReferenceDataError):
+        reference.load(str(tmp_path / "does-not-exist"))
