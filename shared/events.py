@@ -57,8 +57,11 @@ class Event:
             raise MalformedEvent(f"the envelope lacks {', '.join(missing)}")
         if not isinstance(raw["data"], dict):
             raise MalformedEvent("the envelope's data is not an object")
+        version = raw.get("version") or ENVELOPE_VERSION
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise MalformedEvent(f"the envelope's version is not an integer: {version!r}")
         return cls(id=str(raw["id"]), type=str(raw["type"]), occurred_at=str(raw["occurred_at"]),
-                   source=str(raw["source"]), version=int(raw.get("version") or ENVELOPE_VERSION),
+                   source=str(raw["source"]), version=version,
                    correlation_id=raw.get("correlation_id"), data=raw["data"])
 
     @classmethod

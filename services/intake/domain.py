@@ -144,7 +144,7 @@ REJECT_REASON_ZH = {"duplicate": "重复上报", "invalid": "不属实或信息�
 def parse_case_routing_key(routing_key: str) -> tuple[str, str | None]:
     """`case.<action>.<department>` → (action, department or None)."""
     parts = routing_key.split(".")
-    if len(parts) != 3 or parts[0] != "case" or parts[1] not in CASE_ACTION_STATUS:
+    if len(parts) != 3 or parts[0] != "case" or parts[1] not in CASE_ACTION_STATUS or not parts[2]:
         raise ValueError(f"not a case event routing key: {routing_key!r}")
     return parts[1], None if parts[2] == "none" else parts[2]
 
@@ -215,7 +215,8 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
             changes["closed_at"] = step.occurred_at if status == CLOSED else None
         if step.action == "rectified":
             changes["after_photo_ids"] = list(step.data.get("photo_ids") or [])
-    entry = {"at": step.occurred_at, "status": changes.get("status", report["status"]),
+    # A late, older step is shown with the status it brought, even though it no longer sets it.
+    entry = {"at": step.occurred_at, "status": status or report["status"],
              "note": case_step_note(step.action, step.data, department_name, due_at),
              "event": f"case.{step.action}"}
     timeline = sorted([*report["timeline"], entry], key=lambda e: e["at"])
@@ -223,6 +224,9 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
 
 
 # --- the weekly summary of a grid -------------------------------------------------------------
+
+FIRST_YEAR, LAST_YEAR = 2000, 2100  # the programme's lifetime, with room; keeps datetime far from its limits
+
 
 @dataclass(frozen=True)
 class Week:
@@ -234,6 +238,8 @@ class Week:
         try:
             year, number = text.upper().split("-W")
             week = cls(int(year), int(number))
+            if not FIRST_YEAR <= week.year <= LAST_YEAR:
+                raise ValueError(f"year outside {FIRST_YEAR}..{LAST_YEAR}")
             week.start  # noqa: B018 — validates the week number against the year
             return week
         except ValueError:

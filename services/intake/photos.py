@@ -15,7 +15,8 @@ from shared.errors import InvalidFields, TooLarge, UnsupportedMediaType
 
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # refuses decompression bombs long before they reach memory
-FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+# MPO is a JPEG carrying extra pictures (phones' HDR gain maps, depth maps): the main one is kept.
+FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ def clean_photo(raw: bytes) -> CleanPhoto:
         image = Image.open(io.BytesIO(raw))
     except UnidentifiedImageError:
         raise UnsupportedMediaType("The file is not a JPEG, PNG or WebP image.") from None
+    except Image.DecompressionBombError:
+        raise TooLarge(f"The image has more than {MAX_PIXELS:,} pixels.") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidFields("The image is damaged and cannot be read.", {"file": [str(exc)]}) from exc
     if image.format not in FORMATS:
         raise UnsupportedMediaType(f"{image.format} images are not accepted; send JPEG, PNG or WebP.")
     if image.width * image.height > MAX_PIXELS:
@@ -52,7 +57,7 @@ def clean_photo(raw: bytes) -> CleanPhoto:
         upright = ImageOps.exif_transpose(image)
         out = io.BytesIO()
         options = {"icc_profile": image.info.get("icc_profile")} if image.info.get("icc_profile") else {}
-        if image.format == "JPEG":
+        if image.format in ("JPEG", "MPO"):
             upright.save(out, "JPEG", quality=92, optimize=True, **options)
         elif image.format == "WEBP":
             upright.save(out, "WEBP", quality=90, **options)
