@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,10 +75,22 @@ def requires(*roles: str) -> Callable:
                 raise Forbidden(f"Role {caller.role!r} may not do this; allowed: {', '.join(roles)}.")
             return view(*args, **kwargs)
 
-        guarded._woodpecker_roles = roles or ROLES
+        _document(guarded, view, roles)
         return guarded
 
     return decorate
+
+
+def _document(guarded: Callable, view: Callable, roles: tuple[str, ...]) -> None:
+    """Put the roles and the 401/403 answers in the endpoint's OpenAPI entry (flask-smorest's `_apidoc`)."""
+    doc = copy.deepcopy(getattr(view, "_apidoc", {}))
+    responses = doc.setdefault("response", {}).setdefault("responses", {})
+    responses.setdefault(401, []).append("UNAUTHORIZED")
+    if roles:
+        responses.setdefault(403, []).append("FORBIDDEN")
+    guarded._apidoc = doc
+    allowed = ", ".join(f"`{r}`" for r in roles) if roles else "any authenticated role"
+    guarded.__doc__ = f"{(view.__doc__ or '').rstrip()}\n\nRoles: {allowed}."
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 import swagger_ui_bundle
 from flask import Flask, Response, g, request, send_from_directory
 from flask_smorest import Api, Blueprint
+from marshmallow import Schema, fields
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
@@ -57,8 +58,21 @@ def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, the body of every error (media type application/problem+json)."""
+
+    type = fields.String(metadata={"example": "https://woodpecker.example/problems/invalid-fields"})
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
+                         metadata={"description": "per-field messages (validation errors)"})
+
+
 class ProblemApi(Api):
     """flask-smorest's Api, answering every HTTP error with RFC 9457 problem+json."""
+
+    ERROR_SCHEMA = ProblemSchema
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         status = error.code or 500

@@ -135,7 +135,11 @@ class TestServiceEndpoints:
                              ("/v1/grids/locate", "get"), ("/v1/grids/{grid_id}/weekly", "get")]:
             assert method in paths[path], f"{method} {path}"
         create = paths["/v1/reports"]["post"]
-        assert "422" in create["responses"] and "201" in create["responses"]
+        assert {"201", "401", "403", "409", "422"} <= set(create["responses"])
+        assert "`volunteer`, `grid_leader`" in create["description"]
+        assert "403" not in paths["/v1/grids"]["get"]["responses"]  # any authenticated role
+        assert set(spec["components"]["schemas"]["Problem"]["properties"]) == {"type", "title", "status", "detail",
+                                                                              "errors"}
         assert "ReportCreate" in str(create["requestBody"])
         assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
