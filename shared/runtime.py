@@ -72,6 +72,13 @@ def start_in_process(app: Flask) -> BackgroundWork | None:
     return build().start() if build else None
 
 
+def bootstrap(service: str, settings: Settings | None = None) -> tuple[Settings, Database]:
+    """What every process of a service does first: settings, JSON logs, its own database."""
+    settings = settings or Settings.from_env(service)
+    configure_logging(service)
+    return settings, connect(settings.mongo_url, settings.database)
+
+
 def readiness_checks(settings: Settings, db: Database) -> list[Callable[[], str | None]]:
     """What every service's /readyz asks: its own database and the broker."""
     return [lambda: ping(db), lambda: broker_problem(settings.amqp_url)]
@@ -80,8 +87,7 @@ def readiness_checks(settings: Settings, db: Database) -> list[Callable[[], str 
 def worker_main(service: str, build: Callable[[Settings, Database], BackgroundWork]) -> None:
     """Entry point of a service's worker process: its consumer and relay, until SIGTERM."""
     settings = Settings.from_env(service)
-    configure_logging(service)
     if settings.embedded_store:
         raise SystemExit(f"{service} worker: MONGO_URL is not set. With the embedded store the web process "
                          "runs the consumer and relay itself; a separate worker would see none of its data.")
-    build(settings, connect(settings.mongo_url, settings.database)).run_until_signalled()
+    build(*bootstrap(service, settings)).run_until_signalled()

@@ -5,8 +5,6 @@ from flask import Flask
 
 from shared import reference, runtime
 from shared.config import Settings
-from shared.logs import configure_logging
-from shared.store import connect
 from shared.web import create_service_app
 
 from . import api
@@ -20,9 +18,7 @@ Every call needs `Authorization: Bearer <JWT>`; errors are `application/problem+
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env("intake")
-    configure_logging("intake")
-    db = connect(settings.mongo_url, settings.database)
+    settings, db = runtime.bootstrap("intake", settings)
     city = reference.load(settings.reference_dir)
     store = ReportStore(db)
     store.ensure_indexes()

@@ -5,14 +5,10 @@ from flask import Flask
 
 from shared import runtime
 from shared.config import Settings
-from shared.logs import configure_logging
-from shared.store import connect
 from shared.web import create_service_app
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env("notify")
-    configure_logging("notify")
-    db = connect(settings.mongo_url, settings.database)
+    settings, db = runtime.bootstrap("notify", settings)
     return create_service_app(settings, title="Woodpecker notify", description="See the README.",
                               readiness=runtime.readiness_checks(settings, db))

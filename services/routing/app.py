@@ -5,14 +5,10 @@ from flask import Flask
 
 from shared import runtime
 from shared.config import Settings
-from shared.logs import configure_logging
-from shared.store import connect
 from shared.web import create_service_app
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env("routing")
-    configure_logging("routing")
-    db = connect(settings.mongo_url, settings.database)
+    settings, db = runtime.bootstrap("routing", settings)
     return create_service_app(settings, title="Woodpecker routing", description="See the README.",
                               readiness=runtime.readiness_checks(settings, db))
