@@ -4,7 +4,6 @@ Plain Python over plain dicts and dataclasses: no Flask, no pymongo, no kombu.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -13,11 +12,10 @@ from shapely import STRtree
 from shapely.geometry import Point, shape
 
 from shared.errors import InvalidFields
+from shared.geo import DUPLICATE_RADIUS_M, distance_m
 from shared.reference import Category, Grid
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
-DUPLICATE_RADIUS_M = 250.0
-EARTH_RADIUS_M = 6_371_008.8
 # A phone's clock may run a little ahead; beyond this an observation time is a mistake.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -46,29 +44,6 @@ class GridMap:
 
 
 # --- duplicates -------------------------------------------------------------------------------
-
-def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    """Great-circle distance (haversine); exact enough at city scale."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi, dlmb = phi2 - phi1, math.radians(lng2 - lng1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
-
-
-@dataclass(frozen=True)
-class BoundingBox:
-    min_lat: float
-    max_lat: float
-    min_lng: float
-    max_lng: float
-
-
-def box_around(lat: float, lng: float, radius_m: float) -> BoundingBox:
-    """A box holding every point within `radius_m`: a cheap index-friendly pre-filter."""
-    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
-    dlng = math.degrees(radius_m / (EARTH_RADIUS_M * max(math.cos(math.radians(lat)), 1e-6)))
-    return BoundingBox(lat - dlat, lat + dlat, lng - dlng, lng + dlng)
-
 
 def likely_duplicate(lat: float, lng: float, candidates: list[dict]) -> str | None:
     """The nearest open report within the radius (candidates: same category, still open)."""

@@ -12,9 +12,10 @@ from pymongo.database import Database
 from shared import idempotency
 from shared.auth import Caller
 from shared.events import Event
+from shared.geo import BoundingBox
 from shared.outbox import ensure_outbox_index, with_events
 
-from .domain import OPEN_STATUSES, BoundingBox
+from .domain import OPEN_STATUSES
 
 OPTIMISTIC_RETRIES = 20
 

@@ -12,17 +12,16 @@ from services.intake.domain import (
     CaseStep,
     GridMap,
     Week,
-    box_around,
     check_new_report,
-    distance_m,
     follow_case,
     likely_duplicate,
     new_report,
     parse_case_routing_key,
     weekly_summary,
 )
-from shared import reference
+from shared import geo, reference
 from shared.errors import InvalidFields
+from shared.geo import box_around, distance_m
 from shared.reference import Category, Grid
 
 NOW = datetime(2026, 11, 18, 2, 0, tzinfo=UTC)  # a Wednesday, inside 2026-W47
@@ -52,12 +51,12 @@ CATEGORIES = {c.code: c for c in (a_category(), a_category("traffic.parking", "t
 
 
 def north_of(lat: float, lng: float, metres: float) -> tuple[float, float]:
-    return lat + math.degrees(metres / domain.EARTH_RADIUS_M), lng
+    return lat + math.degrees(metres / geo.EARTH_RADIUS_M), lng
 
 
 def destination(lat: float, lng: float, metres: float, bearing_deg: float) -> tuple[float, float]:
     """The point `metres` away along the great circle leaving at `bearing_deg`."""
-    d, theta = metres / domain.EARTH_RADIUS_M, math.radians(bearing_deg)
+    d, theta = metres / geo.EARTH_RADIUS_M, math.radians(bearing_deg)
     phi1, lmb1 = math.radians(lat), math.radians(lng)
     phi2 = math.asin(math.sin(phi1) * math.cos(d) + math.cos(phi1) * math.sin(d) * math.cos(theta))
     lmb2 = lmb1 + math.atan2(math.sin(theta) * math.sin(d) * math.cos(phi1),
@@ -149,7 +148,7 @@ def test_distance_is_symmetric_and_zero_to_itself():
 
 @pytest.mark.parametrize("bearing", [0, 90, 180, 270])
 def test_box_around_holds_the_points_at_exactly_the_radius(bearing):
-    radius = domain.DUPLICATE_RADIUS_M
+    radius = geo.DUPLICATE_RADIUS_M
     lat, lng = destination(*HERE, radius, bearing)
     assert distance_m(*HERE, lat, lng) == pytest.approx(radius, rel=1e-9)
     box = box_around(*HERE, radius)

@@ -1,0 +1,32 @@
+"""City-scale geometry: distances and the box a radius fits in (no geo operators needed in the store)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+EARTH_RADIUS_M = 6_371_008.8
+# Two reports of one category this close are likely the same problem (DOMAIN: "within 250 m").
+DUPLICATE_RADIUS_M = 250.0
+
+
+def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Great-circle distance (haversine); exact enough at city scale."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi, dlmb = phi2 - phi1, math.radians(lng2 - lng1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    min_lat: float
+    max_lat: float
+    min_lng: float
+    max_lng: float
+
+
+def box_around(lat: float, lng: float, radius_m: float) -> BoundingBox:
+    """A box holding every point within `radius_m`: a cheap index-friendly pre-filter."""
+    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
+    dlng = math.degrees(radius_m / (EARTH_RADIUS_M * max(math.cos(math.radians(lat)), 1e-6)))
+    return BoundingBox(lat - dlat, lat + dlat, lng - dlng, lng + dlng)
