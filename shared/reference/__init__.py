@@ -1,14 +1,17 @@
-"""The demo city's reference data: departments, problem categories and grid cells.
+"""The demo city's reference data: departments, problem categories, grid cells and the work calendar.
 
 Shipped as data files beside this module and loaded at start; a deployment replaces them by
 pointing WOODPECKER_REFERENCE_DIR at a folder holding its own `departments.json`,
-`categories.json` and `grids.geojson` (any file missing there falls back to the demo city's).
+`categories.json`, `grids.geojson` and `holidays.json` (any file missing there falls back to the
+demo city's).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date, time
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEMO_DIR = Path(__file__).parent
 
@@ -47,6 +50,15 @@ class ReferenceData:
     grids: dict[str, Grid]
 
 
+@dataclass(frozen=True)
+class WorkCalendar:
+    """When the city's offices work: daily periods in local time, days off and make-up working days."""
+    timezone: str
+    periods: tuple[tuple[time, time], ...]
+    holidays: frozenset[date]
+    working_weekend_days: frozenset[date]
+
+
 class ReferenceDataError(ValueError):
     pass
 
@@ -77,3 +89,39 @@ def load(directory: str | None = None) -> ReferenceData:
     if not grids:
         raise ReferenceDataError("the grid file holds no grid cells")
     return ReferenceData(departments=departments, categories=categories, grids=grids)
+
+
+def load_work_calendar(directory: str | None = None) -> WorkCalendar:
+    folder = Path(directory) if directory else None
+    if folder and not folder.is_dir():
+        raise ReferenceDataError(f"WOODPECKER_REFERENCE_DIR={directory} is not a folder")
+    raw = _read(folder, "holidays.json")
+    try:
+        calendar = WorkCalendar(
+            timezone=raw["timezone"],
+            periods=tuple((time.fromisoformat(opens), time.fromisoformat(closes))
+                          for opens, closes in raw["workday_periods"]),
+            holidays=frozenset(date.fromisoformat(day) for day in raw["holidays"]),
+            working_weekend_days=frozenset(date.fromisoformat(day) for day in raw["working_weekend_days"]))
+        ZoneInfo(calendar.timezone)  # an unknown zone fails here at start, not at the first deadline
+    except (KeyError, TypeError, ValueError, ZoneInfoNotFoundError) as exc:
+        raise ReferenceDataError(f"the work calendar is malformed: {exc!r}") from exc
+    _check_work_calendar(calendar)
+    return calendar
+
+
+def _check_work_calendar(calendar: WorkCalendar) -> None:
+    if not calendar.periods:
+        raise ReferenceDataError("the work calendar has no working periods in a day")
+    if any(moment.tzinfo for period in calendar.periods for moment in period):
+        raise ReferenceDataError("working periods are local times of day, without an offset")
+    previous_end = time.min
+    for start, end in calendar.periods:
+        if not previous_end <= start < end:
+            raise ReferenceDataError(f"working periods must be increasing and not overlap: {start}-{end}")
+        previous_end = end
+    if both := sorted(calendar.holidays & calendar.working_weekend_days):
+        raise ReferenceDataError(f"days both off and worked: {', '.join(map(str, both))}")
+    # A make-up working day on a weekday would change nothing, so it is surely a typo in the date.
+    if weekdays := sorted(day for day in calendar.working_weekend_days if day.weekday() < 5):
+        raise ReferenceDataError(f"working weekend days that are not weekends: {', '.join(map(str, weekdays))}")
