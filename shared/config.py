@@ -29,6 +29,8 @@ class Settings:
     retry_delays_ms: tuple[int, ...] = (1_000, 10_000, 60_000)
     prefetch: int = 16
     relay_interval_s: float = 0.2
+    # How often periodic work (deadline checks) looks for something to do.
+    periodic_interval_s: float = 30.0
     # With the embedded store, web and workers must share one process to share data.
     inprocess_workers: bool = True
 
@@ -52,5 +54,6 @@ class Settings:
             retry_delays_ms=_retry_delays(env.get("WOODPECKER_RETRY_DELAYS_MS", "1000,10000,60000")),
             prefetch=int(env.get("WOODPECKER_PREFETCH", "16")),
             relay_interval_s=float(env.get("WOODPECKER_RELAY_INTERVAL_S", "0.2")),
+            periodic_interval_s=float(env.get("WOODPECKER_PERIODIC_INTERVAL_S", "30")),
             inprocess_workers=(mongo_url is None) if inprocess is None else inprocess == "1",
         )

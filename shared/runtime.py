@@ -30,6 +30,8 @@ BACKGROUND_KEY = "woodpecker.background"
 class BackgroundWork:
     consumer: EventConsumer | None = None
     relay: OutboxRelay | None = None
+    # Periodic work of the service's own (e.g. routing's deadline watch): name → run(stop).
+    periodic: dict[str, Callable[[threading.Event], None]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -38,6 +40,8 @@ class BackgroundWork:
             self._spawn("outbox-relay", lambda: self.relay.run(self._stop))
         if self.consumer is not None:
             self._spawn("event-consumer", self.consumer.run)
+        for name, run in self.periodic.items():
+            self._spawn(name, lambda run=run: run(self._stop))
         return self
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:

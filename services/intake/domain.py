@@ -113,6 +113,8 @@ CASE_ACTION_STATUS = {
     "rectified": RECTIFIED, "closed": CLOSED, "reopened": IN_PROGRESS, "rejected": REJECTED,
     "overdue": None, "extension_requested": None, "extension_decided": None,
 }
+CASE_STATUS_FOR_REPORT = {"dispatched": IN_PROGRESS, "accepted": IN_PROGRESS, "rectified": RECTIFIED,
+                          "closed": CLOSED}
 REJECT_REASON_ZH = {"duplicate": "重复上报", "invalid": "不属实或信息不全", "out_of_scope": "不属于受理范围"}
 
 
@@ -131,7 +133,7 @@ def local_text(moment: datetime) -> str:
 def case_step_note(action: str, data: dict, department_name: str | None, due_at: datetime | None) -> str:
     dept = department_name or "责任部门"
     if action == "opened":
-        return "已立案"
+        return "已并入同一问题的案卷" if data.get("attached") else "已立案"
     if action == "dispatched":
         return f"已派遣至{dept}" + (f"，整改期限 {local_text(due_at)}" if due_at else "")
     if action == "accepted":
@@ -177,6 +179,8 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
     status = CASE_ACTION_STATUS[step.action]
     if step.action == "rejected" and step.data.get("reason") == "duplicate":
         status = DUPLICATE
+    if step.action == "opened":  # a report joining a case already under way takes up its status
+        status = CASE_STATUS_FOR_REPORT.get(step.data.get("status"))
     changes: dict = {"case_id": step.data.get("case_id") or report.get("case_id")}
     if newer:
         if version is not None:
@@ -189,7 +193,7 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
             changes["status"] = status
             changes["closed_at"] = step.occurred_at if status == CLOSED else None
         if step.action == "rectified":
-            changes["after_photo_ids"] = list(step.data.get("photo_ids") or [])
+            changes["after_photo_ids"] = list(step.data.get("after_photo_ids") or [])
     # A late, older step is shown with the status it brought, even though it no longer sets it.
     entry = {"at": step.occurred_at, "status": status or report["status"],
              "note": case_step_note(step.action, step.data, department_name, due_at),

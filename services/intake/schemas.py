@@ -38,6 +38,7 @@ class ReportSchema(Schema):
     description = fields.String()
     location = fields.Nested(LocationSchema)
     grid_id = fields.String()
+    district = fields.String(metadata={"description": "the grid's district code"})
     photo_ids = fields.List(fields.String())
     observed_at = Timestamp()
     submitted_at = Timestamp()

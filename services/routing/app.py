@@ -1,14 +1,42 @@
-"""The routing web process. Its domain arrives with its own issue; today it serves health and docs."""
+"""The routing web process: `create_app()` wires settings, store, reference data and blueprints."""
 from __future__ import annotations
+
+import functools
 
 from flask import Flask
 
-from shared import runtime
+from shared import reference, runtime
 from shared.config import Settings
 from shared.web import create_service_app
+
+from . import api
+from .clock import clock_for
+from .domain import Rule
+from .store import CaseStore
+from .worker import background_work
+
+DESCRIPTION = """Cases, routing rules, deadlines, department work and league tables.
+
+Every call needs `Authorization: Bearer <JWT>`; errors are `application/problem+json`.
+A department's system receives its cases by binding a queue to `case.*.<department>` on the
+`woodpecker.events` exchange (see deploy/examples/)."""
+
+
+def demo_rules(city: reference.ReferenceData) -> list[Rule]:
+    return [Rule(category=c.code, department=c.department, deadline_hours=c.deadline_hours)
+            for c in city.categories.values() if c.department and c.deadline_hours]
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings, db = runtime.bootstrap("routing", settings)
-    return create_service_app(settings, title="Woodpecker routing", description="See the README.",
-                              readiness=runtime.readiness_checks(settings, db))
+    city = reference.load(settings.reference_dir)
+    store = CaseStore(db)
+    store.ensure_indexes()
+    store.seed_rules(demo_rules(city))
+    clocks = functools.partial(clock_for, calendar=reference.load_work_calendar(settings.reference_dir))
+    app = create_service_app(settings, title="Woodpecker routing", description=DESCRIPTION,
+                             blueprints=[api.cases, api.rules, api.statistics],
+                             readiness=runtime.readiness_checks(settings, db))
+    app.extensions["routing"] = api.Routing(store=store, reference=city, clock_for=clocks)
+    runtime.attach(app, lambda: background_work(settings, db))
+    return app

@@ -53,7 +53,7 @@ def test_the_report_follows_its_case_through_the_loop(intake, amqp_url, voluntee
     steps = [("opened", "none", {}, "submitted"),
              ("dispatched", "traffic-police", {"due_at": "2026-11-24T02:00:00Z"}, "in_progress"),
              ("accepted", "traffic-police", {}, "in_progress"),
-             ("rectified", "traffic-police", {"photo_ids": ["after-1"], "note": "已拖移"}, "rectified"),
+             ("rectified", "traffic-police", {"after_photo_ids": ["after-1"], "note": "已拖移"}, "rectified"),
              ("closed", "traffic-police", {}, "closed")]
     for version, (action, department, data, expected) in enumerate(steps, start=1):
         send(amqp_url, case_event(action, department, [rid], case_version=version, **data))

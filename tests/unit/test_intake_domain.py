@@ -399,7 +399,7 @@ def test_a_dispute_clears_the_department():
 
 
 def test_rectified_sets_the_after_photos():
-    changes = follow_case(a_report(domain.IN_PROGRESS), step("rectified", photo_ids=["a1", "a2"], note="已清理"),
+    changes = follow_case(a_report(domain.IN_PROGRESS), step("rectified", after_photo_ids=["a1", "a2"], note="已清理"),
                           "环卫处", None)
     assert changes["after_photo_ids"] == ["a1", "a2"]
     assert "已清理" in changes["timeline"][-1]["note"]
@@ -532,3 +532,13 @@ def test_weekly_summary_totals_match_the_reports_of_the_week():
     assert summary["submitted"] == len(summary["reports"]) == 4
     assert sum(summary["by_status"].values()) == 4
     assert sum(row["total"] for row in summary["by_category"]) == 4
+
+
+@pytest.mark.parametrize("case_status, report_status", [
+    ("pending_triage", domain.SUBMITTED), ("dispatched", domain.IN_PROGRESS), ("accepted", domain.IN_PROGRESS),
+    ("rectified", domain.RECTIFIED), ("closed", domain.CLOSED)])
+def test_a_report_attached_to_a_case_under_way_takes_up_its_status(case_status, report_status):
+    changes = follow_case(a_report(domain.SUBMITTED), step("opened", status=case_status, attached=True),
+                          department_name=None, due_at=None)
+    assert changes.get("status", domain.SUBMITTED) == report_status
+    assert changes["timeline"][-1]["note"] == "已并入同一问题的案卷"

@@ -1,0 +1,283 @@
+"""Routing's HTTP API: translate the request, call the domain through the store, translate back."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import Response, current_app
+from flask_smorest import Blueprint
+
+from shared.auth import Caller, current_caller, requires
+from shared.errors import InvalidFields, NotFound
+from shared.logs import correlation_id
+from shared.pagination import decode_cursor, page
+from shared.reference import ReferenceData
+
+from . import domain, schemas, stats
+from .domain import Actor, Rule, Step
+from .spreadsheet import league_table_xlsx
+from .store import CaseStore
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# With no rule for the category, the office's dispatch falls back to the longest demo time limit.
+FALLBACK_DEADLINE_HOURS = 72.0
+CASE_READERS = ("office", "department", "grid_leader", "association", "service")
+
+cases = Blueprint("cases", __name__, url_prefix="/v1/cases", description="Cases and their closed loop")
+rules = Blueprint("rules", __name__, url_prefix="/v1", description="Routing rules and departments")
+statistics = Blueprint("statistics", __name__, url_prefix="/v1/stats", description="League tables (排名通报)")
+
+
+@dataclass
+class Routing:
+    store: CaseStore
+    reference: ReferenceData
+    clock_for: Callable[[str], domain.DeadlineClock]
+
+
+def routing() -> Routing:
+    return current_app.extensions["routing"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def actor(caller: Caller) -> Actor:
+    return Actor(id=caller.id, role=caller.role, dept=caller.dept)
+
+
+def visible_to(caller: Caller) -> dict:
+    """A department sees its own cases, a grid leader its grid's, the office all."""
+    if caller.role == "department":
+        return {"department": caller.dept}
+    if caller.role == "grid_leader":
+        return {"grid_id": caller.grid}
+    return {}
+
+
+def _act(case_id: str, decide: Callable[[dict], Step]) -> dict:
+    """Run a command on a case the caller may see; the store re-runs it if another command won a race."""
+    scope = visible_to(current_caller())
+
+    def scoped(case: dict) -> Step:
+        if scope and not _in_scope(case, scope):
+            raise NotFound(f"No case {case_id}.")
+        return decide(case)
+
+    return routing().store.change(case_id, scoped, correlation_id.get())
+
+
+def _in_scope(case: dict, scope: dict) -> bool:
+    return all(case.get(field) == value for field, value in scope.items())
+
+
+# --- reading cases ----------------------------------------------------------------------------
+
+@cases.route("", methods=["GET"])
+@requires(*CASE_READERS)
+@cases.arguments(schemas.CaseQuerySchema, location="query")
+@cases.response(200, schemas.CasePageSchema)
+def list_cases(query: dict):
+    """Cases you may see, newest first, filtered and cursor-paginated."""
+    filters = {k: query[k] for k in ("status", "department", "overdue", "grid_id", "category") if k in query}
+    scope = visible_to(current_caller())
+    combined = {"$and": [filters, scope]} if scope else filters
+    items = routing().store.list_cases(combined, decode_cursor(query["cursor"]), query["limit"])
+    return page(items, query["limit"])
+
+
+@cases.route("/<case_id>", methods=["GET"])
+@requires(*CASE_READERS)
+@cases.response(200, schemas.CaseSchema)
+def get_case(case_id: str):
+    """One case with its history (404 if it is not yours to see)."""
+    case = routing().store.case(case_id)
+    scope = visible_to(current_caller())
+    if case is None or (scope and not _in_scope(case, scope)):
+        raise NotFound(f"No case {case_id}.")
+    return case
+
+
+# --- the office's commands --------------------------------------------------------------------
+
+@cases.route("/<case_id>/dispatch", methods=["POST"])
+@requires("office")
+@cases.arguments(schemas.DispatchSchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="Not in a state that allows dispatch")
+def dispatch_case(body: dict, case_id: str):
+    """Send a case from triage to a department, or reassign it, with a deadline."""
+    ctx = routing()
+    if body["department"] not in ctx.reference.departments:
+        raise InvalidFields("Unknown department.", {"department": [f"one of {', '.join(ctx.reference.departments)}"]})
+
+    def decide(case: dict) -> Step:
+        rule = domain.match_rule(ctx.store.all_rules(), case["category"], case.get("district"))
+        hours = body["deadline_hours"] or (rule.deadline_hours if rule else FALLBACK_DEADLINE_HOURS)
+        basis = rule.basis if rule else "calendar"
+        return domain.dispatch(case, actor(current_caller()), body["department"], hours, basis,
+                               ctx.clock_for(basis), now(), body["note"])
+
+    return _act(case_id, decide)
+
+
+@cases.route("/<case_id>/verify", methods=["POST"])
+@requires("office")
+@cases.arguments(schemas.VerifySchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="The case is not rectified")
+def verify_case(body: dict, case_id: str):
+    """Check the fix: passed closes the case; failed sends it back for rework with a new deadline."""
+    return _act(case_id, lambda case: domain.verify(
+        case, actor(current_caller()), body["passed"], body["note"], body["deadline_hours"],
+        routing().clock_for(case["basis"]), now()))
+
+
+@cases.route("/<case_id>/reject", methods=["POST"])
+@requires("office")
+@cases.arguments(schemas.RejectSchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="The case is already closed or rejected")
+def reject_case(body: dict, case_id: str):
+    """Reject a case as a duplicate, invalid or out of scope."""
+    return _act(case_id, lambda case: domain.reject(case, actor(current_caller()), body["reason"], body["note"],
+                                                    now()))
+
+
+@cases.route("/<case_id>/extension/decision", methods=["POST"])
+@requires("office")
+@cases.arguments(schemas.ExtensionDecisionSchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="No extension request is waiting")
+def decide_extension(body: dict, case_id: str):
+    """Approve (the deadline moves, the case counts as deferred) or refuse an extension."""
+    return _act(case_id, lambda case: domain.decide_extension(
+        case, actor(current_caller()), body["approved"], body["note"], routing().clock_for(case["basis"]), now()))
+
+
+# --- the department's commands ----------------------------------------------------------------
+
+@cases.route("/<case_id>/accept", methods=["POST"])
+@requires("department")
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="The case is not dispatched")
+def accept_case(case_id: str):
+    """Take the case on."""
+    return _act(case_id, lambda case: domain.accept(case, actor(current_caller()), now()))
+
+
+@cases.route("/<case_id>/dispute", methods=["POST"])
+@requires("department")
+@cases.arguments(schemas.DisputeSchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="The case is not with the department")
+def dispute_case(body: dict, case_id: str):
+    """"Not ours": the case goes back to the office's triage with the reason."""
+    return _act(case_id, lambda case: domain.dispute(case, actor(current_caller()), body["reason"], now()))
+
+
+@cases.route("/<case_id>/rectify", methods=["POST"])
+@requires("department")
+@cases.arguments(schemas.RectifySchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="The case is not accepted")
+def rectify_case(body: dict, case_id: str):
+    """Report the fix with a note and after-photos."""
+    return _act(case_id, lambda case: domain.rectify(case, actor(current_caller()), body["note"], body["photo_ids"],
+                                                     now()))
+
+
+@cases.route("/<case_id>/extension", methods=["POST"])
+@requires("department")
+@cases.arguments(schemas.ExtensionRequestSchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(409, response="CONFLICT", description="Not running, or a request is already waiting")
+def request_extension(body: dict, case_id: str):
+    """Ask the office for more time."""
+    return _act(case_id, lambda case: domain.request_extension(case, actor(current_caller()), body["hours"],
+                                                               body["reason"], now()))
+
+
+# --- rules and departments --------------------------------------------------------------------
+
+@rules.route("/rules", methods=["GET"])
+@requires("office", "service")
+@rules.response(200, schemas.RuleListSchema)
+def list_rules():
+    """Category (and optionally district) → department, time limit and how it is counted."""
+    return {"items": [vars(rule) for rule in routing().store.all_rules()]}
+
+
+@rules.route("/rules", methods=["PUT"])
+@requires("office")
+@rules.arguments(schemas.RuleListSchema)
+@rules.response(200, schemas.RuleListSchema)
+def replace_rules(body: dict):
+    """Replace the whole rule table; categories without a rule wait for the office's triage."""
+    ctx = routing()
+    new_rules = [Rule(**item) for item in body["items"]]
+    domain.check_rules(new_rules, set(ctx.reference.categories), set(ctx.reference.departments))
+    ctx.store.replace_rules(new_rules)
+    return {"items": [vars(rule) for rule in ctx.store.all_rules()]}
+
+
+@rules.route("/departments", methods=["GET"])
+@requires()
+@rules.response(200, schemas.DepartmentListSchema)
+def list_departments():
+    """The responsible departments cases are routed to."""
+    return {"items": [vars(d) for d in routing().reference.departments.values()]}
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+def _local_month(moment: datetime) -> str:
+    return moment.astimezone(stats.LOCAL_TZ).strftime("%Y-%m")
+
+
+def _local_date(moment: datetime) -> str:
+    return moment.astimezone(stats.LOCAL_TZ).strftime("%Y-%m-%d")
+
+
+def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str, kind: str, title: str,
+                     period: str):
+    if fmt == "xlsx":
+        return Response(league_table_xlsx(rows, title, period, kind), mimetype=XLSX,
+                        headers={"Content-Disposition": f'attachment; filename="{kind}-league.xlsx"'})
+    return {"from": start, "to": end, "items": rows}
+
+
+@statistics.route("/departments", methods=["GET"])
+@requires("office", "service")
+@statistics.arguments(schemas.PeriodQuerySchema, location="query")
+@statistics.response(200, schemas.StatsSchema)
+@statistics.alt_response(200, content_type=XLSX, description="With format=xlsx: the league table", success=True)
+def department_league(query: dict):
+    """Per department: due, closed on time, on-time rate (closed on time ÷ (due − deferred)), overdue,
+    rework rate, average hours to rectify; ranked."""
+    ctx = routing()
+    end = query.get("to") or now()
+    start = query.get("from_") or stats.month_bounds(_local_month(end))[0]
+    if start >= end:
+        raise InvalidFields("from must be before to.", {"from": ["must be before to"]})
+    names = {code: d.name_zh for code, d in ctx.reference.departments.items()}
+    rows = stats.department_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
+    period = f"{_local_date(start)} 至 {_local_date(end)}"
+    return _league_response(rows, start, end, query["format"], "department", "责任部门整改情况排名通报", period)
+
+
+@statistics.route("/grids", methods=["GET"])
+@requires("office", "service")
+@statistics.arguments(schemas.MonthQuerySchema, location="query")
+@statistics.response(200, schemas.StatsSchema)
+@statistics.alt_response(200, content_type=XLSX, description="With format=xlsx: the league table", success=True)
+def grid_league(query: dict):
+    """The same measures per grid cell for a month; ranked."""
+    ctx = routing()
+    month = query.get("month") or _local_month(now())
+    start, end = stats.month_bounds(month)
+    names = {grid_id: grid.name for grid_id, grid in ctx.reference.grids.items()}
+    rows = stats.grid_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
+    return _league_response(rows, start, end, query["format"], "grid", f"{month} 网格问题整改情况排名", month)

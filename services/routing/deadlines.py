@@ -1,0 +1,43 @@
+"""The deadline watch: a case whose deadline passes is flagged overdue and escalated, once.
+
+Several routing processes may watch at once and a process may restart at any time: the overdue
+flag is part of the case, and the change is a conditional write on the case's version, so exactly
+one watcher wins and `case.overdue.<dept>` is published once per deadline.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from shared.errors import Conflict, NotFound
+
+from . import domain
+from .store import CaseStore
+
+log = logging.getLogger(__name__)
+
+
+class OverdueWatch:
+    def __init__(self, store: CaseStore, interval_s: float):
+        self.store = store
+        self.interval_s = interval_s
+
+    def check(self, now: datetime) -> int:
+        """Flag every case whose deadline has passed by `now`; returns how many this watcher flagged."""
+        flagged = 0
+        for case in self.store.newly_overdue(now):
+            try:
+                after = self.store.change(case["id"], lambda c: domain.mark_overdue(c, now), None)
+            except (Conflict, NotFound):
+                continue
+            flagged += after["version"] != case["version"] and after["overdue"]
+        return flagged
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval_s):
+            try:
+                if flagged := self.check(datetime.now(UTC)):
+                    log.info("cases flagged overdue", extra={"count": flagged})
+            except Exception:  # the store may be briefly away; the next pass catches up
+                log.exception("deadline watch pass failed")

@@ -1,0 +1,266 @@
+"""Routing's rules: which department gets a case, by when, and which transitions a case allows.
+
+Plain Python over plain dicts: no Flask, no pymongo, no kombu. Every command takes the case as it
+is and returns a `Step`: the case as it becomes and the event actions to publish
+(`case.<action>.<department>`). A command that the case's state or the actor's scope forbids
+raises, and nothing changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.errors import IllegalTransition, InvalidFields, NotVisible
+from shared.geo import DUPLICATE_RADIUS_M, distance_m
+
+from .clock import DeadlineClock
+
+PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED, CLOSED, REJECTED = (
+    "pending_triage", "dispatched", "accepted", "rectified", "closed", "rejected")
+STATUSES = (PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED, CLOSED, REJECTED)
+OPEN_STATUSES = (PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED)
+# The deadline runs while the department holds the case and has not yet fed back.
+RUNNING_STATUSES = (DISPATCHED, ACCEPTED)
+REJECT_REASONS = ("duplicate", "invalid", "out_of_scope")
+BASES = ("calendar", "working")
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str
+    role: str
+    dept: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    category: str
+    department: str
+    deadline_hours: float
+    district: str | None = None
+    basis: str = "calendar"
+
+
+@dataclass(frozen=True)
+class Step:
+    case: dict
+    actions: tuple[str, ...]
+    # Whom the events concern, when not every report of the case (a report joining it).
+    report_ids: tuple[str, ...] | None = None
+
+
+def match_rule(rules: list[Rule], category: str, district: str | None) -> Rule | None:
+    """A district's own rule wins over the city-wide rule for the category."""
+    for rule in rules:
+        if rule.category == category and rule.district and rule.district == district:
+            return rule
+    return next((r for r in rules if r.category == category and not r.district), None)
+
+
+def check_rules(rules: list[Rule], categories: set[str], departments: set[str]) -> None:
+    errors: dict[str, list[str]] = {}
+    seen: set[tuple[str, str | None]] = set()
+    for index, rule in enumerate(rules):
+        problems = []
+        if rule.category not in categories:
+            problems.append(f"unknown category {rule.category!r}")
+        if rule.department not in departments:
+            problems.append(f"unknown department {rule.department!r}")
+        if not 0 < rule.deadline_hours <= 24 * 365:
+            problems.append("deadline_hours must be between 0 and 8760")
+        if rule.basis not in BASES:
+            problems.append(f"basis must be one of {', '.join(BASES)}")
+        if (rule.category, rule.district) in seen:
+            problems.append("a second rule for the same category and district")
+        seen.add((rule.category, rule.district))
+        if problems:
+            errors[f"items.{index}"] = problems
+    if errors:
+        raise InvalidFields("Some rules are invalid; see errors.", errors)
+
+
+def nearest_open_case(lat: float, lng: float, candidates: list[dict]) -> dict | None:
+    """The nearest open case within the duplicate radius (candidates: same category)."""
+    best: tuple[float, dict] | None = None
+    for case in candidates:
+        if case["status"] not in OPEN_STATUSES:
+            continue
+        d = distance_m(lat, lng, case["location"]["lat"], case["location"]["lng"])
+        if d <= DUPLICATE_RADIUS_M and (best is None or d < best[0]):
+            best = (d, case)
+    return best[1] if best else None
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def _entry(at: datetime, actor: Actor, action: str, note: str | None = None) -> dict:
+    return {"at": at, "actor": f"{actor.role}:{actor.id}", "action": action, "note": note or ""}
+
+
+def _with(case: dict, entry: dict, **changes) -> dict:
+    return {**case, **changes, "history": [*case["history"], entry]}
+
+
+def _require(case: dict, allowed: tuple[str, ...], command: str) -> None:
+    if case["status"] not in allowed:
+        raise IllegalTransition(f"Cannot {command} a case that is {case['status']} "
+                                f"(allowed from: {', '.join(allowed)}).")
+
+
+def _require_holder(case: dict, actor: Actor) -> None:
+    """A department acts on its own cases only; to it, another's case does not exist."""
+    if actor.role == "department" and case.get("department") != actor.dept:
+        raise NotVisible(f"No case {case['id']}.")
+
+
+SYSTEM = Actor(id="routing", role="service")
+
+
+def open_case(case_id: str, report: dict, rule: Rule | None, clock: DeadlineClock, now: datetime) -> Step:
+    case = {
+        "id": case_id, "report_ids": [report["id"]], "category": report["category"], "department": None,
+        "status": PENDING_TRIAGE, "grid_id": report["grid_id"], "district": report.get("district"),
+        "location": report["location"], "description": report["description"], "photo_ids": report["photo_ids"],
+        "opened_at": now, "dispatched_at": None, "due_at": None, "deadline_hours": None, "basis": "calendar",
+        "overdue": False, "escalation_level": 0, "rework_count": 0, "extension": None, "deferred": False,
+        "accepted_at": None, "rectified_at": None, "closed_at": None, "after_photo_ids": [],
+        "rejection": None, "history": [], "version": 0,
+    }
+    opened = _with(case, _entry(now, SYSTEM, "opened", "由巡访报告立案"))
+    if rule is None:
+        return Step(opened, ("opened",))
+    dispatched = _dispatch(opened, SYSTEM, rule.department, rule.deadline_hours, rule.basis, clock, now,
+                           f"按规则自动派遣（{rule.deadline_hours:g} 小时）")
+    return Step(dispatched, ("opened", "dispatched"))
+
+
+def attach_report(case: dict, report_id: str) -> Step:
+    """A likely duplicate joins the open case; its reporter hears the outcome too."""
+    if report_id in case["report_ids"]:
+        return Step(case, ())
+    return Step({**case, "report_ids": [*case["report_ids"], report_id]}, ("opened",), (report_id,))
+
+
+def _dispatch(case: dict, actor: Actor, department: str, hours: float, basis: str, clock: DeadlineClock,
+              now: datetime, note: str | None) -> dict:
+    return _with(case, _entry(now, actor, "dispatched", note), status=DISPATCHED, department=department,
+                 dispatched_at=case["dispatched_at"] or now, due_at=clock.add(now, hours), deadline_hours=hours,
+                 basis=basis, overdue=False, escalation_level=0, extension=None)
+
+
+def dispatch(case: dict, actor: Actor, department: str, hours: float, basis: str, clock: DeadlineClock,
+             now: datetime, note: str | None = None) -> Step:
+    """The office sends a case from triage, or reassigns one still with a department."""
+    _require(case, (PENDING_TRIAGE, DISPATCHED, ACCEPTED), "dispatch")
+    return Step(_dispatch(case, actor, department, hours, basis, clock, now, note), ("dispatched",))
+
+
+def accept(case: dict, actor: Actor, now: datetime) -> Step:
+    _require_holder(case, actor)
+    _require(case, (DISPATCHED,), "accept")
+    return Step(_with(case, _entry(now, actor, "accepted"), status=ACCEPTED, accepted_at=now), ("accepted",))
+
+
+def dispute(case: dict, actor: Actor, reason: str, now: datetime) -> Step:
+    """"Not ours": back to the office's triage, with the reason."""
+    _require_holder(case, actor)
+    _require(case, (DISPATCHED, ACCEPTED), "dispute")
+    changed = _with(case, _entry(now, actor, "disputed", reason), status=PENDING_TRIAGE, department=None,
+                    due_at=None, overdue=False, escalation_level=0, extension=None)
+    return Step(changed, ("disputed",))
+
+
+def rectify(case: dict, actor: Actor, note: str, photo_ids: list[str], now: datetime) -> Step:
+    _require_holder(case, actor)
+    _require(case, (ACCEPTED,), "rectify")
+    changed = _with(case, _entry(now, actor, "rectified", note), status=RECTIFIED,
+                    rectified_at=case["rectified_at"] or now, after_photo_ids=list(photo_ids))
+    return Step(changed, ("rectified",))
+
+
+def verify(case: dict, actor: Actor, passed: bool, note: str, hours: float | None, clock: DeadlineClock,
+           now: datetime) -> Step:
+    """The office checks the fix: pass closes the case; fail sends it back for rework with a new deadline."""
+    _require(case, (RECTIFIED,), "verify")
+    if passed:
+        return Step(_with(case, _entry(now, actor, "verified_passed", note), status=CLOSED, closed_at=now),
+                    ("closed",))
+    hours = hours or case["deadline_hours"]
+    changed = _with(case, _entry(now, actor, "verified_failed", note), status=ACCEPTED,
+                    rework_count=case["rework_count"] + 1, due_at=clock.add(now, hours), overdue=False,
+                    escalation_level=0, extension=None)
+    return Step(changed, ("reopened",))
+
+
+def reject(case: dict, actor: Actor, reason: str, note: str, now: datetime) -> Step:
+    _require(case, OPEN_STATUSES, "reject")
+    changed = _with(case, _entry(now, actor, "rejected", f"{reason}: {note}" if note else reason),
+                    status=REJECTED, rejection={"reason": reason, "note": note}, closed_at=now)
+    return Step(changed, ("rejected",))
+
+
+def request_extension(case: dict, actor: Actor, hours: float, reason: str, now: datetime) -> Step:
+    _require_holder(case, actor)
+    _require(case, RUNNING_STATUSES, "ask for an extension of")
+    if case["extension"] and case["extension"]["status"] == "requested":
+        raise IllegalTransition("An extension request is already waiting for the office's decision.")
+    extension = {"hours": hours, "reason": reason, "status": "requested", "requested_at": now,
+                 "requested_by": actor.id, "decided_at": None, "note": None}
+    return Step(_with(case, _entry(now, actor, "extension_requested", reason), extension=extension),
+                ("extension_requested",))
+
+
+def decide_extension(case: dict, actor: Actor, approved: bool, note: str | None, clock: DeadlineClock,
+                     now: datetime) -> Step:
+    extension = case["extension"]
+    if not extension or extension["status"] != "requested":
+        raise IllegalTransition("There is no extension request waiting for a decision.")
+    if case["status"] not in RUNNING_STATUSES:
+        raise IllegalTransition(f"The case is {case['status']}; its deadline no longer runs.")
+    decided = {**extension, "status": "approved" if approved else "refused", "decided_at": now, "note": note}
+    changes: dict = {"extension": decided}
+    if approved:
+        due_at = clock.add(case["due_at"], extension["hours"])
+        changes.update(due_at=due_at, deferred=True, overdue=due_at <= now)
+    verdict = "同意延期" if approved else "不同意延期"
+    entry = _entry(now, actor, "extension_decided", verdict + (f"：{note}" if note else ""))
+    return Step(_with(case, entry, **changes), ("extension_decided",))
+
+
+def mark_overdue(case: dict, now: datetime) -> Step:
+    """Once per deadline: the flag, an escalation level, and an event the office is notified by."""
+    if case["status"] not in RUNNING_STATUSES or case["overdue"] or case["due_at"] is None or case["due_at"] > now:
+        return Step(case, ())
+    changed = _with(case, _entry(now, SYSTEM, "overdue", "超过整改期限，升级督办"), overdue=True,
+                    escalation_level=case["escalation_level"] + 1)
+    return Step(changed, ("overdue",))
+
+
+def case_events(step: Step) -> list[tuple[str, dict]]:
+    """(routing key, data) for each action of a step: `case.<action>.<department or none>`."""
+    holder = step.case["department"] or "none"
+    report_ids = list(step.report_ids) if step.report_ids else None
+    return [(f"case.{action}.{holder}", event_data(step.case, action, report_ids)) for action in step.actions]
+
+
+def event_data(case: dict, action: str, report_ids: list[str] | None = None) -> dict:
+    """What `case.<action>.<department>` carries: the CONTRACT fields, plus what the step adds."""
+    last = case["history"][-1] if case["history"] else {}
+    data = {
+        "case_id": case["id"], "report_ids": report_ids or case["report_ids"], "category": case["category"],
+        "department": case["department"], "status": case["status"], "due_at": case["due_at"],
+        "grid_id": case["grid_id"], "location": case["location"], "description": case["description"],
+        "photo_ids": case["photo_ids"], "overdue": case["overdue"], "escalation_level": case["escalation_level"],
+        "rework_count": case["rework_count"], "case_version": case["version"], "note": last.get("note"),
+    }
+    if action == "rectified":
+        data["after_photo_ids"] = case["after_photo_ids"]
+    if action == "rejected":
+        data["reason"] = case["rejection"]["reason"]
+        data["note"] = case["rejection"]["note"]
+    if action.startswith("extension"):
+        data["extension"] = case["extension"]
+        data["approved"] = case["extension"]["status"] == "approved"
+    if action == "opened" and report_ids:
+        data["attached"] = True
+    return data
