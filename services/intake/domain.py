@@ -179,7 +179,7 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
     status = CASE_ACTION_STATUS[step.action]
     if step.action == "rejected" and step.data.get("reason") == "duplicate":
         status = DUPLICATE
-    if step.action == "opened":  # a report joining a case already under way takes up its status
+    if step.action == "opened" and step.data.get("attached"):  # joining a case under way: take up its status
         status = CASE_STATUS_FOR_REPORT.get(step.data.get("status"))
     changes: dict = {"case_id": step.data.get("case_id") or report.get("case_id")}
     if newer:

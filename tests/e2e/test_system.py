@@ -60,16 +60,51 @@ def test_every_service_is_healthy_ready_and_documented(system):
         assert "woodpecker_http_requests_total" in requests.get(f"{url}/metrics", timeout=5).text
 
 
+def test_the_closed_loop_through_the_running_services(system, amqp_url):
+    """Report → case dispatched → the department's subscriber → accept → rectify → verify → closed."""
+    urls, _ = system
+    intake, routing = urls["intake"], urls["routing"]
+    volunteer, office = bearer("volunteer"), bearer("office")
+    police = bearer("department", dept="traffic-police")
+    department_system = EventTap(amqp_url, "case.*.traffic-police")
+    try:
+        photo = requests.post(f"{intake}/v1/photos", headers=volunteer, timeout=10,
+                              files={"file": ("p.jpg", jpeg_bytes(), "image/jpeg")}).json()["id"]
+        report = requests.post(f"{intake}/v1/reports", headers=volunteer, timeout=10, json={
+            "category": "traffic.parking", "description": "消防通道被私家车占用", "photo_ids": [photo],
+            "location": {"lat": 35.110, "lng": 118.345}}).json()
+        dispatched = wait_for(lambda: department_system.events(
+            "case.dispatched.traffic-police", lambda e: report["id"] in e["data"]["report_ids"]),
+            what="the department's subscriber receiving the case")
+        case_id = dispatched[0]["data"]["case_id"]
+        for action, headers, body in [("accept", police, {}),
+                                      ("rectify", police, {"note": "已联系车主挪车", "photo_ids": [photo]}),
+                                      ("verify", office, {"passed": True, "note": "复查通过"})]:
+            response = requests.post(f"{routing}/v1/cases/{case_id}/{action}", headers=headers, json=body, timeout=10)
+            assert response.status_code == 200, response.text
+        assert response.json()["status"] == "closed"
+    finally:
+        department_system.close()
+    reported = lambda: requests.get(f"{intake}/v1/reports/{report['id']}", headers=volunteer, timeout=5).json()  # noqa: E731
+    wait_for(lambda: reported()["status"] == "closed", what="the report closed in intake")
+    assert [step["status"] for step in reported()["timeline"]] == [
+        "submitted", "submitted", "in_progress", "in_progress", "rectified", "closed"]
+
+
+def jpeg_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), "orange").save(out, "JPEG")
+    return out.getvalue()
+
+
 def test_a_report_flows_to_a_subscriber_and_follows_its_case(system, amqp_url):
     urls, _ = system
     intake = urls["intake"]
     volunteer = bearer("volunteer")
     tap = EventTap(amqp_url, "report.#")
     try:
-        jpeg = io.BytesIO()
-        Image.new("RGB", (32, 32), "orange").save(jpeg, "JPEG")
         photo = requests.post(f"{intake}/v1/photos", headers=volunteer, timeout=10,
-                              files={"file": ("p.jpg", jpeg.getvalue(), "image/jpeg")})
+                              files={"file": ("p.jpg", jpeg_bytes(), "image/jpeg")})
         assert photo.status_code == 201, photo.text
         body = {"category": "env.garbage", "description": "桥下垃圾堆放，气味很大", "photo_ids": [photo.json()["id"]],
                 "location": {"lat": 35.1, "lng": 118.395}}

@@ -542,3 +542,9 @@ def test_a_report_attached_to_a_case_under_way_takes_up_its_status(case_status, 
                           department_name=None, due_at=None)
     assert changes.get("status", domain.SUBMITTED) == report_status
     assert changes["timeline"][-1]["note"] == "已并入同一问题的案卷"
+
+
+def test_a_new_case_opened_and_dispatched_at_once_leaves_the_opened_step_submitted():
+    changes = follow_case(a_report(domain.SUBMITTED), step("opened", status="dispatched"),
+                          department_name=None, due_at=None)
+    assert changes.get("status", domain.SUBMITTED) == domain.SUBMITTED
