@@ -70,9 +70,10 @@ def check_rules(rules: list[Rule], categories: set[str], departments: set[str]) 
             problems.append("deadline_hours must be between 0 and 8760")
         if rule.basis not in BASES:
             problems.append(f"basis must be one of {', '.join(BASES)}")
-        if (rule.category, rule.district) in seen:
+        scope = (rule.category, rule.district or None)  # "" is city-wide, as match_rule reads it
+        if scope in seen:
             problems.append("a second rule for the same category and district")
-        seen.add((rule.category, rule.district))
+        seen.add(scope)
         if problems:
             errors[f"items.{index}"] = problems
     if errors:
@@ -145,7 +146,7 @@ def _dispatch(case: dict, actor: Actor, department: str, hours: float, basis: st
               now: datetime, note: str | None) -> dict:
     return _with(case, _entry(now, actor, "dispatched", note), status=DISPATCHED, department=department,
                  dispatched_at=case["dispatched_at"] or now, due_at=clock.add(now, hours), deadline_hours=hours,
-                 basis=basis, overdue=False, escalation_level=0, extension=None)
+                 basis=basis, overdue=False, escalation_level=0, extension=None, deferred=False)
 
 
 def dispatch(case: dict, actor: Actor, department: str, hours: float, basis: str, clock: DeadlineClock,
@@ -166,7 +167,7 @@ def dispute(case: dict, actor: Actor, reason: str, now: datetime) -> Step:
     _require_holder(case, actor)
     _require(case, (DISPATCHED, ACCEPTED), "dispute")
     changed = _with(case, _entry(now, actor, "disputed", reason), status=PENDING_TRIAGE, department=None,
-                    due_at=None, overdue=False, escalation_level=0, extension=None)
+                    due_at=None, overdue=False, escalation_level=0, extension=None, deferred=False)
     return Step(changed, ("disputed",))
 
 
@@ -188,7 +189,7 @@ def verify(case: dict, actor: Actor, passed: bool, note: str, hours: float | Non
     hours = hours or case["deadline_hours"]
     changed = _with(case, _entry(now, actor, "verified_failed", note), status=ACCEPTED,
                     rework_count=case["rework_count"] + 1, due_at=clock.add(now, hours), overdue=False,
-                    escalation_level=0, extension=None)
+                    escalation_level=0, extension=None, deferred=False)
     return Step(changed, ("reopened",))
 
 
