@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from pymongo.collection import Collection
 
@@ -22,7 +22,17 @@ from shared.events import Event
 log = logging.getLogger(__name__)
 
 OUTBOX_FIELD = "outbox"
+# A document whose event the broker returned (no queue bound yet) waits until then before the next try;
+# kept in the document, so the hold survives restarts and every relay sees it.
+RETRY_AT_FIELD = "outbox_retry_at"
+ATTEMPTS_FIELD = "outbox_attempts"
 PENDING = {f"{OUTBOX_FIELD}.0": {"$exists": True}}
+# The relay's bookkeeping inside a document: never part of what an API shows.
+OUTBOX_FIELDS = (OUTBOX_FIELD, RETRY_AT_FIELD, ATTEMPTS_FIELD)
+
+
+def _due(now: datetime) -> dict:
+    return {**PENDING, "$or": [{RETRY_AT_FIELD: None}, {RETRY_AT_FIELD: {"$lte": now}}]}
 
 
 def with_events(document: dict, *events: Event) -> dict:
@@ -52,48 +62,41 @@ class OutboxRelay:
         self.interval_s = interval_s
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
-        # Events the broker returned as unroutable wait here before the next try (event id → when).
-        self._not_before: dict[str, float] = {}
-        self._unroutable_attempts: dict[str, int] = {}
 
     def relay_once(self) -> int:
-        """Publish what is pending now; returns how many events the broker confirmed."""
-        confirmed_total, pending_total = 0, 0
-        now = time.monotonic()
+        """Publish what is due now; returns how many events the broker confirmed."""
+        confirmed_total, waiting_total = 0, 0
+        now = datetime.now(UTC)
         for collection in self.collections:
-            documents = list(collection.find(PENDING, {OUTBOX_FIELD: 1}).limit(self.batch_size))
-            due: list[tuple[object, Event]] = []
-            for document in documents:
-                for raw in document[OUTBOX_FIELD]:
-                    pending_total += 1
-                    if self._not_before.get(raw["id"], 0) <= now:
-                        due.append((document["_id"], Event.from_dict(raw)))
-            if not due:
+            documents = list(collection.find(_due(now), {OUTBOX_FIELD: 1, ATTEMPTS_FIELD: 1}).limit(self.batch_size))
+            events = [Event.from_dict(raw) for document in documents for raw in document[OUTBOX_FIELD]]
+            if not events:
                 continue
-            outcome = self.publisher.publish([event for _, event in due])
-            self._remember_unroutable(outcome.unroutable + outcome.refused, now)
-            confirmed = set(outcome.confirmed)
-            for event_id in confirmed:
-                self._not_before.pop(event_id, None)
-                self._unroutable_attempts.pop(event_id, None)
-            by_document: dict[object, list[str]] = {}
-            for document_id, event in due:
-                if event.id in confirmed:
-                    by_document.setdefault(document_id, []).append(event.id)
-            for document_id, event_ids in by_document.items():
-                collection.update_one({"_id": document_id},
-                                      {"$pull": {OUTBOX_FIELD: {"id": {"$in": event_ids}}}})
+            outcome = self.publisher.publish(events)
+            confirmed, held = set(outcome.confirmed), set(outcome.unroutable + outcome.refused)
+            for document in documents:
+                self._settle(collection, document, confirmed, held, now)
             confirmed_total += len(confirmed)
-        metrics.outbox_pending.labels(self.service).set(pending_total - confirmed_total)
+            waiting_total += len(events) - len(confirmed)
+        metrics.outbox_pending.labels(self.service).set(waiting_total)
         return confirmed_total
 
-    def _remember_unroutable(self, event_ids: list[str], now: float) -> None:
-        for event_id in event_ids:
-            attempts = self._unroutable_attempts.get(event_id, 0) + 1
-            self._unroutable_attempts[event_id] = attempts
-            self._not_before[event_id] = now + min(self.max_backoff_s, 0.5 * 2 ** attempts)
+    def _settle(self, collection: Collection, document: dict, confirmed: set[str], held: set[str],
+                now: datetime) -> None:
+        ids = [raw["id"] for raw in document[OUTBOX_FIELD]]
+        update: dict = {}
+        if done := [event_id for event_id in ids if event_id in confirmed]:
+            update["$pull"] = {OUTBOX_FIELD: {"id": {"$in": done}}}
+        if any(event_id in held for event_id in ids):
+            attempts = document.get(ATTEMPTS_FIELD, 0) + 1
+            wait = min(self.max_backoff_s, 0.5 * 2 ** attempts)
+            update["$set"] = {RETRY_AT_FIELD: now + timedelta(seconds=wait), ATTEMPTS_FIELD: attempts}
             log.warning("event unroutable (no queue bound yet); kept in the outbox",
-                        extra={"event_id": event_id, "attempt": attempts})
+                        extra={"document": str(document["_id"]), "attempt": attempts, "retry_in_s": wait})
+        elif document.get(ATTEMPTS_FIELD):
+            update["$unset"] = {RETRY_AT_FIELD: "", ATTEMPTS_FIELD: ""}
+        if update:
+            collection.update_one({"_id": document["_id"]}, update)
 
     def run(self, stop: threading.Event) -> None:
         backoff = self.interval_s

@@ -13,7 +13,7 @@ from shared import idempotency
 from shared.auth import Caller
 from shared.events import Event
 from shared.geo import BoundingBox
-from shared.outbox import ensure_outbox_index, with_events
+from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, with_events
 
 from .domain import OPEN_STATUSES
 
@@ -28,8 +28,8 @@ def new_id() -> str:
 def _public(document: dict | None) -> dict | None:
     if document is None:
         return None
-    public = {k: v for k, v in document.items()
-              if k not in ("_id", "outbox", idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, "revision")}
+    hidden = ("_id", "revision", idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
+    public = {k: v for k, v in document.items() if k not in hidden}
     public["id"] = document["_id"]
     return public
 

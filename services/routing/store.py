@@ -11,11 +11,11 @@ from pymongo.errors import DuplicateKeyError
 from shared.errors import Conflict, NotFound
 from shared.events import Event
 from shared.geo import BoundingBox
-from shared.outbox import ensure_outbox_index, push_events, with_events
+from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events
 
-INTERNAL_FIELDS = ("_id", "outbox")
+INTERNAL_FIELDS = ("_id", *OUTBOX_FIELDS)
 CHANGE_RETRIES = 10
 
 

@@ -93,3 +93,27 @@ def test_a_redelivered_event_is_handled_once(consume, amqp_url):
     publish_raw(amqp_url, key, after.to_dict(), after.id)
     wait_for(lambda: after.id in calls, what="the later event")
     assert calls == [sent.id, after.id]
+
+
+def test_documents_whose_events_nobody_is_bound_to_do_not_hold_up_the_rest(amqp_url, mongo_url):
+    """The relay's batch once filled up with unroutable events and never reached the next document."""
+    from shared.bus import EventPublisher
+    from shared.outbox import RETRY_AT_FIELD, OutboxRelay, with_events
+    from shared.testing import EventTap
+
+    collection = connect(mongo_url, f"test_outbox_{uuid.uuid4().hex[:8]}")["things"]
+    nobody, somebody = f"unbound.{uuid.uuid4().hex[:8]}", f"bound.{uuid.uuid4().hex[:8]}"
+    collection.insert_many([with_events({"_id": f"a{i:02d}"}, Event.new(nobody, "test", {})) for i in range(15)])
+    wanted = Event.new(somebody, "test", {})
+    collection.insert_one(with_events({"_id": "b"}, wanted))
+    tap = EventTap(amqp_url, somebody)
+    relay = OutboxRelay([collection], EventPublisher(amqp_url, "test"), "test", batch_size=10)
+    try:
+        for _ in range(3):
+            relay.relay_once()
+        assert [e["id"] for e in tap.events(somebody)] == [wanted.id]
+        held = collection.find_one({"_id": "a00"})
+        assert held["outbox"] and held[RETRY_AT_FIELD] is not None  # kept, and waiting before the next try
+    finally:
+        tap.close()
+        relay.publisher.close()
