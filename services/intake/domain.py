@@ -169,13 +169,14 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
     """The `$set`/`$push` a case step makes to the report, or None if it was already applied.
 
     Events can arrive out of order (retries, redelivery): the timeline records every step in time
-    order, but the status only follows a step newer than the last one applied (`case_version`,
+    order, but the status only follows a step not older than the last one applied (`case_version`,
     the case's own counter, when routing sends it; otherwise arrival order).
     """
     if step.event_id in report["applied_events"]:
         return None
     version = step.data.get("case_version")
-    newer = version is None or int(version) > report.get("case_version", 0)
+    # Events of one routing step share its version, so only a strictly older version is stale.
+    newer = version is None or int(version) >= report.get("case_version", 0)
     status = CASE_ACTION_STATUS[step.action]
     if step.action == "rejected" and step.data.get("reason") == "duplicate":
         status = DUPLICATE

@@ -548,3 +548,11 @@ def test_a_new_case_opened_and_dispatched_at_once_leaves_the_opened_step_submitt
     changes = follow_case(a_report(domain.SUBMITTED), step("opened", status="dispatched"),
                           department_name=None, due_at=None)
     assert changes.get("status", domain.SUBMITTED) == domain.SUBMITTED
+
+
+def test_events_of_one_routing_step_share_a_version_and_both_apply():
+    report = a_report(domain.SUBMITTED)
+    opened = follow_case(report, step("opened", "e1", case_version=1), department_name=None, due_at=None)
+    dispatched = follow_case(applied(report, opened), step("dispatched", "e2", case_version=1),
+                             department_name="交警支队", due_at=None)
+    assert dispatched["status"] == domain.IN_PROGRESS
