@@ -28,11 +28,23 @@ def fresh_intake(amqp_url, mongo_url):
 
 
 @pytest.fixture
-def tap(amqp_url):
-    """A plain pika subscriber to report events."""
-    tap = EventTap(amqp_url, "report.#")
-    yield tap
-    tap.close()
+def subscribe(amqp_url):
+    """Plain pika subscribers, as another system would bind them; closed after the test."""
+    taps = []
+
+    def bind(*patterns: str) -> EventTap:
+        taps.append(EventTap(amqp_url, *patterns))
+        return taps[-1]
+
+    yield bind
+    for tap in taps:
+        tap.close()
+
+
+@pytest.fixture
+def tap(subscribe):
+    """A subscriber to report events."""
+    return subscribe("report.#")
 
 
 def outbox_empty(service) -> bool:

@@ -9,7 +9,7 @@ from openpyxl import load_workbook
 from services.intake.app import create_app as create_intake
 from services.routing.app import create_app as create_routing
 from services.routing.deadlines import OverdueWatch
-from shared.testing import EventTap, wait_for
+from shared.testing import wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import upload_photo
 
@@ -28,10 +28,9 @@ def city(amqp_url, mongo_url):
 
 
 @pytest.fixture
-def police_tap(amqp_url):
-    tap = EventTap(amqp_url, "case.*.traffic-police")
-    yield tap
-    tap.close()
+def police_tap(subscribe):
+    """The traffic police's own system, bound to its cases."""
+    return subscribe("case.*.traffic-police")
 
 
 LAT, LNG = 35.0600, 118.3150
