@@ -30,3 +30,13 @@ def box_around(lat: float, lng: float, radius_m: float) -> BoundingBox:
     dlat = math.degrees(radius_m / EARTH_RADIUS_M)
     dlng = math.degrees(radius_m / (EARTH_RADIUS_M * max(math.cos(math.radians(lat)), 1e-6)))
     return BoundingBox(lat - dlat, lat + dlat, lng - dlng, lng + dlng)
+
+
+def nearest_within(lat: float, lng: float, located: list[dict], radius_m: float = DUPLICATE_RADIUS_M) -> dict | None:
+    """The item (with a `location` of lat, lng) nearest the point, if within `radius_m`."""
+    best: tuple[float, dict] | None = None
+    for item in located:
+        d = distance_m(lat, lng, item["location"]["lat"], item["location"]["lng"])
+        if d <= radius_m and (best is None or d < best[0]):
+            best = (d, item)
+    return best[1] if best else None

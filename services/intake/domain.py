@@ -12,7 +12,7 @@ from shapely import STRtree
 from shapely.geometry import Point, shape
 
 from shared.errors import InvalidFields
-from shared.geo import DUPLICATE_RADIUS_M, distance_m
+from shared.geo import nearest_within
 from shared.reference import Category, Grid
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
@@ -46,15 +46,9 @@ class GridMap:
 # --- duplicates -------------------------------------------------------------------------------
 
 def likely_duplicate(lat: float, lng: float, candidates: list[dict]) -> str | None:
-    """The nearest open report within the radius (candidates: same category, still open)."""
-    best: tuple[float, str] | None = None
-    for other in candidates:
-        if other["status"] not in OPEN_STATUSES:
-            continue
-        d = distance_m(lat, lng, other["location"]["lat"], other["location"]["lng"])
-        if d <= DUPLICATE_RADIUS_M and (best is None or d < best[0]):
-            best = (d, other["id"])
-    return best[1] if best else None
+    """The id of the nearest open report within the duplicate radius (candidates: same category)."""
+    nearest = nearest_within(lat, lng, [r for r in candidates if r["status"] in OPEN_STATUSES])
+    return nearest["id"] if nearest else None
 
 
 # --- a new report -----------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.errors import IllegalTransition, InvalidFields, NotVisible
-from shared.geo import DUPLICATE_RADIUS_M, distance_m
+from shared.geo import nearest_within
 
-from .clock import DeadlineClock
+from .clock import CALENDAR, WORKING, DeadlineClock
 
 PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED, CLOSED, REJECTED = (
     "pending_triage", "dispatched", "accepted", "rectified", "closed", "rejected")
@@ -22,7 +22,7 @@ OPEN_STATUSES = (PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED)
 # The deadline runs while the department holds the case and has not yet fed back.
 RUNNING_STATUSES = (DISPATCHED, ACCEPTED)
 REJECT_REASONS = ("duplicate", "invalid", "out_of_scope")
-BASES = ("calendar", "working")
+BASES = (CALENDAR, WORKING)
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,7 @@ def check_rules(rules: list[Rule], categories: set[str], departments: set[str]) 
 
 def nearest_open_case(lat: float, lng: float, candidates: list[dict]) -> dict | None:
     """The nearest open case within the duplicate radius (candidates: same category)."""
-    best: tuple[float, dict] | None = None
-    for case in candidates:
-        if case["status"] not in OPEN_STATUSES:
-            continue
-        d = distance_m(lat, lng, case["location"]["lat"], case["location"]["lng"])
-        if d <= DUPLICATE_RADIUS_M and (best is None or d < best[0]):
-            best = (d, case)
-    return best[1] if best else None
+    return nearest_within(lat, lng, [c for c in candidates if c["status"] in OPEN_STATUSES])
 
 
 # --- commands ---------------------------------------------------------------------------------
