@@ -27,11 +27,18 @@ class OverdueWatch:
         """Flag every case whose deadline has passed by `now`; returns how many this watcher flagged."""
         flagged = 0
         for case in self.store.newly_overdue(now):
+            written: list[str] = []
+
+            def decide(current: dict, written: list[str] = written) -> domain.Step:
+                step = domain.mark_overdue(current, now)
+                written[:] = step.actions  # the last decision is the one the store wrote, if any
+                return step
+
             try:
-                after = self.store.change(case["id"], lambda c: domain.mark_overdue(c, now), None)
+                self.store.change(case["id"], decide, None)
             except (Conflict, NotFound):
                 continue
-            flagged += after["version"] != case["version"] and after["overdue"]
+            flagged += bool(written)
         return flagged
 
     def run(self, stop: threading.Event) -> None:

@@ -229,6 +229,21 @@ def test_overdue_fires_once_across_several_watchers(city, police_tap):
     assert case["id"] in [c["id"] for c in listed]
 
 
+def test_a_watcher_that_lost_the_race_flags_nothing(city, police_tap, monkeypatch):
+    _, routing = city
+    _, case = new_case(city)
+    act(city, case["id"], "dispatch", OFFICE, {"department": "traffic-police", "deadline_hours": 0.0001})
+    store = routing.app.extensions["routing"].store
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    stale = store.newly_overdue(later)  # what the slower watcher saw before the other one wrote
+    assert OverdueWatch(store, 30).check(later) >= 1
+    monkeypatch.setattr(store, "newly_overdue", lambda now, limit=100: stale)
+    assert OverdueWatch(store, 30).check(later) == 0
+    wait_for(lambda: police_tap.events("case.overdue.traffic-police", lambda e: e["data"]["case_id"] == case["id"]),
+             what="overdue event")
+    assert city[1].client.get(f"/v1/cases/{case['id']}", headers=OFFICE).json["escalation_level"] == 1
+
+
 def test_rules_can_be_read_and_replaced_by_the_office(city):
     _, routing = city
     current = routing.client.get("/v1/rules", headers=OFFICE).json["items"]
