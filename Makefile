@@ -3,12 +3,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down test token bench logs clean
+.PHONY: up down reset test token bench logs clean
 
-$(STAMP): pyproject.toml
+# The embedded database (deploy/embedded-db.txt) is installed beside the project, not as one of its
+# dependencies: the services never import it, and production images never contain it.
+$(STAMP): pyproject.toml deploy/embedded-db.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -r deploy/embedded-db.txt
 	touch $(STAMP)
 
 up: $(STAMP)
@@ -16,6 +18,9 @@ up: $(STAMP)
 
 down: $(STAMP)
 	$(PY) -m deploy.local down
+
+reset: $(STAMP)
+	$(PY) -m deploy.local reset
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,14 +1,14 @@
-"""`make up` / `make down`: the whole system as local processes (no Docker needed).
+"""`make up` / `make down` / `make reset`: the whole system as local processes (no Docker needed).
 
-Each service's web process runs under gunicorn in the background, logging to .run/<service>.log.
-With MONGO_URL unset they use the embedded store, so each web process also runs its service's
-consumer and outbox relay. With MONGO_URL set, a worker process per service runs those instead.
+Every service runs as it does in production: its gunicorn web process, and its worker process for
+the consumer, outbox relay and periodic work. They share a store through MONGO_URL; when it is unset,
+`make up` first starts the embedded database (deploy/embedded_db.py) with its data in .run/db/, which
+`make down` keeps and `make reset` wipes. Logs are .run/<name>.log.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,22 +17,27 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from deploy.embedded_db import DEFAULT_PORT, EmbeddedDatabase, EmbeddedDatabaseError, answers, stop_pid
 from shared.auth import issue_token
 from shared.bus import broker_problem
 from shared.config import DEV_JWT_SECRET, SERVICE_PORTS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = Path(os.environ.get("WOODPECKER_RUN_DIR", ROOT / ".run"))
+DATA = RUN / "db"
+DB = "db"  # the embedded database's name among the processes (.run/db.pid, .run/db.log)
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 60
 
 
-def _alive(pid_file: Path) -> bool:
+def _pid(name: str) -> int | None:
+    """The pid of a process `make up` started, if it is still running."""
     try:
-        os.kill(int(pid_file.read_text()), 0)
-        return True
+        pid = int((RUN / f"{name}.pid").read_text())
+        os.kill(pid, 0)
+        return pid
     except (FileNotFoundError, ValueError, ProcessLookupError):
-        return False
+        return None
 
 
 def ensure_broker(amqp_url: str) -> None:
@@ -55,14 +60,31 @@ def ensure_broker(amqp_url: str) -> None:
         time.sleep(1)
 
 
-def _spawn(command: list[str], name: str) -> None:
-    pid_file = RUN / f"{name}.pid"
-    if _alive(pid_file):
-        print(f"  {name}: already running (pid {pid_file.read_text()})")
+def ensure_embedded_database() -> str:
+    """Start the embedded database unless it runs already; returns the MONGO_URL the services get."""
+    url_file = RUN / f"{DB}.url"
+    if (pid := _pid(DB)) and url_file.exists() and answers(url_file.read_text().strip(), timeout_s=2):
+        print(f"  {DB}: already running (pid {pid})")
+        return url_file.read_text().strip()
+    database = EmbeddedDatabase(DATA, int(os.environ.get("WOODPECKER_DB_PORT", DEFAULT_PORT)), RUN / f"{DB}.log")
+    try:
+        pid = database.start()
+    except EmbeddedDatabaseError as exc:
+        sys.exit(f"The embedded database did not start. {exc}")
+    (RUN / f"{DB}.pid").write_text(str(pid))
+    url_file.write_text(database.url)
+    print(f"  {DB}: started (pid {pid}, {database.url}, log {RUN / DB}.log)")
+    return database.url
+
+
+def _spawn(command: list[str], name: str, env: dict[str, str]) -> None:
+    if pid := _pid(name):
+        print(f"  {name}: already running (pid {pid})")
         return
     log = open(RUN / f"{name}.log", "ab")  # the child keeps the descriptor; ours closes with this process
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    pid_file.write_text(str(process.pid))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    (RUN / f"{name}.pid").write_text(str(process.pid))
     print(f"  {name}: started (pid {process.pid}, log {RUN / name}.log)")
 
 
@@ -75,51 +97,60 @@ def _ready(port: int) -> bool:
 
 
 def up() -> None:
-    RUN.mkdir(exist_ok=True)
-    settings = Settings.from_env("intake")
-    ensure_broker(settings.amqp_url)
-    if settings.embedded_store:
-        print("MONGO_URL is not set: every service uses its EMBEDDED IN-MEMORY store (data is lost on `make down`).")
-    host = os.environ.get("WOODPECKER_BIND_HOST", "127.0.0.1")
-    for service in SERVICE_PORTS:
-        port = Settings.from_env(service).port
+    RUN.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    ensure_broker(Settings.from_env("intake", env).amqp_url)
+    if not env.get("MONGO_URL"):
+        print("MONGO_URL is not set: starting the EMBEDDED DATABASE (SecantusDB, beta).")
+        env["MONGO_URL"] = ensure_embedded_database()
+        print(f"  Its data lives in {DATA} and survives `make down`; `make reset` wipes it.\n"
+              "  For production, run MongoDB: set MONGO_URL=mongodb://..., or use `docker compose up`.")
+    host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")
+    ports = {service: Settings.from_env(service, env).port for service in SERVICE_PORTS}
+    for service, port in ports.items():
         _spawn([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "-b", f"{host}:{port}",
-                "--name", f"woodpecker-{service}", f"services.{service}.app:create_app()"], f"{service}-web")
-        if not settings.embedded_store and (ROOT / "services" / service / "worker.py").exists():
-            _spawn([sys.executable, "-m", f"services.{service}.worker"], f"{service}-worker")
+                "--name", f"woodpecker-{service}", f"services.{service}.app:create_app()"], f"{service}-web", env)
+        if (ROOT / "services" / service / "worker.py").exists():
+            _spawn([sys.executable, "-m", f"services.{service}.worker"], f"{service}-worker", env)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = {service: Settings.from_env(service).port for service in SERVICE_PORTS}
+    pending = dict(ports)
     while pending and time.monotonic() < deadline:
         pending = {s: p for s, p in pending.items() if not _ready(p)}
         time.sleep(0.5)
     if pending:
         sys.exit(f"Not ready after {READY_TIMEOUT_S} s: {', '.join(pending)}. See {RUN}/<service>-web.log.")
-    secret = os.environ.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET
+    secret = env.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET
     print("\nWoodpecker is up:")
-    for service in SERVICE_PORTS:
-        port = Settings.from_env(service).port
+    for service, port in ports.items():
         print(f"  {service:8} http://127.0.0.1:{port}   docs: http://127.0.0.1:{port}/docs")
     print("\nAn office token (12 h):")
     print(f"  export TOKEN={issue_token(secret, 'office-1', 'office')}")
     print("A volunteer token:  make token ROLE=volunteer SUB=vol-1")
-    print("Stop everything:    make down")
+    print("Stop everything:    make down   (data kept; `make reset` wipes it)")
+
+
+def _stop(name: str) -> None:
+    pid_file = RUN / f"{name}.pid"
+    if (pid := _pid(name)) and stop_pid(pid):
+        print(f"  {name}: stopped")
+    pid_file.unlink(missing_ok=True)
 
 
 def down() -> None:
+    # The services first, so that none of them loses its store while it is still working.
     for pid_file in sorted(RUN.glob("*.pid")):
-        name = pid_file.stem
-        if _alive(pid_file):
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            print(f"  {name}: stopped")
-        pid_file.unlink(missing_ok=True)
+        if pid_file.stem != DB:
+            _stop(pid_file.stem)
+    _stop(DB)
+    (RUN / f"{DB}.url").unlink(missing_ok=True)
+
+
+def reset() -> None:
+    down()
+    if DATA.exists():
+        shutil.rmtree(DATA)
+        print(f"  {DATA}: wiped")
 
 
 if __name__ == "__main__":
-    {"up": up, "down": down}[sys.argv[1]]()
+    {"up": up, "down": down, "reset": reset}[sys.argv[1]]()

@@ -1,4 +1,8 @@
-"""Configuration from the environment (CONTRACT: ports, AMQP_URL, MONGO_URL, WOODPECKER_JWT_SECRET)."""
+"""Configuration from the environment (CONTRACT: ports, AMQP_URL, MONGO_URL, WOODPECKER_JWT_SECRET).
+
+Every service reaches its store through MONGO_URL: MongoDB in production, or the embedded database
+that `make up` starts (and points MONGO_URL at) when the operator has not set one.
+"""
 from __future__ import annotations
 
 import os
@@ -31,23 +35,15 @@ class Settings:
     relay_interval_s: float = 0.2
     # How often periodic work (deadline checks) looks for something to do.
     periodic_interval_s: float = 30.0
-    # With the embedded store, web and workers must share one process to share data.
-    inprocess_workers: bool = True
-
-    @property
-    def embedded_store(self) -> bool:
-        return not self.mongo_url
 
     @classmethod
     def from_env(cls, service: str, env: os._Environ | dict | None = None) -> Settings:
         env = os.environ if env is None else env
-        mongo_url = env.get("MONGO_URL") or None
-        inprocess = env.get("WOODPECKER_INPROCESS_WORKERS")
         return cls(
             service=service,
             port=int(env.get(f"{service.upper()}_PORT", SERVICE_PORTS[service])),
             amqp_url=env.get("AMQP_URL", DEFAULT_AMQP_URL),
-            mongo_url=mongo_url,
+            mongo_url=env.get("MONGO_URL") or None,
             jwt_secret=env.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET,
             database=env.get(f"{service.upper()}_DATABASE") or f"woodpecker_{service}",
             reference_dir=env.get("WOODPECKER_REFERENCE_DIR") or None,
@@ -55,5 +51,4 @@ class Settings:
             prefetch=int(env.get("WOODPECKER_PREFETCH", "16")),
             relay_interval_s=float(env.get("WOODPECKER_RELAY_INTERVAL_S", "0.2")),
             periodic_interval_s=float(env.get("WOODPECKER_PERIODIC_INTERVAL_S", "30")),
-            inprocess_workers=(mongo_url is None) if inprocess is None else inprocess == "1",
         )

@@ -1,8 +1,7 @@
-"""A service's background work (its event consumer and outbox relay) and where it runs.
+"""A service's background work (its event consumer, outbox relay and periodic work) and its processes.
 
-With MongoDB, a service runs them in a worker process of their own (`python -m services.<name>.worker`).
-With the embedded store, data lives in one process, so the web process runs them in threads
-(started after gunicorn forks, see deploy/gunicorn.conf.py).
+Every service runs the same way on any store: gunicorn web workers answer HTTP, and a worker process
+of its own (`python -m services.<name>.worker`) runs the background work in threads.
 """
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flask import Flask
 from pymongo.database import Database
 
 from shared.bus import EventConsumer, broker_problem
@@ -22,8 +20,6 @@ from shared.outbox import OutboxRelay
 from shared.store import connect, ping
 
 log = logging.getLogger(__name__)
-
-BACKGROUND_KEY = "woodpecker.background"
 
 
 @dataclass
@@ -66,16 +62,6 @@ class BackgroundWork:
         self.stop()
 
 
-def attach(app: Flask, build: Callable[[], BackgroundWork]) -> None:
-    app.extensions[BACKGROUND_KEY] = build
-
-
-def start_in_process(app: Flask) -> BackgroundWork | None:
-    """Start the app's background work in this process, if it has any."""
-    build = app.extensions.get(BACKGROUND_KEY)
-    return build().start() if build else None
-
-
 def bootstrap(service: str, settings: Settings | None = None) -> tuple[Settings, Database]:
     """What every process of a service does first: settings, JSON logs, its own database."""
     settings = settings or Settings.from_env(service)
@@ -90,8 +76,4 @@ def readiness_checks(settings: Settings, db: Database) -> list[Callable[[], str 
 
 def worker_main(service: str, build: Callable[[Settings, Database], BackgroundWork]) -> None:
     """Entry point of a service's worker process: its consumer and relay, until SIGTERM."""
-    settings = Settings.from_env(service)
-    if settings.embedded_store:
-        raise SystemExit(f"{service} worker: MONGO_URL is not set. With the embedded store the web process "
-                         "runs the consumer and relay itself; a separate worker would see none of its data.")
-    build(*bootstrap(service, settings)).run_until_signalled()
+    build(*bootstrap(service)).run_until_signalled()

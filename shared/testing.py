@@ -2,7 +2,8 @@
 
 Backends resolve in one order (the handbook's): TEST_AMQP_URL / TEST_MONGO_URL from the
 environment, then testcontainers when a Docker engine answers, then the local broker (in a vhost
-of the run's own, so tests never touch a running system's queues) and the embedded store.
+of the run's own, so tests never touch a running system's queues) and an embedded database that
+the test session starts on a free port with its data in a temporary directory.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import select
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
@@ -84,8 +87,8 @@ def _local_vhost() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mongo_backend() -> Iterator[str | None]:
-    """A MongoDB URL, or None for the embedded store."""
+def mongo_backend() -> Iterator[str]:
+    """A MongoDB URL: the given one, a container's, or an embedded database's for this session."""
     if url := os.environ.get("TEST_MONGO_URL"):
         yield url
         return
@@ -95,7 +98,16 @@ def mongo_backend() -> Iterator[str | None]:
         with MongoDbContainer("mongo:7") as mongo:
             yield mongo.get_connection_url()
         return
-    yield None
+    # deploy/ is not part of the installed package; tests and benches run from the checkout.
+    from deploy.embedded_db import EmbeddedDatabase, free_port
+
+    with tempfile.TemporaryDirectory(prefix="woodpecker-test-db-") as directory:
+        database = EmbeddedDatabase(Path(directory) / "data", free_port(), Path(directory) / "db.log")
+        database.start()
+        try:
+            yield database.url
+        finally:
+            database.stop()
 
 
 class EventTap:

@@ -15,6 +15,7 @@ from flask import Flask, Response, g, request, send_from_directory
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
 from shared import logs, metrics
@@ -30,7 +31,7 @@ DOCS_ASSETS = "/docs/assets"
 
 _HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
                405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
-               422: "invalid-fields", 429: "rate-limited"}
+               422: "invalid-fields", 429: "rate-limited", 503: "unavailable"}
 
 
 def accepts_multipart(view: Callable) -> Callable:
@@ -179,6 +180,14 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(error: DomainError):
         return problem_from(error)
+
+    @app.errorhandler(ConnectionFailure)
+    def store_unavailable(error: ConnectionFailure):
+        # The request may or may not have been stored: a retry with the same Idempotency-Key is safe.
+        log.warning("store unavailable", extra={"error": str(error)})
+        return problem(503, "store-unavailable", "Service unavailable",
+                       "Our database is briefly unavailable; retry shortly (with the same Idempotency-Key).",
+                       headers={"Retry-After": "2"})
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

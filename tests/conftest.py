@@ -1,6 +1,8 @@
 """One fixture per backend (broker, store), and the in-process service each service test talks to."""
 from __future__ import annotations
 
+import importlib
+import os
 import uuid
 from dataclasses import dataclass, replace
 
@@ -10,8 +12,17 @@ from flask.testing import FlaskClient
 
 from shared.auth import issue_token
 from shared.config import Settings
-from shared.runtime import BackgroundWork, start_in_process
+from shared.runtime import BackgroundWork
+from shared.store import connect
 from shared.testing import amqp_backend, mongo_backend, wait_for
+
+# The suite sets up its own backends and secrets: whatever the developer's shell exports for a running
+# system (MONGO_URL, AMQP_URL, WOODPECKER_JWT_SECRET, ports, databases) must not leak into it.
+# TEST_MONGO_URL and TEST_AMQP_URL are how a caller chooses the suite's backends.
+for _name in list(os.environ):
+    if _name in ("MONGO_URL", "AMQP_URL", "WEB_CONCURRENCY", "GUNICORN_THREADS") or _name.startswith("WOODPECKER_") \
+            or _name.endswith(("_PORT", "_DATABASE")):
+        del os.environ[_name]
 
 
 @pytest.fixture(scope="session")
@@ -21,17 +32,17 @@ def amqp_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def mongo_url() -> str | None:
+def mongo_url() -> str:
     with mongo_backend() as url:
         yield url
 
 
-def settings_for_test(service: str, amqp_url: str, mongo_url: str | None, **overrides) -> Settings:
-    """Settings for one test service: its own database, fast back-off, workers in process."""
+def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) -> Settings:
+    """Settings for one test service: its own database, fast back-off."""
     base = Settings.from_env(service, env={})
     return replace(base, amqp_url=amqp_url, mongo_url=mongo_url,
                    database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=(100, 300),
-                   relay_interval_s=0.05, inprocess_workers=True, **overrides)
+                   relay_interval_s=0.05, **overrides)
 
 
 @dataclass
@@ -45,9 +56,11 @@ class RunningService:
         self.background.stop()
 
 
-def run_service(create_app, settings: Settings) -> RunningService:
-    app = create_app(settings)
-    background = start_in_process(app)
+def run_service(settings: Settings) -> RunningService:
+    """`settings.service`'s web app, with its worker process's background work in threads of this process."""
+    app = importlib.import_module(f"services.{settings.service}.app").create_app(settings)
+    worker = importlib.import_module(f"services.{settings.service}.worker")
+    background = worker.background_work(settings, connect(settings.mongo_url, settings.database)).start()
     if background.consumer is not None:
         wait_for(background.consumer.ready.is_set, timeout=20, what=f"{settings.service} consumer ready")
     return RunningService(app, app.test_client(), background, settings)

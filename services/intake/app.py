@@ -10,7 +10,6 @@ from shared.web import create_service_app
 from . import api
 from .domain import GridMap
 from .store import ReportStore
-from .worker import background_work
 
 DESCRIPTION = """Volunteers' photos and reports, grid cells and weekly grid summaries.
 
@@ -26,5 +25,4 @@ def create_app(settings: Settings | None = None) -> Flask:
                              blueprints=[api.photos, api.reports, api.grids],
                              readiness=runtime.readiness_checks(settings, db))
     app.extensions["intake"] = api.Intake(store=store, reference=city, grid_map=GridMap(city.grids))
-    runtime.attach(app, lambda: background_work(settings, db))
     return app

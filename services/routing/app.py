@@ -13,7 +13,6 @@ from . import api
 from .clock import clock_for
 from .domain import Rule
 from .store import CaseStore
-from .worker import background_work
 
 DESCRIPTION = """Cases, routing rules, deadlines, department work and league tables.
 
@@ -38,5 +37,4 @@ def create_app(settings: Settings | None = None) -> Flask:
                              blueprints=[api.cases, api.rules, api.statistics],
                              readiness=runtime.readiness_checks(settings, db))
     app.extensions["routing"] = api.Routing(store=store, reference=city, clock_for=clocks)
-    runtime.attach(app, lambda: background_work(settings, db))
     return app

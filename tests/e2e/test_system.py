@@ -26,13 +26,11 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def system(amqp_url, mongo_url, tmp_path_factory):
     ports = {service: free_port() for service in SERVICES}
-    env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL",)}
+    env = dict(os.environ)
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
-    env.update(AMQP_URL=amqp_url, WOODPECKER_RUN_DIR=str(tmp_path_factory.mktemp("run")),
+    env.update({f"{s.upper()}_DATABASE": f"e2e_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
+    env.update(AMQP_URL=amqp_url, MONGO_URL=mongo_url, WOODPECKER_RUN_DIR=str(tmp_path_factory.mktemp("run")),
                WOODPECKER_RELAY_INTERVAL_S="0.05")
-    if mongo_url:
-        env["MONGO_URL"] = mongo_url
-        env.update({f"{s.upper()}_DATABASE": f"e2e_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
     local = [sys.executable, "-m", "deploy.local"]
     started = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=180)
     try:

@@ -6,7 +6,6 @@ import io
 import pytest
 from PIL import Image
 
-from services.intake.app import create_app as create_intake
 from shared.outbox import PENDING
 from shared.testing import EventTap
 from tests.conftest import bearer, run_service, settings_for_test
@@ -14,7 +13,7 @@ from tests.conftest import bearer, run_service, settings_for_test
 
 @pytest.fixture(scope="module")
 def intake(amqp_url, mongo_url):
-    service = run_service(create_intake, settings_for_test("intake", amqp_url, mongo_url))
+    service = run_service(settings_for_test("intake", amqp_url, mongo_url))
     yield service
     service.stop()
 
@@ -22,7 +21,7 @@ def intake(amqp_url, mongo_url):
 @pytest.fixture
 def fresh_intake(amqp_url, mongo_url):
     """An intake with a database of its own, for tests that count everything in it."""
-    service = run_service(create_intake, settings_for_test("intake", amqp_url, mongo_url))
+    service = run_service(settings_for_test("intake", amqp_url, mongo_url))
     yield service
     service.stop()
 

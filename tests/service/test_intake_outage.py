@@ -4,7 +4,6 @@ Its own module: the intake here must be the only consumer of intake's queue in t
 """
 import pytest
 
-from services.intake.app import create_app as create_intake
 from shared.events import Event
 from shared.testing import TcpProxy, publish_raw, wait_for
 from tests.conftest import run_service, settings_for_test
@@ -14,7 +13,7 @@ from tests.service.conftest import outbox_empty, submit_report, upload_photo
 @pytest.fixture
 def intake_behind_proxy(amqp_url, mongo_url):
     proxy = TcpProxy(amqp_url).start()
-    service = run_service(create_intake, settings_for_test("intake", proxy.url, mongo_url))
+    service = run_service(settings_for_test("intake", proxy.url, mongo_url))
     yield service, proxy
     service.stop()
     proxy.close()

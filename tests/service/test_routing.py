@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from openpyxl import load_workbook
 
-from services.intake.app import create_app as create_intake
-from services.routing.app import create_app as create_routing
 from services.routing.deadlines import OverdueWatch
 from shared.testing import wait_for
 from tests.conftest import bearer, run_service, settings_for_test
@@ -20,8 +18,8 @@ SANITATION = bearer("department", "san-1", dept="sanitation")
 
 @pytest.fixture(scope="module")
 def city(amqp_url, mongo_url):
-    intake = run_service(create_intake, settings_for_test("intake", amqp_url, mongo_url))
-    routing = run_service(create_routing, settings_for_test("routing", amqp_url, mongo_url))
+    intake = run_service(settings_for_test("intake", amqp_url, mongo_url))
+    routing = run_service(settings_for_test("routing", amqp_url, mongo_url))
     yield intake, routing
     routing.stop()
     intake.stop()

@@ -15,6 +15,7 @@ from shared.errors import InvalidFields, Unauthorized
 from shared.events import Event, MalformedEvent
 from shared.pagination import decode_cursor, encode_cursor, page
 from shared.reference import ReferenceDataError
+from shared.store import connect
 
 SECRET = "unit-test-secret-" + "x" * 48  # 64 bytes: long enough for HS256 and HS512
 
@@ -181,8 +182,7 @@ def test_each_service_has_its_default_port(service, port):
 def test_the_defaults_without_any_environment():
     settings = Settings.from_env("intake", {})
     assert settings.amqp_url == DEFAULT_AMQP_URL == "amqp://guest:guest@127.0.0.1:5672//"
-    assert settings.mongo_url is None and settings.embedded_store
-    assert settings.inprocess_workers is True
+    assert settings.mongo_url is None
     assert settings.jwt_secret == DEV_JWT_SECRET
     assert settings.database == "woodpecker_intake"
     assert settings.reference_dir is None
@@ -192,27 +192,18 @@ def test_the_defaults_without_any_environment():
 def test_the_environment_overrides_the_defaults():
     settings = Settings.from_env("routing", {"ROUTING_PORT": "9002", "AMQP_URL": "amqp://mq//",
                                              "WOODPECKER_JWT_SECRET": "s3cret", "ROUTING_DATABASE": "r",
-                                             "WOODPECKER_RETRY_DELAYS_MS": "50, 500"})
+                                             "WOODPECKER_RETRY_DELAYS_MS": "50, 500",
+                                             "MONGO_URL": "mongodb://db:27017"})
     assert (settings.port, settings.amqp_url, settings.jwt_secret, settings.database) == (9002, "amqp://mq//",
                                                                                           "s3cret", "r")
     assert settings.retry_delays_ms == (50, 500)
-
-
-def test_an_empty_mongo_url_means_the_embedded_store():
-    settings = Settings.from_env("intake", {"MONGO_URL": ""})
-    assert settings.embedded_store and settings.inprocess_workers
-
-
-def test_with_mongo_workers_run_in_their_own_process_by_default():
-    settings = Settings.from_env("intake", {"MONGO_URL": "mongodb://db:27017"})
     assert settings.mongo_url == "mongodb://db:27017"
-    assert not settings.embedded_store
-    assert settings.inprocess_workers is False
 
 
-def test_with_mongo_workers_can_be_kept_in_process():
-    settings = Settings.from_env("intake", {"MONGO_URL": "mongodb://db:27017", "WOODPECKER_INPROCESS_WORKERS": "1"})
-    assert settings.inprocess_workers is True
+@pytest.mark.parametrize("mongo_url", [None, ""])
+def test_a_service_without_mongo_url_refuses_to_start_and_says_how_to_get_one(mongo_url):
+    with pytest.raises(SystemExit, match="MONGO_URL is not set.*make up"):
+        connect(mongo_url, "woodpecker_intake")
 
 
 @pytest.mark.parametrize("raw", ["", "soon", "1000,-5", "0", "100,,abc"])
