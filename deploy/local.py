@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from deploy.broker import provision
 from deploy.embedded_db import DEFAULT_PORT, EmbeddedDatabase, EmbeddedDatabaseError, answers, stop_pid
 from shared.auth import issue_token
 from shared.bus import broker_problem
@@ -99,7 +100,9 @@ def _ready(port: int) -> bool:
 def up() -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    ensure_broker(Settings.from_env("intake", env).amqp_url)
+    settings = Settings.from_env("intake", env)
+    ensure_broker(settings.amqp_url)
+    provision(settings.amqp_url, settings.retry_delays_ms)
     if not env.get("MONGO_URL"):
         print("MONGO_URL is not set: starting the EMBEDDED DATABASE (SecantusDB, beta).")
         env["MONGO_URL"] = ensure_embedded_database()

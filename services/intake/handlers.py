@@ -44,8 +44,12 @@ def case_changed(event: Event, store: ReportStore, reference: ReferenceData) -> 
                         extra={"report_id": report_id, "event_id": event.id})
 
 
+# What intake consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
+SUBSCRIPTIONS = (
+    ("intake.case-events", ("case.*.*",), case_changed),
+)
+
+
 def subscriptions(store: ReportStore, reference: ReferenceData) -> list[Subscription]:
-    return [
-        Subscription(queue="intake.case-events", routing_keys=("case.*.*",),
-                     handler=functools.partial(case_changed, store=store, reference=reference)),
-    ]
+    return [Subscription(queue, keys, functools.partial(handler, store=store, reference=reference))
+            for queue, keys, handler in SUBSCRIPTIONS]
