@@ -40,3 +40,23 @@ def nearest_within(lat: float, lng: float, located: list[dict], radius_m: float 
         if d <= radius_m and (best is None or d < best[0]):
             best = (d, item)
     return best[1] if best else None
+
+
+# Latitudes beyond this are outside any city the programme serves; the lattice is sized for them.
+MAX_LATITUDE = 60.0
+
+
+def neighbourhood_cells(lat: float, lng: float, radius_m: float = DUPLICATE_RADIUS_M) -> list[str]:
+    """Four lattice cells such that any two points within `radius_m` of each other share at least one.
+
+    The lattice's spacing is at least `radius_m` along each axis (up to MAX_LATITUDE), and a point
+    takes the 2×2 block of cells around its nearest lattice vertex. Two points closer than one
+    spacing along an axis have nearest vertices at most one step apart there, and blocks around
+    vertices one step apart overlap; so points within `radius_m` (closer than that along each axis)
+    always share a cell. Whatever must not happen twice for one place (opening a case for one
+    problem) can therefore be serialised on these cells alone.
+    """
+    step_lat = math.degrees(radius_m / EARTH_RADIUS_M) * 1.01  # a margin for rounding near the bounds
+    step_lng = step_lat / math.cos(math.radians(MAX_LATITUDE))
+    row, column = math.floor(lat / step_lat + 0.5), math.floor(lng / step_lng + 0.5)
+    return [f"{r}:{c}" for r in (row - 1, row) for c in (column - 1, column)]

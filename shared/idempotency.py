@@ -1,8 +1,8 @@
 """`Idempotency-Key` on creating POSTs (CONTRACT "HTTP conventions").
 
-The key lives in the created document itself under a unique index, so claiming the key and creating
-the resource are one atomic insert. Without a header the document's own id fills the field, which
-keeps the index unique without needing a partial index.
+The key lives in the created document itself under a partial unique index, so claiming the key and
+creating the resource are one atomic insert; a document created without a key has no such field and
+is not in the index at all.
 """
 from __future__ import annotations
 
@@ -19,13 +19,20 @@ from shared.errors import IdempotencyConflict, InvalidFields
 KEY_FIELD = "idempotency_key"
 FINGERPRINT_FIELD = "request_fingerprint"
 MAX_KEY_LENGTH = 200
+# Keys are non-empty strings. The filter is stated as a range rather than `$exists`, because a store
+# uses a partial index only for a query that provably falls inside its filter, and an equality on a
+# string provably falls inside a string range on both MongoDB and the embedded database.
+KEYED = {KEY_FIELD: {"$gt": ""}}
+
 
 def ensure_index(collection: Collection) -> None:
-    collection.create_index(KEY_FIELD, unique=True)
+    collection.create_index(KEY_FIELD, unique=True, partialFilterExpression=KEYED)
+
 
 def fingerprint(payload: Any) -> str:
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
 
 def requested_key(caller_id: str) -> str | None:
     """The header's key, scoped to the caller so two callers' keys never collide."""
@@ -38,6 +45,7 @@ def requested_key(caller_id: str) -> str | None:
                             {"Idempotency-Key": [f"1 to {MAX_KEY_LENGTH} characters"]})
     return f"{caller_id}:{key}"
 
+
 def insert_once(collection: Collection, document: dict, key: str | None, request_fingerprint: str,
                 ) -> tuple[dict, bool]:
     """Insert `document` unless `key` was used before; returns (the stored document, created?).
@@ -45,7 +53,7 @@ def insert_once(collection: Collection, document: dict, key: str | None, request
     The same key with the same request gives back the first document; with another request it
     is a 409.
     """
-    stored = {**document, KEY_FIELD: key or f"id:{document['_id']}", FINGERPRINT_FIELD: request_fingerprint}
+    stored = {**document, FINGERPRINT_FIELD: request_fingerprint, **({KEY_FIELD: key} if key else {})}
     try:
         collection.insert_one(stored)
         return stored, True
@@ -56,6 +64,7 @@ def insert_once(collection: Collection, document: dict, key: str | None, request
     if earlier is None or earlier[FINGERPRINT_FIELD] != request_fingerprint:
         raise IdempotencyConflict("This Idempotency-Key was already used with a different request.")
     return earlier, False
+
 
 def replay_header(created: bool) -> dict[str, str]:
     return {} if created else {"Idempotent-Replayed": "true"}

@@ -5,6 +5,10 @@ single-document atomicity is the transaction: if the write fails there is no eve
 the relay will publish the event, however long the broker is away. Once the broker confirms an
 event, the relay pulls it from the document. Several relays may run; an event published twice
 carries the same id, and every consumer is idempotent on it.
+
+A document with pending events also carries `outbox_due`, the time its events are next to be
+published, under a sparse index: the relay's query reads only documents with something to send,
+however large the collection grows.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 
 from shared import metrics
@@ -22,33 +27,40 @@ from shared.events import Event
 log = logging.getLogger(__name__)
 
 OUTBOX_FIELD = "outbox"
-# A document whose event the broker returned (no queue bound yet) waits until then before the next try;
-# kept in the document, so the hold survives restarts and every relay sees it.
-RETRY_AT_FIELD = "outbox_retry_at"
+# When the document's events are next due; absent once nothing is pending.
+DUE_FIELD = "outbox_due"
 ATTEMPTS_FIELD = "outbox_attempts"
-PENDING = {f"{OUTBOX_FIELD}.0": {"$exists": True}}
+PENDING = {DUE_FIELD: {"$exists": True}}
 # The relay's bookkeeping inside a document: never part of what an API shows.
-OUTBOX_FIELDS = (OUTBOX_FIELD, RETRY_AT_FIELD, ATTEMPTS_FIELD)
-
-
-def _due(now: datetime) -> dict:
-    return {**PENDING, "$or": [{RETRY_AT_FIELD: None}, {RETRY_AT_FIELD: {"$lte": now}}]}
+OUTBOX_FIELDS = (OUTBOX_FIELD, DUE_FIELD, ATTEMPTS_FIELD)
+# Doubling stops here: 2 ** 16 half-seconds is far beyond any back-off cap.
+MAX_DOUBLINGS = 16
 
 
 def with_events(document: dict, *events: Event) -> dict:
     """The document to insert, carrying its events."""
-    return {**document, OUTBOX_FIELD: [e.to_dict() for e in events]}
+    if not events:
+        return document
+    return {**document, OUTBOX_FIELD: [e.to_dict() for e in events], DUE_FIELD: datetime.now(UTC)}
 
 
 def push_events(update: dict, *events: Event) -> dict:
     """An update that also appends `events` to the outbox of the document it changes."""
+    if not events:
+        return update
     pushes = dict(update.get("$push", {}))
     pushes[OUTBOX_FIELD] = {"$each": [e.to_dict() for e in events]}
-    return {**update, "$push": pushes}
+    sets = dict(update.get("$set", {}))
+    sets[DUE_FIELD] = datetime.now(UTC)
+    return {**update, "$push": pushes, "$set": sets}
 
 
 def ensure_outbox_index(collection: Collection) -> None:
-    collection.create_index(f"{OUTBOX_FIELD}.id")
+    collection.create_index(DUE_FIELD, sparse=True)
+
+
+def back_off_s(attempts: int, cap_s: float) -> float:
+    return min(cap_s, 0.5 * 2 ** min(attempts, MAX_DOUBLINGS))
 
 
 class OutboxRelay:
@@ -68,35 +80,40 @@ class OutboxRelay:
         confirmed_total, waiting_total = 0, 0
         now = datetime.now(UTC)
         for collection in self.collections:
-            documents = list(collection.find(_due(now), {OUTBOX_FIELD: 1, ATTEMPTS_FIELD: 1}).limit(self.batch_size))
+            documents = list(collection.find({DUE_FIELD: {"$lte": now}}, {OUTBOX_FIELD: 1, ATTEMPTS_FIELD: 1})
+                             .limit(self.batch_size))
             events = [Event.from_dict(raw) for document in documents for raw in document[OUTBOX_FIELD]]
             if not events:
                 continue
             outcome = self.publisher.publish(events)
             confirmed, held = set(outcome.confirmed), set(outcome.unroutable + outcome.refused)
-            for document in documents:
-                self._settle(collection, document, confirmed, held, now)
+            settles = [self._settle(document, confirmed, held, now) for document in documents]
+            collection.bulk_write(settles, ordered=False)
             confirmed_total += len(confirmed)
             waiting_total += len(events) - len(confirmed)
         metrics.outbox_pending.labels(self.service).set(waiting_total)
         return confirmed_total
 
-    def _settle(self, collection: Collection, document: dict, confirmed: set[str], held: set[str],
-                now: datetime) -> None:
+    def _settle(self, document: dict, confirmed: set[str], held: set[str], now: datetime) -> UpdateOne:
+        """One write per document: pull what the broker confirmed, and clear the due time only if the
+        outbox is then empty, judged in the same atomic write (an event pushed meanwhile stays due)."""
         ids = [raw["id"] for raw in document[OUTBOX_FIELD]]
-        update: dict = {}
-        if done := [event_id for event_id in ids if event_id in confirmed]:
-            update["$pull"] = {OUTBOX_FIELD: {"id": {"$in": done}}}
+        remaining = {"$filter": {"input": f"${OUTBOX_FIELD}",
+                                 "cond": {"$not": [{"$in": ["$$this.id", sorted(confirmed & set(ids))]}]}}}
         if any(event_id in held for event_id in ids):
             attempts = document.get(ATTEMPTS_FIELD, 0) + 1
-            wait = min(self.max_backoff_s, 0.5 * 2 ** attempts)
-            update["$set"] = {RETRY_AT_FIELD: now + timedelta(seconds=wait), ATTEMPTS_FIELD: attempts}
+            wait = back_off_s(attempts, self.max_backoff_s)
             log.warning("event unroutable (no queue bound yet); kept in the outbox",
                         extra={"document": str(document["_id"]), "attempt": attempts, "retry_in_s": wait})
-        elif document.get(ATTEMPTS_FIELD):
-            update["$unset"] = {RETRY_AT_FIELD: "", ATTEMPTS_FIELD: ""}
-        if update:
-            collection.update_one({"_id": document["_id"]}, update)
+            when_pending, attempts_then = now + timedelta(seconds=wait), attempts
+        else:
+            when_pending, attempts_then = f"${DUE_FIELD}", "$$REMOVE"
+        empty = {"$eq": [{"$size": f"${OUTBOX_FIELD}"}, 0]}
+        return UpdateOne({"_id": document["_id"]}, [
+            {"$set": {OUTBOX_FIELD: remaining}},
+            {"$set": {DUE_FIELD: {"$cond": [empty, "$$REMOVE", when_pending]},
+                      ATTEMPTS_FIELD: {"$cond": [empty, "$$REMOVE", attempts_then]}}},
+        ])
 
     def run(self, stop: threading.Event) -> None:
         backoff = self.interval_s

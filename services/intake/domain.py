@@ -11,9 +11,11 @@ from zoneinfo import ZoneInfo
 from shapely import STRtree
 from shapely.geometry import Point, shape
 
+from shared.auth import Caller
 from shared.errors import InvalidFields
 from shared.geo import nearest_within
 from shared.reference import Category, Grid
+from shared.scope import Scope
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # A phone's clock may run a little ahead; beyond this an observation time is a mistake.
@@ -41,6 +43,20 @@ class GridMap:
         point = Point(lng, lat)
         hits = sorted(self._index.query(point, predicate="intersects"))
         return self._grids[hits[0]] if hits else None
+
+
+# --- who sees what ---------------------------------------------------------------------------
+
+def visible_to(caller: Caller) -> Scope:
+    """The reports a caller may see (CONTRACT: a volunteer their own, a grid leader their grid's and
+    their own, a department its cases', the office all)."""
+    if caller.role in ("office", "service", "association"):
+        return Scope.everything()
+    if caller.role == "department":
+        return Scope.any_of({"department": caller.dept})
+    if caller.role == "grid_leader":
+        return Scope.any_of({"grid_id": caller.grid}, {"reporter_id": caller.id})
+    return Scope.any_of({"reporter_id": caller.id})
 
 
 # --- duplicates -------------------------------------------------------------------------------

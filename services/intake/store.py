@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import gridfs
 from bson import ObjectId
@@ -10,10 +11,11 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from shared import idempotency
-from shared.auth import Caller
 from shared.events import Event
 from shared.geo import BoundingBox
 from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, with_events
+from shared.pagination import Position, newest_first
+from shared.scope import Scope
 
 from .domain import OPEN_STATUSES
 
@@ -25,25 +27,25 @@ def new_id() -> str:
     return str(ObjectId())
 
 
+# Kept beside `status` so that the nearby lookup is one equality and one range, the shape every
+# store serves from an index: the open reports of a category never grow with the closed history.
+OPEN = "open"
+HIDDEN_FIELDS = ("_id", "revision", OPEN, idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
+
+
 def _public(document: dict | None) -> dict | None:
     if document is None:
         return None
-    hidden = ("_id", "revision", idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
-    public = {k: v for k, v in document.items() if k not in hidden}
+    public = {k: v for k, v in document.items() if k not in HIDDEN_FIELDS}
     public["id"] = document["_id"]
     return public
 
 
-def visible_to(caller: Caller) -> dict:
-    """The reports a caller may see (CONTRACT: a volunteer their own, a grid leader their grid's,
-    a department its cases', the office all)."""
-    if caller.role in ("office", "service", "association"):
-        return {}
-    if caller.role == "department":
-        return {"department": caller.dept}
-    if caller.role == "grid_leader":
-        return {"$or": [{"grid_id": caller.grid}, {"reporter_id": caller.id}]}
-    return {"reporter_id": caller.id}
+def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields to write, with the lookup keys derived from them."""
+    if "status" in fields:
+        return {**fields, OPEN: fields["status"] in OPEN_STATUSES}
+    return fields
 
 
 class ReportStore:
@@ -54,47 +56,55 @@ class ReportStore:
         self.photo_files = gridfs.GridFS(db, collection="photo_files")
 
     def ensure_indexes(self) -> None:
+        """Every query below is an equality prefix and at most one range over one of these (see bench/queries)."""
         idempotency.ensure_index(self.reports)
         idempotency.ensure_index(self.photos)
         ensure_outbox_index(self.reports)
-        self.reports.create_index([("category", ASCENDING), ("status", ASCENDING), ("location.lat", ASCENDING)])
-        self.reports.create_index([("grid_id", ASCENDING), ("submitted_at", DESCENDING)])
-        self.reports.create_index([("reporter_id", ASCENDING), ("_id", DESCENDING)])
-        self.reports.create_index([("case_id", ASCENDING)])
+        self.reports.create_index([("category", ASCENDING), (OPEN, ASCENDING), ("location.lat", ASCENDING)])
+        # Lists walk back in windows of submission time, within the caller's scope when it has one.
+        self.reports.create_index([("submitted_at", DESCENDING)])
+        for scope_field in ("reporter_id", "grid_id", "department"):
+            self.reports.create_index([(scope_field, ASCENDING), ("submitted_at", DESCENDING)])
+        self.reports.create_index([("grid_id", ASCENDING), (OPEN, ASCENDING)])
+        self.reports.create_index([("grid_id", ASCENDING), ("closed_at", ASCENDING)])
         self.reports.create_index([("photo_ids", ASCENDING)])
         self.reports.create_index([("after_photo_ids", ASCENDING)])
-        self.photos.create_index([("owner_id", ASCENDING)])
 
     # --- reports ------------------------------------------------------------------------------
 
     def add_report(self, report: dict, event: Event, key: str | None, fingerprint: str) -> tuple[dict, bool]:
         """Store the report and its `report.submitted` event in one write."""
-        document = with_events({"_id": report["id"], **{k: v for k, v in report.items() if k != "id"},
+        document = with_events({"_id": report["id"], **_indexed({k: v for k, v in report.items() if k != "id"}),
                                 "revision": 0}, event)
         stored, created = idempotency.insert_once(self.reports, document, key, fingerprint)
         return _public(stored), created
 
-    def visible_report(self, report_id: str, scope: dict) -> dict | None:
-        query = {"$and": [{"_id": report_id}, scope]} if scope else {"_id": report_id}
-        return _public(self.reports.find_one(query))
+    def visible_report(self, report_id: str, scope: Scope) -> dict | None:
+        report = _public(self.reports.find_one({"_id": report_id}))
+        return report if report is not None and scope.admits(report) else None
 
     def open_reports_near(self, category: str, box: BoundingBox) -> list[dict]:
-        query = {"category": category, "status": {"$in": list(OPEN_STATUSES)},
-                 "location.lat": {"$gte": box.min_lat, "$lte": box.max_lat},
-                 "location.lng": {"$gte": box.min_lng, "$lte": box.max_lng}}
-        return [_public(d) for d in self.reports.find(query, {"location": 1, "status": 1}).limit(500)]
+        """The open reports of `category` inside the box."""
+        # The longitude is checked here rather than in the query: a second range would leave the
+        # embedded database with only the category to look up.
+        query = {"category": category, OPEN: True, "location.lat": {"$gte": box.min_lat, "$lte": box.max_lat}}
+        return [_public(d) for d in self.reports.find(query, {"location": 1, "status": 1})
+                if box.min_lng <= d["location"]["lng"] <= box.max_lng]
 
-    def list_reports(self, query: dict, after_id: str | None, limit: int) -> list[dict]:
-        if after_id is not None:
-            query = {"$and": [query, {"_id": {"$lt": after_id}}]}
-        cursor = self.reports.find(query).sort("_id", DESCENDING).limit(limit + 1)
-        return [_public(d) for d in cursor]
+    def list_reports(self, wanted: dict, scope: Scope, after: Position | None, limit: int,
+                     since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+        documents = newest_first(self.reports, scope.within(wanted), "submitted_at", limit, after, since, until)
+        return [_public(d) for d in documents]
 
     def grid_week_reports(self, grid_id: str, start: datetime, end: datetime) -> list[dict]:
-        query = {"grid_id": grid_id, "submitted_at": {"$lt": end},
-                 "$or": [{"submitted_at": {"$gte": start}}, {"status": {"$in": list(OPEN_STATUSES)}},
-                         {"closed_at": {"$gte": start, "$lt": end}}]}
-        return [_public(d) for d in self.reports.find(query).sort("submitted_at", ASCENDING)]
+        """The grid's reports submitted before `end` that were submitted in the week, are still open,
+        or were closed in it: three bounded lookups rather than one `$or` the embedded database scans."""
+        found = {}
+        for query in ({"grid_id": grid_id, "submitted_at": {"$gte": start, "$lt": end}},
+                      {"grid_id": grid_id, OPEN: True},
+                      {"grid_id": grid_id, "closed_at": {"$gte": start, "$lt": end}}):
+            found.update((d["_id"], d) for d in self.reports.find(query) if d["submitted_at"] < end)
+        return sorted((_public(d) for d in found.values()), key=lambda r: r["submitted_at"])
 
     def apply_case_step(self, report_id: str, follow: Callable[[dict], dict | None]) -> bool:
         """Apply `follow(report) -> changes` with optimistic concurrency; False if no such report."""
@@ -106,7 +116,7 @@ class ReportStore:
             if changes is None:
                 return True
             result = self.reports.update_one({"_id": report_id, "revision": document["revision"]},
-                                             {"$set": changes, "$inc": {"revision": 1}})
+                                             {"$set": _indexed(changes), "$inc": {"revision": 1}})
             if result.matched_count:
                 return True
         raise RuntimeError(f"report {report_id} kept changing under a case event; will retry")
@@ -136,7 +146,8 @@ class ReportStore:
         found = self.photos.find({"_id": {"$in": photo_ids}, "owner_id": owner_id}, {"_id": 1})
         return {d["_id"] for d in found}
 
-    def photo_in_reports(self, photo_id: str, scope: dict) -> bool:
-        """Is the photo attached (before or after) to a report matching `scope`?"""
-        query = {"$and": [{"$or": [{"photo_ids": photo_id}, {"after_photo_ids": photo_id}]}, scope]}
-        return self.reports.find_one(query, {"_id": 1}) is not None
+    def photo_in_reports(self, photo_id: str, scope: Scope) -> bool:
+        """Is the photo attached (before or after) to a report `scope` admits?"""
+        return any(scope.admits(report) for field in ("photo_ids", "after_photo_ids")
+                   for report in self.reports.find({field: photo_id}, {"reporter_id": 1, "grid_id": 1,
+                                                                       "department": 1}))

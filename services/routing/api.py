@@ -48,29 +48,16 @@ def actor(caller: Caller) -> Actor:
     return Actor(id=caller.id, role=caller.role, dept=caller.dept)
 
 
-def visible_to(caller: Caller) -> dict:
-    """A department sees its own cases, a grid leader its grid's, the office all."""
-    if caller.role == "department":
-        return {"department": caller.dept}
-    if caller.role == "grid_leader":
-        return {"grid_id": caller.grid}
-    return {}
-
-
 def _act(case_id: str, decide: Callable[[dict], Step]) -> dict:
     """Run a command on a case the caller may see; the store re-runs it if another command won a race."""
-    scope = visible_to(current_caller())
+    scope = domain.visible_to(current_caller())
 
     def scoped(case: dict) -> Step:
-        if scope and not _in_scope(case, scope):
+        if not scope.admits(case):
             raise NotFound(f"No case {case_id}.")
         return decide(case)
 
     return routing().store.change(case_id, scoped, correlation_id.get())
-
-
-def _in_scope(case: dict, scope: dict) -> bool:
-    return all(case.get(field) == value for field, value in scope.items())
 
 
 # --- reading cases ----------------------------------------------------------------------------
@@ -81,11 +68,10 @@ def _in_scope(case: dict, scope: dict) -> bool:
 @cases.response(200, schemas.CasePageSchema)
 def list_cases(query: dict):
     """Cases you may see, newest first, filtered and cursor-paginated."""
-    filters = {k: query[k] for k in ("status", "department", "overdue", "grid_id", "category") if k in query}
-    scope = visible_to(current_caller())
-    combined = {"$and": [filters, scope]} if scope else filters
-    items = routing().store.list_cases(combined, decode_cursor(query["cursor"]), query["limit"])
-    return page(items, query["limit"])
+    wanted = {k: query[k] for k in ("status", "department", "overdue", "grid_id", "category") if k in query}
+    items = routing().store.list_cases(wanted, domain.visible_to(current_caller()), decode_cursor(query["cursor"]),
+                                       query["limit"])
+    return page(items, query["limit"], "opened_at")
 
 
 @cases.route("/<case_id>", methods=["GET"])
@@ -94,8 +80,7 @@ def list_cases(query: dict):
 def get_case(case_id: str):
     """One case with its history (404 if it is not yours to see)."""
     case = routing().store.case(case_id)
-    scope = visible_to(current_caller())
-    if case is None or (scope and not _in_scope(case, scope)):
+    if case is None or not domain.visible_to(current_caller()).admits(case):
         raise NotFound(f"No case {case_id}.")
     return case
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared.auth import Caller
 from shared.errors import IllegalTransition, InvalidFields, NotVisible
 from shared.geo import nearest_within
+from shared.scope import Scope
 
 from .clock import CALENDAR, WORKING, DeadlineClock
 
@@ -47,6 +49,15 @@ class Step:
     actions: tuple[str, ...]
     # Whom the events concern, when not every report of the case (a report joining it).
     report_ids: tuple[str, ...] | None = None
+
+
+def visible_to(caller: Caller) -> Scope:
+    """A department sees its own cases, a grid leader its grid's, the office (and association, service) all."""
+    if caller.role == "department":
+        return Scope.any_of({"department": caller.dept})
+    if caller.role == "grid_leader":
+        return Scope.any_of({"grid_id": caller.grid})
+    return Scope.everything()
 
 
 def match_rule(rules: list[Rule], category: str, district: str | None) -> Rule | None:
@@ -128,10 +139,20 @@ def open_case(case_id: str, report: dict, rule: Rule | None, clock: DeadlineCloc
     return Step(dispatched, ("opened", "dispatched"))
 
 
+def route_report(report: dict, nearby: list[dict], rule: Rule | None, clock: DeadlineClock, now: datetime) -> Step:
+    """A new report joins the nearest open case of its kind within the duplicate radius, or opens one."""
+    location = report["location"]
+    existing = nearest_open_case(location["lat"], location["lng"], nearby)
+    if existing is not None:
+        return attach_report(existing, report["id"])
+    return open_case(f"case-{report['id']}", report, rule, clock, now)
+
+
 def attach_report(case: dict, report_id: str) -> Step:
     """A likely duplicate joins the open case; its reporter hears the outcome too."""
     if report_id in case["report_ids"]:
         return Step(case, ())
+    _require(case, OPEN_STATUSES, "attach a report to")
     return Step({**case, "report_ids": [*case["report_ids"], report_id]}, ("opened",), (report_id,))
 
 

@@ -5,7 +5,6 @@ import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shared import geo
 from shared.bus import Subscription
 from shared.events import Event, MalformedEvent
 
@@ -21,22 +20,20 @@ def report_submitted(event: Event, store: CaseStore, clock_for: Callable[[str], 
     missing = [f for f in REPORT_FIELDS if f not in report]
     if missing:
         raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
-    if store.case_of_report(report["id"]):
-        return
-    lat, lng = report["location"]["lat"], report["location"]["lng"]
-    nearby = store.open_cases_near(report["category"], geo.box_around(lat, lng, geo.DUPLICATE_RADIUS_M))
-    existing = domain.nearest_open_case(lat, lng, nearby)
-    if existing is not None:
-        store.change(existing["id"], lambda case: domain.attach_report(case, report["id"]), event.correlation_id)
-        return
     rule = domain.match_rule(store.all_rules(), report["category"], report.get("district"))
     clock = clock_for(rule.basis if rule else "calendar")
-    step = domain.open_case(f"case-{report['id']}", report, rule, clock, datetime.now(UTC))
-    store.create(step, event.correlation_id)
+    lat, lng = report["location"]["lat"], report["location"]["lng"]
+    store.open_or_join(report["id"], report["category"], lat, lng,
+                       lambda nearby: domain.route_report(report, nearby, rule, clock, datetime.now(UTC)),
+                       event.correlation_id)
+
+
+# What routing consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
+SUBSCRIPTIONS = (
+    ("routing.report-submitted", ("report.submitted",), report_submitted),
+)
 
 
 def subscriptions(store: CaseStore, clock_for: Callable[[str], domain.DeadlineClock]) -> list[Subscription]:
-    return [
-        Subscription(queue="routing.report-submitted", routing_keys=("report.submitted",),
-                     handler=functools.partial(report_submitted, store=store, clock_for=clock_for)),
-    ]
+    return [Subscription(queue, keys, functools.partial(handler, store=store, clock_for=clock_for))
+            for queue, keys, handler in SUBSCRIPTIONS]

@@ -1,22 +1,31 @@
-"""Routing's collections, indexes and queries: cases (with their outbox) and routing rules."""
+"""Routing's collections, indexes and queries: cases (with their outbox), routing rules, opening locks."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from shared import geo
 from shared.errors import Conflict, NotFound
-from shared.events import Event
-from shared.geo import BoundingBox
+from shared.events import Event, utcnow
 from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
+from shared.pagination import EPOCH, Position, newest_first
+from shared.scope import Scope
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events
 
-INTERNAL_FIELDS = ("_id", *OUTBOX_FIELDS)
+# Kept beside `status` so that the nearby lookup is one equality and one range, the shape every
+# store serves from an index: the open cases of a category never grow with the closed history.
+OPEN = "open"
+INTERNAL_FIELDS = ("_id", OPEN, *OUTBOX_FIELDS)
 CHANGE_RETRIES = 10
+# An opening lock only matters while a case is being opened; old ones are cleared away.
+LOCK_LIFETIME = timedelta(hours=1)
 
 
 class StaleCase(Exception):
@@ -31,41 +40,89 @@ def _public(document: dict | None) -> dict | None:
     return public
 
 
+def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields to write, with the lookup keys derived from them."""
+    if "status" in fields:
+        return {**fields, OPEN: fields["status"] in OPEN_STATUSES}
+    return fields
+
+
 class CaseStore:
     def __init__(self, db: Database):
         self.db = db
         self.cases = db["cases"]
         self.rules = db["rules"]
+        self.opening_locks = db["opening_locks"]
 
     def ensure_indexes(self) -> None:
+        """Every query below is an equality prefix and at most one range over one of these (see bench/queries)."""
         ensure_outbox_index(self.cases)
-        self.cases.create_index([("category", ASCENDING), ("status", ASCENDING), ("location.lat", ASCENDING)])
-        self.cases.create_index([("department", ASCENDING), ("_id", DESCENDING)])
-        self.cases.create_index([("status", ASCENDING), ("overdue", ASCENDING), ("due_at", ASCENDING)])
-        self.cases.create_index([("report_ids", ASCENDING)])
+        # A report belongs to one case: the rule that makes a redelivered report open nothing.
+        self.cases.create_index("report_ids", unique=True)
+        self.cases.create_index([("category", ASCENDING), (OPEN, ASCENDING), ("location.lat", ASCENDING)])
+        self.cases.create_index([("overdue", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)])
+        # Lists walk back in windows of opening time, within the caller's scope and filters.
+        self.cases.create_index([("opened_at", DESCENDING)])
+        for prefix in (["department"], ["grid_id"], ["status"], ["department", "status"]):
+            self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
+        self.opening_locks.create_index("at", expireAfterSeconds=int(LOCK_LIFETIME.total_seconds()))
 
     # --- cases --------------------------------------------------------------------------------
 
-    def insert(self, case: dict, events: list[Event]) -> bool:
-        """False when a case with this id exists already (a redelivered report)."""
-        try:
-            self.cases.insert_one(with_events({"_id": case["id"], **_without_id(case)}, *events))
-        except DuplicateKeyError:
-            return False
-        return True
+    def open_or_join(self, report_id: str, category: str, lat: float, lng: float,
+                     decide: Callable[[list[dict]], Step], correlation_id: str | None) -> None:
+        """Let `decide` open a case for the report or join it to one of the open cases nearby, as one
+        transaction: two reports of one problem arriving at once end in one case.
 
-    def save(self, before: dict, after: dict, events: list[Event]) -> None:
+        The transaction first writes the opening locks of the report's neighbourhood
+        (shared.geo.neighbourhood_cells): two reports close enough to share a case share a lock, so
+        their transactions conflict and the later one runs again, seeing the earlier one's case.
+        """
+        cells = [f"{category}@{cell}" for cell in geo.neighbourhood_cells(lat, lng)]
+        box = geo.box_around(lat, lng, geo.DUPLICATE_RADIUS_M)
+
+        def attempt(session: ClientSession) -> None:
+            self.opening_locks.bulk_write([UpdateOne({"_id": cell}, {"$set": {"at": utcnow()}}, upsert=True)
+                                           for cell in cells], ordered=False, session=session)
+            nearby = self.open_cases_near(category, box, session)
+            step = decide(nearby)
+            if not step.actions:
+                return
+            before = next((case for case in nearby if case["id"] == step.case["id"]), None)
+            if before is None:
+                self.create(step, correlation_id, session)
+            else:
+                self.save(before, {**step.case, "version": before["version"] + 1}, step, correlation_id, session)
+
+        for _ in range(CHANGE_RETRIES):
+            try:
+                with self.db.client.start_session() as session:
+                    session.with_transaction(attempt)
+                return
+            except StaleCase:
+                continue
+            except DuplicateKeyError:
+                if self.case_of_report(report_id) is not None:
+                    return  # a redelivered report: its case was opened (or joined) before
+                continue
+        raise Conflict(f"Report {report_id} could not be given a case; cases nearby kept changing.")
+
+    def create(self, step: Step, correlation_id: str | None, session: ClientSession | None = None) -> None:
+        after = {**step.case, "version": 1}
+        events = _events(Step(after, step.actions, step.report_ids), correlation_id)
+        self.cases.insert_one(with_events({"_id": after["id"], **_indexed(_without_id(after))}, *events),
+                              session=session)
+
+    def save(self, before: dict, after: dict, step: Step, correlation_id: str | None,
+             session: ClientSession | None = None) -> None:
         """Write `after` and its events if the case is still as `before` left it (one winner)."""
+        events = _events(Step(after, step.actions, step.report_ids), correlation_id)
         changed = {k: v for k, v in _without_id(after).items() if before.get(k) != v}
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
-                                       push_events({"$set": changed}, *events))
+                                       push_events({"$set": _indexed(changed)}, *events), session=session)
         if result.matched_count == 0:
             raise StaleCase(before["id"])
-
-    def create(self, step: Step, correlation_id: str | None) -> bool:
-        after = {**step.case, "version": 1}
-        return self.insert(after, _events(Step(after, step.actions, step.report_ids), correlation_id))
 
     def change(self, case_id: str, decide: Callable[[dict], Step], correlation_id: str | None) -> dict:
         """Read the case, let `decide` make the step, save it with its events; re-decide if we lost a race."""
@@ -78,7 +135,7 @@ class CaseStore:
                 return before
             after = {**step.case, "version": before["version"] + 1}
             try:
-                self.save(before, after, _events(Step(after, step.actions, step.report_ids), correlation_id))
+                self.save(before, after, step, correlation_id)
             except StaleCase:
                 continue
             return after
@@ -90,23 +147,27 @@ class CaseStore:
     def case_of_report(self, report_id: str) -> dict | None:
         return _public(self.cases.find_one({"report_ids": report_id}))
 
-    def open_cases_near(self, category: str, box: BoundingBox) -> list[dict]:
-        query = {"category": category, "status": {"$in": list(OPEN_STATUSES)},
-                 "location.lat": {"$gte": box.min_lat, "$lte": box.max_lat},
-                 "location.lng": {"$gte": box.min_lng, "$lte": box.max_lng}}
-        return [_public(d) for d in self.cases.find(query, {"outbox": 0}).limit(200)]
+    def open_cases_near(self, category: str, box: geo.BoundingBox, session: ClientSession | None = None) -> list[dict]:
+        """The open cases of `category` inside the box."""
+        # The longitude is checked here rather than in the query: a second range would leave the
+        # embedded database with only the category to look up.
+        query = {"category": category, OPEN: True, "location.lat": {"$gte": box.min_lat, "$lte": box.max_lat}}
+        return [_public(d) for d in self.cases.find(query, {"outbox": 0}, session=session)
+                if box.min_lng <= d["location"]["lng"] <= box.max_lng]
 
-    def list_cases(self, query: dict, after_id: str | None, limit: int) -> list[dict]:
-        if after_id is not None:
-            query = {"$and": [query, {"_id": {"$lt": after_id}}]}
-        return [_public(d) for d in self.cases.find(query, {"outbox": 0}).sort("_id", DESCENDING).limit(limit + 1)]
+    def list_cases(self, wanted: dict, scope: Scope, after: Position | None, limit: int) -> list[dict]:
+        documents = newest_first(self.cases, scope.within(wanted), "opened_at", limit, after, projection={"outbox": 0})
+        return [_public(d) for d in documents]
 
-    def newly_overdue(self, now: datetime, limit: int = 100) -> list[dict]:
-        query = {"status": {"$in": list(RUNNING_STATUSES)}, "overdue": False, "due_at": {"$lte": now}}
-        return [_public(d) for d in self.cases.find(query, {"outbox": 0}).limit(limit)]
+    def newly_overdue(self, now: datetime) -> list[dict]:
+        """Cases whose deadline runs and has passed, not yet flagged: one bounded lookup per running status."""
+        return [_public(d) for status in RUNNING_STATUSES for d in self.cases.find(
+            {"overdue": False, "status": status, "due_at": {"$gte": EPOCH, "$lte": now}}, {"outbox": 0})]
 
     def cases_for_stats(self, start: datetime, end: datetime) -> list[dict]:
-        """Cases that can count in a period: due, verified or rectified in it, or still open."""
+        """Cases that can count in a period: due, verified or rectified in it, or still open.
+
+        A scan, deliberately: league tables are asked for now and then, not on every request."""
         query = {"$or": [{"due_at": {"$gte": start, "$lt": end}}, {"rectified_at": {"$gte": start, "$lt": end}},
                          {"history.at": {"$gte": start, "$lt": end}}, {"status": {"$in": list(OPEN_STATUSES)}}]}
         return [_public(d) for d in self.cases.find(query, {"outbox": 0})]

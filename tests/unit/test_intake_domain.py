@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -161,6 +162,22 @@ def test_box_around_is_not_much_larger_than_the_circle():
     box = box_around(*HERE, 250)
     assert distance_m(*HERE, box.max_lat, HERE[1]) == pytest.approx(250, rel=1e-6)
     assert distance_m(HERE[0], box.min_lng, HERE[0], HERE[1]) == pytest.approx(250, rel=1e-3)
+
+
+@pytest.mark.parametrize("latitude", [18.2, 35.06, 45.8, 59.9])
+def test_two_points_within_the_radius_always_share_a_neighbourhood_cell(latitude):
+    """The rule routing's opening locks rest on, tried on many pairs at the edge of the radius."""
+    rng = random.Random(latitude)
+    for _ in range(3000):
+        here = (latitude + rng.uniform(-0.05, 0.05), 118.3 + rng.uniform(-0.05, 0.05))
+        there = destination(*here, rng.uniform(0.9, 1.0) * geo.DUPLICATE_RADIUS_M, rng.uniform(0, 360))
+        assert set(geo.neighbourhood_cells(*here)) & set(geo.neighbourhood_cells(*there)), (here, there)
+
+
+def test_points_far_apart_share_no_neighbourhood_cell():
+    """Cells are small enough that distant reports never wait for each other."""
+    there = destination(*HERE, 2_000, 45)
+    assert not set(geo.neighbourhood_cells(*HERE)) & set(geo.neighbourhood_cells(*there))
 
 
 # --- likely duplicates ------------------------------------------------------------------------

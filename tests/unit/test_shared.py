@@ -13,8 +13,9 @@ from shared.auth import Caller, decode_token, issue_token
 from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings
 from shared.errors import InvalidFields, Unauthorized
 from shared.events import Event, MalformedEvent
-from shared.pagination import decode_cursor, encode_cursor, page
+from shared.pagination import Position, decode_cursor, encode_cursor, page
 from shared.reference import ReferenceDataError
+from shared.scope import Scope
 from shared.store import connect
 
 SECRET = "unit-test-secret-" + "x" * 48  # 64 bytes: long enough for HS256 and HS512
@@ -132,44 +133,68 @@ def test_an_unacceptable_token_is_unauthorized(token):
 
 # --- cursors ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("last_id", ["r1", "01J9Z3K7Q8", "报告-42", "a/b+c=d"])
-def test_a_cursor_round_trips_to_the_last_id(last_id):
-    cursor = encode_cursor(last_id)
+AT = datetime(2026, 11, 24, 8, 30, 15, 123000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("last_id", ["r1", "01J9Z3K7Q8", "报告-42", "a/b+c=d", '"quoted", [1]'])
+def test_a_cursor_round_trips_to_the_last_time_and_id(last_id):
+    cursor = encode_cursor(Position(AT, last_id))
     assert "=" not in cursor
-    assert decode_cursor(cursor) == last_id
+    assert decode_cursor(cursor) == Position(AT, last_id)
 
 
 def test_no_cursor_decodes_to_none():
     assert decode_cursor(None) is None
 
 
-@pytest.mark.parametrize("cursor", ["!!!!", "", "cjE=", "r1 x", "_w"])
+@pytest.mark.parametrize("cursor", ["!!!!", "", "cjE=", "r1 x", "_w", "报告", "WyIyMDI2IiwgMV0",
+                                    "WyIyMDI2LTExLTI0VDA4OjMwOjE1IiwgInIxIl0"])
 def test_a_garbage_cursor_is_invalid_fields(cursor):
+    """Not base64, not JSON, not [time, id], or a time without its zone: none of them is ours."""
     with pytest.raises(InvalidFields) as caught:
         decode_cursor(cursor)
     assert set(caught.value.errors) == {"cursor"}
 
 
 def items(n: int) -> list[dict]:
-    return [{"id": f"r{i}"} for i in range(n)]
+    return [{"id": f"r{i}", "at": AT - timedelta(minutes=i)} for i in range(n)]
 
 
 def test_a_page_fetched_with_one_extra_item_has_a_next_cursor_after_its_last_item():
-    result = page(items(4), limit=3)
+    result = page(items(4), limit=3, time_field="at")
     assert [i["id"] for i in result["items"]] == ["r0", "r1", "r2"]
-    assert decode_cursor(result["next_cursor"]) == "r2"
+    assert decode_cursor(result["next_cursor"]) == Position(AT - timedelta(minutes=2), "r2")
 
 
 @pytest.mark.parametrize("n", [0, 2, 3])
 def test_a_page_with_at_most_limit_items_is_the_last(n):
-    result = page(items(n), limit=3)
+    result = page(items(n), limit=3, time_field="at")
     assert len(result["items"]) == n
     assert result["next_cursor"] is None
 
 
-def test_a_page_uses_the_given_id_of_items():
-    result = page([{"key": "a"}, {"key": "b"}], limit=1, id_of=lambda item: item["key"])
-    assert decode_cursor(result["next_cursor"]) == "a"
+# --- scopes -----------------------------------------------------------------------------------
+
+def test_an_unlimited_scope_admits_everything_and_leaves_the_filter_as_it_is():
+    scope = Scope.everything()
+    assert scope.unlimited and scope.admits({"grid_id": "x"})
+    assert scope.within({"status": "open"}) == [{"status": "open"}]
+
+
+def test_a_scope_admits_a_document_matching_any_alternative():
+    scope = Scope.any_of({"grid_id": "g1"}, {"reporter_id": "me"})
+    assert scope.admits({"grid_id": "g1", "reporter_id": "other"})
+    assert scope.admits({"grid_id": "g2", "reporter_id": "me"})
+    assert not scope.admits({"grid_id": "g2", "reporter_id": "other"})
+    assert not scope.admits({})
+
+
+def test_a_scope_narrows_a_filter_to_each_alternative_it_does_not_contradict():
+    scope = Scope.any_of({"grid_id": "g1"}, {"reporter_id": "me"})
+    assert scope.within({"status": "open"}) == [{"status": "open", "grid_id": "g1"},
+                                                {"status": "open", "reporter_id": "me"}]
+    assert scope.within({"grid_id": "g2"}) == [{"grid_id": "g2", "reporter_id": "me"}]
+    assert Scope.any_of({"department": "a"}).within({"department": "b"}) == []
 
 
 # --- settings ---------------------------------------------------------------------------------

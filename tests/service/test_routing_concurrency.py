@@ -1,0 +1,123 @@
+"""Routing's case opening under real concurrency: threads against the real database, no broker needed."""
+import functools
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from services.routing import domain, handlers
+from services.routing.clock import clock_for
+from services.routing.store import CaseStore
+from shared.events import Event
+from shared.store import connect
+from tests.unit.test_intake_domain import destination
+
+HERE = (35.0610, 118.3160)
+
+
+class SlowCaseStore(CaseStore):
+    """The real store, with time between reading the cases nearby and writing: the window in which two
+    reports of one problem used to open two cases. `meanwhile` runs once in that window."""
+
+    def __init__(self, db, meanwhile=None):
+        super().__init__(db)
+        self.meanwhile = meanwhile
+
+    def open_cases_near(self, *args, **kwargs):
+        nearby = super().open_cases_near(*args, **kwargs)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile(nearby)
+        time.sleep(0.05)
+        return nearby
+
+
+@pytest.fixture
+def store(mongo_url):
+    db = connect(mongo_url, f"test_routing_{uuid.uuid4().hex[:10]}")
+    case_store = SlowCaseStore(db)
+    case_store.ensure_indexes()
+    return case_store
+
+
+def submitted(at: tuple[float, float], category: str = "traffic.parking") -> Event:
+    report = {"id": uuid.uuid4().hex, "category": category, "location": {"lat": at[0], "lng": at[1]},
+              "grid_id": "lanshan-01", "district": "lanshan", "description": "人行道上停放多辆机动车",
+              "photo_ids": ["p1"]}
+    return Event.new("report.submitted", "intake", report)
+
+
+def route(store: CaseStore, event: Event) -> None:
+    handlers.report_submitted(event, store=store, clock_for=functools.partial(clock_for, calendar=None))
+
+
+def test_reports_of_one_problem_arriving_at_once_end_in_one_case(store):
+    events = [submitted(destination(*HERE, 20 * i, 45 * i)) for i in range(6)]
+    start = threading.Barrier(len(events))
+    failures = []
+
+    def deliver(event):
+        start.wait()
+        try:
+            route(store, event)
+        except Exception as exc:  # reported below: a thread's exception would otherwise vanish
+            failures.append(exc)
+
+    threads = [threading.Thread(target=deliver, args=(event,)) for event in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    cases = list(store.cases.find())
+    assert len(cases) == 1
+    assert sorted(cases[0]["report_ids"]) == sorted(e.data["id"] for e in events)
+
+
+def test_reports_of_different_problems_at_once_each_open_their_own_case(store):
+    events = [submitted(HERE, "traffic.parking"), submitted(HERE, "env.garbage"),
+              submitted(destination(*HERE, 2_000, 90), "traffic.parking")]
+    threads = [threading.Thread(target=route, args=(store, event)) for event in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(len(c["report_ids"]) for c in store.cases.find()) == [1, 1, 1]
+
+
+def test_a_report_does_not_join_a_case_that_closes_while_it_is_being_routed(store):
+    route(store, submitted(HERE))
+    first = store.cases.find_one()
+
+    def office_closes_it(nearby):
+        assert [case["id"] for case in nearby] == [first["_id"]]
+        reject = functools.partial(domain.reject, actor=domain.Actor("office-1", "office"), reason="invalid",
+                                   note="", now=datetime.now(UTC))
+        store.change(first["_id"], lambda case: reject(case), None)
+
+    store.meanwhile = office_closes_it
+    late = submitted(destination(*HERE, 30, 0))
+    route(store, late)
+    closed = store.case(first["_id"])
+    assert closed["status"] == "rejected" and late.data["id"] not in closed["report_ids"]
+    own = store.case_of_report(late.data["id"])
+    assert own["id"] != first["_id"] and own["status"] in domain.OPEN_STATUSES
+
+
+def test_a_redelivered_report_opens_nothing_new(store):
+    event = submitted(HERE)
+    route(store, event)
+    route(store, event)
+    assert [c["report_ids"] for c in store.cases.find()] == [[event.data["id"]]]
+
+
+def test_a_redelivered_report_whose_case_has_closed_opens_nothing_new(store):
+    event = submitted(HERE)
+    route(store, event)
+    case_id = store.case_of_report(event.data["id"])["id"]
+    store.change(case_id, lambda case: domain.reject(case, domain.Actor("office-1", "office"), "invalid", "",
+                                                     datetime.now(UTC)), None)
+    route(store, event)
+    assert store.cases.count_documents({}) == 1
