@@ -55,6 +55,13 @@ class ReportStore:
         self.photos = db["photos"]
         self.photo_files = gridfs.GridFS(db, collection="photo_files")
 
+    @classmethod
+    def prepared(cls, db: Database) -> ReportStore:
+        """The store with its indexes in place, whichever of the service's processes starts first."""
+        store = cls(db)
+        store.ensure_indexes()
+        return store
+
     def ensure_indexes(self) -> None:
         """Every query below is an equality prefix and at most one range over one of these (see bench/queries)."""
         idempotency.ensure_index(self.reports)

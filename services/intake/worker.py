@@ -16,7 +16,7 @@ from .store import ReportStore
 
 
 def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
-    store = ReportStore(db)
+    store = ReportStore.prepared(db)
     city = reference.load(settings.reference_dir)
     consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(store, city),
                              settings.retry_delays_ms, settings.prefetch)

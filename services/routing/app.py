@@ -11,7 +11,6 @@ from shared.web import create_service_app
 
 from . import api
 from .clock import clock_for
-from .domain import Rule
 from .store import CaseStore
 
 DESCRIPTION = """Cases, routing rules, deadlines, department work and league tables.
@@ -21,17 +20,10 @@ A department's system receives its cases by binding a queue to `case.*.<departme
 `woodpecker.events` exchange (see deploy/examples/)."""
 
 
-def demo_rules(city: reference.ReferenceData) -> list[Rule]:
-    return [Rule(category=c.code, department=c.department, deadline_hours=c.deadline_hours)
-            for c in city.categories.values() if c.department and c.deadline_hours]
-
-
 def create_app(settings: Settings | None = None) -> Flask:
     settings, db = runtime.bootstrap("routing", settings)
     city = reference.load(settings.reference_dir)
-    store = CaseStore(db)
-    store.ensure_indexes()
-    store.seed_rules(demo_rules(city))
+    store = CaseStore.prepared(db, city)
     clocks = functools.partial(clock_for, calendar=reference.load_work_calendar(settings.reference_dir))
     app = create_service_app(settings, title="Woodpecker routing", description=DESCRIPTION,
                              blueprints=[api.cases, api.rules, api.statistics],

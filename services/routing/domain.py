@@ -7,12 +7,14 @@ raises, and nothing changes.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from shared.auth import Caller
 from shared.errors import IllegalTransition, InvalidFields, NotVisible
 from shared.geo import nearest_within
+from shared.reference import Category
 from shared.scope import Scope
 
 from .clock import CALENDAR, WORKING, DeadlineClock
@@ -58,6 +60,12 @@ def visible_to(caller: Caller) -> Scope:
     if caller.role == "grid_leader":
         return Scope.any_of({"grid_id": caller.grid})
     return Scope.everything()
+
+
+def default_rules(categories: Iterable[Category]) -> list[Rule]:
+    """The city's own table: each category to its default department and time limit."""
+    return [Rule(category=c.code, department=c.department, deadline_hours=c.deadline_hours)
+            for c in categories if c.department and c.deadline_hours]
 
 
 def match_rule(rules: list[Rule], category: str, district: str | None) -> Rule | None:

@@ -15,9 +15,10 @@ from shared.errors import Conflict, NotFound
 from shared.events import Event, utcnow
 from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
 from shared.pagination import EPOCH, Position, newest_first
+from shared.reference import ReferenceData
 from shared.scope import Scope
 
-from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events
+from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events, default_rules
 
 # Kept beside `status` so that the nearby lookup is one equality and one range, the shape every
 # store serves from an index: the open cases of a category never grow with the closed history.
@@ -53,6 +54,15 @@ class CaseStore:
         self.cases = db["cases"]
         self.rules = db["rules"]
         self.opening_locks = db["opening_locks"]
+
+    @classmethod
+    def prepared(cls, db: Database, city: ReferenceData) -> CaseStore:
+        """The store with its indexes and, on a fresh database, the city's default rules: whichever of a
+        service's processes starts first (web or worker) must find them in place."""
+        store = cls(db)
+        store.ensure_indexes()
+        store.seed_rules(default_rules(city.categories.values()))
+        return store
 
     def ensure_indexes(self) -> None:
         """Every query below is an equality prefix and at most one range over one of these (see bench/queries)."""

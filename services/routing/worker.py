@@ -20,7 +20,7 @@ from .store import CaseStore
 
 
 def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
-    store = CaseStore(db)
+    store = CaseStore.prepared(db, reference.load(settings.reference_dir))
     clocks = functools.partial(clock_for, calendar=reference.load_work_calendar(settings.reference_dir))
     consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(store, clocks),
                              settings.retry_delays_ms, settings.prefetch)

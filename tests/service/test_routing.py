@@ -291,3 +291,16 @@ def test_grid_league_for_a_month(city):
     league = routing.client.get(f"/v1/stats/grids?month={month}", headers=OFFICE).json
     assert {row["grid_id"] for row in league["items"]} >= {"lanshan-01", "hedong-03"}
     assert routing.client.get("/v1/stats/grids?month=2026-13", headers=OFFICE).status_code == 422
+
+
+def test_a_worker_started_before_its_web_process_finds_the_city_rules_and_indexes(amqp_url, mongo_url):
+    """A fresh system starts both processes at once; the first report must not miss the rules."""
+    from services.routing.worker import background_work
+    from shared.store import connect
+
+    settings = settings_for_test("routing", amqp_url, mongo_url)
+    db = connect(settings.mongo_url, settings.database)
+    background_work(settings, db)
+    rules = {rule["category"]: rule["department"] for rule in db["rules"].find()}
+    assert rules["traffic.parking"] == "traffic-police" and "other" not in rules
+    assert any(index["key"] == {"report_ids": 1} and index.get("unique") for index in db["cases"].list_indexes())
