@@ -93,10 +93,8 @@ def mongo_backend() -> Iterator[str]:
         yield url
         return
     if docker_engine_answers():
-        from testcontainers.mongodb import MongoDbContainer
-
-        with MongoDbContainer("mongo:7") as mongo:
-            yield mongo.get_connection_url()
+        with _mongo_replica_set_container() as url:
+            yield url
         return
     # deploy/ is not part of the installed package; tests and benches run from the checkout.
     from deploy.embedded_db import EmbeddedDatabase, free_port
@@ -108,6 +106,29 @@ def mongo_backend() -> Iterator[str]:
             yield database.url
         finally:
             database.stop()
+
+
+@contextlib.contextmanager
+def _mongo_replica_set_container() -> Iterator[str]:
+    """MongoDB 7 as a one-node replica set, as compose runs it: routing's transactions need one."""
+    import pymongo
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    container = DockerContainer("mongo:7").with_command("--replSet rs0 --bind_ip_all").with_exposed_ports(27017)
+    with container:
+        wait_for_logs(container, "Waiting for connections")
+        container.exec(["mongosh", "--quiet", "--eval",
+                        "rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'localhost:27017'}]})"])
+        url = (f"mongodb://{container.get_container_host_ip()}:{container.get_exposed_port(27017)}/"
+               "?directConnection=true")
+        client = pymongo.MongoClient(url)
+        try:
+            wait_for(lambda: client.admin.command("hello").get("isWritablePrimary"), timeout=60,
+                     what="the MongoDB container's replica set to elect itself")
+        finally:
+            client.close()
+        yield url
 
 
 class EventTap:
