@@ -1,9 +1,12 @@
 """`make bench`: intake's POST /v1/reports throughput under gunicorn, next to a bare Flask app.
 
-Both targets run under deploy/gunicorn.conf.py with the embedded store (MONGO_URL unset), and are
-loaded by the same keep-alive HTTP clients (one thread and one connection per simulated volunteer).
-The bare app parses the same JSON body and echoes it, so the ratio intake/bare shows what the
-service's own work (auth, validation, grid lookup, duplicate check, store, outbox) costs.
+Both targets run under deploy/gunicorn.conf.py (intake with its worker process, as `make up` runs it),
+against MONGO_URL or an embedded database of the bench's own and a RabbitMQ vhost of its own (see
+bench/harness.py), and are loaded by the same keep-alive HTTP clients (one thread and one connection
+per simulated volunteer). The bare app parses the same JSON body and echoes it, so the ratio
+intake/bare shows what the service's own work (auth, validation, grid lookup, duplicate check,
+store, outbox) costs. With `--stored 1000,50000` intake is measured once per size, after a year of
+reports (mostly closed) has been loaded in bulk up to that many: the rate must not depend on it.
 It prints figures and asserts nothing.
 """
 from __future__ import annotations
@@ -15,31 +18,25 @@ import json
 import os
 import random
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
+import pymongo
 import requests
 from flask import Flask, request
 from PIL import Image
 
+from bench import year
+from bench.harness import ROOT, Server, Service, bench_databases, bench_store, bench_vhost, drop_databases
 from shared.auth import issue_token
-from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings
+from shared.config import DEV_JWT_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 INTAKE_APP = "services.intake.app:create_app()"
 BARE_APP = "bench.intake_throughput:create_bare_app()"
-READY_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 15  # gunicorn's graceful_timeout (10 s) plus some slack
 
 # Inside grid lanshan-01, so every report is accepted and lands in the same grid.
 LAT_RANGE = (35.045, 35.075)
@@ -52,8 +49,6 @@ DESCRIPTION = "人行道上停放多辆机动车，影响通行"
 def create_bare_app() -> Flask:
     """The floor: one route that parses the report JSON and echoes it with 201."""
     app = Flask("bench-bare")
-    # deploy/gunicorn.conf.py reads this after fork; the bare app has no background work to start.
-    app.config["WOODPECKER_SETTINGS"] = replace(Settings.from_env("intake", env={}), inprocess_workers=False)
     # Same JSON encoding as the services, so response bodies are comparable.
     app.json.ensure_ascii = False
 
@@ -66,67 +61,6 @@ def create_bare_app() -> Flask:
         return {"status": "ready"}
 
     return app
-
-
-# --- gunicorn ---------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def service_env() -> dict[str, str]:
-    """The environment of `make up`: the embedded store unless MONGO_URL is set (then a fresh database)."""
-    env = {k: v for k, v in os.environ.items() if k != "INTAKE_DATABASE"}
-    env.setdefault("AMQP_URL", DEFAULT_AMQP_URL)
-    if env.get("MONGO_URL"):
-        env["INTAKE_DATABASE"] = f"bench_intake_{os.getpid()}"
-    return env
-
-
-def gunicorn_command(app_spec: str, port: int) -> list[str]:
-    return [str(GUNICORN), "-c", "deploy/gunicorn.conf.py", "-b", f"127.0.0.1:{port}", app_spec]
-
-
-def is_ready(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-class Server:
-    """A gunicorn master in a session of its own, so Ctrl-C reaches only the bench, which stops it."""
-
-    def __init__(self, app_spec: str):
-        self.port = free_port()
-        self.command = gunicorn_command(app_spec, self.port)
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=service_env(), stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not is_ready(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{shlex.join(self.command)} did not become ready; log:\n{self.log_tail()}")
-            time.sleep(0.3)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                # Kill the whole session so no orphaned worker keeps the port.
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
-        os.unlink(self.log.name)
 
 
 # --- volunteers -------------------------------------------------------------------------------
@@ -258,37 +192,71 @@ def measure(target: str, port: int, volunteers: list[Volunteer], warmup: float, 
     return Result(target, len(latencies), errors, seconds, p50, p99)
 
 
-def bench_target(target: str, app_spec: str, args: argparse.Namespace) -> Result:
-    server = Server(app_spec)
+def bench_intake(env: dict[str, str], args: argparse.Namespace, label: str = "intake") -> Result:
+    service = Service("intake", env)
+    try:
+        service.wait_ready()
+        print(f"  {label}: {service.describe()}", flush=True)
+        return measure(label, service.port, intake_volunteers(service.port, args.concurrency), args.warmup,
+                       args.seconds)
+    finally:
+        service.stop()
+
+
+def bench_bare(env: dict[str, str], args: argparse.Namespace) -> Result:
+    server = Server(BARE_APP, env)
     try:
         server.wait_ready()
-        print(f"  {target}: {shlex.join(server.command)}", flush=True)
-        volunteers = (intake_volunteers(server.port, args.concurrency) if target == "intake"
-                      else bare_volunteers(args.concurrency))
-        return measure(target, server.port, volunteers, args.warmup, args.seconds)
+        print(f"  bare: {shlex.join(server.command)}", flush=True)
+        return measure("bare", server.port, bare_volunteers(args.concurrency), args.warmup, args.seconds)
     finally:
         server.stop()
+
+
+def stored_reports(mongo_url: str, database: str) -> int:
+    client = pymongo.MongoClient(mongo_url)
+    try:
+        return client[database]["reports"].count_documents({})
+    finally:
+        client.close()
+
+
+def fill_to(mongo_url: str, database: str, size: int) -> None:
+    """Load a year of reports in bulk until intake's collection holds `size` reports."""
+    missing = size - stored_reports(mongo_url, database)
+    if missing <= 0:
+        return
+    client = pymongo.MongoClient(mongo_url)
+    try:
+        started = time.perf_counter()
+        year.load(client[database]["reports"], year.reports(missing, seed=size),
+                  lambda done: print(f"\r  loading reports: {done}/{missing}", end="", flush=True))
+        print(f" in {time.perf_counter() - started:.0f} s", flush=True)
+    finally:
+        client.close()
 
 
 # --- report -----------------------------------------------------------------------------------
 
 def print_results(results: list[Result]) -> None:
-    print(f"\n{'target':8} {'ok':>8} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"\n{'target':16} {'ok':>8} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for r in results:
-        print(f"{r.target:8} {r.ok:>8} {sum(r.errors.values()):>7} {r.rate:>9.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f}")
+        print(f"{r.target:16} {r.ok:>8} {sum(r.errors.values()):>7} {r.rate:>9.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f}")
     for r in results:
         if r.errors:
             print(f"  {r.target} errors: " + ", ".join(f"{kind} x{n}" for kind, n in r.errors.most_common()))
-    intake, bare = results
-    if bare.rate:
-        print(f"\nintake / bare: {100 * intake.rate / bare.rate:.1f} %")
+    bare = next((r for r in results if r.target == "bare"), None)
+    for r in results:
+        if bare and bare.rate and r is not bare:
+            print(f"{r.target} / bare: {100 * r.rate / bare.rate:.1f} %")
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
     python = os.path.relpath(sys.executable, ROOT)
     return f"cd {shlex.quote(str(ROOT))} && " + shlex.join(
         [python, "-m", "bench.intake_throughput", "--seconds", f"{args.seconds:g}",
-         "--concurrency", str(args.concurrency), "--warmup", f"{args.warmup:g}"])
+         "--concurrency", str(args.concurrency), "--warmup", f"{args.warmup:g}"]
+        + (["--stored", ",".join(map(str, args.stored))] if args.stored else []))
 
 
 def parse_args() -> argparse.Namespace:
@@ -296,6 +264,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target")
     parser.add_argument("--concurrency", type=int, default=16, help="client threads (one volunteer each)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each measurement")
+    parser.add_argument("--stored", type=lambda text: [int(n) for n in text.split(",")], default=[],
+                        help="measure intake again with this many stored reports, e.g. 1000,50000")
     return parser.parse_args()
 
 
@@ -304,9 +274,18 @@ def main() -> None:
     print(f"machine: nproc={len(os.sched_getaffinity(0))}, Python {sys.version.split()[0]}; "
           f"load: {args.concurrency} keep-alive clients, {args.warmup:g} s warm-up + {args.seconds:g} s per target")
     print(f"reproduce: {reproduce_command(args)}")
-    store = f"MongoDB at {os.environ['MONGO_URL']}" if os.environ.get("MONGO_URL") else "the embedded store"
-    print(f"gunicorn with {store}, deploy/gunicorn.conf.py:")
-    results = [bench_target("intake", INTAKE_APP, args), bench_target("bare", BARE_APP, args)]
+    with bench_store() as (mongo_url, store), bench_vhost() as (vhost, amqp_url):
+        databases = bench_databases(("intake",))
+        env = {**os.environ, "MONGO_URL": mongo_url, "AMQP_URL": amqp_url, **databases}
+        print(f"gunicorn, deploy/gunicorn.conf.py; {store}; broker vhost {vhost}:", flush=True)
+        try:
+            results = [bench_intake(env, args), bench_bare(env, args)]
+            for size in sorted(args.stored):
+                fill_to(mongo_url, databases["INTAKE_DATABASE"], size)
+                stored = stored_reports(mongo_url, databases["INTAKE_DATABASE"])
+                results.append(bench_intake(env, args, f"intake@{stored}"))
+        finally:
+            drop_databases(mongo_url, databases)
     print_results(results)
 
 

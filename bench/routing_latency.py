@@ -1,7 +1,8 @@
 """Routing's dispatch rate and the latency from a volunteer's report to the department's subscriber.
 
-Two measurements in one run, each against gunicorn processes (deploy/gunicorn.conf.py, the embedded
-store) in a RabbitMQ vhost of the bench's own, which it deletes at the end:
+Two measurements in one run, each against the services as `make up` runs them (gunicorn web process and
+worker process, see bench/harness.py) on MONGO_URL or an embedded database of the bench's own, in a
+RabbitMQ vhost of the bench's own, which it deletes at the end:
 
 1. Dispatch rate: a backlog of `report.submitted` events waits in routing's queue while routing is
    stopped; routing starts and works through it. Cases per second are counted where a department
@@ -22,9 +23,7 @@ import json
 import math
 import os
 import shlex
-import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -32,21 +31,13 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import pika
 import pika.exceptions
 from shapely.geometry import shape
 
-from bench.intake_throughput import (
-    DESCRIPTION,
-    INTAKE_APP,
-    READY_TIMEOUT_S,
-    ROOT,
-    Server,
-    Volunteer,
-    intake_volunteers,
-)
+from bench.harness import READY_TIMEOUT_S, ROOT, bench_databases, bench_store, bench_vhost, drop_databases, running
+from bench.intake_throughput import DESCRIPTION, Volunteer, intake_volunteers
 from services.intake.domain import GridMap
 from shared import reference
 from shared.config import Settings
@@ -54,7 +45,6 @@ from shared.events import EXCHANGE, Event
 from shared.geo import DUPLICATE_RADIUS_M, distance_m
 from shared.testing import EventTap, wait_for
 
-ROUTING_APP = "services.routing.app:create_app()"
 ROUTING_QUEUE = "routing.report-submitted"  # services/routing/handlers.py
 INTAKE_QUEUE = "intake.case-events"         # services/intake/handlers.py
 DEPARTMENT = "traffic-police"
@@ -70,22 +60,6 @@ LATE_AFTER_S = 10      # reports still unseen this long after the last POST coun
 
 
 # --- the broker -------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def bench_vhost():
-    """A vhost of the bench's own, deleted afterwards, so no running system's queues are touched."""
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    if not os.path.exists(ctl):
-        raise SystemExit("This bench needs rabbitmqctl (run as root) to create a RabbitMQ vhost of its own.")
-    vhost = f"woodpecker-bench-{uuid.uuid4().hex[:10]}"
-    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
-    try:
-        subprocess.run([ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
-                       capture_output=True)
-        yield vhost, f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
-    finally:
-        subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
-
 
 def queue_state(amqp_url: str, queue: str) -> tuple[int, int] | None:
     """(messages, consumers) of `queue`, or None while it does not exist."""
@@ -164,15 +138,6 @@ def stand_in_for_intake(amqp_url: str) -> None:
         connection.close()
 
 
-@contextlib.contextmanager
-def running(app_spec: str):
-    server = Server(app_spec)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 # --- 1. dispatch rate -------------------------------------------------------------------------
 
 def backlog_events(count: int) -> list[Event]:
@@ -227,15 +192,11 @@ class DispatchRate:
                 for a, b in itertools.pairwise(marks)]
 
 
-def measure_dispatch_rate(amqp_url: str, backlog: int) -> DispatchRate:
+def measure_dispatch_rate(amqp_url: str, env: dict[str, str], backlog: int) -> DispatchRate:
     result = DispatchRate(backlog)
     tap = DispatchTap(amqp_url, "case.dispatched.*")
     try:
         stand_in_for_intake(amqp_url)
-        # First start: routing declares its durable quorum queue, which outlives the process.
-        with running(ROUTING_APP) as routing:
-            routing.wait_ready()
-            wait_consumed(amqp_url, ROUTING_QUEUE)
         events = backlog_events(backlog)
         result.publish_s = publish_backlog(amqp_url, events)
         waiting = queue_state(amqp_url, ROUTING_QUEUE)
@@ -243,18 +204,18 @@ def measure_dispatch_rate(amqp_url: str, backlog: int) -> DispatchRate:
               f"({backlog / result.publish_s:.0f}/s, one confirm each); {waiting[0]} waiting in {ROUTING_QUEUE}",
               flush=True)
         result.started = time.perf_counter()
-        with running(ROUTING_APP) as routing:
-            print(f"  routing: {shlex.join(routing.command)}", flush=True)
+        with running("routing", env) as routing:
+            print(f"  routing: {routing.describe()}", flush=True)
             seen, last_progress = 0, time.monotonic()
             while seen < backlog:
-                if routing.process.poll() is not None:
-                    raise SystemExit(f"routing exited during the run; log:\n{routing.log_tail()}")
+                if routing.worker.process.poll() is not None:
+                    raise SystemExit(f"routing's worker exited during the run; log:\n{routing.worker.log_tail()}")
                 now_seen = tap.count()
                 if now_seen > seen:
                     seen, last_progress = now_seen, time.monotonic()
                 elif time.monotonic() - last_progress > (READY_TIMEOUT_S if seen == 0 else STALL_TIMEOUT_S):
                     print(f"  stalled: no case.dispatched for {time.monotonic() - last_progress:.0f} s; log tail:\n"
-                          f"{routing.log_tail(10)}", flush=True)
+                          f"{routing.worker.log_tail(10)}", flush=True)
                     break
                 time.sleep(0.05)
         result.times, _ = tap.snapshot()
@@ -378,18 +339,17 @@ class Latency:
         return sum(1 for r in self.sent.at if r not in self.arrivals)
 
 
-def measure_latency(amqp_url: str, rate: float, seconds: float, volunteers: int, senders: int) -> Latency:
+def measure_latency(amqp_url: str, env: dict[str, str], rate: float, seconds: float, volunteers: int,
+                    senders: int) -> Latency:
     spots = report_spots(int(rate * seconds))
     tap = DispatchTap(amqp_url, f"case.dispatched.{DEPARTMENT}")
     try:
-        with running(INTAKE_APP) as intake, running(ROUTING_APP) as routing:
-            intake.wait_ready()
-            routing.wait_ready()
-            # Each service's consumer has bound its queue, so neither relay finds its events unroutable.
+        with running("intake", env) as intake, running("routing", env) as routing:
+            # The consumers are attached, so nothing waits in a queue for a worker still starting.
             wait_consumed(amqp_url, ROUTING_QUEUE)
             wait_consumed(amqp_url, INTAKE_QUEUE)
-            print(f"  intake:  {shlex.join(intake.command)}", flush=True)
-            print(f"  routing: {shlex.join(routing.command)}", flush=True)
+            print(f"  intake:  {intake.describe()}", flush=True)
+            print(f"  routing: {routing.describe()}", flush=True)
             people = intake_volunteers(intake.port, volunteers)
             sent = send_paced(intake.port, people, spots, rate, senders)
             deadline = time.perf_counter() + LATE_AFTER_S if not sent.at else sent.last + LATE_AFTER_S
@@ -465,26 +425,37 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def fresh_system(mongo_url: str, services: tuple[str, ...]):
+    """(AMQP URL, environment) of a phase of its own: its own vhost and databases, nothing left from another."""
+    with bench_vhost() as (vhost, amqp_url):
+        databases = bench_databases(services)
+        print(f"broker: 127.0.0.1:5672, vhost {vhost} (deleted at the end)", flush=True)
+        try:
+            yield amqp_url, {**os.environ, "MONGO_URL": mongo_url, "AMQP_URL": amqp_url, **databases}
+        finally:
+            drop_databases(mongo_url, databases)
+
+
 def main() -> None:
     args = parse_args()
-    if os.environ.pop("MONGO_URL", None):
-        print("MONGO_URL ignored: this bench runs the services with the embedded store.")
     relay_interval = Settings.from_env("routing").relay_interval_s
     print(f"machine: nproc={len(os.sched_getaffinity(0))}, Python {sys.version.split()[0]}")
     print(f"reproduce: {reproduce_command(args)}")
-    print(f"gunicorn, deploy/gunicorn.conf.py, the EMBEDDED in-memory store (one worker per service running its "
-          f"consumer and outbox relay in threads); WOODPECKER_RELAY_INTERVAL_S={relay_interval:g} s.\n"
-          f"  The relay sleeps that long only after a pass that published nothing, so an event written while it\n"
-          f"  sleeps waits up to {relay_interval:g} s (about {relay_interval / 2:g} s on average) before it is "
-          f"published; a backlog is relayed\n  back to back. A report crosses two outboxes (intake's report.submitted, "
-          f"routing's case.dispatched):\n  up to {2 * relay_interval:g} s of the latency below is relay polling.")
-    with bench_vhost() as (vhost, amqp_url):
-        os.environ["AMQP_URL"] = amqp_url  # Server passes the bench's environment to gunicorn
-        print(f"broker: 127.0.0.1:5672, vhost {vhost} (deleted at the end)", flush=True)
-        dispatch = measure_dispatch_rate(amqp_url, args.reports)
+    with bench_store() as (mongo_url, store):
+        print(f"gunicorn, deploy/gunicorn.conf.py, and each service's worker process; {store}; "
+              f"WOODPECKER_RELAY_INTERVAL_S={relay_interval:g} s.\n"
+              f"  The relay sleeps that long only after a pass that published nothing, so an event written while it\n"
+              f"  sleeps waits up to {relay_interval:g} s (about {relay_interval / 2:g} s on average) before it is "
+              f"published; a backlog is relayed\n  back to back. A report crosses two outboxes (intake's "
+              f"report.submitted, routing's case.dispatched):\n  up to {2 * relay_interval:g} s of the latency "
+              f"below is relay polling.", flush=True)
+        with fresh_system(mongo_url, ("routing",)) as (amqp_url, env):
+            dispatch = measure_dispatch_rate(amqp_url, env, args.reports)
         print_dispatch_rate(dispatch)
         print(flush=True)
-        latency = measure_latency(amqp_url, args.rate, args.seconds, args.volunteers, args.senders)
+        with fresh_system(mongo_url, ("intake", "routing")) as (amqp_url, env):
+            latency = measure_latency(amqp_url, env, args.rate, args.seconds, args.volunteers, args.senders)
         print_latency(latency, args.rate, args.seconds)
 
 

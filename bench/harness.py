@@ -1,0 +1,166 @@
+"""What every bench needs to run the system as `make up` does: a store, a broker vhost, service processes.
+
+A bench uses MONGO_URL when it is set (in databases of its own, dropped at the end), else an embedded
+database of its own on a free port; and a RabbitMQ vhost of its own, deleted at the end, so it never
+touches a running system's data or queues. Each service runs as in production: its gunicorn web
+process (deploy/gunicorn.conf.py) and, when it has one, its worker process.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pymongo
+import requests
+
+from deploy.broker import provision
+from deploy.embedded_db import EmbeddedDatabase, free_port
+from shared.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+READY_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 15  # gunicorn's graceful_timeout (10 s) plus some slack
+
+
+@contextlib.contextmanager
+def bench_store() -> Iterator[tuple[str, str]]:
+    """(MONGO_URL, what it is): the operator's MongoDB, or an embedded database of the bench's own."""
+    if url := os.environ.get("MONGO_URL"):
+        yield url, f"MongoDB at {url}"
+        return
+    with tempfile.TemporaryDirectory(prefix="woodpecker-bench-db-") as directory:
+        database = EmbeddedDatabase(Path(directory) / "data", free_port(), Path(directory) / "db.log")
+        database.start()
+        try:
+            yield database.url, f"the embedded database ({database.url}, --sync-on-commit)"
+        finally:
+            database.stop()
+
+
+def bench_databases(services: tuple[str, ...]) -> dict[str, str]:
+    """A fresh database name per service, as <SERVICE>_DATABASE variables."""
+    tag = uuid.uuid4().hex[:8]
+    return {f"{service.upper()}_DATABASE": f"bench_{service}_{tag}" for service in services}
+
+
+def drop_databases(mongo_url: str, names: dict[str, str]) -> None:
+    client = pymongo.MongoClient(mongo_url)
+    try:
+        for name in names.values():
+            client.drop_database(name)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def bench_vhost() -> Iterator[tuple[str, str]]:
+    """(vhost, AMQP URL): a vhost of the bench's own, with every service's queues declared, deleted afterwards."""
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    if not os.path.exists(ctl):
+        raise SystemExit("This bench needs rabbitmqctl (run as root) to create a RabbitMQ vhost of its own.")
+    vhost = f"woodpecker-bench-{uuid.uuid4().hex[:10]}"
+    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
+    try:
+        subprocess.run([ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                       capture_output=True)
+        url = f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
+        provision(url, Settings.from_env("intake", {}).retry_delays_ms)
+        yield vhost, url
+    finally:
+        subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+def is_ready(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class Process:
+    """A process in a session of its own (so Ctrl-C reaches only the bench, which stops it), logging to a file."""
+
+    def __init__(self, command: list[str], env: dict[str, str]):
+        self.command = command
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                # Kill the whole session so no orphaned worker keeps the port.
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+class Server(Process):
+    """A gunicorn web process for `app_spec` on a free port."""
+
+    def __init__(self, app_spec: str, env: dict[str, str]):
+        self.port = free_port()
+        super().__init__([str(GUNICORN), "-c", "deploy/gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", app_spec],
+                         env)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not is_ready(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{shlex.join(self.command)} did not become ready; log:\n{self.log_tail()}")
+            time.sleep(0.3)
+
+
+class Service:
+    """A service as `make up` runs it: its web process and its worker process."""
+
+    def __init__(self, name: str, env: dict[str, str]):
+        self.name = name
+        self.web = Server(f"services.{name}.app:create_app()", env)
+        self.worker = Process([sys.executable, "-m", f"services.{name}.worker"], env)
+
+    @property
+    def port(self) -> int:
+        return self.web.port
+
+    def wait_ready(self) -> None:
+        self.web.wait_ready()
+        if self.worker.process.poll() is not None:
+            raise SystemExit(f"{self.name}'s worker exited; log:\n{self.worker.log_tail()}")
+
+    def describe(self) -> str:
+        return f"{shlex.join(self.web.command)}  +  {shlex.join(self.worker.command)}"
+
+    def stop(self) -> None:
+        self.web.stop()
+        self.worker.stop()
+
+
+@contextlib.contextmanager
+def running(name: str, env: dict[str, str]) -> Iterator[Service]:
+    service = Service(name, env)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+
