@@ -140,18 +140,32 @@ class EmbeddedDatabase:
             self.process = None
 
 
-def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> bool:
-    """SIGTERM a process we did not start, then SIGKILL after `timeout_s`; False if there was none."""
+def is_running(pid: int) -> bool:
+    """Alive and not merely waiting to be reaped: a process whose parent is gone (as `make up`'s are)
+    stays a zombie until init gets round to it, and it has stopped all the same."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: the signal's answer is all there is
+    return state != "Z"
+
+
+def stop_pids(pids: list[int], timeout_s: float = STOP_TIMEOUT_S) -> list[int]:
+    """SIGTERM processes we did not start, all at once, then SIGKILL whatever still runs after
+    `timeout_s`; returns the pids that were running."""
+    running = []
+    for pid in pids:
+        if is_running(pid):
+            os.kill(pid, signal.SIGTERM)
+            running.append(pid)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
+    while any(is_running(pid) for pid in running) and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return True
+    for pid in running:
+        if is_running(pid):
+            os.kill(pid, signal.SIGKILL)
+    return running

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from deploy.broker import provision
-from deploy.embedded_db import DEFAULT_PORT, EmbeddedDatabase, EmbeddedDatabaseError, answers, stop_pid
+from deploy.embedded_db import DEFAULT_PORT, EmbeddedDatabase, EmbeddedDatabaseError, answers, is_running, stop_pids
 from shared.auth import issue_token
 from shared.bus import broker_problem
 from shared.config import DEV_JWT_SECRET, SERVICE_PORTS, Settings
@@ -35,10 +35,9 @@ def _pid(name: str) -> int | None:
     """The pid of a process `make up` started, if it is still running."""
     try:
         pid = int((RUN / f"{name}.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (FileNotFoundError, ValueError):
         return None
+    return pid if is_running(pid) else None
 
 
 def ensure_broker(amqp_url: str) -> None:
@@ -132,19 +131,20 @@ def up() -> None:
     print("Stop everything:    make down   (data kept; `make reset` wipes it)")
 
 
-def _stop(name: str) -> None:
-    pid_file = RUN / f"{name}.pid"
-    if (pid := _pid(name)) and stop_pid(pid):
-        print(f"  {name}: stopped")
-    pid_file.unlink(missing_ok=True)
+def _stop(names: list[str]) -> None:
+    """Stop these processes together (each takes a moment to finish its work) and forget them."""
+    pids = {name: pid for name in names if (pid := _pid(name))}
+    stopped = stop_pids(list(pids.values()))
+    for name in names:
+        if pids.get(name) in stopped:
+            print(f"  {name}: stopped")
+        (RUN / f"{name}.pid").unlink(missing_ok=True)
 
 
 def down() -> None:
     # The services first, so that none of them loses its store while it is still working.
-    for pid_file in sorted(RUN.glob("*.pid")):
-        if pid_file.stem != DB:
-            _stop(pid_file.stem)
-    _stop(DB)
+    _stop(sorted(p.stem for p in RUN.glob("*.pid") if p.stem != DB))
+    _stop([DB])
     (RUN / f"{DB}.url").unlink(missing_ok=True)
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo import UpdateOne
 from pymongo.collection import Collection
+from pymongo.errors import ConnectionFailure
 
 from shared import metrics
 from shared.bus import BrokerUnavailable, EventPublisher
@@ -126,7 +127,12 @@ class OutboxRelay:
                 backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
                 log.warning("broker unavailable; events stay in the outbox",
                             extra={"retry_in_s": backoff, "error": str(exc)})
-            except Exception:  # the store may be briefly away too; keep relaying once it is back
+            except ConnectionFailure as exc:
+                published = 0
+                backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
+                log.warning("store unavailable; events wait in the outbox",
+                            extra={"retry_in_s": backoff, "error": str(exc)})
+            except Exception:  # anything else is a bug worth its traceback; keep relaying meanwhile
                 published = 0
                 backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
                 log.exception("outbox relay pass failed", extra={"retry_in_s": backoff})
