@@ -30,8 +30,10 @@ import requests
 from flask import Flask, request
 from PIL import Image
 
-from bench import year
+from bench import queries
 from bench.harness import ROOT, Server, Service, bench_databases, bench_store, bench_vhost, drop_databases
+from services.routing.domain import default_rules
+from shared import reference
 from shared.auth import issue_token
 from shared.config import DEV_JWT_SECRET
 
@@ -222,15 +224,19 @@ def stored_reports(mongo_url: str, database: str) -> int:
 
 
 def fill_to(mongo_url: str, database: str, size: int) -> None:
-    """Load a year of reports in bulk until intake's collection holds `size` reports."""
+    """Load a year of closed reports in bulk (bench/queries.py's history) until intake holds `size`."""
     missing = size - stored_reports(mongo_url, database)
     if missing <= 0:
         return
+    city = queries.City.of(reference.load(None), default_rules(reference.load(None).categories.values()))
     client = pymongo.MongoClient(mongo_url)
     try:
-        started = time.perf_counter()
-        year.load(client[database]["reports"], year.reports(missing, seed=size),
-                  lambda done: print(f"\r  loading reports: {done}/{missing}", end="", flush=True))
+        started, done = time.perf_counter(), 0
+        filings = queries.history(city, missing, random.Random(size))
+        for batch in queries.batches(filings, queries.BATCH):
+            client[database]["reports"].insert_many([filing.report for filing in batch], ordered=False)
+            done += len(batch)
+            print(f"\r  loading reports: {done}/{missing}", end="", flush=True)
         print(f" in {time.perf_counter() - started:.0f} s", flush=True)
     finally:
         client.close()

@@ -33,6 +33,10 @@ OPEN = "open"
 HIDDEN_FIELDS = ("_id", "revision", OPEN, idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
 
 
+LISTED_BY = ((), ("reporter_id",), ("grid_id",), ("department",), ("status",), ("category",),
+             ("reporter_id", "status"), ("grid_id", "status"), ("department", "status"))
+
+
 def _public(document: dict | None) -> dict | None:
     if document is None:
         return None
@@ -68,10 +72,10 @@ class ReportStore:
         idempotency.ensure_index(self.photos)
         ensure_outbox_index(self.reports)
         self.reports.create_index([("category", ASCENDING), (OPEN, ASCENDING), ("location.lat", ASCENDING)])
-        # Lists walk back in windows of submission time, within the caller's scope when it has one.
-        self.reports.create_index([("submitted_at", DESCENDING)])
-        for scope_field in ("reporter_id", "grid_id", "department"):
-            self.reports.create_index([(scope_field, ASCENDING), ("submitted_at", DESCENDING)])
+        # Lists walk back in windows of submission time. A filter alone or with the caller's scope has its
+        # own index, so a rare value reads only its matches; other combinations read the time window.
+        for prefix in LISTED_BY:
+            self.reports.create_index([*((f, ASCENDING) for f in prefix), ("submitted_at", DESCENDING)])
         self.reports.create_index([("grid_id", ASCENDING), (OPEN, ASCENDING)])
         self.reports.create_index([("grid_id", ASCENDING), ("closed_at", ASCENDING)])
         self.reports.create_index([("photo_ids", ASCENDING)])

@@ -33,6 +33,10 @@ class StaleCase(Exception):
     """Someone else changed the case between our read and our write."""
 
 
+LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
+             ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"))
+
+
 def _public(document: dict | None) -> dict | None:
     if document is None:
         return None
@@ -71,9 +75,9 @@ class CaseStore:
         self.cases.create_index("report_ids", unique=True)
         self.cases.create_index([("category", ASCENDING), (OPEN, ASCENDING), ("location.lat", ASCENDING)])
         self.cases.create_index([("overdue", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)])
-        # Lists walk back in windows of opening time, within the caller's scope and filters.
-        self.cases.create_index([("opened_at", DESCENDING)])
-        for prefix in (["department"], ["grid_id"], ["status"], ["department", "status"]):
+        # Lists walk back in windows of opening time. A filter alone or with the caller's scope has its own
+        # index, so a rare value reads only its matches; other combinations read the time window.
+        for prefix in LISTED_BY:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
         self.opening_locks.create_index("at", expireAfterSeconds=int(LOCK_LIFETIME.total_seconds()))
