@@ -224,15 +224,18 @@ def stored_reports(mongo_url: str, database: str) -> int:
 
 
 def fill_to(mongo_url: str, database: str, size: int) -> None:
-    """Load a year of closed reports in bulk (bench/queries.py's history) until intake holds `size`."""
-    missing = size - stored_reports(mongo_url, database)
-    if missing <= 0:
-        return
-    city = queries.City.of(reference.load(None), default_rules(reference.load(None).categories.values()))
+    """Load a year of closed reports in bulk (bench/queries.py's history) until intake holds `size`.
+
+    The reports of the previous measurement are closed first, as routing would have seen to in the
+    meantime: with no routing here they stay open, and each measurement would start with more open
+    reports nearby for its duplicate lookups to read than the one before."""
     client = pymongo.MongoClient(mongo_url)
+    client[database]["reports"].update_many({"open": True}, {"$set": {"open": False, "status": "closed"}})
+    missing = size - stored_reports(mongo_url, database)
+    city = queries.City.of(reference.load(None), default_rules(reference.load(None).categories.values()))
     try:
         started, done = time.perf_counter(), 0
-        filings = queries.history(city, missing, random.Random(size))
+        filings = queries.history(city, max(0, missing), random.Random(size))
         for batch in queries.batches(filings, queries.BATCH):
             client[database]["reports"].insert_many([filing.report for filing in batch], ordered=False)
             done += len(batch)
