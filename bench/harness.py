@@ -26,7 +26,7 @@ import requests
 
 from deploy.broker import provision
 from deploy.embedded_db import EmbeddedDatabase, free_port
-from shared.config import Settings
+from shared.config import DEV_JWT_SECRET, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -53,6 +53,12 @@ def bench_databases(services: tuple[str, ...]) -> dict[str, str]:
     """A fresh database name per service, as <SERVICE>_DATABASE variables."""
     tag = uuid.uuid4().hex[:8]
     return {f"{service.upper()}_DATABASE": f"bench_{service}_{tag}" for service in services}
+
+
+def service_env(mongo_url: str, amqp_url: str, databases: dict[str, str]) -> dict[str, str]:
+    """The services' environment: this store and vhost, and the development secret the bench signs with."""
+    return {**os.environ, "MONGO_URL": mongo_url, "AMQP_URL": amqp_url, **databases,
+            "WOODPECKER_JWT_SECRET": DEV_JWT_SECRET, "WOODPECKER_ALLOW_DEV_SECRET": "1"}
 
 
 def drop_databases(mongo_url: str, names: dict[str, str]) -> None:

@@ -31,7 +31,7 @@ from flask import Flask, request
 from PIL import Image
 
 from bench import queries
-from bench.harness import ROOT, Server, Service, bench_databases, bench_store, bench_vhost, drop_databases
+from bench.harness import ROOT, Server, Service, bench_databases, bench_store, bench_vhost, drop_databases, service_env
 from services.routing.domain import default_rules
 from shared import reference
 from shared.auth import issue_token
@@ -285,7 +285,7 @@ def main() -> None:
     print(f"reproduce: {reproduce_command(args)}")
     with bench_store() as (mongo_url, store), bench_vhost() as (vhost, amqp_url):
         databases = bench_databases(("intake",))
-        env = {**os.environ, "MONGO_URL": mongo_url, "AMQP_URL": amqp_url, **databases}
+        env = service_env(mongo_url, amqp_url, databases)
         print(f"gunicorn, deploy/gunicorn.conf.py; {store}; broker vhost {vhost}:", flush=True)
         try:
             results = [bench_intake(env, args), bench_bare(env, args)]

@@ -66,7 +66,7 @@ def start_services(mongo_url: str, amqp_url: str, databases: dict[str, str]) -> 
     running = {}
     for service in SERVICES:
         settings = replace(Settings.from_env(service, {}), mongo_url=mongo_url, amqp_url=amqp_url,
-                           database=databases[service])
+                           database=databases[service], development_secret_allowed=True)
         app = importlib.import_module(f"services.{service}.app").create_app(settings)
         worker = importlib.import_module(f"services.{service}.worker")
         background = worker.background_work(settings, connect(mongo_url, settings.database)).start()

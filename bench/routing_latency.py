@@ -36,7 +36,16 @@ import pika
 import pika.exceptions
 from shapely.geometry import shape
 
-from bench.harness import READY_TIMEOUT_S, ROOT, bench_databases, bench_store, bench_vhost, drop_databases, running
+from bench.harness import (
+    READY_TIMEOUT_S,
+    ROOT,
+    bench_databases,
+    bench_store,
+    bench_vhost,
+    drop_databases,
+    running,
+    service_env,
+)
 from bench.intake_throughput import DESCRIPTION, Volunteer, intake_volunteers
 from services.intake.domain import GridMap
 from shared import reference
@@ -432,7 +441,7 @@ def fresh_system(mongo_url: str, services: tuple[str, ...]):
         databases = bench_databases(services)
         print(f"broker: 127.0.0.1:5672, vhost {vhost} (deleted at the end)", flush=True)
         try:
-            yield amqp_url, {**os.environ, "MONGO_URL": mongo_url, "AMQP_URL": amqp_url, **databases}
+            yield amqp_url, service_env(mongo_url, amqp_url, databases)
         finally:
             drop_databases(mongo_url, databases)
 

@@ -21,7 +21,7 @@ from deploy.broker import provision
 from deploy.embedded_db import DEFAULT_PORT, EmbeddedDatabase, EmbeddedDatabaseError, answers, is_running, stop_pids
 from shared.auth import issue_token
 from shared.bus import broker_problem
-from shared.config import DEV_JWT_SECRET, SERVICE_PORTS, Settings
+from shared.config import SERVICE_PORTS, Settings, UnsafeConfiguration, check_jwt_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = Path(os.environ.get("WOODPECKER_RUN_DIR", ROOT / ".run"))
@@ -107,6 +107,13 @@ def up() -> None:
         env["MONGO_URL"] = ensure_embedded_database()
         print(f"  Its data lives in {DATA} and survives `make down`; `make reset` wipes it.\n"
               "  For production, run MongoDB: set MONGO_URL=mongodb://..., or use `docker compose up`.")
+        if not env.get("WOODPECKER_JWT_SECRET"):
+            print("  WOODPECKER_JWT_SECRET is not set: tokens are signed with the public development secret.")
+            env["WOODPECKER_ALLOW_DEV_SECRET"] = "1"
+    try:
+        check_jwt_secret(Settings.from_env("intake", env))
+    except UnsafeConfiguration as refused:
+        sys.exit(str(refused))
     host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")
     ports = {service: Settings.from_env(service, env).port for service in SERVICE_PORTS}
     for service, port in ports.items():
@@ -121,12 +128,13 @@ def up() -> None:
         time.sleep(0.5)
     if pending:
         sys.exit(f"Not ready after {READY_TIMEOUT_S} s: {', '.join(pending)}. See {RUN}/<service>-web.log.")
-    secret = env.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET
     print("\nWoodpecker is up:")
     for service, port in ports.items():
         print(f"  {service:8} http://127.0.0.1:{port}   docs: http://127.0.0.1:{port}/docs")
     print("\nAn office token (12 h):")
-    print(f"  export TOKEN={issue_token(secret, 'office-1', 'office')}")
+    token = issue_token(settings.jwt_secret, "office-1", "office", issuer=settings.jwt_issuer,
+                        audience=settings.jwt_audience)
+    print(f"  export TOKEN={token}")
     print("A volunteer token:  make token ROLE=volunteer SUB=vol-1")
     print("Stop everything:    make down   (data kept; `make reset` wipes it)")
 

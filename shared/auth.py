@@ -27,16 +27,26 @@ class Caller:
         return self.role in roles
 
 
-def decode_token(token: str, secret: str) -> Caller:
+def decode_token(token: str, secret: str, issuer: str | None = None, audience: str | None = None) -> Caller:
+    """The caller a token names; a token we cannot trust is a 401 that says why in our words (the JWT
+    library's own messages describe its internals, and a caller can do nothing with them)."""
+    required = ["sub", "role", "exp", *(["iss"] if issuer else []), *(["aud"] if audience else [])]
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub", "role", "exp"]})
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=issuer, audience=audience,
+                            options={"require": required, "verify_aud": audience is not None})
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("The token has expired.") from None
-    except jwt.InvalidTokenError as exc:
-        raise Unauthorized(f"The token is not valid: {exc}.") from exc
+        raise Unauthorized("The token has expired; get a new one.") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthorized(f"The token lacks the '{exc.claim}' claim.") from None
+    except (jwt.InvalidIssuerError, jwt.InvalidAudienceError):
+        raise Unauthorized("The token was not issued for this system.") from None
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("The token's signature does not match; it was not issued by this system.") from None
+    except jwt.InvalidTokenError:
+        raise Unauthorized("The token is not a valid JWT.") from None
     role = claims["role"]
     if role not in ROLES:
-        raise Unauthorized(f"Unknown role {role!r} in token.")
+        raise Unauthorized(f"The token's role is not one of {', '.join(ROLES)}.")
     if role == "department" and not claims.get("dept"):
         raise Unauthorized("A department token must carry a 'dept' claim.")
     if role == "grid_leader" and not claims.get("grid"):
@@ -45,12 +55,10 @@ def decode_token(token: str, secret: str) -> Caller:
 
 
 def issue_token(secret: str, sub: str, role: str, *, dept: str | None = None, grid: str | None = None,
-                ttl: timedelta = timedelta(hours=12)) -> str:
+                ttl: timedelta = timedelta(hours=12), issuer: str | None = None, audience: str | None = None) -> str:
     claims = {"sub": sub, "role": role, "exp": datetime.now(UTC) + ttl}
-    if dept:
-        claims["dept"] = dept
-    if grid:
-        claims["grid"] = grid
+    optional = {"dept": dept, "grid": grid, "iss": issuer, "aud": audience}
+    claims.update({name: value for name, value in optional.items() if value})
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -60,7 +68,8 @@ def current_caller() -> Caller:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Send 'Authorization: Bearer <token>'.")
-        g.caller = decode_token(token.strip(), current_app.config["WOODPECKER_SETTINGS"].jwt_secret)
+        settings = current_app.config["WOODPECKER_SETTINGS"]
+        g.caller = decode_token(token.strip(), settings.jwt_secret, settings.jwt_issuer, settings.jwt_audience)
     return g.caller
 
 
@@ -94,19 +103,18 @@ def _document(guarded: Callable, view: Callable, roles: tuple[str, ...]) -> None
 
 
 def main() -> None:
-    import os
+    from shared.config import Settings
 
-    from shared.config import DEV_JWT_SECRET
-
-    parser = argparse.ArgumentParser(description="Print a Woodpecker bearer token.")
+    parser = argparse.ArgumentParser(description="Print a Woodpecker bearer token (signed with WOODPECKER_JWT_SECRET).")
     parser.add_argument("--role", choices=ROLES, default="office")
     parser.add_argument("--sub", default="office-1")
     parser.add_argument("--dept")
     parser.add_argument("--grid")
     parser.add_argument("--hours", type=float, default=12)
     args = parser.parse_args()
-    secret = os.environ.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET
-    print(issue_token(secret, args.sub, args.role, dept=args.dept, grid=args.grid, ttl=timedelta(hours=args.hours)))
+    settings = Settings.from_env("intake")
+    print(issue_token(settings.jwt_secret, args.sub, args.role, dept=args.dept, grid=args.grid,
+                      ttl=timedelta(hours=args.hours), issuer=settings.jwt_issuer, audience=settings.jwt_audience))
 
 
 if __name__ == "__main__":

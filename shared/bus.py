@@ -72,7 +72,8 @@ def broker_problem(amqp_url: str, timeout: float = 2.0) -> str | None:
         with kombu.Connection(amqp_url, connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # readiness reports any failure as a reason, never raises
-        return f"broker: {exc.__class__.__name__}: {exc}"
+        log.warning("readiness: the broker does not answer", extra={"error": f"{exc.__class__.__name__}: {exc}"})
+        return "broker unavailable"
     return None
 
 

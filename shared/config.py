@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 DEV_JWT_SECRET = "woodpecker-development-secret-never-use-in-production"
+# HS256 is only as strong as its key: RFC 7518 asks for at least as many bits as the hash has.
+MIN_JWT_SECRET_BYTES = 32
 SERVICE_PORTS = {"intake": 8001, "routing": 8002, "hours": 8003, "notify": 8004}
 
 
@@ -29,6 +31,11 @@ class Settings:
     jwt_secret: str
     database: str
     reference_dir: str | None = None
+    # Checked when set: a token must name this issuer and this audience.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # The public development secret is accepted only where `make up` runs its embedded database.
+    development_secret_allowed: bool = False
     # Consumer back-off tiers; after the last one a message is parked in the dead-letter queue.
     retry_delays_ms: tuple[int, ...] = (1_000, 10_000, 60_000)
     prefetch: int = 16
@@ -47,8 +54,32 @@ class Settings:
             jwt_secret=env.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET,
             database=env.get(f"{service.upper()}_DATABASE") or f"woodpecker_{service}",
             reference_dir=env.get("WOODPECKER_REFERENCE_DIR") or None,
+            jwt_issuer=env.get("WOODPECKER_JWT_ISSUER") or None,
+            jwt_audience=env.get("WOODPECKER_JWT_AUDIENCE") or None,
+            development_secret_allowed=env.get("WOODPECKER_ALLOW_DEV_SECRET") == "1",
             retry_delays_ms=_retry_delays(env.get("WOODPECKER_RETRY_DELAYS_MS", "1000,10000,60000")),
             prefetch=int(env.get("WOODPECKER_PREFETCH", "16")),
             relay_interval_s=float(env.get("WOODPECKER_RELAY_INTERVAL_S", "0.2")),
             periodic_interval_s=float(env.get("WOODPECKER_PERIODIC_INTERVAL_S", "30")),
         )
+
+
+MAKE_A_SECRET = "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+
+
+class UnsafeConfiguration(SystemExit):
+    """A setting a service refuses to start with; the message says what to do."""
+
+
+def check_jwt_secret(settings: Settings) -> None:
+    """Refuse a guessable token key: a short one always, the public development one outside development."""
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        if not settings.development_secret_allowed:
+            raise UnsafeConfiguration(
+                "WOODPECKER_JWT_SECRET is not set, and the development secret is public. Set it to a random "
+                f"string of at least {MIN_JWT_SECRET_BYTES} bytes, e.g. {MAKE_A_SECRET}. (`make up` allows the "
+                "development secret only beside its own embedded database.)")
+    elif len(settings.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise UnsafeConfiguration(
+            f"WOODPECKER_JWT_SECRET is {len(settings.jwt_secret.encode())} bytes; it must be at least "
+            f"{MIN_JWT_SECRET_BYTES} random bytes, e.g. {MAKE_A_SECRET}.")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pymongo.database import Database
 
 from shared.bus import EventConsumer, broker_problem
-from shared.config import Settings
+from shared.config import Settings, check_jwt_secret
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
 from shared.store import connect, ping
@@ -66,6 +66,7 @@ def bootstrap(service: str, settings: Settings | None = None) -> tuple[Settings,
     """What every process of a service does first: settings, JSON logs, its own database."""
     settings = settings or Settings.from_env(service)
     configure_logging(service)
+    check_jwt_secret(settings)
     return settings, connect(settings.mongo_url, settings.database)
 
 

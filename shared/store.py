@@ -1,8 +1,12 @@
 """The store: MongoDB (or any server speaking its protocol) through MONGO_URL, with plain pymongo."""
 from __future__ import annotations
 
+import logging
+
 import pymongo
 from pymongo.database import Database
+
+log = logging.getLogger(__name__)
 
 
 class StoreNotConfigured(SystemExit):
@@ -20,9 +24,11 @@ def connect(mongo_url: str | None, database: str) -> Database:
 
 
 def ping(db: Database) -> str | None:
-    """None when the store answers, else why not (for /readyz)."""
+    """None when the store answers, else which dependency is down (for /readyz, which anyone may call:
+    the exception's text, with hosts and ports, goes to the log only)."""
     try:
         db.command("ping")
     except Exception as exc:  # readiness reports any failure as a reason, never raises
-        return f"store: {exc.__class__.__name__}: {exc}"
+        log.warning("readiness: the store does not answer", extra={"error": f"{exc.__class__.__name__}: {exc}"})
+        return "store unavailable"
     return None

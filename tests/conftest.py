@@ -23,6 +23,9 @@ for _name in list(os.environ):
     if _name in ("MONGO_URL", "AMQP_URL", "WEB_CONCURRENCY", "GUNICORN_THREADS") or _name.startswith("WOODPECKER_") \
             or _name.endswith(("_PORT", "_DATABASE")):
         del os.environ[_name]
+# The services refuse the public development secret outside `make up`'s embedded database; the tests sign
+# with a secret of their own, and every process they start inherits it.
+TEST_JWT_SECRET = os.environ["WOODPECKER_JWT_SECRET"] = f"woodpecker-test-secret-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +43,7 @@ def mongo_url() -> str:
 def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) -> Settings:
     """Settings for one test service: its own database, fast back-off."""
     base = Settings.from_env(service, env={})
-    return replace(base, amqp_url=amqp_url, mongo_url=mongo_url,
+    return replace(base, amqp_url=amqp_url, mongo_url=mongo_url, jwt_secret=TEST_JWT_SECRET,
                    database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=(100, 300),
                    relay_interval_s=0.05, **overrides)
 
@@ -67,6 +70,5 @@ def run_service(settings: Settings) -> RunningService:
 
 
 def bearer(role: str, sub: str | None = None, dept: str | None = None, grid: str | None = None) -> dict:
-    token = issue_token(Settings.from_env("intake", env={}).jwt_secret, sub or f"{role}-{uuid.uuid4().hex[:8]}",
-                        role, dept=dept, grid=grid)
+    token = issue_token(TEST_JWT_SECRET, sub or f"{role}-{uuid.uuid4().hex[:8]}", role, dept=dept, grid=grid)
     return {"Authorization": f"Bearer {token}"}

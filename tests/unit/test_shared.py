@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from shared import reference
 from shared.auth import Caller, decode_token, issue_token
-from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings
+from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings, UnsafeConfiguration, check_jwt_secret
 from shared.errors import InvalidFields, Unauthorized
 from shared.events import Event, MalformedEvent
 from shared.pagination import Position, decode_cursor, encode_cursor, page
@@ -126,9 +127,33 @@ def test_a_grid_leader_token_carries_the_grid():
                  id="other-algorithm"),
     pytest.param("not.a.token", id="garbage"),
 ])
-def test_an_unacceptable_token_is_unauthorized(token):
-    with pytest.raises(Unauthorized):
+def test_an_unacceptable_token_is_unauthorized_in_our_own_words(token):
+    with pytest.raises(Unauthorized) as refused:
         decode_token(token, SECRET)
+    # The JWT library's texts ("Signature verification failed", "Not enough segments", ...) stay inside.
+    assert refused.value.detail.startswith(("The token", "A department token", "A grid_leader token"))
+
+
+def test_when_an_issuer_and_audience_are_configured_tokens_must_name_them():
+    token = issue_token(SECRET, "v1", "volunteer", issuer="linyi-cmc", audience="woodpecker")
+    assert decode_token(token, SECRET, issuer="linyi-cmc", audience="woodpecker").id == "v1"
+    for wrong in (issue_token(SECRET, "v1", "volunteer", issuer="elsewhere", audience="woodpecker"),
+                  issue_token(SECRET, "v1", "volunteer", issuer="linyi-cmc", audience="other"),
+                  issue_token(SECRET, "v1", "volunteer")):
+        with pytest.raises(Unauthorized, match="not issued for this system|lacks the"):
+            decode_token(wrong, SECRET, issuer="linyi-cmc", audience="woodpecker")
+
+
+@pytest.mark.parametrize("secret, allowed", [("x", True), ("s" * 31, True), (DEV_JWT_SECRET, False)])
+def test_a_guessable_jwt_secret_is_refused_at_start(secret, allowed):
+    settings = replace(Settings.from_env("intake", {}), jwt_secret=secret, development_secret_allowed=allowed)
+    with pytest.raises(UnsafeConfiguration, match="WOODPECKER_JWT_SECRET"):
+        check_jwt_secret(settings)
+
+
+@pytest.mark.parametrize("secret, allowed", [("s" * 32, False), (DEV_JWT_SECRET, True)])
+def test_a_long_secret_or_the_development_one_beside_make_ups_database_is_accepted(secret, allowed):
+    check_jwt_secret(replace(Settings.from_env("intake", {}), jwt_secret=secret, development_secret_allowed=allowed))
 
 
 # --- cursors ----------------------------------------------------------------------------------
