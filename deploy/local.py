@@ -7,6 +7,7 @@ the consumer, outbox relay and periodic work. They share a store through MONGO_U
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,9 +16,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
-from deploy.broker import provision
+from deploy.broker import administrator, provision, service_user, vhost_of
 from deploy.embedded_db import DEFAULT_PORT, EmbeddedDatabase, EmbeddedDatabaseError, answers, is_running, stop_pids
 from shared.auth import issue_token
 from shared.bus import broker_problem
@@ -77,6 +78,24 @@ def ensure_embedded_database() -> str:
     return database.url
 
 
+def provision_broker(settings: Settings) -> dict[str, str]:
+    """Queues first; and, where this machine administers the broker, a user of its own for each service,
+    whose password is kept in .run/broker-users.json (so a restart keeps what running processes use)."""
+    admin = administrator()
+    users = RUN / "broker-users.json"
+    passwords = json.loads(users.read_text()) if users.exists() else {}
+    urls = provision(settings.amqp_url, settings.retry_delays_ms, admin, passwords)
+    if admin is None:
+        print("  broker: no administrator here (not root beside RabbitMQ, no RABBITMQ_ADMIN_URL): every service "
+              "connects with AMQP_URL's own user.")
+        return urls
+    users.write_text(json.dumps({service: unquote(urlparse(url).password) for service, url in urls.items()}))
+    users.chmod(0o600)
+    users = ", ".join(service_user(s, vhost_of(settings.amqp_url)) for s in urls)
+    print(f"  broker: queues declared; services connect as {users}")
+    return urls
+
+
 def _spawn(command: list[str], name: str, env: dict[str, str]) -> None:
     if pid := _pid(name):
         print(f"  {name}: already running (pid {pid})")
@@ -101,7 +120,7 @@ def up() -> None:
     env = dict(os.environ)
     settings = Settings.from_env("intake", env)
     ensure_broker(settings.amqp_url)
-    provision(settings.amqp_url, settings.retry_delays_ms)
+    broker_urls = provision_broker(settings)
     if not env.get("MONGO_URL"):
         print("MONGO_URL is not set: starting the EMBEDDED DATABASE (SecantusDB, beta).")
         env["MONGO_URL"] = ensure_embedded_database()
@@ -117,10 +136,11 @@ def up() -> None:
     host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")
     ports = {service: Settings.from_env(service, env).port for service in SERVICE_PORTS}
     for service, port in ports.items():
+        own = {**env, "AMQP_URL": broker_urls[service]}
         _spawn([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "-b", f"{host}:{port}",
-                "--name", f"woodpecker-{service}", f"services.{service}.app:create_app()"], f"{service}-web", env)
+                "--name", f"woodpecker-{service}", f"services.{service}.app:create_app()"], f"{service}-web", own)
         if (ROOT / "services" / service / "worker.py").exists():
-            _spawn([sys.executable, "-m", f"services.{service}.worker"], f"{service}-worker", env)
+            _spawn([sys.executable, "-m", f"services.{service}.worker"], f"{service}-worker", own)
     deadline = time.monotonic() + READY_TIMEOUT_S
     pending = dict(ports)
     while pending and time.monotonic() < deadline:

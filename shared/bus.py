@@ -20,7 +20,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared import logs, metrics
-from shared.events import EXCHANGE, Event, MalformedEvent, rfc3339, utcnow
+from shared.events import EXCHANGE, Event, MalformedEvent, publisher_of, rfc3339, topic_matches, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,19 @@ def retry_queue(queue: str, delay_ms: int) -> str:
     return f"{queue}.retry-{delay_ms}ms"
 
 
+def moves_exchange(queue: str) -> str:
+    """Where a consumer sends a failed message on to its delay and parking queues. An exchange of the
+    queue's own, so that a service needs no right to publish to the default exchange, which reaches
+    every queue on the broker, other services' included."""
+    return f"{queue}.moves"
+
+
 def declare_queue(channel, queue: str, routing_keys: Iterable[str], retry_delays_ms: Iterable[int]) -> None:
     declare_exchange(channel)
+    moves = moves_exchange(queue)
+    channel.exchange_declare(moves, "direct", durable=True, auto_delete=False)
     channel.queue_declare(parking_queue(queue), durable=True, auto_delete=False)
+    channel.queue_bind(parking_queue(queue), moves, parking_queue(queue))
     channel.queue_declare(queue, durable=True, auto_delete=False, arguments={
         "x-queue-type": "quorum",
         "x-delivery-limit": DELIVERY_LIMIT,
@@ -64,6 +74,7 @@ def declare_queue(channel, queue: str, routing_keys: Iterable[str], retry_delays
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": queue,
         })
+        channel.queue_bind(retry_queue(queue, delay), moves, retry_queue(queue, delay))
 
 
 def broker_problem(amqp_url: str, timeout: float = 2.0) -> str | None:
@@ -202,6 +213,16 @@ class Subscription:
     handler: Callable[[Event], None]
 
 
+def _provenance_problem(event: Event, routing_keys: tuple[str, ...]) -> str | None:
+    """Why an event cannot be trusted, if it cannot: a type this queue is not bound to, or a source that
+    does not own the type (a case event only routing may send; it can move reports and grant access)."""
+    if not any(topic_matches(pattern, event.type) for pattern in routing_keys):
+        return f"type {event.type!r} is not one this queue is bound to"
+    if publisher_of(event.type) != event.source:
+        return f"{event.source!r} may not publish {event.type!r}"
+    return None
+
+
 class EventConsumer(ConsumerMixin):
     """Consumes a service's subscriptions; acks after the handler has stored its work.
 
@@ -253,6 +274,12 @@ class EventConsumer(ConsumerMixin):
             metrics.events_consumed.labels(queue, "malformed").inc()
             message.reject(requeue=False)
             return
+        if problem := _provenance_problem(event, subscription.routing_keys):
+            log.error("event from the wrong publisher parked", extra={"queue": queue, "event_id": event.id,
+                                                                       "error": problem})
+            metrics.events_consumed.labels(queue, "forged").inc()
+            message.reject(requeue=False)
+            return
         marker = f"{queue}:{event.id}"
         token = logs.correlation_id.set(event.correlation_id or event.id)
         try:
@@ -297,7 +324,7 @@ class EventConsumer(ConsumerMixin):
             headers["x-woodpecker-parked-at"] = rfc3339(utcnow())
             log.error("handler failed for the last time, event parked", exc_info=error, extra=context)
         try:
-            self._publish_copy(message, target, headers)
+            self._publish_copy(queue, message, target, headers)
         except Exception:
             # Not moved anywhere: hand it back to the broker, whose delivery limit parks it eventually.
             log.exception("could not move a failed message; returning it to its queue", extra=context)
@@ -307,12 +334,12 @@ class EventConsumer(ConsumerMixin):
         metrics.events_consumed.labels(queue, outcome).inc()
         message.ack()
 
-    def _publish_copy(self, message: kombu.Message, target: str, headers: dict) -> None:
+    def _publish_copy(self, queue: str, message: kombu.Message, target: str, headers: dict) -> None:
         """A confirmed publish to a delay or parking queue, before the original is acked."""
         producer = self._mover.Producer()
         publish = self._mover.ensure(producer, producer.publish, max_retries=3, interval_start=0.5)
         properties = message.properties or {}
-        publish(message.body, exchange="", routing_key=target, headers=headers,
+        publish(message.body, exchange=moves_exchange(queue), routing_key=target, headers=headers,
                 content_type=message.content_type or "application/json",
                 content_encoding=message.content_encoding or "utf-8", delivery_mode=2,
                 message_id=properties.get("message_id"), type=properties.get("type"),

@@ -8,7 +8,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 EXCHANGE = "woodpecker.events"
+# The alternate exchange, and queue, of events no queue was bound to when they were published.
+UNROUTED = "woodpecker.unrouted"
 ENVELOPE_VERSION = 1
+# Who may publish what (CONTRACT "Events on RabbitMQ"): the first word of a routing key names the one
+# service that owns it. The broker enforces it on publishing (deploy/broker.py), consumers on receipt.
+PUBLISHERS = {"report": "intake", "case": "routing", "hours": "hours", "volunteer": "hours"}
+
+
+def publisher_of(routing_key: str) -> str | None:
+    return PUBLISHERS.get(routing_key.split(".", 1)[0])
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: `*` is one word, `#` zero or more."""
+    def match(words: list[str], keys: list[str]) -> bool:
+        if not words:
+            return not keys
+        if words[0] == "#":
+            return any(match(words[1:], keys[i:]) for i in range(len(keys) + 1))
+        return bool(keys) and words[0] in ("*", keys[0]) and match(words[1:], keys[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
 
 
 def utcnow() -> datetime:

@@ -104,7 +104,8 @@ class OutboxRelay:
         if any(event_id in held for event_id in ids):
             attempts = document.get(ATTEMPTS_FIELD, 0) + 1
             wait = back_off_s(attempts, self.max_backoff_s)
-            log.warning("event unroutable (no queue bound yet); kept in the outbox",
+            log.warning("the broker did not take an event (refused it, or returned it with no alternate "
+                        "exchange set up); kept in the outbox",
                         extra={"document": str(document["_id"]), "attempt": attempts, "retry_in_s": wait})
             when_pending, attempts_then = now + timedelta(seconds=wait), attempts
         else:

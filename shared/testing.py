@@ -28,6 +28,8 @@ from shared.config import DEFAULT_AMQP_URL
 from shared.events import EXCHANGE
 
 log = logging.getLogger(__name__)
+# Short back-off tiers, so that a test sees a retried message within a second.
+TEST_RETRY_DELAYS_MS = (100, 300)
 
 
 def wait_for(probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -80,10 +82,23 @@ def _local_vhost() -> Iterator[str]:
     subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
     subprocess.run([ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
                    capture_output=True)
+    url = f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
+    # As `make up` provisions a broker: the topology first, and what nobody is bound to goes to the
+    # unrouted queue. (deploy/ is not part of the installed package; tests run from the checkout.)
+    from deploy.broker import Rabbitmqctl, declare_topology, definitions
+
+    Rabbitmqctl(ctl).apply(definitions(vhost, {}, alternate_exchange=True))
+    declare_topology(url, TEST_RETRY_DELAYS_MS)
     try:
-        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
+        yield url
     finally:
         subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
+        # The users a run provisioned for its vhost (deploy/broker.py names them <user>@<vhost>).
+        users = subprocess.run([ctl, "-q", "list_users"], capture_output=True, text=True).stdout.splitlines()
+        for user in (line.split()[0] for line in users if line.strip()):
+            if user.endswith(f"@{vhost}"):
+                subprocess.run([ctl, "-q", "delete_user", user], check=False, capture_output=True)
+
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from shared.auth import issue_token
 from shared.config import Settings
 from shared.runtime import BackgroundWork
 from shared.store import connect
-from shared.testing import amqp_backend, mongo_backend, wait_for
+from shared.testing import TEST_RETRY_DELAYS_MS, amqp_backend, mongo_backend, wait_for
 
 # The suite sets up its own backends and secrets: whatever the developer's shell exports for a running
 # system (MONGO_URL, AMQP_URL, WOODPECKER_JWT_SECRET, ports, databases) must not leak into it.
@@ -44,7 +44,7 @@ def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) 
     """Settings for one test service: its own database, fast back-off."""
     base = Settings.from_env(service, env={})
     return replace(base, amqp_url=amqp_url, mongo_url=mongo_url, jwt_secret=TEST_JWT_SECRET,
-                   database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=(100, 300),
+                   database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=TEST_RETRY_DELAYS_MS,
                    relay_interval_s=0.05, **overrides)
 
 

@@ -117,7 +117,8 @@ class Subscriber:
         connection = pika.BlockingConnection(pika.URLParameters(args.amqp_url))
         try:
             channel = connection.channel()
-            channel.exchange_declare(EXCHANGE, "topic", durable=True)
+            # The city's exchange exists already; a department's user may not declare it, only check it.
+            channel.exchange_declare(EXCHANGE, "topic", passive=True)
             channel.queue_declare(args.queue, durable=True)  # survives restarts: nothing is missed
             channel.queue_bind(args.queue, EXCHANGE, f"case.*.{args.department}")
             channel.basic_qos(prefetch_count=10)

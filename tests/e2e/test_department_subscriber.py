@@ -10,6 +10,7 @@ from pathlib import Path
 import pika
 import pytest
 
+from deploy.broker import Rabbitmqctl, add_department
 from shared.events import Event
 from shared.testing import EventTap, TcpProxy, publish_raw, wait_for
 
@@ -53,11 +54,19 @@ def queue_state(amqp_url: str, queue: str) -> tuple[int, int] | None:
             connection.close()
 
 
+@pytest.fixture(scope="module")
+def police_url(amqp_url):
+    """The broker URL the city office gives the traffic police: its own user (`deploy.broker add-department`),
+    which may bind only `case.*.traffic-police`; the guest's where this machine cannot create users."""
+    admin = Rabbitmqctl.found()
+    return add_department(amqp_url, "traffic-police", admin) if admin else amqp_url
+
+
 @pytest.fixture
-def start_subscriber(amqp_url, tmp_path):
+def start_subscriber(amqp_url, police_url, tmp_path):
     started: list[Subscriber] = []
 
-    def start(*extra: str, url: str = amqp_url, queue: str = "dept.traffic-police.cases") -> Subscriber:
+    def start(*extra: str, url: str = police_url, queue: str = "dept.traffic-police.cases") -> Subscriber:
         n = len(started)
         stdout, stderr = tmp_path / f"out-{n}.txt", tmp_path / f"err-{n}.txt"
         command = [sys.executable, str(SCRIPT), "--amqp-url", url, "--department", "traffic-police", *extra]
@@ -145,8 +154,8 @@ def test_rejects_what_is_not_an_envelope_and_keeps_going(start_subscriber, amqp_
     assert queue_state(amqp_url, queue) == (0, 0)  # rejected without requeue: nothing is left
 
 
-def test_reconnects_when_the_broker_goes_away(start_subscriber, amqp_url):
-    proxy = TcpProxy(amqp_url).start()
+def test_reconnects_when_the_broker_goes_away(start_subscriber, amqp_url, police_url):
+    proxy = TcpProxy(police_url).start()
     try:
         subscriber = start_subscriber("--max-messages", "1", "--json", url=proxy.url)
         proxy.cut()

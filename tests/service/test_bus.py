@@ -1,7 +1,6 @@
 """The consumer base against the real broker: retry with back-off, parking, replay, idempotency."""
 import threading
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 
@@ -18,7 +17,7 @@ def consume(amqp_url, mongo_url):
 
     def start(handler, queue=None):
         queue = queue or f"test.{uuid.uuid4().hex[:8]}"
-        key = f"test.{uuid.uuid4().hex[:8]}"
+        key = f"report.test-{uuid.uuid4().hex[:8]}"
         db = connect(mongo_url, f"test_bus_{uuid.uuid4().hex[:8]}")
         consumer = EventConsumer(amqp_url, db, [Subscription(queue, (key,), handler)], (50, 100), prefetch=4)
         thread = threading.Thread(target=consumer.run, daemon=True)
@@ -34,7 +33,7 @@ def consume(amqp_url, mongo_url):
 
 
 def event(key: str) -> Event:
-    return Event.new(key, "test", {"n": 1})
+    return Event.new(key, "intake", {"n": 1})
 
 
 def test_a_failing_handler_is_retried_with_back_off_until_it_succeeds(consume, amqp_url):
@@ -96,25 +95,16 @@ def test_a_redelivered_event_is_handled_once(consume, amqp_url):
     assert calls == [sent.id, after.id]
 
 
-def test_documents_whose_events_nobody_is_bound_to_do_not_hold_up_the_rest(amqp_url, mongo_url):
-    """The relay's batch once filled up with unroutable events and never reached the next document."""
-    from shared.bus import EventPublisher
-    from shared.outbox import DUE_FIELD, OutboxRelay, with_events
-    from shared.testing import EventTap
-
-    collection = connect(mongo_url, f"test_outbox_{uuid.uuid4().hex[:8]}")["things"]
-    nobody, somebody = f"unbound.{uuid.uuid4().hex[:8]}", f"bound.{uuid.uuid4().hex[:8]}"
-    collection.insert_many([with_events({"_id": f"a{i:02d}"}, Event.new(nobody, "test", {})) for i in range(15)])
-    wanted = Event.new(somebody, "test", {})
-    collection.insert_one(with_events({"_id": "b"}, wanted))
-    tap = EventTap(amqp_url, somebody)
-    relay = OutboxRelay([collection], EventPublisher(amqp_url, "test"), "test", batch_size=10)
-    try:
-        for _ in range(3):
-            relay.relay_once()
-        assert [e["id"] for e in tap.events(somebody)] == [wanted.id]
-        held = collection.find_one({"_id": "a00"})
-        assert held["outbox"] and held[DUE_FIELD] > datetime.now(UTC)  # kept, and waiting before the next try
-    finally:
-        tap.close()
-        relay.publisher.close()
+@pytest.mark.parametrize("source, type_of", [("routing", None), ("intake", "case.closed.sanitation")])
+def test_an_event_its_sender_may_not_send_is_parked_not_handled(consume, amqp_url, source, type_of):
+    """A report event that claims another source, or an envelope of another type than the queue is bound
+    to: either could move a report or grant access if applied."""
+    calls = []
+    queue, key = consume(lambda e: calls.append(e.id))
+    forged = Event.new(type_of or key, source, {"n": 1})
+    publish_raw(amqp_url, key, forged.to_dict(), forged.id)
+    genuine = event(key)
+    publish_raw(amqp_url, key, genuine.to_dict(), genuine.id)
+    wait_for(lambda: genuine.id in calls, what="the genuine event")
+    assert calls == [genuine.id]
+    assert [p["message_id"] for p in wait_for(lambda: deadletters.peek(amqp_url, queue), what="parked")] == [forged.id]
