@@ -60,6 +60,16 @@ class UnsupportedMediaType(DomainError):
     status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
 
 
+class ServiceBusy(DomainError):
+    """Nothing was done; the same request may be sent again after `retry_after_s` seconds."""
+
+    status, slug, title = 503, "busy", "Service busy"
+
+    def __init__(self, detail: str, retry_after_s: int):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 def problem(status: int, slug: str, title: str, detail: str, errors: dict | None = None,
             headers: dict | None = None) -> Response:
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
@@ -71,4 +81,6 @@ def problem(status: int, slug: str, title: str, detail: str, errors: dict | None
 
 
 def problem_from(error: DomainError) -> Response:
-    return problem(error.status, error.slug, error.title, error.detail, error.errors)
+    retry_after = getattr(error, "retry_after_s", None)
+    return problem(error.status, error.slug, error.title, error.detail, error.errors,
+                   {"Retry-After": str(retry_after)} if retry_after is not None else None)

@@ -17,7 +17,7 @@ from shared.reference import ReferenceData
 from shared.web import accepts_multipart
 
 from . import domain, schemas
-from .photos import clean_photo
+from .photos import PhotoCleaner
 from .spreadsheet import weekly_workbook
 from .store import ReportStore, new_id
 
@@ -34,6 +34,7 @@ class Intake:
     store: ReportStore
     reference: ReferenceData
     grid_map: domain.GridMap
+    photo_cleaner: PhotoCleaner
 
 
 def intake() -> Intake:
@@ -51,14 +52,15 @@ def now() -> datetime:
 @requires()
 @photos.arguments(schemas.PhotoUploadSchema, location="files")
 @photos.response(201, schemas.PhotoSchema)
-@photos.alt_response(413, description="Larger than 10 MiB")
+@photos.alt_response(413, description="Larger than 10 MiB, or more pixels than its format's budget")
 @photos.alt_response(415, description="Not a JPEG, PNG or WebP image (judged by content)")
+@photos.alt_response(503, description="Too many photos being processed; retry after Retry-After seconds")
 @photos.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
 def upload_photo(form):
-    """Upload a photo; EXIF (GPS included) is stripped from what is stored."""
+    """Upload a photo; it is stored with its long side at most 2560 px, without EXIF (GPS included)."""
     caller = current_caller()
     raw = form["file"].read()
-    photo = clean_photo(raw)
+    photo = intake().photo_cleaner.clean(raw)
     key = idempotency.requested_key(caller.id)
     record = {"id": new_id(), "owner_id": caller.id, "content_type": photo.content_type, "size": photo.size,
               "sha256": photo.sha256, "width": photo.width, "height": photo.height, "uploaded_at": now()}

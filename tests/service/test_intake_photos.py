@@ -1,10 +1,13 @@
 """POST/GET /v1/photos through HTTP."""
+import hashlib
 import io
 
 from PIL import Image
 
-from tests.conftest import bearer
+from services.intake.photos import PhotoCleaner
+from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import jpeg_bytes, upload_photo
+from tests.unit.test_photos import near_blank_png
 
 
 def gps_exif() -> bytes:
@@ -22,8 +25,6 @@ def test_upload_records_size_hash_and_dimensions(intake, volunteer):
 
 
 def test_stored_photo_has_no_exif_and_matches_its_hash(intake, volunteer):
-    import hashlib
-
     original = jpeg_bytes(exif=gps_exif())
     assert Image.open(io.BytesIO(original)).getexif()  # the upload really carries GPS EXIF
     photo = upload_photo(intake.client, volunteer, original)
@@ -100,3 +101,41 @@ def test_idempotent_upload_returns_the_first_photo(intake, volunteer):
     other = intake.client.post("/v1/photos", headers=headers, content_type="multipart/form-data",
                                data={"file": (io.BytesIO(jpeg_bytes(color="red")), "x.jpg")})
     assert other.status_code == 409
+
+
+def test_a_large_photo_is_stored_downscaled_and_described_as_stored(intake, volunteer):
+    photo = upload_photo(intake.client, volunteer, jpeg_bytes((6000, 4000)))
+    assert (photo["width"], photo["height"]) == (2560, 1707)
+    response = intake.client.get(f"/v1/photos/{photo['id']}", headers=volunteer)
+    assert Image.open(io.BytesIO(response.data)).size == (2560, 1707)
+    assert photo["size"] == len(response.data) and hashlib.sha256(response.data).hexdigest() == photo["sha256"]
+
+
+def test_a_decompression_bomb_is_413_with_the_budget_it_exceeds(intake, volunteer):
+    response = intake.client.post("/v1/photos", headers=volunteer, content_type="multipart/form-data",
+                                  data={"file": (io.BytesIO(near_blank_png(7000, 7000)), "blank.png")})
+    assert response.status_code == 413 and response.mimetype == "application/problem+json"
+    assert "a PNG may have at most 24 megapixels" in response.json["detail"]
+
+
+def test_photos_beyond_the_workers_slots_are_503_with_retry_after(intake, volunteer, monkeypatch):
+    cleaner = PhotoCleaner(1, wait_s=0.05)
+    monkeypatch.setattr(intake.app.extensions["intake"], "photo_cleaner", cleaner)
+    with cleaner.slot():
+        response = intake.client.post("/v1/photos", headers=volunteer, content_type="multipart/form-data",
+                                      data={"file": (io.BytesIO(jpeg_bytes()), "x.jpg")})
+    assert response.status_code == 503 and response.mimetype == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+    assert "retry" in response.json["detail"]
+    upload_photo(intake.client, volunteer)  # the slot is free again
+
+
+def test_the_worker_processes_as_many_photos_at_once_as_woodpecker_photo_concurrency(intake, amqp_url, mongo_url,
+                                                                                      monkeypatch):
+    assert intake.app.extensions["intake"].photo_cleaner.concurrency == 2
+    monkeypatch.setenv("WOODPECKER_PHOTO_CONCURRENCY", "3")
+    service = run_service(settings_for_test("intake", amqp_url, mongo_url))
+    try:
+        assert service.app.extensions["intake"].photo_cleaner.concurrency == 3
+    finally:
+        service.stop()
