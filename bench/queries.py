@@ -46,7 +46,6 @@ from pymongo.database import Database
 
 from services.intake import domain as intake
 from services.intake import store as intake_store
-from services.intake.schemas import ReportSchema
 from services.intake.store import ReportStore, new_id
 from services.routing import domain as routing
 from services.routing import store as routing_store
@@ -245,9 +244,9 @@ class Casework:
         if not step.actions:
             return
         self.case = {**step.case, "version": self.case["version"] + 1}
-        for key, data in routing.case_events(routing.Step(self.case, step.actions, step.report_ids)):
-            action, department = intake.parse_case_routing_key(key)
-            case_step = intake.CaseStep(event_id(self.rng), action, department, at, data)
+        for event in routing.case_events(routing.Step(self.case, step.actions, step.report_ids), None):
+            action, department = intake.parse_case_routing_key(event.routing_key)
+            case_step = intake.CaseStep(event_id(self.rng), action, department, at, event.data)
             changes = intake.follow_case(self.report, case_step, self.city.department_name(department),
                                          self.case["due_at"])
             if changes is not None:
@@ -327,8 +326,8 @@ def with_pending_events(filing: Filing) -> Filing:
     """The filing before the relay has published its latest events."""
     report = {**filing.report, "id": filing.report["_id"]}
     case = {**filing.case, "id": filing.case["_id"]}
-    submitted = Event.new("report.submitted", "intake", ReportSchema().dump(report))
-    opened = [Event.new(key, "routing", data) for key, data in routing.case_events(routing.Step(case, ("opened",)))]
+    submitted = intake.report_submitted(report, None)
+    opened = routing.case_events(routing.Step(case, ("opened",)), None)
     return Filing(with_events(filing.report, submitted), with_events(filing.case, *opened), filing.photos)
 
 
@@ -429,7 +428,6 @@ class Sample:
     open_case_ids: list[str] = field(default_factory=list)
     pending_report_ids: list[str] = field(default_factory=list)
     pending_case_ids: list[str] = field(default_factory=list)
-    volunteer_photo_ids: list[str] = field(default_factory=list)
 
     def take(self, filings: list[Filing], stride: int, offset: int) -> None:
         for number, filing in enumerate(filings, offset):
@@ -443,8 +441,6 @@ class Sample:
             if OUTBOX_FIELD in report:
                 self.pending_report_ids.append(report["_id"])
                 self.pending_case_ids.append(case["_id"])
-            if report["reporter_id"] == PROBE_VOLUNTEER:
-                self.volunteer_photo_ids += report["photo_ids"]
 
 
 def insert(db: Database, filings: list[Filing]) -> int:
@@ -512,9 +508,6 @@ def intake_reads(store: ReportStore, city: City, sample: Sample) -> list[Probe]:
     week = intake.Week.containing(datetime.now(UTC))
     first_page = partial(store.list_reports, after=None, limit=DEFAULT_LIMIT)
     return [
-        # Point lookups by _id, one per photo asked for.
-        Probe("intake  owned_photo_ids", lambda i: store.owned_photo_ids(
-            PROBE_VOLUNTEER, [pick(sample.volunteer_photo_ids, i)])),
         # The open reports of the category in the box's band of latitude across the city: the open
         # workload (category, open, lat), never the closed history.
         Probe("intake  open_reports_near (duplicate lookup)", lambda i: store.open_reports_near(PROBE_CATEGORY, box)),
@@ -626,13 +619,13 @@ def intake_writes(store: ReportStore, city: City, sample: Sample, rng: random.Ra
     def submission(i: int) -> tuple:
         s = random_submission(city, datetime.now(UTC), rng)
         report, body = new_report(city, s, new_id(), new_id(), rng)
-        event = Event.new("report.submitted", "intake", ReportSchema().dump(report))
+        event = intake.report_submitted(report, None)
         return report, event, f"{s.reporter_id}:{uuid.uuid4()}", idempotency.fingerprint(body)
 
     def replay(i: int) -> tuple:
         earlier = pick(keyed, i)
         report = {"id": new_id(), **{k: v for k, v in earlier.items() if k not in intake_store.HIDDEN_FIELDS}}
-        event = Event.new("report.submitted", "intake", ReportSchema().dump(report))
+        event = intake.report_submitted(report, None)
         return report, event, earlier[idempotency.KEY_FIELD], earlier[idempotency.FINGERPRINT_FIELD]
 
     def case_event(i: int) -> tuple:

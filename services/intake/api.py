@@ -10,9 +10,9 @@ from flask_smorest import Blueprint
 from shared import geo, idempotency
 from shared.auth import current_caller, requires
 from shared.errors import Forbidden, NotFound, NotVisible
-from shared.events import Event
 from shared.logs import correlation_id
 from shared.pagination import decode_cursor, page
+from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
 from shared.web import accepts_multipart
 
@@ -35,6 +35,7 @@ class Intake:
     reference: ReferenceData
     grid_map: domain.GridMap
     photo_cleaner: PhotoCleaner
+    photo_ids: PhotoIds
 
 
 def intake() -> Intake:
@@ -62,8 +63,10 @@ def upload_photo(form):
     raw = form["file"].read()
     photo = intake().photo_cleaner.clean(raw)
     key = idempotency.requested_key(caller.id)
-    record = {"id": new_id(), "owner_id": caller.id, "content_type": photo.content_type, "size": photo.size,
-              "sha256": photo.sha256, "width": photo.width, "height": photo.height, "uploaded_at": now()}
+    side = side_of(caller)
+    record = {"id": intake().photo_ids.issue(side), "owner_id": caller.id, "side": side,
+              "content_type": photo.content_type, "size": photo.size, "sha256": photo.sha256,
+              "width": photo.width, "height": photo.height, "uploaded_at": now()}
     # A retry sends the same bytes; the hash of what arrived identifies the request.
     stored, created = intake().store.add_photo(record, photo.content, key, idempotency.fingerprint(photo.sha256))
     return stored, 201, idempotency.replay_header(created)
@@ -103,15 +106,15 @@ def submit_report(fields: dict):
     at = now()
     location = fields["location"]
     grid = ctx.grid_map.locate(location["lat"], location["lng"])
-    owned = ctx.store.owned_photo_ids(caller.id, fields["photo_ids"])
-    domain.check_new_report(fields, ctx.reference.categories, grid, owned, at)
+    not_theirs = ctx.photo_ids.not_issued_to(fields["photo_ids"], side_of(caller))
+    domain.check_new_report(fields, ctx.reference.categories, grid, not_theirs, at)
     key = idempotency.requested_key(caller.id)
     fingerprint = idempotency.fingerprint(request.get_json())
     nearby = ctx.store.open_reports_near(fields["category"],
                                          geo.box_around(location["lat"], location["lng"], geo.DUPLICATE_RADIUS_M))
     duplicate_of = domain.likely_duplicate(location["lat"], location["lng"], nearby)
     report = domain.new_report(new_id(), caller.id, fields, grid, duplicate_of, at)
-    event = Event.new("report.submitted", "intake", schemas.ReportSchema().dump(report), correlation_id.get())
+    event = domain.report_submitted(report, correlation_id.get())
     stored, created = ctx.store.add_report(report, event, key, fingerprint)
     return stored, 201, idempotency.replay_header(created)
 

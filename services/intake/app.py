@@ -8,6 +8,7 @@ from flask import Flask
 
 from shared import reference, runtime
 from shared.config import Settings
+from shared.photo_ids import PhotoIds
 from shared.web import create_service_app
 
 from . import api
@@ -41,5 +42,6 @@ def create_app(settings: Settings | None = None) -> Flask:
                              blueprints=[api.photos, api.reports, api.grids],
                              readiness=runtime.readiness_checks(settings, db))
     app.extensions["intake"] = api.Intake(store=store, reference=city, grid_map=GridMap(city.grids),
-                                          photo_cleaner=PhotoCleaner(photo_concurrency()))
+                                          photo_cleaner=PhotoCleaner(photo_concurrency()),
+                                          photo_ids=PhotoIds(settings.jwt_secret))
     return app

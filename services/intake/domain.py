@@ -13,6 +13,7 @@ from shapely.geometry import Point, shape
 
 from shared.auth import Caller
 from shared.errors import InvalidFields
+from shared.events import Event
 from shared.geo import nearest_within
 from shared.reference import Category, Grid
 from shared.scope import Scope
@@ -70,15 +71,15 @@ def likely_duplicate(lat: float, lng: float, candidates: list[dict]) -> str | No
 # --- a new report -----------------------------------------------------------------------------
 
 def check_new_report(fields: dict, categories: dict[str, Category], grid: Grid | None,
-                     owned_photo_ids: set[str], now: datetime) -> None:
+                     not_theirs: list[str], now: datetime) -> None:
+    """`not_theirs`: the photo ids the reporter did not upload (or that were never issued)."""
     errors: dict[str, list[str]] = {}
     if fields["category"] not in categories:
         errors["category"] = [f"Unknown category; one of: {', '.join(sorted(categories))}."]
     if grid is None:
         errors["location"] = ["The location is outside every grid cell of this city."]
-    missing = [p for p in fields["photo_ids"] if p not in owned_photo_ids]
-    if missing:
-        errors["photo_ids"] = [f"Not a photo you uploaded: {', '.join(missing)}."]
+    if not_theirs:
+        errors["photo_ids"] = [f"Not a photo you uploaded: {', '.join(not_theirs)}."]
     if len(set(fields["photo_ids"])) != len(fields["photo_ids"]):
         errors.setdefault("photo_ids", []).append("A photo is listed twice.")
     observed_at = fields.get("observed_at")
@@ -113,6 +114,16 @@ def new_report(report_id: str, reporter_id: str, fields: dict, grid: Grid, dupli
         "case_version": 0,
         "applied_events": [],
     }
+
+
+# What every subscriber learns of a new report (CONTRACT: `report.submitted` carries the report).
+PUBLISHED_FIELDS = ("id", "reporter_id", "category", "description", "location", "grid_id", "district", "photo_ids",
+                    "observed_at", "submitted_at", "patrol_id", "status", "case_id", "department", "duplicate_of",
+                    "after_photo_ids", "timeline")
+
+
+def report_submitted(report: dict, correlation_id: str | None) -> Event:
+    return Event.new("report.submitted", "intake", {k: report[k] for k in PUBLISHED_FIELDS}, correlation_id)
 
 
 # --- the report follows its case --------------------------------------------------------------

@@ -153,10 +153,6 @@ class ReportStore:
     def photo_content(self, photo_id: str) -> bytes:
         return self.photo_files.get(photo_id).read()
 
-    def owned_photo_ids(self, owner_id: str, photo_ids: list[str]) -> set[str]:
-        found = self.photos.find({"_id": {"$in": photo_ids}, "owner_id": owner_id}, {"_id": 1})
-        return {d["_id"] for d in found}
-
     def photo_in_reports(self, photo_id: str, scope: Scope) -> bool:
         """Is the photo attached (before or after) to a report `scope` admits?"""
         return any(scope.admits(report) for field in ("photo_ids", "after_photo_ids")

@@ -12,6 +12,7 @@ from shared.auth import Caller, current_caller, requires
 from shared.errors import InvalidFields, NotFound
 from shared.logs import correlation_id
 from shared.pagination import decode_cursor, page
+from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
 
 from . import domain, schemas, stats
@@ -34,6 +35,7 @@ class Routing:
     store: CaseStore
     reference: ReferenceData
     clock_for: Callable[[str], domain.DeadlineClock]
+    photo_ids: PhotoIds
 
 
 def routing() -> Routing:
@@ -169,9 +171,11 @@ def dispute_case(body: dict, case_id: str):
 @cases.response(200, schemas.CaseSchema)
 @cases.alt_response(409, response="CONFLICT", description="The case is not accepted")
 def rectify_case(body: dict, case_id: str):
-    """Report the fix with a note and after-photos."""
-    return _act(case_id, lambda case: domain.rectify(case, actor(current_caller()), body["note"], body["photo_ids"],
-                                                     now()))
+    """Report the fix with a note and after-photos the department itself uploaded (POST intake's /v1/photos)."""
+    caller = current_caller()
+    not_theirs = routing().photo_ids.not_issued_to(body["photo_ids"], side_of(caller))
+    return _act(case_id, lambda case: domain.rectify(case, actor(caller), body["note"], body["photo_ids"], now(),
+                                                     not_theirs))
 
 
 @cases.route("/<case_id>/extension", methods=["POST"])

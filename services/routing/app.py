@@ -7,6 +7,7 @@ from flask import Flask
 
 from shared import reference, runtime
 from shared.config import Settings
+from shared.photo_ids import PhotoIds
 from shared.web import create_service_app
 
 from . import api
@@ -28,5 +29,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = create_service_app(settings, title="Woodpecker routing", description=DESCRIPTION,
                              blueprints=[api.cases, api.rules, api.statistics],
                              readiness=runtime.readiness_checks(settings, db))
-    app.extensions["routing"] = api.Routing(store=store, reference=city, clock_for=clocks)
+    app.extensions["routing"] = api.Routing(store=store, reference=city, clock_for=clocks,
+                                            photo_ids=PhotoIds(settings.jwt_secret))
     return app

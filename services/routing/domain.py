@@ -13,6 +13,7 @@ from datetime import datetime
 
 from shared.auth import Caller
 from shared.errors import IllegalTransition, InvalidFields, NotVisible
+from shared.events import Event
 from shared.geo import nearest_within
 from shared.reference import Category
 from shared.scope import Scope
@@ -193,9 +194,14 @@ def dispute(case: dict, actor: Actor, reason: str, now: datetime) -> Step:
     return Step(changed, ("disputed",))
 
 
-def rectify(case: dict, actor: Actor, note: str, photo_ids: list[str], now: datetime) -> Step:
+def rectify(case: dict, actor: Actor, note: str, photo_ids: list[str], now: datetime,
+            not_theirs: list[str] = ()) -> Step:
+    """`not_theirs`: the photo ids the department did not upload itself (or that were never issued)."""
     _require_holder(case, actor)
     _require(case, (ACCEPTED,), "rectify")
+    if not_theirs:
+        raise InvalidFields("After-photos must be photos your department uploaded.",
+                            {"photo_ids": [f"Not a photo your department uploaded: {', '.join(not_theirs)}."]})
     changed = _with(case, _entry(now, actor, "rectified", note), status=RECTIFIED,
                     rectified_at=case["rectified_at"] or now, after_photo_ids=list(photo_ids))
     return Step(changed, ("rectified",))
@@ -259,11 +265,12 @@ def mark_overdue(case: dict, now: datetime) -> Step:
     return Step(changed, ("overdue",))
 
 
-def case_events(step: Step) -> list[tuple[str, dict]]:
-    """(routing key, data) for each action of a step: `case.<action>.<department or none>`."""
+def case_events(step: Step, correlation_id: str | None) -> list[Event]:
+    """One event per action of a step: `case.<action>.<department or none>`."""
     holder = step.case["department"] or "none"
     report_ids = list(step.report_ids) if step.report_ids else None
-    return [(f"case.{action}.{holder}", event_data(step.case, action, report_ids)) for action in step.actions]
+    return [Event.new(f"case.{action}.{holder}", "routing", event_data(step.case, action, report_ids), correlation_id)
+            for action in step.actions]
 
 
 def event_data(case: dict, action: str, report_ids: list[str] | None = None) -> dict:

@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import geo
 from shared.errors import Conflict, NotFound
-from shared.events import Event, utcnow
+from shared.events import utcnow
 from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
 from shared.pagination import EPOCH, Position, newest_first
 from shared.reference import ReferenceData
@@ -124,14 +124,14 @@ class CaseStore:
 
     def create(self, step: Step, correlation_id: str | None, session: ClientSession | None = None) -> None:
         after = {**step.case, "version": 1}
-        events = _events(Step(after, step.actions, step.report_ids), correlation_id)
+        events = case_events(Step(after, step.actions, step.report_ids), correlation_id)
         self.cases.insert_one(with_events({"_id": after["id"], **_indexed(_without_id(after))}, *events),
                               session=session)
 
     def save(self, before: dict, after: dict, step: Step, correlation_id: str | None,
              session: ClientSession | None = None) -> None:
         """Write `after` and its events if the case is still as `before` left it (one winner)."""
-        events = _events(Step(after, step.actions, step.report_ids), correlation_id)
+        events = case_events(Step(after, step.actions, step.report_ids), correlation_id)
         changed = {k: v for k, v in _without_id(after).items() if before.get(k) != v}
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
                                        push_events({"$set": _indexed(changed)}, *events), session=session)
@@ -206,10 +206,6 @@ class CaseStore:
         """The demo city's rules, the first time only: the office's edits survive restarts."""
         if self.rules.estimated_document_count() == 0:
             self.replace_rules(rules)
-
-
-def _events(step: Step, correlation_id: str | None) -> list[Event]:
-    return [Event.new(key, "routing", data, correlation_id) for key, data in case_events(step)]
 
 
 def _without_id(document: dict) -> dict:

@@ -74,8 +74,10 @@ def test_the_closed_loop_through_the_running_services(system, amqp_url):
             "case.dispatched.traffic-police", lambda e: report["id"] in e["data"]["report_ids"]),
             what="the department's subscriber receiving the case")
         case_id = dispatched[0]["data"]["case_id"]
+        after = requests.post(f"{intake}/v1/photos", headers=police, timeout=10,
+                              files={"file": ("after.jpg", jpeg_bytes(), "image/jpeg")}).json()["id"]
         for action, headers, body in [("accept", police, {}),
-                                      ("rectify", police, {"note": "已联系车主挪车", "photo_ids": [photo]}),
+                                      ("rectify", police, {"note": "已联系车主挪车", "photo_ids": [after]}),
                                       ("verify", office, {"passed": True, "note": "复查通过"})]:
             response = requests.post(f"{routing}/v1/cases/{case_id}/{action}", headers=headers, json=body, timeout=10)
             assert response.status_code == 200, response.text

@@ -1,4 +1,6 @@
 """POST/GET /v1/reports through HTTP: validation, idempotency, duplicates, visibility, paging."""
+import base64
+
 import pytest
 
 from tests.conftest import bearer
@@ -51,10 +53,21 @@ def test_too_many_photos_is_422(intake, volunteer, photo_id):
     assert response.status_code == 422 and "photo_ids" in response.json["errors"]
 
 
-def test_someone_elses_photo_is_422(intake, volunteer):
-    theirs = upload_photo(intake.client, bearer("volunteer"))["id"]
+@pytest.mark.parametrize("whose", ["another volunteer", "a department", "never issued"])
+def test_a_photo_the_reporter_did_not_upload_is_422(intake, volunteer, whose):
+    theirs = {"another volunteer": lambda: upload_photo(intake.client, bearer("volunteer"))["id"],
+              "a department": lambda: upload_photo(intake.client, bearer("department", dept="sanitation"))["id"],
+              "never issued": lambda: "bm90LWEtcGhvdG8tYXQtYWxs.AAAAAAAAAAAAAAAA"}[whose]()
     response = intake.client.post("/v1/reports", headers=volunteer, json=body([theirs]))
-    assert response.status_code == 422 and "photo_ids" in response.json["errors"]
+    assert response.status_code == 422 and list(response.json["errors"]) == ["photo_ids"]
+
+
+def test_photo_ids_are_unguessable(intake, volunteer):
+    """Consecutive uploads once differed in their last bytes (ObjectIds): now 128 random bits each."""
+    first, second = (upload_photo(intake.client, volunteer)["id"] for _ in range(2))
+    nonce_a, nonce_b = first.split(".")[0], second.split(".")[0]
+    assert len(base64.urlsafe_b64decode(nonce_a + "==")) * 8 >= 128
+    assert sum(a == b for a, b in zip(nonce_a, nonce_b, strict=False)) < len(nonce_a) // 2
 
 
 def test_malformed_json_is_400(intake, volunteer):

@@ -45,13 +45,26 @@ def report(city, category="traffic.parking", lat=LAT, lng=LNG, who=None) -> dict
     return response.json
 
 
-_spread = iter(range(1, 10_000))
+def _spots_far_apart() -> list[tuple[float, float]]:
+    """Lattice points 0.003° apart (over 270 m, beyond the 250 m within which reports are one problem)
+    that lie in the city's grid cells."""
+    from services.intake.domain import GridMap
+    from shared import reference
+    from shared.geo import distance_m
+
+    grids = GridMap(reference.load(None).grids)
+    points = [(round(35.001 + 0.003 * row, 6), round(118.251 + 0.003 * column, 6))
+              for row in range(60) for column in range(80)]
+    # Not near the point the tests that name no spot report at (LAT, LNG).
+    return [point for point in points if grids.locate(*point) is not None and distance_m(*point, LAT, LNG) > 600]
+
+
+_spread = iter(_spots_far_apart())
 
 
 def fresh_spot() -> tuple[float, float]:
     """A point far (> 250 m) from every other test's, so reports do not join each other's cases."""
-    n = next(_spread)
-    return 35.045 + (n % 30) * 0.001 * 3, 118.305 + (n // 30) * 0.004
+    return next(_spread)
 
 
 def case_for(city, report_id: str) -> dict:
@@ -304,3 +317,27 @@ def test_a_worker_started_before_its_web_process_finds_the_city_rules_and_indexe
     rules = {rule["category"]: rule["department"] for rule in db["rules"].find()}
     assert rules["traffic.parking"] == "traffic-police" and "other" not in rules
     assert any(index["key"] == {"report_ids": 1} and index.get("unique") for index in db["cases"].list_indexes())
+
+
+@pytest.mark.parametrize("whose", ["the reporter", "another department", "never issued", "tampered"])
+def test_after_photos_must_be_the_departments_own(city, whose):
+    """A department once attached any photo id, and the report's readers could then fetch it."""
+    submitted, case = new_case(city)
+    act(city, case["id"], "accept", POLICE)
+    foreign = {
+        "the reporter": lambda: submitted["photo_ids"][0],
+        "another department": lambda: upload_photo(city[0].client, SANITATION)["id"],
+        "never issued": lambda: "bm90LWEtcGhvdG8tYXQtYWxs.AAAAAAAAAAAAAAAA",
+        "tampered": lambda: upload_photo(city[0].client, POLICE)["id"][:-2] + "xx",
+    }[whose]()
+    refused = act(city, case["id"], "rectify", POLICE, {"note": "已处理", "photo_ids": [foreign]})
+    assert refused.status_code == 422 and list(refused.json["errors"]) == ["photo_ids"]
+    assert city[1].client.get(f"/v1/cases/{case['id']}", headers=POLICE).json["status"] == "accepted"
+
+
+def test_a_colleague_in_the_same_department_may_use_the_departments_after_photos(city):
+    _, case = new_case(city)
+    act(city, case["id"], "accept", POLICE)
+    colleague = bearer("department", "police-2", dept="traffic-police")
+    photo = upload_photo(city[0].client, colleague)["id"]
+    assert act(city, case["id"], "rectify", POLICE, {"note": "已处理", "photo_ids": [photo]}).status_code == 200

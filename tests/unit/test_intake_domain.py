@@ -220,8 +220,8 @@ def test_no_candidates_means_no_duplicate():
 GRID = a_grid()
 
 
-def check(fields: dict | None = None, grid: Grid | None = GRID, owned: frozenset[str] = frozenset({"p1", "p2"})):
-    return lambda: check_new_report(fields or report_fields(), CATEGORIES, grid, set(owned), NOW)
+def check(fields: dict | None = None, grid: Grid | None = GRID, not_theirs: tuple[str, ...] = ()):
+    return lambda: check_new_report(fields or report_fields(), CATEGORIES, grid, list(not_theirs), NOW)
 
 
 def test_a_valid_report_passes_the_check():
@@ -247,7 +247,7 @@ def test_a_location_outside_every_grid_is_an_error_on_location():
 
 
 def test_a_photo_the_reporter_did_not_upload_is_an_error_on_photo_ids():
-    errors = invalid_fields_of(check(owned={"p1"}))
+    errors = invalid_fields_of(check(not_theirs=("p2",)))
     assert set(errors) == {"photo_ids"}
     assert "p2" in errors["photo_ids"][0]
 
@@ -265,7 +265,7 @@ def test_an_observation_more_than_5_minutes_in_the_future_is_an_error_on_observe
 
 def test_every_problem_is_reported_at_once():
     fields = report_fields(category="noise", photo_ids=["x", "x"], observed_at=NOW + timedelta(days=1))
-    errors = invalid_fields_of(check(fields, grid=None))
+    errors = invalid_fields_of(check(fields, grid=None, not_theirs=("x", "x")))
     assert set(errors) == {"category", "location", "photo_ids", "observed_at"}
     assert len(errors["photo_ids"]) == 2  # not yours, and listed twice
 

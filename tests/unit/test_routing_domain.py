@@ -568,12 +568,12 @@ def test_a_case_beyond_250_m_is_not_near():
 # --- events -----------------------------------------------------------------------------------
 
 def keys(step: Step) -> list[str]:
-    return [key for key, _ in case_events(step)]
+    return [event.routing_key for event in case_events(step, None)]
 
 
 def only_event(step: Step) -> dict:
-    [(_, data)] = case_events(step)
-    return data
+    [event] = case_events(step, None)
+    return event.data
 
 
 def test_event_keys_name_the_action_and_the_holding_department():
@@ -631,19 +631,19 @@ def test_the_extension_decided_event_says_whether_it_was_approved(approved):
 
 def test_the_attach_event_concerns_only_the_joining_report():
     step = attach_report(a_case(DISPATCHED), "r2")
-    [(key, data)] = case_events(step)
-    assert key == "case.opened.sanitation"
-    assert (data["report_ids"], data["attached"]) == (["r2"], True)
+    [event] = case_events(step, None)
+    assert (event.routing_key, event.source) == ("case.opened.sanitation", "routing")
+    assert (event.data["report_ids"], event.data["attached"]) == (["r2"], True)
 
 
 def test_the_opening_event_of_a_new_case_is_not_an_attachment():
-    data = case_events(open_case("c1", a_report(), None, CLOCK, NOW))[0][1]
+    data = case_events(open_case("c1", a_report(), None, CLOCK, NOW), None)[0].data
     assert "attached" not in data
     assert data["report_ids"] == ["r1"]
 
 
 def test_a_step_without_actions_publishes_nothing():
-    assert case_events(Step(a_case(DISPATCHED), ())) == []
+    assert case_events(Step(a_case(DISPATCHED), ()), None) == []
 
 
 def test_the_service_actor_is_the_one_the_domain_uses():

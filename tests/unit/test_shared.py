@@ -15,6 +15,7 @@ from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings, UnsafeConf
 from shared.errors import InvalidFields, Unauthorized
 from shared.events import Event, MalformedEvent
 from shared.pagination import Position, decode_cursor, encode_cursor, page
+from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceDataError
 from shared.scope import Scope
 from shared.store import connect
@@ -353,3 +354,21 @@ def test_a_reference_path_to_a_file_is_refused(tmp_path):
 def test_a_reference_path_that_does_not_exist_is_refused(tmp_path):
     with pytest.raises(ReferenceDataError):
         reference.load(str(tmp_path / "does-not-exist"))
+
+
+# --- photo ids --------------------------------------------------------------------------------
+
+def test_a_photo_id_checks_out_for_the_side_it_was_issued_to_and_no_other():
+    ids = PhotoIds(SECRET)
+    police = side_of(Caller("p1", "department", dept="traffic-police"))
+    photo = ids.issue(police)
+    assert ids.issued_to(photo, police)
+    assert ids.issued_to(photo, side_of(Caller("p2", "department", dept="traffic-police")))  # a colleague
+    for other in (side_of(Caller("s1", "department", dept="sanitation")), side_of(Caller("p1", "volunteer"))):
+        assert not ids.issued_to(photo, other)
+    assert not PhotoIds(SECRET.upper()).issued_to(photo, police)  # another system's key
+
+
+@pytest.mark.parametrize("photo_id", ["", ".", "abc", "abc.", ".abc", "6650a1f0c2d94e1b8a3f0e17", "a.b.c"])
+def test_anything_not_issued_is_refused(photo_id):
+    assert PhotoIds(SECRET).not_issued_to([photo_id], "user:v1") == [photo_id]
