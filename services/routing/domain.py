@@ -13,7 +13,7 @@ from datetime import datetime
 
 from shared.auth import Caller
 from shared.errors import IllegalTransition, InvalidFields, NotVisible
-from shared.events import Event
+from shared.events import Event, MalformedEvent
 from shared.geo import nearest_within
 from shared.reference import Category
 from shared.scope import Scope
@@ -146,6 +146,22 @@ def open_case(case_id: str, report: dict, rule: Rule | None, clock: DeadlineCloc
     dispatched = _dispatch(opened, SYSTEM, rule.department, rule.deadline_hours, rule.basis, clock, now,
                            f"按规则自动派遣（{rule.deadline_hours:g} 小时）")
     return Step(dispatched, ("opened", "dispatched"))
+
+
+def submitted_report(data: dict) -> dict:
+    """The report a `report.submitted` carries, if it is one routing can work with. One that is not can
+    never be: MalformedEvent parks it at once instead of retrying it for a minute."""
+    problems = [f"{name} is not {kind.__name__}" for name, kind in
+                (("id", str), ("category", str), ("grid_id", str), ("description", str), ("photo_ids", list),
+                 ("location", dict)) if not isinstance(data.get(name), kind)]
+    location = data.get("location") if isinstance(data.get("location"), dict) else {}
+    for name, bound in (("lat", 90), ("lng", 180)):
+        value = location.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not -bound <= value <= bound:
+            problems.append(f"location.{name} is not a coordinate")
+    if problems:
+        raise MalformedEvent(f"report.submitted cannot be routed: {'; '.join(problems)}")
+    return data
 
 
 def route_report(report: dict, nearby: list[dict], rule: Rule | None, clock: DeadlineClock, now: datetime) -> Step:

@@ -6,20 +6,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from shared.bus import Subscription
-from shared.events import Event, MalformedEvent
+from shared.events import Event
 
 from . import domain
 from .store import CaseStore
 
-REPORT_FIELDS = ("id", "category", "location", "grid_id", "description", "photo_ids")
-
 
 def report_submitted(event: Event, store: CaseStore, clock_for: Callable[[str], domain.DeadlineClock]) -> None:
     """A report becomes a case: joined to an open case of its kind nearby, or opened and routed by rule."""
-    report = event.data
-    missing = [f for f in REPORT_FIELDS if f not in report]
-    if missing:
-        raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
+    report = domain.submitted_report(event.data)
     rule = domain.match_rule(store.all_rules(), report["category"], report.get("district"))
     clock = clock_for(rule.basis if rule else "calendar")
     lat, lng = report["location"]["lat"], report["location"]["lng"]

@@ -341,3 +341,22 @@ def test_a_colleague_in_the_same_department_may_use_the_departments_after_photos
     colleague = bearer("department", "police-2", dept="traffic-police")
     photo = upload_photo(city[0].client, colleague)["id"]
     assert act(city, case["id"], "rectify", POLICE, {"note": "已处理", "photo_ids": [photo]}).status_code == 200
+
+
+def test_photos_of_a_case_are_seen_by_its_department_and_its_reporter_and_nobody_else(city):
+    intake, _ = city
+    reporter = bearer("volunteer")
+    lat, lng = fresh_spot()
+    submitted = report(city, lat=lat, lng=lng, who=reporter)
+    case = case_for(city, submitted["id"])
+    act(city, case["id"], "accept", POLICE)
+    after = upload_photo(intake.client, POLICE)["id"]
+    act(city, case["id"], "rectify", POLICE, {"note": "已处理", "photo_ids": [after]})
+    wait_for(lambda: intake.client.get(f"/v1/reports/{submitted['id']}", headers=reporter).json["after_photo_ids"],
+             what="the after-photo on the report")
+    before = submitted["photo_ids"][0]
+    seen = lambda photo, who: intake.client.get(f"/v1/photos/{photo}", headers=who).status_code  # noqa: E731
+    assert (seen(before, POLICE), seen(after, reporter), seen(after, OFFICE)) == (200, 200, 200)
+    elsewhere = "hedong-03" if submitted["grid_id"] != "hedong-03" else "lanshan-01"
+    for outsider in (SANITATION, bearer("volunteer"), bearer("grid_leader", grid=elsewhere)):
+        assert (seen(before, outsider), seen(after, outsider)) == (404, 404)

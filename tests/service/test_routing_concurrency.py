@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from services.routing import domain, handlers
-from services.routing.clock import clock_for
+from services.routing.clock import CalendarClock, clock_for
 from services.routing.store import CaseStore
+from shared.errors import IllegalTransition
 from shared.events import Event
 from shared.store import connect
 from tests.unit.test_intake_domain import destination
@@ -121,3 +122,48 @@ def test_a_redelivered_report_whose_case_has_closed_opens_nothing_new(store):
                                                      datetime.now(UTC)), None)
     route(store, event)
     assert store.cases.count_documents({}) == 1
+
+
+def dispatched_case(store: CaseStore) -> dict:
+    route(store, submitted(HERE))
+    case = store.cases.find_one()
+    office = domain.Actor("office-1", "office")
+    store.change(case["_id"], lambda c: domain.dispatch(c, office, "traffic-police", 24, "calendar",
+                                                         CalendarClock(), datetime.now(UTC)), None)
+    return store.case(case["_id"])
+
+
+def at_once(count: int, command) -> tuple[list, list[Exception]]:
+    """Run `command` from `count` threads released together; (results, exceptions)."""
+    start, results, failures = threading.Barrier(count), [], []
+
+    def run():
+        start.wait()
+        try:
+            results.append(command())
+        except Exception as exc:  # counted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results, failures
+
+
+@pytest.mark.parametrize("command", ["accept", "extension"])
+def test_of_concurrent_commands_on_one_case_exactly_one_wins(store, command):
+    case = dispatched_case(store)
+    police = domain.Actor("police-1", "department", "traffic-police")
+    decide = {"accept": lambda c: domain.accept(c, police, datetime.now(UTC)),
+              "extension": lambda c: domain.request_extension(c, police, 12, "施工中", datetime.now(UTC))}[command]
+    results, failures = at_once(6, lambda: store.change(case["id"], decide, None))
+    assert len(results) == 1 and len(failures) == 5
+    assert all(isinstance(f, IllegalTransition) for f in failures), failures
+    after = store.case(case["id"])
+    action = {"accept": "accepted", "extension": "extension_requested"}[command]
+    assert [h["action"] for h in after["history"]].count(action) == 1
+    assert after["version"] == case["version"] + 1
+    pending = store.cases.find_one({"_id": case["id"]})["outbox"]
+    assert [e["type"] for e in pending].count(f"case.{action}.traffic-police") == 1
