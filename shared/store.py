@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import pymongo
 from pymongo.database import Database
 
+from shared.errors import Conflict
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreNotConfigured(SystemExit):
@@ -32,3 +37,23 @@ def ping(db: Database) -> str | None:
         log.warning("readiness: the store does not answer", extra={"error": f"{exc.__class__.__name__}: {exc}"})
         return "store unavailable"
     return None
+
+
+class LostRace(Exception):
+    """Someone else changed the document between our read and our conditional write."""
+
+
+# Enough for any burst of commands on one document; past it the caller hears a 409 (or, in a consumer,
+# the event is retried later).
+OPTIMISTIC_TRIES = 10
+
+
+def optimistically(attempt: Callable[[], T], what: str, tries: int = OPTIMISTIC_TRIES) -> T:
+    """Run `attempt` (read, decide, conditional write that raises LostRace when it matched nothing)
+    again from the read each time it loses a race."""
+    for _ in range(tries):
+        try:
+            return attempt()
+        except LostRace:
+            continue
+    raise Conflict(f"{what} is changing too quickly; try again.")

@@ -16,14 +16,13 @@ from shared.geo import BoundingBox
 from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, with_events
 from shared.pagination import Position, newest_first
 from shared.scope import Scope
+from shared.store import LostRace, optimistically
 
 from .domain import OPEN_STATUSES
 
-OPTIMISTIC_RETRIES = 20
-
 
 def new_id() -> str:
-    # ObjectIds sort by creation time, which is what the cursor pagination walks.
+    """A report's id: unique without asking the store (a report's readers are checked, so it may be guessable)."""
     return str(ObjectId())
 
 
@@ -119,7 +118,7 @@ class ReportStore:
 
     def apply_case_step(self, report_id: str, follow: Callable[[dict], dict | None]) -> bool:
         """Apply `follow(report) -> changes` with optimistic concurrency; False if no such report."""
-        for _ in range(OPTIMISTIC_RETRIES):
+        def attempt() -> bool:
             document = self.reports.find_one({"_id": report_id})
             if document is None:
                 return False
@@ -128,9 +127,11 @@ class ReportStore:
                 return True
             result = self.reports.update_one({"_id": report_id, "revision": document["revision"]},
                                              {"$set": _indexed(changes), "$inc": {"revision": 1}})
-            if result.matched_count:
-                return True
-        raise RuntimeError(f"report {report_id} kept changing under a case event; will retry")
+            if not result.matched_count:
+                raise LostRace(report_id)
+            return True
+
+        return optimistically(attempt, f"Report {report_id}")
 
     # --- photos -------------------------------------------------------------------------------
 

@@ -11,12 +11,13 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared import geo
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 from shared.events import utcnow
 from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
 from shared.pagination import EPOCH, Position, newest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
+from shared.store import LostRace, optimistically
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events, default_rules
 
@@ -24,13 +25,8 @@ from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events, de
 # store serves from an index: the open cases of a category never grow with the closed history.
 OPEN = "open"
 INTERNAL_FIELDS = ("_id", OPEN, *OUTBOX_FIELDS)
-CHANGE_RETRIES = 10
 # An opening lock only matters while a case is being opened; old ones are cleared away.
 LOCK_LIFETIME = timedelta(hours=1)
-
-
-class StaleCase(Exception):
-    """Someone else changed the case between our read and our write."""
 
 
 LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
@@ -109,18 +105,16 @@ class CaseStore:
             else:
                 self.save(before, {**step.case, "version": before["version"] + 1}, step, correlation_id, session)
 
-        for _ in range(CHANGE_RETRIES):
+        def attempt_once() -> None:
             try:
                 with self.db.client.start_session() as session:
                     session.with_transaction(attempt)
-                return
-            except StaleCase:
-                continue
             except DuplicateKeyError:
-                if self.case_of_report(report_id) is not None:
-                    return  # a redelivered report: its case was opened (or joined) before
-                continue
-        raise Conflict(f"Report {report_id} could not be given a case; cases nearby kept changing.")
+                if self.case_of_report(report_id) is None:
+                    raise LostRace(report_id) from None  # an opening lock's first write met another's
+                # else: a redelivered report, whose case was opened (or joined) before
+
+        optimistically(attempt_once, f"The cases near report {report_id}")
 
     def create(self, step: Step, correlation_id: str | None, session: ClientSession | None = None) -> None:
         after = {**step.case, "version": 1}
@@ -136,11 +130,11 @@ class CaseStore:
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
                                        push_events({"$set": _indexed(changed)}, *events), session=session)
         if result.matched_count == 0:
-            raise StaleCase(before["id"])
+            raise LostRace(before["id"])
 
     def change(self, case_id: str, decide: Callable[[dict], Step], correlation_id: str | None) -> dict:
         """Read the case, let `decide` make the step, save it with its events; re-decide if we lost a race."""
-        for _ in range(CHANGE_RETRIES):
+        def attempt() -> dict:
             before = self.case(case_id)
             if before is None:
                 raise NotFound(f"No case {case_id}.")
@@ -148,12 +142,10 @@ class CaseStore:
             if not step.actions:
                 return before
             after = {**step.case, "version": before["version"] + 1}
-            try:
-                self.save(before, after, step, correlation_id)
-            except StaleCase:
-                continue
+            self.save(before, after, step, correlation_id)
             return after
-        raise Conflict(f"Case {case_id} is changing too quickly; try again.")
+
+        return optimistically(attempt, f"Case {case_id}")
 
     def case(self, case_id: str) -> dict | None:
         return _public(self.cases.find_one({"_id": case_id}))

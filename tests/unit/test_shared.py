@@ -12,13 +12,13 @@ import pytest
 from shared import reference
 from shared.auth import Caller, decode_token, issue_token
 from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings, UnsafeConfiguration, check_jwt_secret
-from shared.errors import InvalidFields, Unauthorized
+from shared.errors import Conflict, InvalidFields, Unauthorized
 from shared.events import Event, MalformedEvent
 from shared.pagination import Position, decode_cursor, encode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceDataError
 from shared.scope import Scope
-from shared.store import connect
+from shared.store import LostRace, connect, optimistically
 
 SECRET = "unit-test-secret-" + "x" * 48  # 64 bytes: long enough for HS256 and HS512
 
@@ -372,3 +372,25 @@ def test_a_photo_id_checks_out_for_the_side_it_was_issued_to_and_no_other():
 @pytest.mark.parametrize("photo_id", ["", ".", "abc", "abc.", ".abc", "6650a1f0c2d94e1b8a3f0e17", "a.b.c"])
 def test_anything_not_issued_is_refused(photo_id):
     assert PhotoIds(SECRET).not_issued_to([photo_id], "user:v1") == [photo_id]
+
+
+# --- optimistic concurrency ---------------------------------------------------------------------
+
+def test_a_lost_race_is_run_again_from_the_read():
+    outcomes = iter([LostRace("x"), LostRace("x"), "written"])
+
+    def attempt():
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert optimistically(attempt, "Case c1") == "written"
+
+
+def test_a_race_lost_every_time_is_a_conflict_the_caller_can_retry():
+    def always_lost():
+        raise LostRace("x")
+
+    with pytest.raises(Conflict, match="Case c1 is changing too quickly"):
+        optimistically(always_lost, "Case c1", tries=3)
