@@ -248,7 +248,7 @@ class Casework:
             action, department = intake.parse_case_routing_key(event.routing_key)
             case_step = intake.CaseStep(event_id(self.rng), action, department, at, event.data)
             changes = intake.follow_case(self.report, case_step, self.city.department_name(department),
-                                         self.case["due_at"])
+                                         self.case["due_at"], self.city.reference.timezone)
             if changes is not None:
                 self.report = {**self.report, **changes}
                 self.revision += 1
@@ -505,7 +505,7 @@ def intake_reads(store: ReportStore, city: City, sample: Sample) -> list[Probe]:
     department = Scope.any_of({"department": PROBE_DEPARTMENT})
     office = Scope.everything()
     box = geo.box_around(*PROBE_SPOT, geo.DUPLICATE_RADIUS_M)
-    week = intake.Week.containing(datetime.now(UTC))
+    week = intake.Week.containing(datetime.now(UTC), city.reference.timezone)
     first_page = partial(store.list_reports, after=None, limit=DEFAULT_LIMIT)
     return [
         # The open reports of the category in the box's band of latitude across the city: the open
@@ -632,7 +632,7 @@ def intake_writes(store: ReportStore, city: City, sample: Sample, rng: random.Ra
         report = pick(sample.open_reports, i)
         step = intake.CaseStep(str(uuid.uuid4()), "overdue", report["department"], datetime.now(UTC),
                                {"case_id": report["case_id"]})
-        return report["_id"], partial(intake.follow_case, step=step, due_at=None,
+        return report["_id"], partial(intake.follow_case, step=step, due_at=None, zone=city.reference.timezone,
                                       department_name=city.department_name(report["department"]))
 
     return [

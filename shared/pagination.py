@@ -21,13 +21,14 @@ from pymongo.collection import Collection
 
 from shared.errors import InvalidFields
 from shared.events import rfc3339, utcnow
+from shared.reference import FIRST_YEAR
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 FIRST_WINDOW = timedelta(days=1)
 WINDOW_GROWTH = 4
 # Nothing in the programme is older: the last window reaches back to here.
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+EPOCH = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
 
 
 class PageQuery(Schema):

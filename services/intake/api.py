@@ -191,11 +191,12 @@ def weekly_summary(query: dict, grid_id: str):
     caller = current_caller()
     if caller.role == "grid_leader" and caller.grid != grid_id:
         raise Forbidden("A grid leader sees the weekly summary of their own grid only.")
-    week = domain.Week.parse(query["week"]) if query.get("week") else domain.Week.containing(now())
+    zone = ctx.reference.timezone
+    week = domain.Week.parse(query["week"], zone) if query.get("week") else domain.Week.containing(now(), zone)
     reports_of_week = ctx.store.grid_week_reports(grid_id, week.start, week.end)
     summary = domain.weekly_summary(grid, week, reports_of_week, ctx.reference.categories)
     if query["format"] == "xlsx":
         filename = f"weekly-{grid_id}-{week.label}.xlsx"
-        return Response(weekly_workbook(summary, ctx.reference.categories), mimetype=XLSX,
+        return Response(weekly_workbook(summary, ctx.reference.categories, zone), mimetype=XLSX,
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
     return summary

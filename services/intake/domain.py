@@ -15,10 +15,9 @@ from shared.auth import Caller
 from shared.errors import InvalidFields
 from shared.events import Event
 from shared.geo import nearest_within
-from shared.reference import Category, Grid
+from shared.reference import FIRST_YEAR, LAST_YEAR, Category, Grid
 from shared.scope import Scope
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # A phone's clock may run a little ahead; beyond this an observation time is a mistake.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -147,16 +146,19 @@ def parse_case_routing_key(routing_key: str) -> tuple[str, str | None]:
     return parts[1], None if parts[2] == "none" else parts[2]
 
 
-def local_text(moment: datetime) -> str:
-    return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+def local_text(moment: datetime, zone: ZoneInfo) -> str:
+    """`moment` as the city's people read it: local wall-clock time to the minute."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
-def case_step_note(action: str, data: dict, department_name: str | None, due_at: datetime | None) -> str:
+def case_step_note(action: str, data: dict, department_name: str | None, due_at: datetime | None,
+                   zone: ZoneInfo) -> str:
+    """The reporter's timeline line for a case step; a deadline is given in the city's time `zone`."""
     dept = department_name or "责任部门"
     if action == "opened":
         return "已并入同一问题的案卷" if data.get("attached") else "已立案"
     if action == "dispatched":
-        return f"已派遣至{dept}" + (f"，整改期限 {local_text(due_at)}" if due_at else "")
+        return f"已派遣至{dept}" + (f"，整改期限 {local_text(due_at, zone)}" if due_at else "")
     if action == "accepted":
         return f"{dept}已受理"
     if action == "disputed":
@@ -166,7 +168,7 @@ def case_step_note(action: str, data: dict, department_name: str | None, due_at:
     if action == "closed":
         return "核查通过，已办结"
     if action == "reopened":
-        return "核查未通过，已退回返工" + (f"，新期限 {local_text(due_at)}" if due_at else "")
+        return "核查未通过，已退回返工" + (f"，新期限 {local_text(due_at, zone)}" if due_at else "")
     if action == "rejected":
         reason = REJECT_REASON_ZH.get(data.get("reason"), data.get("reason") or "")
         return f"未予受理：{reason}" + (f"（{data['note']}）" if data.get("note") else "")
@@ -186,8 +188,10 @@ class CaseStep:
     data: dict
 
 
-def follow_case(report: dict, step: CaseStep, department_name: str | None, due_at: datetime | None) -> dict | None:
-    """The `$set`/`$push` a case step makes to the report, or None if it was already applied.
+def follow_case(report: dict, step: CaseStep, department_name: str | None, due_at: datetime | None,
+                zone: ZoneInfo) -> dict | None:
+    """The `$set`/`$push` a case step makes to the report, or None if it was already applied (`zone`: the
+    city's time zone, in which the timeline line gives a deadline).
 
     Events can arrive out of order (retries, redelivery): the timeline records every step in time
     order, but the status only follows a step not older than the last one applied (`case_version`,
@@ -218,7 +222,7 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
             changes["after_photo_ids"] = list(step.data.get("after_photo_ids") or [])
     # A late, older step is shown with the status it brought, even though it no longer sets it.
     entry = {"at": step.occurred_at, "status": status or report["status"],
-             "note": case_step_note(step.action, step.data, department_name, due_at),
+             "note": case_step_note(step.action, step.data, department_name, due_at, zone),
              "event": f"case.{step.action}"}
     timeline = sorted([*report["timeline"], entry], key=lambda e: e["at"])
     return {**changes, "timeline": timeline, "applied_events": [*report["applied_events"], step.event_id]}
@@ -226,19 +230,18 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
 
 # --- the weekly summary of a grid -------------------------------------------------------------
 
-FIRST_YEAR, LAST_YEAR = 2000, 2100  # the programme's lifetime, with room; keeps datetime far from its limits
-
-
 @dataclass(frozen=True)
 class Week:
+    """An ISO week of the office, Monday to Monday in the city's time `zone`."""
     year: int
     number: int
+    zone: ZoneInfo
 
     @classmethod
-    def parse(cls, text: str) -> Week:
+    def parse(cls, text: str, zone: ZoneInfo) -> Week:
         try:
             year, number = text.upper().split("-W")
-            week = cls(int(year), int(number))
+            week = cls(int(year), int(number), zone)
             if not FIRST_YEAR <= week.year <= LAST_YEAR:
                 raise ValueError(f"year outside {FIRST_YEAR}..{LAST_YEAR}")
             week.start  # noqa: B018 — validates the week number against the year
@@ -247,9 +250,9 @@ class Week:
             raise InvalidFields("week must look like 2026-W47.", {"week": ["ISO week, e.g. 2026-W47"]}) from None
 
     @classmethod
-    def containing(cls, moment: datetime) -> Week:
-        iso = moment.astimezone(LOCAL_TZ).isocalendar()
-        return cls(iso.year, iso.week)
+    def containing(cls, moment: datetime, zone: ZoneInfo) -> Week:
+        iso = moment.astimezone(zone).isocalendar()
+        return cls(iso.year, iso.week, zone)
 
     @property
     def label(self) -> str:
@@ -259,7 +262,7 @@ class Week:
     def start(self) -> datetime:
         """Monday 00:00 in the city's local time (the office's week), as UTC."""
         monday = date.fromisocalendar(self.year, self.number, 1)
-        return datetime.combine(monday, time(0), LOCAL_TZ).astimezone(UTC)
+        return datetime.combine(monday, time(0), self.zone).astimezone(UTC)
 
     @property
     def end(self) -> datetime:

@@ -37,7 +37,8 @@ def case_changed(event: Event, store: ReportStore, reference: ReferenceData) -> 
                     occurred_at=_time(event.occurred_at, "occurred_at"), data=event.data)
     due_at = _time(event.data.get("due_at"), "due_at")
     dept = reference.departments.get(department) if department else None
-    follow = functools.partial(follow_case, step=step, department_name=dept.name_zh if dept else None, due_at=due_at)
+    follow = functools.partial(follow_case, step=step, department_name=dept.name_zh if dept else None, due_at=due_at,
+                               zone=reference.timezone)
     for report_id in report_ids:
         if not store.apply_case_step(str(report_id), follow):
             log.warning("case event names a report intake does not have",

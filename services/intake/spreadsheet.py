@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
@@ -9,7 +11,7 @@ from openpyxl.utils import get_column_letter
 
 from shared.reference import Category
 
-from .domain import LOCAL_TZ, STATUS_ZH, STATUSES
+from .domain import STATUS_ZH, STATUSES, local_text
 
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 BOLD = Font(bold=True)
@@ -18,8 +20,8 @@ REPORT_COLUMNS = [("序号", 6), ("报告编号", 26), ("提交时间", 17), ("�
                   ("照片数", 8), ("上报人", 16)]
 
 
-def _local(moment) -> str:
-    return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M") if moment else ""
+def _local(moment: datetime | None, zone: ZoneInfo) -> str:
+    return local_text(moment, zone) if moment else ""
 
 
 def _header(sheet, row: int, titles: list[str]) -> None:
@@ -29,13 +31,14 @@ def _header(sheet, row: int, titles: list[str]) -> None:
         cell.alignment = Alignment(horizontal="center", vertical="center")
 
 
-def _report_sheet(workbook: Workbook, title: str, reports: list[dict], categories: dict[str, Category]) -> None:
+def _report_sheet(workbook: Workbook, title: str, reports: list[dict], categories: dict[str, Category],
+                  zone: ZoneInfo) -> None:
     sheet = workbook.create_sheet(title)
     _header(sheet, 1, [name for name, _ in REPORT_COLUMNS])
     for index, report in enumerate(reports, start=1):
         category = categories.get(report["category"])
         sheet.append([
-            index, report["id"], _local(report["submitted_at"]),
+            index, report["id"], _local(report["submitted_at"], zone),
             category.name_zh if category else report["category"], report["description"],
             report["location"].get("address") or "", report["location"]["lat"], report["location"]["lng"],
             STATUS_ZH.get(report["status"], report["status"]), report.get("case_id") or "",
@@ -47,14 +50,15 @@ def _report_sheet(workbook: Workbook, title: str, reports: list[dict], categorie
     sheet.freeze_panes = "A2"
 
 
-def weekly_workbook(summary: dict, categories: dict[str, Category]) -> bytes:
+def weekly_workbook(summary: dict, categories: dict[str, Category], zone: ZoneInfo) -> bytes:
+    """`summary` from `domain.weekly_summary`; its times are written in the city's time `zone`."""
     workbook = Workbook()
     sheet = workbook.active
     sheet.title = "汇总"
     year, number = summary["week"].split("-W")
     sheet["A1"] = f"{summary['district_name']} {summary['grid_name']}  {year}年第{int(number)}周 “啄木鸟”巡访问题汇总"
     sheet["A1"].font = Font(bold=True, size=14)
-    sheet["A2"] = f"统计时段：{_local(summary['from'])} 至 {_local(summary['to'])}（北京时间）"
+    sheet["A2"] = f"统计时段：{_local(summary['from'], zone)} 至 {_local(summary['to'], zone)}（当地时间）"
     sheet["A3"] = (f"本周上报 {summary['submitted']} 件；截至目前未办结 {len(summary['open'])} 件；"
                    f"本周办结 {len(summary['fixed'])} 件")
     columns = ["问题类别", "合计"] + [STATUS_ZH[s] for s in STATUSES]
@@ -69,9 +73,9 @@ def weekly_workbook(summary: dict, categories: dict[str, Category]) -> bytes:
     sheet.column_dimensions["A"].width = 30
     for column in range(2, len(columns) + 1):
         sheet.column_dimensions[get_column_letter(column)].width = 13
-    _report_sheet(workbook, "本周上报明细", summary["reports"], categories)
-    _report_sheet(workbook, "未办结问题", summary["open"], categories)
-    _report_sheet(workbook, "本周已办结", summary["fixed"], categories)
+    _report_sheet(workbook, "本周上报明细", summary["reports"], categories, zone)
+    _report_sheet(workbook, "未办结问题", summary["open"], categories, zone)
+    _report_sheet(workbook, "本周已办结", summary["fixed"], categories, zone)
     out = io.BytesIO()
     workbook.save(out)
     return out.getvalue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from flask import Response, current_app
 from flask_smorest import Blueprint
@@ -222,12 +223,12 @@ def list_departments():
 
 # --- statistics -------------------------------------------------------------------------------
 
-def _local_month(moment: datetime) -> str:
-    return moment.astimezone(stats.LOCAL_TZ).strftime("%Y-%m")
+def _local_month(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m")
 
 
-def _local_date(moment: datetime) -> str:
-    return moment.astimezone(stats.LOCAL_TZ).strftime("%Y-%m-%d")
+def _local_date(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d")
 
 
 def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str, kind: str, title: str,
@@ -247,13 +248,14 @@ def department_league(query: dict):
     """Per department: due, closed on time, on-time rate (closed on time ÷ (due − deferred)), overdue,
     rework rate, average hours to rectify; ranked."""
     ctx = routing()
+    zone = ctx.reference.timezone
     end = query.get("to") or now()
-    start = query.get("from_") or stats.month_bounds(_local_month(end))[0]
+    start = query.get("from_") or stats.month_bounds(_local_month(end, zone), zone)[0]
     if start >= end:
         raise InvalidFields("from must be before to.", {"from": ["must be before to"]})
     names = {code: d.name_zh for code, d in ctx.reference.departments.items()}
     rows = stats.department_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
-    period = f"{_local_date(start)} 至 {_local_date(end)}"
+    period = f"{_local_date(start, zone)} 至 {_local_date(end, zone)}"
     return _league_response(rows, start, end, query["format"], "department", "责任部门整改情况排名通报", period)
 
 
@@ -265,8 +267,9 @@ def department_league(query: dict):
 def grid_league(query: dict):
     """The same measures per grid cell for a month; ranked."""
     ctx = routing()
-    month = query.get("month") or _local_month(now())
-    start, end = stats.month_bounds(month)
+    zone = ctx.reference.timezone
+    month = query.get("month") or _local_month(now(), zone)
+    start, end = stats.month_bounds(month, zone)
     names = {grid_id: grid.name for grid_id, grid in ctx.reference.grids.items()}
     rows = stats.grid_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
     return _league_response(rows, start, end, query["format"], "grid", f"{month} 网格问题整改情况排名", month)

@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from shared.errors import InvalidFields
+from shared.reference import FIRST_YEAR, LAST_YEAR
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
-FIRST_YEAR, LAST_YEAR = 2000, 2100
 FINISHED = ("closed", "rejected")
 MONTH_PATTERN = re.compile(r"([0-9]{4})-([0-9]{2})")  # \d would also take full-width digits
 
@@ -83,14 +82,14 @@ def grid_stats(cases: list[dict], grids: dict[str, str], month_start: datetime, 
     return _league(cases, grids, "grid_id", "grid_name", month_start, month_end, now)
 
 
-def month_bounds(text: str) -> tuple[datetime, datetime]:
-    """"2026-11" → the office's month, midnight to midnight in local time, as UTC instants."""
+def month_bounds(text: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """"2026-11" → the office's month, midnight to midnight in the city's time `zone`, as UTC instants."""
     match = MONTH_PATTERN.fullmatch(text)
     year, month = (int(match[1]), int(match[2])) if match else (0, 0)
     if not (FIRST_YEAR <= year <= LAST_YEAR and 1 <= month <= 12):
         raise InvalidFields("month must look like 2026-11.",
                             {"month": [f"year-month, e.g. 2026-11, year {FIRST_YEAR}..{LAST_YEAR}"]})
     following = (year + 1, 1) if month == 12 else (year, month + 1)
-    start = datetime(year, month, 1, tzinfo=LOCAL_TZ)
-    end = datetime(*following, 1, tzinfo=LOCAL_TZ)
+    start = datetime(year, month, 1, tzinfo=zone)
+    end = datetime(*following, 1, tzinfo=zone)
     return start.astimezone(UTC), end.astimezone(UTC)

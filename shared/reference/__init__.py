@@ -1,9 +1,11 @@
-"""The demo city's reference data: departments, problem categories, grid cells and the work calendar.
+"""The demo city's reference data: departments, problem categories, grid cells, its time zone and the
+work calendar.
 
 Shipped as data files beside this module and loaded at start; a deployment replaces them by
 pointing WOODPECKER_REFERENCE_DIR at a folder holding its own `departments.json`,
 `categories.json`, `grids.geojson` and `holidays.json` (any file missing there falls back to the
-demo city's).
+demo city's). The city's time zone is the `timezone` of `holidays.json`, read by `load` and
+`load_work_calendar` alike.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEMO_DIR = Path(__file__).parent
+# The programme's lifetime, with room: no date in it is earlier or later. Keeps datetime far from its limits.
+FIRST_YEAR, LAST_YEAR = 2000, 2100
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,13 @@ class ReferenceData:
     departments: dict[str, Department]
     categories: dict[str, Category]
     grids: dict[str, Grid]
+    timezone: ZoneInfo  # the city's local time: its weeks, months and the times people read
 
 
 @dataclass(frozen=True)
 class WorkCalendar:
     """When the city's offices work: daily periods in local time, days off and make-up working days."""
-    timezone: str
+    timezone: str  # the key of `ReferenceData.timezone`, e.g. "Asia/Shanghai"
     periods: tuple[tuple[time, time], ...]
     holidays: frozenset[date]
     working_weekend_days: frozenset[date]
@@ -71,10 +76,24 @@ def _read(directory: Path | None, name: str):
         raise ReferenceDataError(f"cannot read reference file {path}: {exc}") from exc
 
 
-def load(directory: str | None = None) -> ReferenceData:
+def _folder(directory: str | None) -> Path | None:
     folder = Path(directory) if directory else None
     if folder and not folder.is_dir():
         raise ReferenceDataError(f"WOODPECKER_REFERENCE_DIR={directory} is not a folder")
+    return folder
+
+
+def _city_timezone(calendar_file: dict) -> ZoneInfo:
+    """The `timezone` of `holidays.json`; an unknown zone fails here at start, not at the first deadline."""
+    try:
+        return ZoneInfo(calendar_file["timezone"])
+    # OSError: a key naming a folder of the zone database, e.g. "Asia".
+    except (KeyError, TypeError, ValueError, OSError, ZoneInfoNotFoundError) as exc:
+        raise ReferenceDataError(f"the city's time zone in holidays.json is not a known zone: {exc!r}") from exc
+
+
+def load(directory: str | None = None) -> ReferenceData:
+    folder = _folder(directory)
     departments = {d["code"]: Department(**d) for d in _read(folder, "departments.json")["departments"]}
     categories = {c["code"]: Category(**c) for c in _read(folder, "categories.json")["categories"]}
     for category in categories.values():
@@ -88,23 +107,21 @@ def load(directory: str | None = None) -> ReferenceData:
                                   leader_id=props.get("leader_id"), geometry=feature["geometry"])
     if not grids:
         raise ReferenceDataError("the grid file holds no grid cells")
-    return ReferenceData(departments=departments, categories=categories, grids=grids)
+    timezone = _city_timezone(_read(folder, "holidays.json"))
+    return ReferenceData(departments=departments, categories=categories, grids=grids, timezone=timezone)
 
 
 def load_work_calendar(directory: str | None = None) -> WorkCalendar:
-    folder = Path(directory) if directory else None
-    if folder and not folder.is_dir():
-        raise ReferenceDataError(f"WOODPECKER_REFERENCE_DIR={directory} is not a folder")
-    raw = _read(folder, "holidays.json")
+    raw = _read(_folder(directory), "holidays.json")
+    timezone = _city_timezone(raw)
     try:
         calendar = WorkCalendar(
-            timezone=raw["timezone"],
+            timezone=timezone.key,
             periods=tuple((time.fromisoformat(opens), time.fromisoformat(closes))
                           for opens, closes in raw["workday_periods"]),
             holidays=frozenset(date.fromisoformat(day) for day in raw["holidays"]),
             working_weekend_days=frozenset(date.fromisoformat(day) for day in raw["working_weekend_days"]))
-        ZoneInfo(calendar.timezone)  # an unknown zone fails here at start, not at the first deadline
-    except (KeyError, TypeError, ValueError, ZoneInfoNotFoundError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ReferenceDataError(f"the work calendar is malformed: {exc!r}") from exc
     _check_work_calendar(calendar)
     return calendar

@@ -62,7 +62,8 @@ class TestWeekly:
         service, made = week_of_reports
         leader = bearer("grid_leader", grid="lanshan-01")
         summary = service.client.get("/v1/grids/lanshan-01/weekly", headers=leader).json
-        assert summary["week"] == Week.containing(datetime.now(UTC)).label
+        city_zone = service.app.extensions["intake"].reference.timezone
+        assert summary["week"] == Week.containing(datetime.now(UTC), city_zone).label
         assert summary["submitted"] == 3  # the hedong report is another grid's
         counts = {row["category"]: row for row in summary["by_category"]}
         assert counts["env.garbage"]["total"] == 2 and counts["env.garbage"]["submitted"] == 2

@@ -3,7 +3,9 @@ consumed event does to the service's state, and which events can never be handle
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -122,8 +124,8 @@ def case_event(action: str, department: str = "sanitation", version: int = 2, **
     return Event.new(f"case.{action}.{department}", "routing", payload)
 
 
-def follow(store: ReportStoreDouble, event: Event) -> None:
-    intake_handlers.case_changed(event, store=store, reference=CITY)
+def follow(store: ReportStoreDouble, event: Event, city: reference.ReferenceData = CITY) -> None:
+    intake_handlers.case_changed(event, store=store, reference=city)
 
 
 def test_a_dispatch_puts_the_report_in_progress_with_its_department_named_to_the_reporter():
@@ -132,6 +134,14 @@ def test_a_dispatch_puts_the_report_in_progress_with_its_department_named_to_the
     report = store.reports["r1"]
     assert (report["status"], report["department"], report["case_id"]) == ("in_progress", "sanitation", "case-r1")
     assert report["timeline"][-1]["note"].startswith(f"已派遣至{CITY.departments['sanitation'].name_zh}")
+
+
+@pytest.mark.parametrize("zone, local_due", [("Asia/Shanghai", "2026-11-25 10:00"),
+                                              ("Asia/Urumqi", "2026-11-25 08:00")])
+def test_the_reporter_reads_the_deadline_in_the_citys_time_zone(zone, local_due):
+    store = ReportStoreDouble(a_report())
+    follow(store, case_event("dispatched"), city=replace(CITY, timezone=ZoneInfo(zone)))  # due 02:00Z
+    assert f"整改期限 {local_due}" in store.reports["r1"]["timeline"][-1]["note"]
 
 
 def test_a_redelivered_case_event_changes_nothing_more():

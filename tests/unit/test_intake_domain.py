@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -26,6 +27,8 @@ from shared.geo import box_around, distance_m
 from shared.reference import Category, Grid
 
 NOW = datetime(2026, 11, 18, 2, 0, tzinfo=UTC)  # a Wednesday, inside 2026-W47
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # the demo city's time zone
+URUMQI = ZoneInfo("Asia/Urumqi")  # a city two hours behind it (UTC+6)
 HERE = (35.06, 118.315)  # the middle of lanshan-01
 
 
@@ -340,7 +343,7 @@ def test_every_case_action_has_an_expected_status():
 @pytest.mark.parametrize("action", sorted(EXPECTED_STATUS))
 def test_each_case_action_moves_the_report_to_its_status(action):
     report = a_report(domain.SUBMITTED)
-    changes = follow_case(report, step(action, reason="invalid"), "环卫处", None)
+    changes = follow_case(report, step(action, reason="invalid"), "环卫处", None, SHANGHAI)
     expected = EXPECTED_STATUS[action]
     if expected is None:
         assert "status" not in changes
@@ -356,33 +359,33 @@ def test_each_case_action_moves_the_report_to_its_status(action):
 
 
 def test_a_case_rejected_as_duplicate_makes_the_report_duplicate():
-    changes = follow_case(a_report(), step("rejected", reason="duplicate"), None, None)
+    changes = follow_case(a_report(), step("rejected", reason="duplicate"), None, None, SHANGHAI)
     assert changes["status"] == domain.DUPLICATE
     assert "重复上报" in changes["timeline"][-1]["note"]
 
 
 def test_a_case_rejected_for_another_reason_makes_the_report_rejected():
-    changes = follow_case(a_report(), step("rejected", reason="out_of_scope"), None, None)
+    changes = follow_case(a_report(), step("rejected", reason="out_of_scope"), None, None, SHANGHAI)
     assert changes["status"] == domain.REJECTED
 
 
 def test_the_same_event_applied_twice_changes_nothing_the_second_time():
     report = a_report()
-    first = follow_case(report, step("dispatched", event_id="e7"), "环卫处", None)
+    first = follow_case(report, step("dispatched", event_id="e7"), "环卫处", None, SHANGHAI)
     assert first is not None
-    assert follow_case(applied(report, first), step("dispatched", event_id="e7"), "环卫处", None) is None
+    assert follow_case(applied(report, first), step("dispatched", event_id="e7"), "环卫处", None, SHANGHAI) is None
 
 
 def test_an_older_case_version_does_not_change_the_status_but_joins_the_timeline_in_time_order():
     t0 = NOW
     report = a_report(domain.IN_PROGRESS, case_version=2)
     report = applied(report, follow_case(report, step("dispatched", "e2", t0 + timedelta(hours=2), case_version=4),
-                                         "环卫处", None))
+                                         "环卫处", None, SHANGHAI))
     assert report["case_version"] == 4 and report["status"] == domain.IN_PROGRESS
     report = applied(report, follow_case(report, step("rectified", "e3", t0 + timedelta(hours=5), case_version=5),
-                                         "环卫处", None))
+                                         "环卫处", None, SHANGHAI))
     late = follow_case(report, step("accepted", "e4", t0 + timedelta(hours=3), case_version=3,
-                                    department="urban-management"), "城市管理局", None)
+                                    department="urban-management"), "城市管理局", None, SHANGHAI)
     assert "status" not in late
     assert "case_version" not in late
     assert "department" not in late
@@ -393,100 +396,116 @@ def test_an_older_case_version_does_not_change_the_status_but_joins_the_timeline
 
 def test_a_newer_case_version_is_recorded_and_moves_the_status():
     report = a_report(domain.IN_PROGRESS, case_version=3)
-    changes = follow_case(report, step("rectified", case_version=4), None, None)
+    changes = follow_case(report, step("rectified", case_version=4), None, None, SHANGHAI)
     assert (changes["status"], changes["case_version"]) == (domain.RECTIFIED, 4)
 
 
 def test_without_a_case_version_steps_apply_in_arrival_order():
     report = a_report(domain.RECTIFIED, case_version=3)
-    changes = follow_case(report, step("closed"), None, None)
+    changes = follow_case(report, step("closed"), None, None, SHANGHAI)
     assert changes["status"] == domain.CLOSED
     assert "case_version" not in changes
 
 
 def test_a_dispatch_records_the_department():
-    changes = follow_case(a_report(), step("dispatched", department="traffic-police"), "交警支队", None)
+    changes = follow_case(a_report(), step("dispatched", department="traffic-police"), "交警支队", None, SHANGHAI)
     assert changes["department"] == "traffic-police"
 
 
 def test_a_dispute_clears_the_department():
     report = a_report(domain.IN_PROGRESS, department="sanitation")
-    changes = follow_case(report, step("disputed", department=None), None, None)
+    changes = follow_case(report, step("disputed", department=None), None, None, SHANGHAI)
     assert changes["department"] is None
 
 
 def test_rectified_sets_the_after_photos():
     changes = follow_case(a_report(domain.IN_PROGRESS), step("rectified", after_photo_ids=["a1", "a2"], note="已清理"),
-                          "环卫处", None)
+                          "环卫处", None, SHANGHAI)
     assert changes["after_photo_ids"] == ["a1", "a2"]
     assert "已清理" in changes["timeline"][-1]["note"]
 
 
 def test_closed_sets_closed_at_to_when_the_case_closed():
     closed_at = NOW + timedelta(days=1)
-    changes = follow_case(a_report(domain.RECTIFIED), step("closed", at=closed_at), None, None)
+    changes = follow_case(a_report(domain.RECTIFIED), step("closed", at=closed_at), None, None, SHANGHAI)
     assert changes["closed_at"] == closed_at
 
 
 def test_reopened_clears_closed_at():
     report = a_report(domain.CLOSED, closed_at=NOW)
-    changes = follow_case(report, step("reopened", at=NOW + timedelta(hours=2)), None, None)
+    changes = follow_case(report, step("reopened", at=NOW + timedelta(hours=2)), None, None, SHANGHAI)
     assert (changes["status"], changes["closed_at"]) == (domain.IN_PROGRESS, None)
 
 
 def test_the_dispatch_note_names_the_department_and_the_local_due_time():
     due_at = datetime(2026, 11, 19, 4, 30, tzinfo=UTC)  # 12:30 in Asia/Shanghai
-    changes = follow_case(a_report(), step("dispatched"), "环卫处", due_at)
+    changes = follow_case(a_report(), step("dispatched"), "环卫处", due_at, SHANGHAI)
     note = changes["timeline"][-1]["note"]
     assert "环卫处" in note
     assert "2026-11-19 12:30" in note
 
 
+def test_the_dispatch_note_gives_the_due_time_in_the_citys_own_time_zone():
+    due_at = datetime(2026, 11, 19, 4, 30, tzinfo=UTC)
+    note = follow_case(a_report(), step("dispatched"), "环卫处", due_at, URUMQI)["timeline"][-1]["note"]
+    assert "2026-11-19 10:30" in note
+
+
 # --- weeks ------------------------------------------------------------------------------------
 
 def test_week_parse_starts_on_monday_midnight_in_shanghai():
-    week = Week.parse("2026-W47")
+    week = Week.parse("2026-W47", SHANGHAI)
     assert week.start == datetime(2026, 11, 15, 16, 0, tzinfo=UTC)
-    assert week.start.astimezone(domain.LOCAL_TZ).weekday() == 0
+    assert week.start.astimezone(SHANGHAI).weekday() == 0
     assert week.end == week.start + timedelta(days=7)
     assert week.label == "2026-W47"
 
 
 def test_week_parse_accepts_a_lower_case_w_and_the_53rd_week_of_a_long_year():
-    assert Week.parse("2026-w47") == Week(2026, 47)
-    assert Week.parse("2026-W53") == Week(2026, 53)  # 2026 starts on a Thursday: 53 ISO weeks
+    assert Week.parse("2026-w47", SHANGHAI) == Week(2026, 47, SHANGHAI)
+    assert Week.parse("2026-W53", SHANGHAI) == Week(2026, 53, SHANGHAI)  # 2026 starts on a Thursday: 53 ISO weeks
 
 
 @pytest.mark.parametrize("text", ["2026-W60", "2025-W53", "2026-W00", "nonsense", "2026-47", "", "2026-W", "W47"])
 def test_week_parse_refuses_what_is_not_an_iso_week(text):
-    errors = invalid_fields_of(lambda: Week.parse(text))
+    errors = invalid_fields_of(lambda: Week.parse(text, SHANGHAI))
     assert set(errors) == {"week"}
 
 
 @pytest.mark.parametrize("text", ["0001-W01", "9999-W52"])
 def test_week_parse_refuses_weeks_at_the_edge_of_the_calendar(text):
     with pytest.raises(InvalidFields):
-        Week.parse(text)
+        Week.parse(text, SHANGHAI)
 
 
 def test_a_moment_late_sunday_utc_but_monday_in_shanghai_belongs_to_the_next_week():
     sunday_utc = datetime(2026, 11, 22, 17, 0, tzinfo=UTC)  # Monday 01:00 in Shanghai
-    assert Week.containing(sunday_utc) == Week(2026, 48)
+    assert Week.containing(sunday_utc, SHANGHAI) == Week(2026, 48, SHANGHAI)
 
 
 def test_a_moment_just_before_monday_in_shanghai_belongs_to_the_week_ending():
-    assert Week.containing(datetime(2026, 11, 22, 15, 59, tzinfo=UTC)) == Week(2026, 47)
+    assert Week.containing(datetime(2026, 11, 22, 15, 59, tzinfo=UTC), SHANGHAI) == Week(2026, 47, SHANGHAI)
+
+
+def test_a_city_in_another_time_zone_has_its_own_week_boundaries():
+    week = Week.parse("2026-W47", URUMQI)
+    assert week.start == datetime(2026, 11, 15, 18, 0, tzinfo=UTC)  # Monday 00:00 in Urumqi
+    assert week.start.astimezone(URUMQI).weekday() == 0
+    assert week != Week.parse("2026-W47", SHANGHAI)
+    sunday_night = datetime(2026, 11, 22, 17, 0, tzinfo=UTC)  # Monday 01:00 in Shanghai, Sunday 23:00 in Urumqi
+    assert Week.containing(sunday_night, URUMQI) == week
+    assert Week.containing(sunday_night, SHANGHAI) == Week(2026, 48, SHANGHAI)
 
 
 def test_week_containing_its_own_start_is_that_week():
-    week = Week.parse("2026-W47")
-    assert Week.containing(week.start) == week
-    assert Week.containing(week.end) == Week(2026, 48)
+    week = Week.parse("2026-W47", SHANGHAI)
+    assert Week.containing(week.start, SHANGHAI) == week
+    assert Week.containing(week.end, SHANGHAI) == Week(2026, 48, SHANGHAI)
 
 
 # --- the weekly summary -----------------------------------------------------------------------
 
-WEEK = Week(2026, 47)  # 2026-11-15T16:00Z .. 2026-11-22T16:00Z
+WEEK = Week(2026, 47, SHANGHAI)  # 2026-11-15T16:00Z .. 2026-11-22T16:00Z
 
 
 def week_report(report_id: str, submitted_at: datetime, status: str = domain.SUBMITTED,
@@ -556,20 +575,21 @@ def test_weekly_summary_totals_match_the_reports_of_the_week():
     ("rectified", domain.RECTIFIED), ("closed", domain.CLOSED)])
 def test_a_report_attached_to_a_case_under_way_takes_up_its_status(case_status, report_status):
     changes = follow_case(a_report(domain.SUBMITTED), step("opened", status=case_status, attached=True),
-                          department_name=None, due_at=None)
+                          department_name=None, due_at=None, zone=SHANGHAI)
     assert changes.get("status", domain.SUBMITTED) == report_status
     assert changes["timeline"][-1]["note"] == "已并入同一问题的案卷"
 
 
 def test_a_new_case_opened_and_dispatched_at_once_leaves_the_opened_step_submitted():
     changes = follow_case(a_report(domain.SUBMITTED), step("opened", status="dispatched"),
-                          department_name=None, due_at=None)
+                          department_name=None, due_at=None, zone=SHANGHAI)
     assert changes.get("status", domain.SUBMITTED) == domain.SUBMITTED
 
 
 def test_events_of_one_routing_step_share_a_version_and_both_apply():
     report = a_report(domain.SUBMITTED)
-    opened = follow_case(report, step("opened", "e1", case_version=1), department_name=None, due_at=None)
+    opened = follow_case(report, step("opened", "e1", case_version=1), department_name=None, due_at=None,
+                         zone=SHANGHAI)
     dispatched = follow_case(applied(report, opened), step("dispatched", "e2", case_version=1),
-                             department_name="交警支队", due_at=None)
+                             department_name="交警支队", due_at=None, zone=SHANGHAI)
     assert dispatched["status"] == domain.IN_PROGRESS

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import itertools
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from openpyxl import load_workbook
@@ -11,7 +12,9 @@ from openpyxl import load_workbook
 from services.routing.spreadsheet import league_table_xlsx
 from services.routing.stats import department_stats, grid_stats, month_bounds
 from shared.errors import InvalidFields
+from shared.reference import FIRST_YEAR, LAST_YEAR
 
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # the demo city's time zone
 START = datetime(2026, 10, 31, 16, 0, tzinfo=UTC)  # 2026-11 in Beijing time
 END = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 MID = datetime(2026, 11, 15, 2, 0, tzinfo=UTC)
@@ -212,17 +215,26 @@ def test_grid_stats_keys_the_same_measures_by_grid():
 
 
 def test_month_bounds_is_the_beijing_month_as_utc_instants():
-    assert month_bounds("2026-11") == (START, END)
-    assert month_bounds("2026-12") == (END, datetime(2026, 12, 31, 16, 0, tzinfo=UTC))
-    assert month_bounds("2000-01")[0] == datetime(1999, 12, 31, 16, 0, tzinfo=UTC)
-    assert month_bounds("2100-12")[1] == datetime(2100, 12, 31, 16, 0, tzinfo=UTC)
+    assert month_bounds("2026-11", SHANGHAI) == (START, END)
+    assert month_bounds("2026-12", SHANGHAI) == (END, datetime(2026, 12, 31, 16, 0, tzinfo=UTC))
+    assert month_bounds(f"{FIRST_YEAR}-01", SHANGHAI)[0] == datetime(1999, 12, 31, 16, 0, tzinfo=UTC)
+    assert month_bounds(f"{LAST_YEAR}-12", SHANGHAI)[1] == datetime(2100, 12, 31, 16, 0, tzinfo=UTC)
+
+
+def test_a_city_in_another_time_zone_has_its_own_month_boundaries():
+    urumqi = ZoneInfo("Asia/Urumqi")  # UTC+6, two hours behind Beijing
+    assert month_bounds("2026-11", urumqi) == (datetime(2026, 10, 31, 18, 0, tzinfo=UTC),
+                                               datetime(2026, 11, 30, 18, 0, tzinfo=UTC))
+    london = ZoneInfo("Europe/London")  # the month starts in summer time and ends in winter time
+    assert month_bounds("2026-10", london) == (datetime(2026, 9, 30, 23, 0, tzinfo=UTC),
+                                               datetime(2026, 11, 1, 0, 0, tzinfo=UTC))
 
 
 @pytest.mark.parametrize("text", ["", "2026", "2026-13", "2026-00", "2026-1", "2026/11", "26-11", "2026-11-01",
                                   " 2026-11", "1999-12", "2101-01", "２０２６-11", "november"])
 def test_month_bounds_refuses_anything_but_a_plausible_year_month(text):
     with pytest.raises(InvalidFields) as raised:
-        month_bounds(text)
+        month_bounds(text, SHANGHAI)
     assert set(raised.value.errors) == {"month"}
 
 

@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jwt
 import pytest
@@ -354,6 +355,36 @@ def test_a_reference_path_to_a_file_is_refused(tmp_path):
 def test_a_reference_path_that_does_not_exist_is_refused(tmp_path):
     with pytest.raises(ReferenceDataError):
         reference.load(str(tmp_path / "does-not-exist"))
+
+
+def calendar_file(**overrides) -> dict:
+    return {**json.loads((reference.DEMO_DIR / "holidays.json").read_text(encoding="utf-8")), **overrides}
+
+
+def test_the_demo_city_keeps_beijing_time(demo):
+    assert demo.timezone == ZoneInfo("Asia/Shanghai")
+
+
+def test_a_city_takes_its_time_zone_from_its_calendar_file(tmp_path):
+    folder = reference_dir(tmp_path, holidays_json=calendar_file(timezone="Asia/Urumqi"))
+    assert reference.load(folder).timezone == ZoneInfo("Asia/Urumqi")
+    assert reference.load_work_calendar(folder).timezone == "Asia/Urumqi"  # the one source, read alike
+
+
+@pytest.mark.parametrize("zone", ["Asia/Atlantis", "asia/shanghai", "Asia", "", "../etc/passwd", 8, None])
+def test_an_unknown_time_zone_is_refused(tmp_path, zone):
+    folder = reference_dir(tmp_path, holidays_json=calendar_file(timezone=zone))
+    with pytest.raises(ReferenceDataError, match="time zone"):
+        reference.load(folder)
+    with pytest.raises(ReferenceDataError, match="time zone"):
+        reference.load_work_calendar(folder)
+
+
+def test_a_calendar_file_without_a_time_zone_is_refused(tmp_path):
+    raw = calendar_file()
+    del raw["timezone"]
+    with pytest.raises(ReferenceDataError, match="time zone"):
+        reference.load(reference_dir(tmp_path, holidays_json=raw))
 
 
 # --- photo ids --------------------------------------------------------------------------------
