@@ -14,6 +14,7 @@ from shared.logs import correlation_id
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
+from shared.spreadsheets import XLSX, xlsx_response
 from shared.web import accepts_multipart
 
 from . import domain, schemas
@@ -21,7 +22,6 @@ from .photos import PhotoCleaner
 from .spreadsheet import weekly_workbook
 from .store import ReportStore, new_id
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 REPORTERS = ("volunteer", "grid_leader")
 
 photos = Blueprint("photos", __name__, url_prefix="/v1/photos", description="Report photos")
@@ -197,6 +197,5 @@ def weekly_summary(query: dict, grid_id: str):
     summary = domain.weekly_summary(grid, week, reports_of_week, ctx.reference.categories)
     if query["format"] == "xlsx":
         filename = f"weekly-{grid_id}-{week.label}.xlsx"
-        return Response(weekly_workbook(summary, ctx.reference.categories, zone), mimetype=XLSX,
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        return xlsx_response(weekly_workbook(summary, ctx.reference.categories, zone), filename)
     return summary

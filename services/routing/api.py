@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from flask import Response, current_app
+from flask import current_app
 from flask_smorest import Blueprint
 
 from shared.auth import Caller, current_caller, requires
@@ -15,13 +15,13 @@ from shared.logs import correlation_id
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
+from shared.spreadsheets import XLSX, xlsx_response
 
 from . import domain, schemas, stats
 from .domain import Actor, Rule, Step
 from .spreadsheet import league_table_xlsx
 from .store import CaseStore
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # With no rule for the category, the office's dispatch falls back to the longest demo time limit.
 FALLBACK_DEADLINE_HOURS = 72.0
 CASE_READERS = ("office", "department", "grid_leader", "association", "service")
@@ -234,8 +234,7 @@ def _local_date(moment: datetime, zone: ZoneInfo) -> str:
 def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str, kind: str, title: str,
                      period: str):
     if fmt == "xlsx":
-        return Response(league_table_xlsx(rows, title, period, kind), mimetype=XLSX,
-                        headers={"Content-Disposition": f'attachment; filename="{kind}-league.xlsx"'})
+        return xlsx_response(league_table_xlsx(rows, title, period, kind), f"{kind}-league.xlsx")
     return {"from": start, "to": end, "items": rows}
 
 

@@ -1,0 +1,11 @@
+"""Spreadsheets over HTTP: the offices exchange XLSX files, so several endpoints answer with one on request."""
+from __future__ import annotations
+
+from flask import Response
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def xlsx_response(workbook: bytes, filename: str) -> Response:
+    """The workbook as a download named `filename`."""
+    return Response(workbook, mimetype=XLSX, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
