@@ -31,6 +31,7 @@ from shared.config import DEV_JWT_SECRET, Settings
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 READY_TIMEOUT_S = 60
+BENCH_RATE = "1000000/minute"
 STOP_TIMEOUT_S = 15  # gunicorn's graceful_timeout (10 s) plus some slack
 
 
@@ -58,7 +59,9 @@ def bench_databases(services: tuple[str, ...]) -> dict[str, str]:
 def service_env(mongo_url: str, amqp_url: str, databases: dict[str, str]) -> dict[str, str]:
     """The services' environment: this store and vhost, and the development secret the bench signs with."""
     return {**os.environ, "MONGO_URL": mongo_url, "AMQP_URL": amqp_url, **databases,
-            "WOODPECKER_JWT_SECRET": DEV_JWT_SECRET, "WOODPECKER_ALLOW_DEV_SECRET": "1"}
+            "WOODPECKER_JWT_SECRET": DEV_JWT_SECRET, "WOODPECKER_ALLOW_DEV_SECRET": "1",
+            # A bench is one address and a few callers at full speed: limits that never bind, still counted.
+            **{f"WOODPECKER_RATE_LIMIT_{kind}": BENCH_RATE for kind in ("WRITES", "UPLOADS", "PER_IP")}}
 
 
 def drop_databases(mongo_url: str, names: dict[str, str]) -> None:

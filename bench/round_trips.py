@@ -24,7 +24,7 @@ from dataclasses import replace
 import pymongo
 from pymongo import monitoring
 
-from bench.harness import ROOT, bench_store, bench_vhost
+from bench.harness import BENCH_RATE, ROOT, bench_store, bench_vhost
 from bench.routing_latency import report_spots
 from shared.auth import issue_token
 from shared.config import DEV_JWT_SECRET, Settings
@@ -65,7 +65,8 @@ def start_services(mongo_url: str, amqp_url: str, databases: dict[str, str]) -> 
 
     running = {}
     for service in SERVICES:
-        settings = replace(Settings.from_env(service, {}), mongo_url=mongo_url, amqp_url=amqp_url,
+        unlimited = {f"WOODPECKER_RATE_LIMIT_{kind}": BENCH_RATE for kind in ("WRITES", "UPLOADS", "PER_IP")}
+        settings = replace(Settings.from_env(service, unlimited), mongo_url=mongo_url, amqp_url=amqp_url,
                            database=databases[service], development_secret_allowed=True)
         app = importlib.import_module(f"services.{service}.app").create_app(settings)
         worker = importlib.import_module(f"services.{service}.worker")

@@ -6,6 +6,7 @@ that `make up` starts (and points MONGO_URL at) when the operator has not set on
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -13,6 +14,52 @@ DEV_JWT_SECRET = "woodpecker-development-secret-never-use-in-production"
 # HS256 is only as strong as its key: RFC 7518 asks for at least as many bits as the hash has.
 MIN_JWT_SECRET_BYTES = 32
 SERVICE_PORTS = {"intake": 8001, "routing": 8002, "hours": 8003, "notify": 8004}
+PERIODS_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# An origin as a browser sends it: scheme, host and maybe a port, never a path (nor a trailing slash).
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `limit` requests per `per` (second, minute, hour or day), e.g. "60/minute"."""
+
+    limit: int
+    per: str
+
+    @property
+    def period_s(self) -> int:
+        return PERIODS_S[self.per]
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.per}"
+
+
+def _rate(env: os._Environ | dict, name: str, default: str) -> Rate | None:
+    """`N/unit`, or `off` for no limit."""
+    raw = env.get(name) or default
+    if raw.strip().lower() == "off":
+        return None
+    count, _, per = raw.strip().partition("/")
+    per = per.strip().lower().removesuffix("s")
+    if not count.strip().isdigit() or int(count) <= 0 or per not in PERIODS_S:
+        raise ValueError(f"{name} must be like 60/minute (per second, minute, hour or day) or off, got {raw!r}")
+    return Rate(int(count), per)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(f"WOODPECKER_CORS_ORIGINS lists origins such as https://app.example.gov.cn or "
+                             f"http://localhost:5173 (no path, no trailing slash, no wildcard), got {origin!r}")
+    return origins
+
+
+def _at_least_one(env: os._Environ | dict, name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
 
 
 def _retry_delays(raw: str) -> tuple[int, ...]:
@@ -42,6 +89,18 @@ class Settings:
     relay_interval_s: float = 0.2
     # How often periodic work (deadline checks) looks for something to do.
     periodic_interval_s: float = 30.0
+    # Rate limits (None: off). A write counts against its caller's writes limit (the token's subject, or the
+    # client address without a valid token), an upload (a multipart write) against its caller's uploads
+    # limit instead, and both against the client address's limit (off behind a NAT'd office network).
+    rate_limit_writes: Rate | None = Rate(60, "minute")
+    rate_limit_uploads: Rate | None = Rate(30, "minute")
+    rate_limit_per_ip: Rate | None = Rate(600, "minute")
+    # How many proxies of ours append to X-Forwarded-For; 0 trusts none: the client is the peer address.
+    trusted_proxies: int = 0
+    # The browser origins that may call the API (CORS); none: no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+    # Photos one web process decodes at once: one may take up to about 250 MB (bench/photo_memory.py).
+    photo_concurrency: int = 2
 
     @classmethod
     def from_env(cls, service: str, env: os._Environ | dict | None = None) -> Settings:
@@ -61,6 +120,12 @@ class Settings:
             prefetch=int(env.get("WOODPECKER_PREFETCH", "16")),
             relay_interval_s=float(env.get("WOODPECKER_RELAY_INTERVAL_S", "0.2")),
             periodic_interval_s=float(env.get("WOODPECKER_PERIODIC_INTERVAL_S", "30")),
+            rate_limit_writes=_rate(env, "WOODPECKER_RATE_LIMIT_WRITES", "60/minute"),
+            rate_limit_uploads=_rate(env, "WOODPECKER_RATE_LIMIT_UPLOADS", "30/minute"),
+            rate_limit_per_ip=_rate(env, "WOODPECKER_RATE_LIMIT_PER_IP", "600/minute"),
+            trusted_proxies=int(env.get("WOODPECKER_TRUSTED_PROXIES", "0")),
+            cors_origins=_origins(env.get("WOODPECKER_CORS_ORIGINS", "")),
+            photo_concurrency=_at_least_one(env, "WOODPECKER_PHOTO_CONCURRENCY", 2),
         )
 
 

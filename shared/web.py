@@ -1,4 +1,5 @@
-"""The one app factory: problem+json errors, auth, health, readiness, metrics and OpenAPI docs.
+"""The one app factory: problem+json errors, auth, health, readiness, metrics, rate limits, CORS and
+OpenAPI docs.
 
 OpenAPI comes from flask-smorest, which builds the document from the marshmallow schemas the
 blueprints already use for validation, so the docs cannot drift from the code.
@@ -11,16 +12,21 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import swagger_ui_bundle
+from apispec import APISpec, BasePlugin
 from flask import Flask, Response, g, request, send_from_directory
+from flask_cors import CORS
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import logs, metrics
+from shared.auth import current_caller
 from shared.config import DEV_JWT_SECRET, Settings
-from shared.errors import DomainError, UnsupportedMediaType, problem, problem_from
+from shared.errors import PROBLEM_MEDIA_TYPE, DomainError, Unauthorized, UnsupportedMediaType, problem, problem_from
+from shared.ratelimit import WRITE_METHODS, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +35,25 @@ ReadinessCheck = Callable[[], "str | None"]
 # Swagger UI is served from the installed package, not a CDN: city networks are often closed.
 DOCS_ASSETS = "/docs/assets"
 
+# What a browser front end on an allowed origin may send, and read, beyond what CORS always allows.
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"]
+CORS_RESPONSE_HEADERS = ["Retry-After", "Idempotent-Replayed", "X-Request-Id", "Content-Disposition",
+                         "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
+CORS_MAX_AGE_S = 600  # how long a browser may reuse a preflight's answer
+
 _HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
                405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
                422: "invalid-fields", 429: "rate-limited", 503: "unavailable"}
 
 
 def accepts_multipart(view: Callable) -> Callable:
-    """Mark a view that takes multipart/form-data instead of JSON."""
+    """Mark a view that takes multipart/form-data instead of JSON (an upload, with its own rate limit)."""
     view._woodpecker_multipart = True
     return view
+
+
+def _takes_multipart(view: Callable | None) -> bool:
+    return getattr(view, "_woodpecker_multipart", False)
 
 
 def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
@@ -90,6 +106,33 @@ class ProblemApi(Api):
         return problem(status, _HTTP_SLUGS.get(status, "http-error"), error.name, detail, errors, headers)
 
 
+class RateLimitDocs(BasePlugin):
+    """Documents the 429 answer on every operation a rate limit applies to (an apispec plugin: it sees
+    each operation as flask-smorest registers it)."""
+
+    def __init__(self, app: Flask, limiter: RateLimiter):
+        self.app, self.limiter = app, limiter
+
+    def init_spec(self, spec: APISpec) -> None:
+        super().init_spec(spec)
+        seconds = {"schema": {"type": "integer"}}
+        spec.components.response("RATE_LIMITED", {
+            "description": "Over a rate limit (per caller or per client address); the detail says which",
+            "headers": {"Retry-After": {"description": "Seconds until the limit's next window", **seconds},
+                        "RateLimit-Limit": {"description": "Requests allowed per window", **seconds},
+                        "RateLimit-Remaining": {"description": "Requests left in this window", **seconds},
+                        "RateLimit-Reset": {"description": "Seconds until the window ends", **seconds}},
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema}},
+        })
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs) -> None:
+        rule = kwargs.get("rule")
+        upload = _takes_multipart(self.app.view_functions.get(rule.endpoint)) if rule else False
+        for method, operation in (operations or {}).items():
+            if method.upper() in WRITE_METHODS and self.limiter.applies(upload=upload):
+                operation.setdefault("responses", {})[429] = "RATE_LIMITED"
+
+
 def _readiness_blueprint(checks: list[ReadinessCheck]) -> Blueprint:
     blp = Blueprint("health", __name__, description="Liveness, readiness and metrics")
 
@@ -119,6 +162,8 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     if settings.jwt_secret == DEV_JWT_SECRET:
         log.warning("WOODPECKER_JWT_SECRET is not set: tokens are signed with the public development secret")
     app = Flask(settings.service)
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0)
     app.config.update(
         WOODPECKER_SETTINGS=settings,
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
@@ -140,24 +185,78 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     app.json.ensure_ascii = False
     app.add_url_rule(f"{DOCS_ASSETS}/<path:filename>", "docs_assets",
                      lambda filename: send_from_directory(swagger_ui_bundle.swagger_ui_path, filename))
-    api = ProblemApi(app)
+    limiter = RateLimiter.from_settings(settings)
+    _prepare_rate_limits(limiter)
+    app.extensions["rate_limits"] = limiter
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [RateLimitDocs(app, limiter)]})
     api.register_blueprint(_readiness_blueprint(list(readiness)))
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
-    _install_request_hooks(app, settings.service)
+    _install_request_hooks(app, settings.service, limiter)
     _install_error_handlers(app)
+    if settings.cors_origins:
+        _allow_cross_origin(app, settings.cors_origins)
     return app
 
 
-def _install_request_hooks(app: Flask, service: str) -> None:
+def _prepare_rate_limits(limiter: RateLimiter) -> None:
+    try:
+        limiter.prepare()
+    except PyMongoError as exc:
+        log.warning("rate limit windows will not expire until a process of this service finds the store at start",
+                    extra={"error": f"{exc.__class__.__name__}: {exc}"})
+
+
+def _allow_cross_origin(app: Flask, origins: Iterable[str]) -> None:
+    """CORS for the allow-listed origins only; any other origin gets no CORS headers, so its browser refuses
+    to hand our answers to its page. Preflights are answered by Flask's automatic OPTIONS, before any view:
+    they need no token and count against no limit."""
+    methods = sorted({m for rule in app.url_map.iter_rules() for m in rule.methods or ()} - {"HEAD", "OPTIONS"})
+    # always_send=False: flask-cors would otherwise list every allowed origin to a request that named none.
+    CORS(app, origins=list(origins), methods=methods, allow_headers=CORS_REQUEST_HEADERS,
+         expose_headers=CORS_RESPONSE_HEADERS, max_age=CORS_MAX_AGE_S, supports_credentials=False, always_send=False)
+
+    @app.after_request
+    def vary_by_origin(response: Response) -> Response:
+        # Whether an answer carries CORS headers depends on the Origin it was asked with (flask-cors says so
+        # only when several origins are allowed): a browser's cache must not hand one origin's to another.
+        response.vary.add("Origin")
+        return response
+
+
+def _install_request_hooks(app: Flask, service: str, limiter: RateLimiter) -> None:
+    # Flask runs these in order: the request id first (a 429 carries it too), then the rate limits (a
+    # request over its limit costs no more work), then the media type.
     @app.before_request
     def begin():
         g.started = time.perf_counter()
         g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         g.log_token = logs.correlation_id.set(g.request_id)
+
+    @app.before_request
+    def limit_rate():
+        if request.method not in WRITE_METHODS or request.url_rule is None:
+            return None
+        quotas = limiter.quotas(upload=_takes_multipart(app.view_functions.get(request.endpoint)),
+                                caller_id=_token_subject(), address=request.remote_addr or "unknown")
+        if not quotas:
+            return None
+        try:
+            g.rate_limits = limiter.admit(quotas)
+        except PyMongoError as exc:
+            log.warning("rate limits not checked: their store does not answer; the request goes through",
+                        extra={"error": f"{exc.__class__.__name__}: {exc}"})
+            return None
+        if g.rate_limits.refused_by:
+            log.info("rate limited", extra={"keys": [usage.quota.key for usage in g.rate_limits.refused_by]})
+            return problem(429, "rate-limited", "Too many requests", g.rate_limits.detail())
+        return None
+
+    @app.before_request
+    def check_media_type():
         if request.method in ("POST", "PUT", "PATCH") and (request.content_length or request.mimetype):
             view = app.view_functions.get(request.endpoint)
-            wanted = "multipart/form-data" if getattr(view, "_woodpecker_multipart", False) else "application/json"
+            wanted = "multipart/form-data" if _takes_multipart(view) else "application/json"
             if request.content_length and request.mimetype != wanted:
                 raise UnsupportedMediaType(f"Send the body as {wanted}, not {request.mimetype or 'untyped'}.")
 
@@ -168,12 +267,22 @@ def _install_request_hooks(app: Flask, service: str) -> None:
         if "started" in g:
             metrics.http_latency.labels(service, request.method, endpoint).observe(time.perf_counter() - g.started)
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        if "rate_limits" in g:
+            response.headers.update(g.rate_limits.headers())
         return response
 
     @app.teardown_request
     def forget(_exc):
         if "log_token" in g:
             logs.correlation_id.reset(g.log_token)
+
+
+def _token_subject() -> str | None:
+    """Whom a valid token names; None without one (the view then answers the bad token with its 401)."""
+    try:
+        return current_caller().id
+    except Unauthorized:
+        return None
 
 
 def _install_error_handlers(app: Flask) -> None:

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shared.auth import issue_token
-from shared.config import Settings
+from shared.config import Rate, Settings
 from shared.runtime import BackgroundWork
 from shared.store import connect
 from shared.testing import TEST_RETRY_DELAYS_MS, amqp_backend, mongo_backend, wait_for
@@ -26,6 +26,11 @@ for _name in list(os.environ):
 # The services refuse the public development secret outside `make up`'s embedded database; the tests sign
 # with a secret of their own, and every process they start inherits it.
 TEST_JWT_SECRET = os.environ["WOODPECKER_JWT_SECRET"] = f"woodpecker-test-secret-{uuid.uuid4().hex}"
+# The tests write quickly, from one address and a few callers: the services they start get limits that never
+# bind (the same counting, so its cost and its failures still show); tests of the limits set their own.
+GENEROUS_RATE = Rate(100_000, "minute")
+for _name in ("WOODPECKER_RATE_LIMIT_WRITES", "WOODPECKER_RATE_LIMIT_UPLOADS", "WOODPECKER_RATE_LIMIT_PER_IP"):
+    os.environ[_name] = str(GENEROUS_RATE)
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +46,12 @@ def mongo_url() -> str:
 
 
 def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) -> Settings:
-    """Settings for one test service: its own database, fast back-off."""
+    """Settings for one test service: its own database, fast back-off, rate limits that never bind."""
     base = Settings.from_env(service, env={})
     return replace(base, amqp_url=amqp_url, mongo_url=mongo_url, jwt_secret=TEST_JWT_SECRET,
                    database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=TEST_RETRY_DELAYS_MS,
-                   relay_interval_s=0.05, **overrides)
+                   relay_interval_s=0.05, **{"rate_limit_writes": GENEROUS_RATE, "rate_limit_uploads": GENEROUS_RATE,
+                                             "rate_limit_per_ip": GENEROUS_RATE, **overrides})
 
 
 @dataclass

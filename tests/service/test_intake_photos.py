@@ -130,11 +130,9 @@ def test_photos_beyond_the_workers_slots_are_503_with_retry_after(intake, volunt
     upload_photo(intake.client, volunteer)  # the slot is free again
 
 
-def test_the_worker_processes_as_many_photos_at_once_as_woodpecker_photo_concurrency(intake, amqp_url, mongo_url,
-                                                                                      monkeypatch):
+def test_the_worker_processes_as_many_photos_at_once_as_woodpecker_photo_concurrency(intake, amqp_url, mongo_url):
     assert intake.app.extensions["intake"].photo_cleaner.concurrency == 2
-    monkeypatch.setenv("WOODPECKER_PHOTO_CONCURRENCY", "3")
-    service = run_service(settings_for_test("intake", amqp_url, mongo_url))
+    service = run_service(settings_for_test("intake", amqp_url, mongo_url, photo_concurrency=3))
     try:
         assert service.app.extensions["intake"].photo_cleaner.concurrency == 3
     finally:

@@ -12,7 +12,6 @@ import zlib
 import pytest
 from PIL import ExifTags, Image, ImageCms
 
-from services.intake.app import photo_concurrency
 from services.intake.photos import (
     MAX_PHOTO_BYTES,
     STORED_LONG_SIDE,
@@ -21,6 +20,7 @@ from services.intake.photos import (
     open_within_budget,
     reencoded,
 )
+from shared.config import Settings
 from shared.errors import InvalidFields, ServiceBusy, TooLarge, UnsupportedMediaType
 
 ORIENTATION = 0x0112
@@ -345,14 +345,14 @@ def test_a_cleaner_needs_a_slot():
 # --- the per-worker bound from the environment ----------------------------------------------------
 
 def test_photo_concurrency_is_2_unless_the_environment_says_otherwise():
-    assert photo_concurrency({}) == 2
-    assert photo_concurrency({"WOODPECKER_PHOTO_CONCURRENCY": "3"}) == 3
+    assert Settings.from_env("intake", {}).photo_concurrency == 2
+    assert Settings.from_env("intake", {"WOODPECKER_PHOTO_CONCURRENCY": "3"}).photo_concurrency == 3
 
 
-@pytest.mark.parametrize("raw", ["0", "-1", "two", ""])
+@pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])
 def test_a_photo_concurrency_that_is_not_a_positive_whole_number_is_refused(raw):
     with pytest.raises(ValueError, match="WOODPECKER_PHOTO_CONCURRENCY"):
-        photo_concurrency({"WOODPECKER_PHOTO_CONCURRENCY": raw})
+        Settings.from_env("intake", {"WOODPECKER_PHOTO_CONCURRENCY": raw})
 
 
 def test_a_jpeg_comment_is_not_carried_into_the_stored_photo():
