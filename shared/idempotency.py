@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from flask import request
@@ -19,6 +20,17 @@ from shared.errors import IdempotencyConflict, InvalidFields
 KEY_FIELD = "idempotency_key"
 FINGERPRINT_FIELD = "request_fingerprint"
 MAX_KEY_LENGTH = 200
+# Visible ASCII, no spaces: what a UUID, a ULID or any client's own scheme needs, and what every HTTP
+# stack carries unchanged. The document says exactly this, and the service accepts exactly this.
+KEY_PATTERN = r"^[!-~]{1,200}$"
+HEADER_PARAMETER = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "description": "Send the same key with a retry of the same request: it creates nothing new and answers "
+                   "with the first result (header Idempotent-Replayed: true). The same key with another body is "
+                   "a 409.",
+    "schema": {"type": "string", "pattern": KEY_PATTERN, "minLength": 1, "maxLength": MAX_KEY_LENGTH,
+               "example": "6f1c2d9e-7b4a-4c1e-9f0a-2b8d5e3c7a10"},
+}
 # Keys are non-empty strings. The filter is stated as a range rather than `$exists`, because a store
 # uses a partial index only for a query that provably falls inside its filter, and an equality on a
 # string provably falls inside a string range on both MongoDB and the embedded database.
@@ -39,10 +51,9 @@ def requested_key(caller_id: str) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    key = key.strip()
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise InvalidFields("Idempotency-Key must be 1 to 200 characters.",
-                            {"Idempotency-Key": [f"1 to {MAX_KEY_LENGTH} characters"]})
+    if not re.fullmatch(KEY_PATTERN, key):
+        raise InvalidFields(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters, no spaces.",
+                            {"Idempotency-Key": [f"1 to {MAX_KEY_LENGTH} visible ASCII characters, no spaces"]})
     return f"{caller_id}:{key}"
 
 

@@ -10,9 +10,7 @@ matches the filter exactly.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +18,7 @@ from marshmallow import Schema, fields, validate
 from pymongo.collection import Collection
 
 from shared.errors import InvalidFields
-from shared.events import rfc3339, utcnow
+from shared.events import utcnow
 from shared.reference import FIRST_YEAR
 
 DEFAULT_LIMIT = 50
@@ -29,11 +27,22 @@ FIRST_WINDOW = timedelta(days=1)
 WINDOW_GROWTH = 4
 # Nothing in the programme is older: the last window reaches back to here.
 EPOCH = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# A cursor is the position a page ended at: the time (milliseconds since 1970) and the id of its last item.
+# Every cursor of this shape is a position a list can continue from, so the document can say exactly what
+# it accepts; a client should still only send the next_cursor it was given.
+ID_CHARACTERS = "A-Za-z0-9_.:-"
+CURSOR_PATTERN = rf"^[0-9]{{12,13}}~[{ID_CHARACTERS}]{{1,128}}$"
 
 
 class PageQuery(Schema):
-    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
-    cursor = fields.String(load_default=None, metadata={"description": "next_cursor of the previous page"})
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT),
+                           metadata={"description": f"items per page, at most {MAX_LIMIT}"})
+    cursor = fields.String(load_default=None, validate=validate.Regexp(CURSOR_PATTERN),
+                           metadata={"description": "next_cursor of the previous page", "pattern": CURSOR_PATTERN,
+                                     "example": "1795515160123~6b0563189074648134dcbce3"})
 
 
 @dataclass(frozen=True)
@@ -45,22 +54,16 @@ class Position:
 
 
 def encode_cursor(position: Position) -> str:
-    raw = json.dumps([rfc3339(position.at), position.id], ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{(position.at - UNIX_EPOCH) // timedelta(milliseconds=1)}~{position.id}"
 
 
 def decode_cursor(cursor: str | None) -> Position | None:
     if cursor is None:
         return None
-    try:
-        at, item_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        position = Position(datetime.fromisoformat(at.replace("Z", "+00:00")), str(item_id))
-    except (binascii.Error, ValueError, TypeError, AttributeError):
-        position = None
-    # b64decode skips characters outside its alphabet; only a cursor that round-trips is ours.
-    if position is None or position.at.tzinfo is None or encode_cursor(position) != cursor:
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
         raise InvalidFields("The cursor is not one this API issued.", {"cursor": ["not a valid cursor"]})
-    return position
+    milliseconds, _, item_id = cursor.partition("~")
+    return Position(UNIX_EPOCH + timedelta(milliseconds=int(milliseconds)), item_id)
 
 
 def newest_first(collection: Collection, filters: list[dict], time_field: str, limit: int,
@@ -73,9 +76,10 @@ def newest_first(collection: Collection, filters: list[dict], time_field: str, l
     found: dict = {}
     width = FIRST_WINDOW
     while filters:
-        lower = (upper or utcnow()) - width
-        last = lower <= floor
-        window = {"$gte": floor if last else lower}
+        top = upper or utcnow()
+        last = top - floor <= width  # (not top - width: a date near year 1 would overflow)
+        lower = floor if last else top - width
+        window = {"$gte": lower}
         if upper is not None:
             window["$lte" if inclusive else "$lt"] = upper
         for wanted in filters:

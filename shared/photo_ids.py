@@ -14,12 +14,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
+
+from marshmallow import fields, validate
 
 from shared.auth import Caller
 
 NONCE_BYTES = 16
 MAC_BYTES = 12
+# What every issued id looks like (base64url of the nonce, a dot, base64url of the MAC); the documents say it.
+PATTERN = r"^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{16}$"
 
 
 def side_of(caller: Caller) -> str:
@@ -40,8 +45,16 @@ class PhotoIds:
         return f"{nonce}.{self._mac(nonce, side)}"
 
     def issued_to(self, photo_id: str, side: str) -> bool:
+        if not re.fullmatch(PATTERN, photo_id):
+            return False
         nonce, _, mac = photo_id.partition(".")
-        return bool(nonce and mac) and hmac.compare_digest(mac, self._mac(nonce, side))
+        return hmac.compare_digest(mac.encode(), self._mac(nonce, side).encode())
 
     def not_issued_to(self, photo_ids: list[str], side: str) -> list[str]:
         return [photo_id for photo_id in photo_ids if not self.issued_to(photo_id, side)]
+
+
+def photo_id_field(**kwargs) -> fields.String:
+    """A photo id in a request: the shape every issued id has (whose it is, the command checks)."""
+    return fields.String(validate=validate.Regexp(PATTERN, error="Not a photo id."),
+                         metadata={"pattern": PATTERN, "example": "k2x9V0aQf3Rz8LwYb1NcDg.Jq4uT7sWm0ZpE2Ha"}, **kwargs)

@@ -9,3 +9,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 def xlsx_response(workbook: bytes, filename: str) -> Response:
     """The workbook as a download named `filename`."""
     return Response(workbook, mimetype=XLSX, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+# For an endpoint that answers JSON, or with `format=xlsx` the spreadsheet: both under one 200 in its document.
+AS_XLSX_TOO = {"responses": {200: {"content": {XLSX: {"schema": {"type": "string", "format": "binary"}}}}}}

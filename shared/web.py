@@ -16,7 +16,7 @@ from apispec import APISpec, BasePlugin
 from flask import Flask, Response, g, request, send_from_directory
 from flask_cors import CORS
 from flask_smorest import Api, Blueprint
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
@@ -25,7 +25,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from shared import logs, metrics
 from shared.auth import current_caller
 from shared.config import DEV_JWT_SECRET, Settings
-from shared.errors import PROBLEM_MEDIA_TYPE, DomainError, Unauthorized, UnsupportedMediaType, problem, problem_from
+from shared.errors import DomainError, Unauthorized, UnsupportedMediaType, problem, problem_from
+from shared.openapi import ErrorResponses, ProblemSchema, problem_response, register_problem_responses
 from shared.ratelimit import WRITE_METHODS, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -75,21 +76,13 @@ def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
-class ProblemSchema(Schema):
-    """RFC 9457 problem details, the body of every error (media type application/problem+json)."""
-
-    type = fields.String(metadata={"example": "https://woodpecker.example/problems/invalid-fields"})
-    title = fields.String()
-    status = fields.Integer()
-    detail = fields.String()
-    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
-                         metadata={"description": "per-field messages (validation errors)"})
-
-
 class ProblemApi(Api):
-    """flask-smorest's Api, answering every HTTP error with RFC 9457 problem+json."""
+    """flask-smorest's Api, answering every HTTP error with RFC 9457 problem+json, and saying so."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self) -> None:
+        register_problem_responses(self.spec)
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         status = error.code or 500
@@ -116,14 +109,12 @@ class RateLimitDocs(BasePlugin):
     def init_spec(self, spec: APISpec) -> None:
         super().init_spec(spec)
         seconds = {"schema": {"type": "integer"}}
-        spec.components.response("RATE_LIMITED", {
-            "description": "Over a rate limit (per caller or per client address); the detail says which",
-            "headers": {"Retry-After": {"description": "Seconds until the limit's next window", **seconds},
-                        "RateLimit-Limit": {"description": "Requests allowed per window", **seconds},
-                        "RateLimit-Remaining": {"description": "Requests left in this window", **seconds},
-                        "RateLimit-Reset": {"description": "Seconds until the window ends", **seconds}},
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema}},
-        })
+        spec.components.response("RATE_LIMITED", problem_response(
+            "Over a rate limit (per caller or per client address); the detail says which",
+            {"Retry-After": {"description": "Seconds until the limit's next window", **seconds},
+             "RateLimit-Limit": {"description": "Requests allowed per window", **seconds},
+             "RateLimit-Remaining": {"description": "Requests left in this window", **seconds},
+             "RateLimit-Reset": {"description": "Seconds until the window ends", **seconds}}))
 
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs) -> None:
         rule = kwargs.get("rule")
@@ -133,16 +124,27 @@ class RateLimitDocs(BasePlugin):
                 operation.setdefault("responses", {})[429] = "RATE_LIMITED"
 
 
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]), metadata={"example": "ok"})
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ready"]), metadata={"example": "ready"})
+
+
 def _readiness_blueprint(checks: list[ReadinessCheck]) -> Blueprint:
     blp = Blueprint("health", __name__, description="Liveness, readiness and metrics")
 
     @blp.route("/healthz")
     @blp.doc(security=[], summary="Process alive (no I/O)")
+    @blp.response(200, HealthSchema)
     def healthz():
         return {"status": "ok"}
 
     @blp.route("/readyz")
     @blp.doc(security=[], summary="Store and broker reachable; 503 with reasons if not")
+    @blp.response(200, ReadySchema)
+    @blp.alt_response(503, description="Not ready: errors.reasons says which dependency is down")
     def readyz():
         reasons = [reason for check in checks if (reason := check())]
         if reasons:
@@ -151,6 +153,7 @@ def _readiness_blueprint(checks: list[ReadinessCheck]) -> Blueprint:
 
     @blp.route("/metrics")
     @blp.doc(security=[], summary="Prometheus metrics (text format)")
+    @blp.response(200, content_type="text/plain", description="Prometheus text exposition format 0.0.4")
     def prometheus_metrics():
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
@@ -188,7 +191,7 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     limiter = RateLimiter.from_settings(settings)
     _prepare_rate_limits(limiter)
     app.extensions["rate_limits"] = limiter
-    api = ProblemApi(app, spec_kwargs={"extra_plugins": [RateLimitDocs(app, limiter)]})
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [RateLimitDocs(app, limiter), ErrorResponses()]})
     api.register_blueprint(_readiness_blueprint(list(readiness)))
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
@@ -254,7 +257,9 @@ def _install_request_hooks(app: Flask, service: str, limiter: RateLimiter) -> No
 
     @app.before_request
     def check_media_type():
-        if request.method in ("POST", "PUT", "PATCH") and (request.content_length or request.mimetype):
+        # A request no route takes (404, 405) hears that first, whatever its body.
+        if request.routing_exception is None and request.method in ("POST", "PUT", "PATCH") \
+                and (request.content_length or request.mimetype):
             view = app.view_functions.get(request.endpoint)
             wanted = "multipart/form-data" if _takes_multipart(view) else "application/json"
             if request.content_length and request.mimetype != wanted:

@@ -11,10 +11,11 @@ from shared import geo, idempotency
 from shared.auth import current_caller, requires
 from shared.errors import Forbidden, NotFound, NotVisible
 from shared.logs import correlation_id
+from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
-from shared.spreadsheets import XLSX, xlsx_response
+from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
 from shared.web import accepts_multipart
 
 from . import domain, schemas
@@ -53,10 +54,11 @@ def now() -> datetime:
 @requires()
 @photos.arguments(schemas.PhotoUploadSchema, location="files")
 @photos.response(201, schemas.PhotoSchema)
+@photos.doc(**links(201, GetPhoto=link("/v1/photos/{photo_id}", "get", photo_id="$response.body#/id")))
 @photos.alt_response(413, description="Larger than 10 MiB, or more pixels than its format's budget")
 @photos.alt_response(415, description="Not a JPEG, PNG or WebP image (judged by content)")
 @photos.alt_response(503, description="Too many photos being processed; retry after Retry-After seconds")
-@photos.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
+@photos.doc(parameters=[idempotency.HEADER_PARAMETER])
 def upload_photo(form):
     """Upload a photo; it is stored with its long side at most 2560 px, without EXIF (GPS included)."""
     caller = current_caller()
@@ -97,8 +99,9 @@ def get_photo(photo_id: str):
 @requires(*REPORTERS)
 @reports.arguments(schemas.ReportCreateSchema)
 @reports.response(201, schemas.ReportSchema)
+@reports.doc(**links(201, GetReport=link("/v1/reports/{report_id}", "get", report_id="$response.body#/id")))
 @reports.alt_response(409, description="Idempotency-Key reused with a different body")
-@reports.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
+@reports.doc(parameters=[idempotency.HEADER_PARAMETER])
 def submit_report(fields: dict):
     """Submit a report; the grid comes from the location, likely duplicates are linked."""
     caller = current_caller()
@@ -181,7 +184,7 @@ def list_categories():
 @requires("grid_leader", "office", "service")
 @grids.arguments(schemas.WeeklyQuerySchema, location="query")
 @grids.response(200, schemas.WeeklySummarySchema)
-@grids.alt_response(200, content_type=XLSX, description="With format=xlsx: the spreadsheet", success=True)
+@grids.doc(**AS_XLSX_TOO)
 def weekly_summary(query: dict, grid_id: str):
     """The grid's week: counts by category and status, still open, fixed (JSON or XLSX)."""
     ctx = intake()

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from flask_smorest.fields import Upload
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 
 from shared.pagination import PageQuery
+from shared.photo_ids import photo_id_field
 from shared.schemas import Timestamp
 
 from .domain import STATUSES
+
+# An ISO week of the programme's years (2000 to 2100).
+WEEK_PATTERN = r"^(20[0-9]{2}|2100)-[Ww](0[1-9]|[1-4][0-9]|5[0-3])$"
 
 
 class LocationSchema(Schema):
@@ -20,7 +24,7 @@ class ReportCreateSchema(Schema):
     category = fields.String(required=True, metadata={"example": "traffic.parking"})
     description = fields.String(required=True, validate=validate.Length(5, 2000))
     location = fields.Nested(LocationSchema, required=True)
-    photo_ids = fields.List(fields.String(), required=True, validate=validate.Length(1, 9))
+    photo_ids = fields.List(photo_id_field(), required=True, validate=validate.Length(1, 9))
     observed_at = Timestamp(load_default=None)
     patrol_id = fields.String(validate=validate.Length(1, 100), load_default=None)
 
@@ -67,6 +71,9 @@ class ReportQuerySchema(PageQuery):
 
 
 class PhotoUploadSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # other form fields are ignored, and the document says they may be sent
+
     file = Upload(required=True, metadata={"description": "JPEG, PNG or WebP, at most 10 MiB"})
 
 
@@ -110,7 +117,10 @@ class CategoryListSchema(Schema):
 
 
 class WeeklyQuerySchema(Schema):
-    week = fields.String(metadata={"description": "ISO week, e.g. 2026-W47; default: the current week"})
+    week = fields.String(validate=validate.Regexp(WEEK_PATTERN, error="ISO week, e.g. 2026-W47"),
+                         metadata={"description": "ISO week, e.g. 2026-W47; default: the current week (week 53 "
+                                                  "only in the years that have one)",
+                                   "pattern": WEEK_PATTERN, "example": "2026-W47"})
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "xlsx"]))
 
 

@@ -12,10 +12,11 @@ from flask_smorest import Blueprint
 from shared.auth import Caller, current_caller, requires
 from shared.errors import InvalidFields, NotFound
 from shared.logs import correlation_id
+from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
-from shared.spreadsheets import XLSX, xlsx_response
+from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
 
 from . import domain, schemas, stats
 from .domain import Actor, Rule, Step
@@ -63,12 +64,23 @@ def _act(case_id: str, decide: Callable[[dict], Step]) -> dict:
     return routing().store.change(case_id, scoped, correlation_id.get())
 
 
+# Where a case leads (OpenAPI links): from the list's first case, or from a case, to each of its commands.
+COMMANDS = {"Accept": "accept", "Dispute": "dispute", "Rectify": "rectify", "AskForExtension": "extension",
+            "Dispatch": "dispatch", "Verify": "verify", "Reject": "reject", "DecideExtension": "extension/decision"}
+
+
+def _case_links(case_id: str) -> dict:
+    return {"GetCase": link("/v1/cases/{case_id}", "get", case_id=case_id),
+            **{name: link(f"/v1/cases/{{case_id}}/{path}", "post", case_id=case_id) for name, path in COMMANDS.items()}}
+
+
 # --- reading cases ----------------------------------------------------------------------------
 
 @cases.route("", methods=["GET"])
 @requires(*CASE_READERS)
 @cases.arguments(schemas.CaseQuerySchema, location="query")
 @cases.response(200, schemas.CasePageSchema)
+@cases.doc(**links(200, **_case_links("$response.body#/items/0/id")))
 def list_cases(query: dict):
     """Cases you may see, newest first, filtered and cursor-paginated."""
     wanted = {k: query[k] for k in ("status", "department", "overdue", "grid_id", "category") if k in query}
@@ -80,6 +92,7 @@ def list_cases(query: dict):
 @cases.route("/<case_id>", methods=["GET"])
 @requires(*CASE_READERS)
 @cases.response(200, schemas.CaseSchema)
+@cases.doc(**links(200, **_case_links("$response.body#/id")))
 def get_case(case_id: str):
     """One case with its history (404 if it is not yours to see)."""
     case = routing().store.case(case_id)
@@ -242,7 +255,7 @@ def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str,
 @requires("office", "service")
 @statistics.arguments(schemas.PeriodQuerySchema, location="query")
 @statistics.response(200, schemas.StatsSchema)
-@statistics.alt_response(200, content_type=XLSX, description="With format=xlsx: the league table", success=True)
+@statistics.doc(**AS_XLSX_TOO)
 def department_league(query: dict):
     """Per department: due, closed on time, on-time rate (closed on time ÷ (due − deferred)), overdue,
     rework rate, average hours to rectify; ranked."""
@@ -262,7 +275,7 @@ def department_league(query: dict):
 @requires("office", "service")
 @statistics.arguments(schemas.MonthQuerySchema, location="query")
 @statistics.response(200, schemas.StatsSchema)
-@statistics.alt_response(200, content_type=XLSX, description="With format=xlsx: the league table", success=True)
+@statistics.doc(**AS_XLSX_TOO)
 def grid_league(query: dict):
     """The same measures per grid cell for a month; ranked."""
     ctx = routing()
@@ -272,3 +285,4 @@ def grid_league(query: dict):
     names = {grid_id: grid.name for grid_id, grid in ctx.reference.grids.items()}
     rows = stats.grid_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
     return _league_response(rows, start, end, query["format"], "grid", f"{month} 网格问题整改情况排名", month)
+

@@ -4,12 +4,23 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from shared.pagination import PageQuery
+from shared.photo_ids import photo_id_field
 from shared.schemas import Timestamp
 
 from .domain import BASES, REJECT_REASONS, STATUSES
 
 HOURS = validate.Range(min=0, min_inclusive=False, max=24 * 365)
+
+
+def hours_field(description: str | None = None, **kwargs) -> fields.Float:
+    """Hours above 0 up to a year; the document says the bound is exclusive (OpenAPI 3.0 puts a flag
+    beside the bound)."""
+    metadata = {"exclusiveMinimum": True, **({"description": description} if description else {})}
+    return fields.Float(validate=HOURS, metadata=metadata, **kwargs)
+
 PHOTOS = validate.Length(1, 9)
+# A month of the programme's years (2000 to 2100).
+MONTH_PATTERN = r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$"
 
 
 class LocationSchema(Schema):
@@ -76,8 +87,7 @@ class CaseQuerySchema(PageQuery):
 
 class DispatchSchema(Schema):
     department = fields.String(required=True)
-    deadline_hours = fields.Float(validate=HOURS, load_default=None,
-                                  metadata={"description": "default: the category's rule, else 72"})
+    deadline_hours = hours_field("default: the category's rule, else 72", load_default=None)
     note = fields.String(validate=validate.Length(max=1000), load_default=None)
 
 
@@ -87,15 +97,14 @@ class DisputeSchema(Schema):
 
 class RectifySchema(Schema):
     note = fields.String(required=True, validate=validate.Length(2, 2000))
-    photo_ids = fields.List(fields.String(), required=True, validate=PHOTOS,
+    photo_ids = fields.List(photo_id_field(), required=True, validate=PHOTOS,
                             metadata={"description": "after-photos uploaded to intake's /v1/photos"})
 
 
 class VerifySchema(Schema):
     passed = fields.Boolean(required=True)
     note = fields.String(required=True, validate=validate.Length(max=2000))
-    deadline_hours = fields.Float(validate=HOURS, load_default=None,
-                                  metadata={"description": "rework deadline; default: the case's time limit"})
+    deadline_hours = hours_field("rework deadline; default: the case's time limit", load_default=None)
 
 
 class RejectSchema(Schema):
@@ -104,7 +113,7 @@ class RejectSchema(Schema):
 
 
 class ExtensionRequestSchema(Schema):
-    hours = fields.Float(required=True, validate=HOURS)
+    hours = hours_field(required=True)
     reason = fields.String(required=True, validate=validate.Length(2, 1000))
 
 
@@ -118,7 +127,7 @@ class RuleSchema(Schema):
     district = fields.String(load_default=None, allow_none=True,
                              metadata={"description": "only for this district; none: city-wide"})
     department = fields.String(required=True)
-    deadline_hours = fields.Float(required=True, validate=HOURS)
+    deadline_hours = hours_field(required=True)
     basis = fields.String(load_default="calendar", validate=validate.OneOf(BASES))
 
 
@@ -143,7 +152,9 @@ class PeriodQuerySchema(Schema):
 
 
 class MonthQuerySchema(Schema):
-    month = fields.String(metadata={"description": "e.g. 2026-11; default: this month"})
+    month = fields.String(validate=validate.Regexp(MONTH_PATTERN, error="year-month, e.g. 2026-11"),
+                          metadata={"description": "e.g. 2026-11; default: this month", "pattern": MONTH_PATTERN,
+                                    "example": "2026-11"})
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "xlsx"]))
 
 

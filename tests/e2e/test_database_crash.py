@@ -25,7 +25,8 @@ from deploy.embedded_db import EmbeddedDatabase, free_port
 from shared.errors import PROBLEM_MEDIA_TYPE
 from shared.testing import wait_for
 from tests.conftest import bearer
-from tests.e2e.test_system import SERVICES, jpeg_bytes
+from tests.e2e.conftest import SERVICES
+from tests.e2e.test_system import jpeg_bytes
 
 pytestmark = pytest.mark.e2e
 LOCAL = [sys.executable, "-m", "deploy.local"]

@@ -15,7 +15,8 @@ import requests
 from deploy.embedded_db import free_port, is_running, port_in_use
 from shared.testing import wait_for
 from tests.conftest import bearer
-from tests.e2e.test_system import SERVICES, jpeg_bytes
+from tests.e2e.conftest import SERVICES
+from tests.e2e.test_system import jpeg_bytes
 
 pytestmark = pytest.mark.e2e
 LOCAL = [sys.executable, "-m", "deploy.local"]

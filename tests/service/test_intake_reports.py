@@ -57,7 +57,7 @@ def test_too_many_photos_is_422(intake, volunteer, photo_id):
 def test_a_photo_the_reporter_did_not_upload_is_422(intake, volunteer, whose):
     theirs = {"another volunteer": lambda: upload_photo(intake.client, bearer("volunteer"))["id"],
               "a department": lambda: upload_photo(intake.client, bearer("department", dept="sanitation"))["id"],
-              "never issued": lambda: "bm90LWEtcGhvdG8tYXQtYWxs.AAAAAAAAAAAAAAAA"}[whose]()
+              "never issued": lambda: "k2x9V0aQf3Rz8LwYb1NcDg.Jq4uT7sWm0ZpE2Ha"}[whose]()
     response = intake.client.post("/v1/reports", headers=volunteer, json=body([theirs]))
     assert response.status_code == 422 and list(response.json["errors"]) == ["photo_ids"]
 

@@ -148,7 +148,7 @@ def test_a_failed_verification_sends_the_case_back_for_rework(city):
 
 
 @pytest.mark.parametrize("action, headers, body", [
-    ("rectify", POLICE, {"note": "已处理", "photo_ids": ["x"]}),  # not accepted yet
+    ("rectify", POLICE, {"note": "已处理", "photo_ids": ["k2x9V0aQf3Rz8LwYb1NcDg.Jq4uT7sWm0ZpE2Ha"]}),  # not accepted
     ("verify", OFFICE, {"passed": True, "note": "ok"}),          # not rectified yet
     ("extension/decision", OFFICE, {"approved": True}),          # nothing asked
 ])
@@ -327,7 +327,7 @@ def test_after_photos_must_be_the_departments_own(city, whose):
     foreign = {
         "the reporter": lambda: submitted["photo_ids"][0],
         "another department": lambda: upload_photo(city[0].client, SANITATION)["id"],
-        "never issued": lambda: "bm90LWEtcGhvdG8tYXQtYWxs.AAAAAAAAAAAAAAAA",
+        "never issued": lambda: "k2x9V0aQf3Rz8LwYb1NcDg.Jq4uT7sWm0ZpE2Ha",
         "tampered": lambda: upload_photo(city[0].client, POLICE)["id"][:-2] + "xx",
     }[whose]()
     refused = act(city, case["id"], "rectify", POLICE, {"note": "已处理", "photo_ids": [foreign]})

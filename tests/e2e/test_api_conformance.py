@@ -1,0 +1,62 @@
+"""The API documents tell the truth: schemathesis, every check and every phase (stateful included), against
+each running service's own /openapi.json, as each role that has endpoints there. Any failure fails the test,
+with schemathesis's report (and a command to reproduce it) as the message.
+
+Configuration is the repository's schemathesis.toml (what a schema cannot say, and is therefore expected).
+The seed is fixed, so a run is the same in CI as on a developer's machine; raise WOODPECKER_CONFORMANCE_EXAMPLES
+to look harder.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import bearer
+from tests.e2e.test_system import jpeg_bytes
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+EXAMPLES = int(os.environ.get("WOODPECKER_CONFORMANCE_EXAMPLES", "20"))
+SEED = 20261124
+
+# Who calls what: each role that has endpoints on a service (hours and notify serve health and docs so far).
+CALLERS = {
+    "volunteer": {"role": "volunteer", "sub": "conformance-volunteer"},
+    "grid_leader": {"role": "grid_leader", "sub": "conformance-leader", "grid": "lanshan-01"},
+    "department": {"role": "department", "sub": "conformance-police", "dept": "traffic-police"},
+    "office": {"role": "office", "sub": "conformance-office"},
+    "association": {"role": "association", "sub": "conformance-association"},
+}
+ROLES = {"intake": ("volunteer", "grid_leader", "department", "office", "association"),
+         "routing": ("grid_leader", "department", "office", "association"),
+         "hours": ("office",), "notify": ("office",)}
+
+
+@pytest.fixture(scope="module")
+def city(system):
+    """Something to find: a report by the volunteer, in the grid leader's grid, and the case it opens."""
+    urls, _ = system
+    volunteer = bearer(**CALLERS["volunteer"])
+    photo = requests.post(f"{urls['intake']}/v1/photos", headers=volunteer, timeout=10,
+                          files={"file": ("p.jpg", jpeg_bytes(), "image/jpeg")}).json()["id"]
+    created = requests.post(f"{urls['intake']}/v1/reports", headers=volunteer, timeout=10, json={
+        "category": "traffic.parking", "description": "人行道上停放多辆机动车，影响通行", "photo_ids": [photo],
+        "location": {"lat": 35.06, "lng": 118.315}})
+    assert created.status_code == 201, created.text
+    return urls
+
+
+@pytest.mark.parametrize("service, role", [(s, r) for s, roles in ROLES.items() for r in roles])
+def test_the_document_tells_the_truth(city, service, role):
+    token = bearer(**CALLERS[role])["Authorization"]
+    run = subprocess.run(
+        [str(SCHEMATHESIS), "--config-file", str(ROOT / "schemathesis.toml"), "run",
+         f"{city[service]}/openapi.json", "--header", f"Authorization: {token}", "--checks", "all",
+         "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
+         "--no-color"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"{service} as {role}:\n{run.stdout[-20000:]}\n{run.stderr[-2000:]}"
