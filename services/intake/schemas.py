@@ -15,50 +15,60 @@ WEEK_PATTERN = r"^(20[0-9]{2}|2100)-[Ww](0[1-9]|[1-4][0-9]|5[0-3])$"
 
 
 class LocationSchema(Schema):
-    lat = fields.Float(required=True, validate=validate.Range(-90, 90), allow_nan=False)
-    lng = fields.Float(required=True, validate=validate.Range(-180, 180), allow_nan=False)
-    address = fields.String(validate=validate.Length(max=300), load_default=None)
+    lat = fields.Float(required=True, validate=validate.Range(-90, 90), allow_nan=False, metadata={"example": 35.06})
+    lng = fields.Float(required=True, validate=validate.Range(-180, 180), allow_nan=False,
+                       metadata={"example": 118.315})
+    address = fields.String(validate=validate.Length(max=300), load_default=None, allow_none=True,
+                            metadata={"example": "金雀山路与沂蒙路交叉口"})
 
 
 class ReportCreateSchema(Schema):
-    category = fields.String(required=True, metadata={"example": "traffic.parking"})
-    description = fields.String(required=True, validate=validate.Length(5, 2000))
+    category = fields.String(required=True, metadata={"description": "a code of GET /v1/categories",
+                                                      "example": "traffic.parking"})
+    description = fields.String(required=True, validate=validate.Length(5, 2000),
+                                metadata={"example": "人行道上停放多辆机动车，影响通行"})
     location = fields.Nested(LocationSchema, required=True)
-    photo_ids = fields.List(photo_id_field(), required=True, validate=validate.Length(1, 9))
-    observed_at = Timestamp(load_default=None)
-    patrol_id = fields.String(validate=validate.Length(1, 100), load_default=None)
+    photo_ids = fields.List(photo_id_field(), required=True, validate=validate.Length(1, 9),
+                            metadata={"description": "photos you uploaded (POST /v1/photos)"})
+    observed_at = Timestamp(load_default=None, allow_none=True,
+                            metadata={"description": "when you saw it; default: now",
+                                      "example": "2026-11-24T08:30:00Z"})
+    patrol_id = fields.String(validate=validate.Length(1, 100), load_default=None, allow_none=True)
 
 
 class TimelineEntrySchema(Schema):
-    at = Timestamp()
-    status = fields.String()
-    note = fields.String()
+    at = Timestamp(required=True, metadata={"example": "2026-11-24T08:31:02.417Z"})
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES), metadata={"example": "in_progress"})
+    note = fields.String(required=True, metadata={"example": "已派遣至交警支队，整改期限 2026-11-25 16:31"})
 
 
 class ReportSchema(Schema):
-    id = fields.String()
-    reporter_id = fields.String()
-    category = fields.String()
-    description = fields.String()
-    location = fields.Nested(LocationSchema)
-    grid_id = fields.String()
-    district = fields.String(metadata={"description": "the grid's district code"})
-    photo_ids = fields.List(fields.String())
-    observed_at = Timestamp()
-    submitted_at = Timestamp()
-    patrol_id = fields.String(allow_none=True)
-    status = fields.String(metadata={"enum": list(STATUSES)})
-    case_id = fields.String(allow_none=True)
-    department = fields.String(allow_none=True, metadata={"description": "the department holding the case"})
-    duplicate_of = fields.String(allow_none=True,
+    id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    reporter_id = fields.String(required=True, metadata={"example": "vol-1"})
+    category = fields.String(required=True, metadata={"example": "traffic.parking"})
+    description = fields.String(required=True, metadata={"example": "人行道上停放多辆机动车，影响通行"})
+    location = fields.Nested(LocationSchema, required=True)
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    district = fields.String(required=True, metadata={"description": "the grid's district code", "example": "lanshan"})
+    photo_ids = fields.List(fields.String(), required=True)
+    observed_at = Timestamp(required=True)
+    submitted_at = Timestamp(required=True)
+    patrol_id = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES), metadata={"example": "in_progress"})
+    case_id = fields.String(required=True, allow_none=True, metadata={"example": "case-6b0563189074648134dcbce3"})
+    department = fields.String(required=True, allow_none=True,
+                               metadata={"description": "the department holding the case", "example": "traffic-police"})
+    duplicate_of = fields.String(required=True, allow_none=True,
                                  metadata={"description": "an open report of the same category within 250 m"})
-    after_photo_ids = fields.List(fields.String(), metadata={"description": "the department's after-photos"})
-    timeline = fields.List(fields.Nested(TimelineEntrySchema))
+    after_photo_ids = fields.List(fields.String(), required=True,
+                                  metadata={"description": "the department's after-photos"})
+    timeline = fields.List(fields.Nested(TimelineEntrySchema), required=True)
 
 
 class ReportPageSchema(Schema):
-    items = fields.List(fields.Nested(ReportSchema))
-    next_cursor = fields.String(allow_none=True)
+    items = fields.List(fields.Nested(ReportSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True,
+                                metadata={"description": "pass as ?cursor= for the next page; null on the last"})
 
 
 class ReportQuerySchema(PageQuery):
@@ -78,25 +88,26 @@ class PhotoUploadSchema(Schema):
 
 
 class PhotoSchema(Schema):
-    id = fields.String()
-    content_type = fields.String()
-    size = fields.Integer()
-    sha256 = fields.String()
-    width = fields.Integer()
-    height = fields.Integer()
+    id = fields.String(required=True, metadata={"example": "k2x9V0aQf3Rz8LwYb1NcDg.Jq4uT7sWm0ZpE2Ha"})
+    content_type = fields.String(required=True, validate=validate.OneOf(["image/jpeg", "image/png", "image/webp"]),
+                                 metadata={"example": "image/jpeg"})
+    size = fields.Integer(required=True, metadata={"description": "bytes stored", "example": 48211})
+    sha256 = fields.String(required=True, metadata={"example": "9f2c…"})
+    width = fields.Integer(required=True, metadata={"description": "as stored", "example": 2560})
+    height = fields.Integer(required=True, metadata={"description": "as stored", "example": 1920})
 
 
 class GridSchema(Schema):
-    id = fields.String()
-    name = fields.String()
-    district = fields.String()
-    district_name = fields.String()
-    leader_id = fields.String(allow_none=True)
-    geometry = fields.Dict(metadata={"description": "GeoJSON Polygon (lng, lat)"})
+    id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    name = fields.String(required=True, metadata={"example": "金雀山街道一网格"})
+    district = fields.String(required=True, metadata={"example": "lanshan"})
+    district_name = fields.String(required=True, metadata={"example": "兰山区"})
+    leader_id = fields.String(required=True, allow_none=True, metadata={"example": "leader-lanshan-01"})
+    geometry = fields.Dict(required=True, metadata={"description": "GeoJSON Polygon (lng, lat)"})
 
 
 class GridListSchema(Schema):
-    items = fields.List(fields.Nested(GridSchema))
+    items = fields.List(fields.Nested(GridSchema), required=True)
 
 
 class LocateQuerySchema(Schema):
@@ -105,15 +116,15 @@ class LocateQuerySchema(Schema):
 
 
 class CategorySchema(Schema):
-    code = fields.String()
-    name_zh = fields.String()
-    name_en = fields.String()
-    department = fields.String(allow_none=True)
-    deadline_hours = fields.Integer(allow_none=True)
+    code = fields.String(required=True, metadata={"example": "traffic.parking"})
+    name_zh = fields.String(required=True, metadata={"example": "车辆乱停乱放"})
+    name_en = fields.String(required=True, metadata={"example": "Illegal parking"})
+    department = fields.String(required=True, allow_none=True, metadata={"example": "traffic-police"})
+    deadline_hours = fields.Integer(required=True, allow_none=True, metadata={"example": 24})
 
 
 class CategoryListSchema(Schema):
-    items = fields.List(fields.Nested(CategorySchema))
+    items = fields.List(fields.Nested(CategorySchema), required=True)
 
 
 class WeeklyQuerySchema(Schema):
@@ -125,28 +136,30 @@ class WeeklyQuerySchema(Schema):
 
 
 class CategoryCountSchema(Schema):
-    category = fields.String()
-    category_name = fields.String()
-    total = fields.Integer()
-    submitted = fields.Integer()
-    in_progress = fields.Integer()
-    rectified = fields.Integer()
-    closed = fields.Integer()
-    rejected = fields.Integer()
-    duplicate = fields.Integer()
+    category = fields.String(required=True, metadata={"example": "traffic.parking"})
+    category_name = fields.String(required=True, metadata={"example": "车辆乱停乱放"})
+    total = fields.Integer(required=True, metadata={"example": 3})
+    submitted = fields.Integer(required=True)
+    in_progress = fields.Integer(required=True)
+    rectified = fields.Integer(required=True)
+    closed = fields.Integer(required=True)
+    rejected = fields.Integer(required=True)
+    duplicate = fields.Integer(required=True)
 
 
 class WeeklySummarySchema(Schema):
-    grid_id = fields.String()
-    grid_name = fields.String()
-    district = fields.String()
-    district_name = fields.String()
-    week = fields.String()
-    from_ = Timestamp(data_key="from", attribute="from")
-    to = Timestamp()
-    submitted = fields.Integer()
-    by_category = fields.List(fields.Nested(CategoryCountSchema))
-    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
-    reports = fields.List(fields.Nested(ReportSchema), metadata={"description": "submitted this week"})
-    open = fields.List(fields.Nested(ReportSchema), metadata={"description": "still open at the time of asking"})
-    fixed = fields.List(fields.Nested(ReportSchema), metadata={"description": "closed this week"})
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    grid_name = fields.String(required=True, metadata={"example": "金雀山街道一网格"})
+    district = fields.String(required=True, metadata={"example": "lanshan"})
+    district_name = fields.String(required=True, metadata={"example": "兰山区"})
+    week = fields.String(required=True, metadata={"example": "2026-W47"})
+    from_ = Timestamp(data_key="from", attribute="from", required=True)
+    to = Timestamp(required=True)
+    submitted = fields.Integer(required=True, metadata={"example": 12})
+    by_category = fields.List(fields.Nested(CategoryCountSchema), required=True)
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                            metadata={"example": {"submitted": 1, "in_progress": 4, "closed": 7}})
+    reports = fields.List(fields.Nested(ReportSchema), required=True, metadata={"description": "submitted this week"})
+    open = fields.List(fields.Nested(ReportSchema), required=True,
+                       metadata={"description": "still open at the time of asking"})
+    fixed = fields.List(fields.Nested(ReportSchema), required=True, metadata={"description": "closed this week"})

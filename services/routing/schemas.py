@@ -12,10 +12,11 @@ from .domain import BASES, REJECT_REASONS, STATUSES
 HOURS = validate.Range(min=0, min_inclusive=False, max=24 * 365)
 
 
-def hours_field(description: str | None = None, **kwargs) -> fields.Float:
+def hours_field(description: str | None = None, example: float | None = None, **kwargs) -> fields.Float:
     """Hours above 0 up to a year; the document says the bound is exclusive (OpenAPI 3.0 puts a flag
     beside the bound)."""
-    metadata = {"exclusiveMinimum": True, **({"description": description} if description else {})}
+    metadata = {"exclusiveMinimum": True, **({"description": description} if description else {}),
+                **({"example": example} if example is not None else {})}
     return fields.Float(validate=HOURS, metadata=metadata, **kwargs)
 
 PHOTOS = validate.Length(1, 9)
@@ -24,57 +25,60 @@ MONTH_PATTERN = r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$"
 
 
 class LocationSchema(Schema):
-    lat = fields.Float()
-    lng = fields.Float()
-    address = fields.String(allow_none=True)
+    lat = fields.Float(required=True, metadata={"example": 35.06})
+    lng = fields.Float(required=True, metadata={"example": 118.315})
+    address = fields.String(allow_none=True, metadata={"example": "金雀山路与沂蒙路交叉口"})
 
 
 class ExtensionSchema(Schema):
-    hours = fields.Float()
-    reason = fields.String()
-    status = fields.String(metadata={"enum": ["requested", "approved", "refused"]})
-    requested_at = Timestamp()
-    requested_by = fields.String()
-    decided_at = Timestamp(allow_none=True)
-    note = fields.String(allow_none=True)
+    hours = fields.Float(required=True, metadata={"example": 24})
+    reason = fields.String(required=True, metadata={"example": "需协调拖车，申请延期一天"})
+    status = fields.String(required=True, validate=validate.OneOf(["requested", "approved", "refused"]),
+                           metadata={"example": "requested"})
+    requested_at = Timestamp(required=True)
+    requested_by = fields.String(required=True, metadata={"example": "police-1"})
+    decided_at = Timestamp(required=True, allow_none=True)
+    note = fields.String(required=True, allow_none=True)
 
 
 class HistoryEntrySchema(Schema):
-    at = Timestamp()
-    actor = fields.String()
-    action = fields.String()
-    note = fields.String()
+    at = Timestamp(required=True, metadata={"example": "2026-11-24T08:31:02.417Z"})
+    actor = fields.String(required=True, metadata={"example": "department:police-1"})
+    action = fields.String(required=True, metadata={"example": "accepted"})
+    note = fields.String(required=True, metadata={"example": ""})
 
 
 class CaseSchema(Schema):
-    id = fields.String()
-    report_ids = fields.List(fields.String())
-    category = fields.String()
-    department = fields.String(allow_none=True)
-    status = fields.String(metadata={"enum": list(STATUSES)})
-    grid_id = fields.String()
-    district = fields.String(allow_none=True)
-    location = fields.Nested(LocationSchema)
-    description = fields.String()
-    photo_ids = fields.List(fields.String())
-    after_photo_ids = fields.List(fields.String())
-    opened_at = Timestamp()
-    dispatched_at = Timestamp(allow_none=True)
-    due_at = Timestamp(allow_none=True)
-    basis = fields.String(metadata={"enum": list(BASES), "description": "how the deadline is counted"})
-    overdue = fields.Boolean()
-    escalation_level = fields.Integer()
-    rework_count = fields.Integer()
-    deferred = fields.Boolean(metadata={"description": "an extension was approved"})
-    extension = fields.Nested(ExtensionSchema, allow_none=True)
-    rectified_at = Timestamp(allow_none=True)
-    closed_at = Timestamp(allow_none=True)
-    history = fields.List(fields.Nested(HistoryEntrySchema))
+    id = fields.String(required=True, metadata={"example": "case-6b0563189074648134dcbce3"})
+    report_ids = fields.List(fields.String(), required=True, metadata={"example": ["6b0563189074648134dcbce3"]})
+    category = fields.String(required=True, metadata={"example": "traffic.parking"})
+    department = fields.String(required=True, allow_none=True, metadata={"example": "traffic-police"})
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES), metadata={"example": "dispatched"})
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    district = fields.String(required=True, allow_none=True, metadata={"example": "lanshan"})
+    location = fields.Nested(LocationSchema, required=True)
+    description = fields.String(required=True, metadata={"example": "人行道上停放多辆机动车，影响通行"})
+    photo_ids = fields.List(fields.String(), required=True)
+    after_photo_ids = fields.List(fields.String(), required=True)
+    opened_at = Timestamp(required=True)
+    dispatched_at = Timestamp(required=True, allow_none=True)
+    due_at = Timestamp(required=True, allow_none=True, metadata={"example": "2026-11-25T08:31:02.417Z"})
+    basis = fields.String(required=True, validate=validate.OneOf(BASES),
+                          metadata={"description": "how the deadline is counted", "example": "calendar"})
+    overdue = fields.Boolean(required=True, metadata={"example": False})
+    escalation_level = fields.Integer(required=True, metadata={"example": 0})
+    rework_count = fields.Integer(required=True, metadata={"example": 0})
+    deferred = fields.Boolean(required=True, metadata={"description": "an extension was approved", "example": False})
+    extension = fields.Nested(ExtensionSchema, required=True, allow_none=True)
+    rectified_at = Timestamp(required=True, allow_none=True)
+    closed_at = Timestamp(required=True, allow_none=True)
+    history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
 
 
 class CasePageSchema(Schema):
-    items = fields.List(fields.Nested(CaseSchema))
-    next_cursor = fields.String(allow_none=True)
+    items = fields.List(fields.Nested(CaseSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True,
+                                metadata={"description": "pass as ?cursor= for the next page; null on the last"})
 
 
 class CaseQuerySchema(PageQuery):
@@ -86,47 +90,51 @@ class CaseQuerySchema(PageQuery):
 
 
 class DispatchSchema(Schema):
-    department = fields.String(required=True)
-    deadline_hours = hours_field("default: the category's rule, else 72", load_default=None)
-    note = fields.String(validate=validate.Length(max=1000), load_default=None)
+    department = fields.String(required=True, metadata={"description": "a code of GET /v1/departments",
+                                                        "example": "sanitation"})
+    deadline_hours = hours_field("default: the category's rule, else 72", load_default=None, allow_none=True)
+    note = fields.String(validate=validate.Length(max=1000), load_default=None, allow_none=True,
+                         metadata={"example": "请于24小时内清理"})
 
 
 class DisputeSchema(Schema):
-    reason = fields.String(required=True, validate=validate.Length(2, 1000))
+    reason = fields.String(required=True, validate=validate.Length(2, 1000), metadata={"example": "属于环卫职责"})
 
 
 class RectifySchema(Schema):
-    note = fields.String(required=True, validate=validate.Length(2, 2000))
+    note = fields.String(required=True, validate=validate.Length(2, 2000), metadata={"example": "已拖移违停车辆"})
     photo_ids = fields.List(photo_id_field(), required=True, validate=PHOTOS,
                             metadata={"description": "after-photos uploaded to intake's /v1/photos"})
 
 
 class VerifySchema(Schema):
-    passed = fields.Boolean(required=True)
-    note = fields.String(required=True, validate=validate.Length(max=2000))
-    deadline_hours = hours_field("rework deadline; default: the case's time limit", load_default=None)
+    passed = fields.Boolean(required=True, metadata={"example": True})
+    note = fields.String(required=True, validate=validate.Length(max=2000), metadata={"example": "复查通过"})
+    deadline_hours = hours_field("rework deadline; default: the case's time limit", load_default=None,
+                                 allow_none=True)
 
 
 class RejectSchema(Schema):
-    reason = fields.String(required=True, validate=validate.OneOf(REJECT_REASONS))
-    note = fields.String(load_default="", validate=validate.Length(max=2000))
+    reason = fields.String(required=True, validate=validate.OneOf(REJECT_REASONS), metadata={"example": "duplicate"})
+    note = fields.String(load_default="", validate=validate.Length(max=2000), metadata={"example": "与已办案件重复"})
 
 
 class ExtensionRequestSchema(Schema):
-    hours = hours_field(required=True)
-    reason = fields.String(required=True, validate=validate.Length(2, 1000))
+    hours = hours_field(example=24, required=True)
+    reason = fields.String(required=True, validate=validate.Length(2, 1000), metadata={"example": "需协调拖车"})
 
 
 class ExtensionDecisionSchema(Schema):
-    approved = fields.Boolean(required=True)
-    note = fields.String(load_default=None, validate=validate.Length(max=1000))
+    approved = fields.Boolean(required=True, metadata={"example": True})
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000),
+                         metadata={"example": "同意延期一天"})
 
 
 class RuleSchema(Schema):
-    category = fields.String(required=True)
+    category = fields.String(required=True, metadata={"example": "env.garbage"})
     district = fields.String(load_default=None, allow_none=True,
-                             metadata={"description": "only for this district; none: city-wide"})
-    department = fields.String(required=True)
+                             metadata={"description": "only for this district; none: city-wide", "example": None})
+    department = fields.String(required=True, metadata={"example": "sanitation"})
     deadline_hours = hours_field(required=True)
     basis = fields.String(load_default="calendar", validate=validate.OneOf(BASES))
 
@@ -136,13 +144,13 @@ class RuleListSchema(Schema):
 
 
 class DepartmentSchema(Schema):
-    code = fields.String()
-    name_zh = fields.String()
-    name_en = fields.String()
+    code = fields.String(required=True, metadata={"example": "sanitation"})
+    name_zh = fields.String(required=True, metadata={"example": "环卫处"})
+    name_en = fields.String(required=True, metadata={"example": "Sanitation"})
 
 
 class DepartmentListSchema(Schema):
-    items = fields.List(fields.Nested(DepartmentSchema))
+    items = fields.List(fields.Nested(DepartmentSchema), required=True)
 
 
 class PeriodQuerySchema(Schema):
@@ -159,21 +167,22 @@ class MonthQuerySchema(Schema):
 
 
 class StatsRowSchema(Schema):
-    rank = fields.Integer()
-    department = fields.String()
-    department_name = fields.String()
-    grid_id = fields.String()
-    grid_name = fields.String()
-    due = fields.Integer()
-    deferred = fields.Integer()
-    closed_on_time = fields.Integer()
-    on_time_rate = fields.Float(allow_none=True, metadata={"description": "closed on time ÷ (due − deferred)"})
-    overdue_open = fields.Integer()
-    rework_rate = fields.Float(allow_none=True)
-    avg_hours_to_rectify = fields.Float(allow_none=True)
+    rank = fields.Integer(required=True, metadata={"example": 1})
+    department = fields.String(metadata={"description": "department tables", "example": "sanitation"})
+    department_name = fields.String(metadata={"example": "环卫处"})
+    grid_id = fields.String(metadata={"description": "grid tables", "example": "lanshan-01"})
+    grid_name = fields.String(metadata={"example": "金雀山街道一网格"})
+    due = fields.Integer(required=True, metadata={"example": 20})
+    deferred = fields.Integer(required=True, metadata={"example": 1})
+    closed_on_time = fields.Integer(required=True, metadata={"example": 17})
+    on_time_rate = fields.Float(required=True, allow_none=True,
+                                metadata={"description": "closed on time ÷ (due − deferred)", "example": 0.8947})
+    overdue_open = fields.Integer(required=True, metadata={"example": 1})
+    rework_rate = fields.Float(required=True, allow_none=True, metadata={"example": 0.05})
+    avg_hours_to_rectify = fields.Float(required=True, allow_none=True, metadata={"example": 9.5})
 
 
 class StatsSchema(Schema):
-    from_ = Timestamp(data_key="from", attribute="from")
-    to = Timestamp()
-    items = fields.List(fields.Nested(StatsRowSchema))
+    from_ = Timestamp(data_key="from", attribute="from", required=True)
+    to = Timestamp(required=True)
+    items = fields.List(fields.Nested(StatsRowSchema), required=True)
