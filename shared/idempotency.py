@@ -37,6 +37,12 @@ HEADER_PARAMETER = {
 KEYED = {KEY_FIELD: {"$gt": ""}}
 
 
+# What a replayed creating POST answers with, beside the first result.
+REPLAY_HEADER = "Idempotent-Replayed"
+REPLAYED = {REPLAY_HEADER: {"description": "true when this answers a retry with the same Idempotency-Key: "
+                                           "nothing new was created", "schema": {"type": "string", "enum": ["true"]}}}
+
+
 def ensure_index(collection: Collection) -> None:
     collection.create_index(KEY_FIELD, unique=True, partialFilterExpression=KEYED)
 
@@ -78,4 +84,4 @@ def insert_once(collection: Collection, document: dict, key: str | None, request
 
 
 def replay_header(created: bool) -> dict[str, str]:
-    return {} if created else {"Idempotent-Replayed": "true"}
+    return {} if created else {REPLAY_HEADER: "true"}

@@ -59,7 +59,11 @@ class ErrorResponses(BasePlugin):
     problem schema when they carry only a description), and those the app factory gives every request."""
 
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
+        rule = kwargs.get("rule")
         for method, operation in (operations or {}).items():
+            if rule is not None:
+                # The view's name (submit_report, accept_case): what generated clients name their functions.
+                operation.setdefault("operationId", rule.endpoint.rsplit(".", 1)[-1])
             responses = operation.setdefault("responses", {})
             for status, response in list(responses.items()):
                 if _is_error(status) and isinstance(response, dict) and "content" not in response:
@@ -94,6 +98,6 @@ def link(path: str, method: str, **parameters: str) -> dict:
     return {"operationRef": f"#/paths/{pointer}/{method.lower()}", "parameters": parameters}
 
 
-def links(status: int, **named: dict) -> dict:
-    """`@blueprint.doc(**links(201, GetReport=link(...)))`."""
-    return {"responses": {status: {"links": named}}}
+def links(status: int, headers: dict | None = None, **named: dict) -> dict:
+    """`@blueprint.doc(**links(201, GetReport=link(...)))`, with the response's headers if it has some."""
+    return {"responses": {status: {"links": named, **({"headers": headers} if headers else {})}}}

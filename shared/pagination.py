@@ -40,7 +40,8 @@ CURSOR_PATTERN = rf"^[0-9]{{12,13}}~[{ID_CHARACTERS}]{{1,128}}$"
 class PageQuery(Schema):
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT),
                            metadata={"description": f"items per page, at most {MAX_LIMIT}"})
-    cursor = fields.String(load_default=None, validate=validate.Regexp(CURSOR_PATTERN),
+    # No default: a query string cannot carry null, so the document must not offer it.
+    cursor = fields.String(validate=validate.Regexp(CURSOR_PATTERN),
                            metadata={"description": "next_cursor of the previous page", "pattern": CURSOR_PATTERN,
                                      "example": "1795515160123~6b0563189074648134dcbce3"})
 

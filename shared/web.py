@@ -154,6 +154,7 @@ def _readiness_blueprint(checks: list[ReadinessCheck]) -> Blueprint:
     @blp.route("/metrics")
     @blp.doc(security=[], summary="Prometheus metrics (text format)")
     @blp.response(200, content_type="text/plain", description="Prometheus text exposition format 0.0.4")
+    @blp.doc(responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     def prometheus_metrics():
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 

@@ -54,10 +54,11 @@ def now() -> datetime:
 @requires()
 @photos.arguments(schemas.PhotoUploadSchema, location="files")
 @photos.response(201, schemas.PhotoSchema)
-@photos.doc(**links(201, GetPhoto=link("/v1/photos/{photo_id}", "get", photo_id="$response.body#/id")))
+@photos.doc(**links(201, idempotency.REPLAYED,
+                   GetPhoto=link("/v1/photos/{photo_id}", "get", photo_id="$response.body#/id")))
 @photos.alt_response(413, description="Larger than 10 MiB, or more pixels than its format's budget")
 @photos.alt_response(415, description="Not a JPEG, PNG or WebP image (judged by content)")
-@photos.alt_response(503, description="Too many photos being processed; retry after Retry-After seconds")
+@photos.alt_response(409, description="Idempotency-Key reused with another photo")
 @photos.doc(parameters=[idempotency.HEADER_PARAMETER])
 def upload_photo(form):
     """Upload a photo; it is stored with its long side at most 2560 px, without EXIF (GPS included)."""
@@ -76,7 +77,9 @@ def upload_photo(form):
 
 @photos.route("/<photo_id>", methods=["GET"])
 @requires()
-@photos.response(200, content_type="image/*", description="The stored (EXIF-free) image")
+@photos.response(200, content_type="image/jpeg", description="The stored (EXIF-free) image")
+@photos.doc(responses={200: {"content": {media: {"schema": {"type": "string", "format": "binary"}}
+                                         for media in ("image/jpeg", "image/png", "image/webp")}}})
 def get_photo(photo_id: str):
     """The image. Visible to its uploader and to whoever may see a report it belongs to."""
     caller = current_caller()
@@ -99,7 +102,8 @@ def get_photo(photo_id: str):
 @requires(*REPORTERS)
 @reports.arguments(schemas.ReportCreateSchema)
 @reports.response(201, schemas.ReportSchema)
-@reports.doc(**links(201, GetReport=link("/v1/reports/{report_id}", "get", report_id="$response.body#/id")))
+@reports.doc(**links(201, idempotency.REPLAYED,
+                    GetReport=link("/v1/reports/{report_id}", "get", report_id="$response.body#/id")))
 @reports.alt_response(409, description="Idempotency-Key reused with a different body")
 @reports.doc(parameters=[idempotency.HEADER_PARAMETER])
 def submit_report(fields: dict):
@@ -140,7 +144,7 @@ def get_report(report_id: str):
 def list_reports(query: dict):
     """Reports you may see, newest first, filtered and cursor-paginated."""
     wanted = {k: query[k] for k in ("grid_id", "status", "category", "reporter_id") if k in query}
-    items = intake().store.list_reports(wanted, domain.visible_to(current_caller()), decode_cursor(query["cursor"]),
+    items = intake().store.list_reports(wanted, domain.visible_to(current_caller()), decode_cursor(query.get("cursor")),
                                         query["limit"], query.get("from_"), query.get("to"))
     return page(items, query["limit"], "submitted_at")
 

@@ -84,7 +84,7 @@ def _case_links(case_id: str) -> dict:
 def list_cases(query: dict):
     """Cases you may see, newest first, filtered and cursor-paginated."""
     wanted = {k: query[k] for k in ("status", "department", "overdue", "grid_id", "category") if k in query}
-    items = routing().store.list_cases(wanted, domain.visible_to(current_caller()), decode_cursor(query["cursor"]),
+    items = routing().store.list_cases(wanted, domain.visible_to(current_caller()), decode_cursor(query.get("cursor")),
                                        query["limit"])
     return page(items, query["limit"], "opened_at")
 
@@ -254,7 +254,7 @@ def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str,
 @statistics.route("/departments", methods=["GET"])
 @requires("office", "service")
 @statistics.arguments(schemas.PeriodQuerySchema, location="query")
-@statistics.response(200, schemas.StatsSchema)
+@statistics.response(200, schemas.DepartmentLeagueSchema)
 @statistics.doc(**AS_XLSX_TOO)
 def department_league(query: dict):
     """Per department: due, closed on time, on-time rate (closed on time ÷ (due − deferred)), overdue,
@@ -274,7 +274,7 @@ def department_league(query: dict):
 @statistics.route("/grids", methods=["GET"])
 @requires("office", "service")
 @statistics.arguments(schemas.MonthQuerySchema, location="query")
-@statistics.response(200, schemas.StatsSchema)
+@statistics.response(200, schemas.GridLeagueSchema)
 @statistics.doc(**AS_XLSX_TOO)
 def grid_league(query: dict):
     """The same measures per grid cell for a month; ranked."""

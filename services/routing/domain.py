@@ -27,6 +27,9 @@ OPEN_STATUSES = (PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED)
 # The deadline runs while the department holds the case and has not yet fed back.
 RUNNING_STATUSES = (DISPATCHED, ACCEPTED)
 REJECT_REASONS = ("duplicate", "invalid", "out_of_scope")
+# What a case's history records, one entry per step.
+HISTORY_ACTIONS = ("opened", "dispatched", "accepted", "disputed", "rectified", "verified_passed", "verified_failed",
+                   "rejected", "extension_requested", "extension_decided", "overdue")
 BASES = (CALENDAR, WORKING)
 
 

@@ -7,7 +7,7 @@ from shared.pagination import PageQuery
 from shared.photo_ids import photo_id_field
 from shared.schemas import Timestamp
 
-from .domain import BASES, REJECT_REASONS, STATUSES
+from .domain import BASES, HISTORY_ACTIONS, REJECT_REASONS, STATUSES
 
 HOURS = validate.Range(min=0, min_inclusive=False, max=24 * 365)
 
@@ -44,7 +44,7 @@ class ExtensionSchema(Schema):
 class HistoryEntrySchema(Schema):
     at = Timestamp(required=True, metadata={"example": "2026-11-24T08:31:02.417Z"})
     actor = fields.String(required=True, metadata={"example": "department:police-1"})
-    action = fields.String(required=True, metadata={"example": "accepted"})
+    action = fields.String(required=True, validate=validate.OneOf(HISTORY_ACTIONS), metadata={"example": "accepted"})
     note = fields.String(required=True, metadata={"example": ""})
 
 
@@ -166,12 +166,8 @@ class MonthQuerySchema(Schema):
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "xlsx"]))
 
 
-class StatsRowSchema(Schema):
+class MeasuresSchema(Schema):
     rank = fields.Integer(required=True, metadata={"example": 1})
-    department = fields.String(metadata={"description": "department tables", "example": "sanitation"})
-    department_name = fields.String(metadata={"example": "环卫处"})
-    grid_id = fields.String(metadata={"description": "grid tables", "example": "lanshan-01"})
-    grid_name = fields.String(metadata={"example": "金雀山街道一网格"})
     due = fields.Integer(required=True, metadata={"example": 20})
     deferred = fields.Integer(required=True, metadata={"example": 1})
     closed_on_time = fields.Integer(required=True, metadata={"example": 17})
@@ -182,7 +178,23 @@ class StatsRowSchema(Schema):
     avg_hours_to_rectify = fields.Float(required=True, allow_none=True, metadata={"example": 9.5})
 
 
-class StatsSchema(Schema):
+class DepartmentRowSchema(MeasuresSchema):
+    department = fields.String(required=True, metadata={"example": "sanitation"})
+    department_name = fields.String(required=True, metadata={"example": "环卫处"})
+
+
+class GridRowSchema(MeasuresSchema):
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    grid_name = fields.String(required=True, metadata={"example": "金雀山街道一网格"})
+
+
+class DepartmentLeagueSchema(Schema):
     from_ = Timestamp(data_key="from", attribute="from", required=True)
     to = Timestamp(required=True)
-    items = fields.List(fields.Nested(StatsRowSchema), required=True)
+    items = fields.List(fields.Nested(DepartmentRowSchema), required=True)
+
+
+class GridLeagueSchema(Schema):
+    from_ = Timestamp(data_key="from", attribute="from", required=True)
+    to = Timestamp(required=True)
+    items = fields.List(fields.Nested(GridRowSchema), required=True)
