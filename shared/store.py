@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pymongo
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
 from shared.errors import Conflict
@@ -57,3 +58,10 @@ def optimistically(attempt: Callable[[], T], what: str, tries: int = OPTIMISTIC_
         except LostRace:
             continue
     raise Conflict(f"{what} is changing too quickly; try again.")
+
+
+def in_transaction(db: Database, work: Callable[[ClientSession], T]) -> T:
+    """Run `work` as one multi-document transaction; the driver runs it again from the start when it met
+    another transaction's writes, so `work` must read what it decides on through the session it is given."""
+    with db.client.start_session() as session:
+        return session.with_transaction(work)

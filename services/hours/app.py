@@ -1,14 +1,29 @@
-"""The hours web process. Its domain arrives with its own issue; today it serves health and docs."""
+"""The hours web process: `create_app()` wires settings, store, reference data and blueprints."""
 from __future__ import annotations
 
 from flask import Flask
 
-from shared import runtime
+from shared import reference, runtime
 from shared.config import Settings
 from shared.web import create_service_app
+
+from . import api
+from .store import HoursStore
+
+DESCRIPTION = """Volunteers, patrols, the service-hour ledger and each volunteer's summary.
+
+Every call needs `Authorization: Bearer <JWT>`; errors are `application/problem+json`. A volunteer's
+token has `sub` = their volunteer id. The ledger is append-only: a correction is a reversing entry."""
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings, db = runtime.bootstrap("hours", settings)
-    return create_service_app(settings, title="Woodpecker hours", description="See the README.",
-                              readiness=runtime.readiness_checks(settings, db))
+    city = reference.load(settings.reference_dir)
+    rules = reference.load_service_hours(settings.reference_dir)
+    store = HoursStore.prepared(db, rules)
+    app = create_service_app(settings, title="Woodpecker hours", description=DESCRIPTION,
+                             blueprints=[api.volunteers, api.patrols, api.ledger],
+                             readiness=runtime.readiness_checks(settings, db))
+    app.extensions["hours"] = api.Hours(store=store, reference=city, rules=rules,
+                                        calendar=reference.load_work_calendar(settings.reference_dir))
+    return app

@@ -44,9 +44,7 @@ class WorkingHoursClock:
         self._zone = ZoneInfo(calendar.timezone)
 
     def is_working_day(self, day: date) -> bool:
-        if day in self._calendar.working_weekend_days:
-            return True
-        return day.weekday() < 5 and day not in self._calendar.holidays
+        return self._calendar.is_working_day(day)
 
     def add(self, start: datetime, hours: float) -> datetime:
         start, remaining = _utc(start), _duration(hours)

@@ -3,7 +3,7 @@ work calendar.
 
 Shipped as data files beside this module and loaded at start; a deployment replaces them by
 pointing WOODPECKER_REFERENCE_DIR at a folder holding its own `departments.json`,
-`categories.json`, `grids.geojson` and `holidays.json` (any file missing there falls back to the
+`categories.json`, `grids.geojson`, `holidays.json` and `service_hours.json` (any file missing there falls back to the
 demo city's). The city's time zone is the `timezone` of `holidays.json`, read by `load` and
 `load_work_calendar` alike.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import date, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -62,6 +62,37 @@ class WorkCalendar:
     periods: tuple[tuple[time, time], ...]
     holidays: frozenset[date]
     working_weekend_days: frozenset[date]
+
+    def is_working_day(self, day: date) -> bool:
+        if day in self.working_weekend_days:
+            return True
+        return day.weekday() < 5 and day not in self.holidays
+
+    def working_days_after(self, day: date, count: int) -> date:
+        """The `count`-th working day after `day` (the rules' "within N working days" ends on it)."""
+        # Terminates: every week outside the listed holidays has working days.
+        while count > 0:
+            day += timedelta(days=1)
+            count -= self.is_working_day(day)
+        return day
+
+
+@dataclass(frozen=True)
+class ServiceHoursRules:
+    """How a jurisdiction credits volunteer service hours (`service_hours.json`); hours are decimal hours."""
+    rule_version: str  # stamped on every ledger entry computed under these rules
+    star_levels_hours: tuple[float, ...]  # cumulative hours of 1★, 2★, …
+    annual_minimum_hours: float
+    minimum_reminders_from: tuple[int, int]  # (month, day) from which the at-risk reminders run each year
+    patrol_minimum_minutes: int
+    patrol_rounding_minutes: int
+    patrol_longest_hours: float
+    daily_cap_hours: float  # more on one day needs the association's approval
+    daily_limit_hours: float  # more on one day is refused
+    record_within_working_days: int
+    publicity_working_days: int
+    activity_minimum_photos: int
+    issuer: str  # who issues proofs of service
 
 
 class ReferenceDataError(ValueError):
@@ -125,6 +156,34 @@ def load_work_calendar(directory: str | None = None) -> WorkCalendar:
         raise ReferenceDataError(f"the work calendar is malformed: {exc!r}") from exc
     _check_work_calendar(calendar)
     return calendar
+
+
+def load_service_hours(directory: str | None = None) -> ServiceHoursRules:
+    raw = _read(_folder(directory), "service_hours.json")
+    try:
+        month, day = (int(part) for part in raw["minimum_reminders_from"].split("-"))
+        date(2000, month, day)
+        rules = ServiceHoursRules(
+            rule_version=str(raw["rule_version"]),
+            star_levels_hours=tuple(float(h) for h in raw["star_levels_hours"]),
+            annual_minimum_hours=float(raw["annual_minimum_hours"]), minimum_reminders_from=(month, day),
+            patrol_minimum_minutes=int(raw["patrol"]["minimum_minutes"]),
+            patrol_rounding_minutes=int(raw["patrol"]["rounding_minutes"]),
+            patrol_longest_hours=float(raw["patrol"]["longest_hours"]),
+            daily_cap_hours=float(raw["daily_cap_hours"]), daily_limit_hours=float(raw["daily_limit_hours"]),
+            record_within_working_days=int(raw["record_within_working_days"]),
+            publicity_working_days=int(raw["publicity_working_days"]),
+            activity_minimum_photos=int(raw["activity_minimum_photos"]), issuer=str(raw["issuer"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReferenceDataError(f"service_hours.json is malformed: {exc!r}") from exc
+    levels = rules.star_levels_hours
+    if not levels or any(low >= high for low, high in zip(levels, levels[1:], strict=False)) or levels[0] <= 0:
+        raise ReferenceDataError("star_levels_hours must be positive and increasing")
+    if not 0 < rules.daily_cap_hours <= rules.daily_limit_hours <= 24:
+        raise ReferenceDataError("daily_cap_hours must be positive and at most daily_limit_hours (at most 24)")
+    if rules.patrol_rounding_minutes <= 0 or rules.patrol_minimum_minutes < rules.patrol_rounding_minutes:
+        raise ReferenceDataError("patrol rounding must be positive and at most the minimum patrol")
+    return rules
 
 
 def _check_work_calendar(calendar: WorkCalendar) -> None:

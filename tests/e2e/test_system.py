@@ -1,6 +1,7 @@
 """End to end: the system started the way `make up` starts it, driven over real HTTP and AMQP."""
 import io
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -29,10 +30,17 @@ def test_every_service_is_healthy_ready_and_documented(system):
 
 
 def test_the_closed_loop_through_the_running_services(system, amqp_url):
-    """Report → case dispatched → the department's subscriber → accept → rectify → verify → closed."""
+    """A registered volunteer patrols and reports → case dispatched → the department's subscriber → accept →
+    rectify → verify → closed; the volunteer's summary shows the patrol's hours and one verified report."""
     urls, _ = system
-    intake, routing = urls["intake"], urls["routing"]
-    volunteer, office = bearer("volunteer"), bearer("office")
+    intake, routing, hours = urls["intake"], urls["routing"], urls["hours"]
+    office, association = bearer("office"), bearer("association")
+    registered = requests.post(f"{hours}/v1/volunteers", headers=association, timeout=10, json={
+        "name": "王小明", "phone": "13912345678", "organization": "罗庄街道志愿服务队", "grid_id": "lanshan-04"})
+    assert registered.status_code == 201, registered.text
+    volunteer_id = registered.json()["id"]
+    volunteer = bearer("volunteer", volunteer_id)
+    patrol_started = datetime.now(UTC) - timedelta(hours=1, minutes=40)
     police = bearer("department", dept="traffic-police")
     department_system = EventTap(amqp_url, "case.*.traffic-police")
     try:
@@ -53,8 +61,17 @@ def test_the_closed_loop_through_the_running_services(system, amqp_url):
             response = requests.post(f"{routing}/v1/cases/{case_id}/{action}", headers=headers, json=body, timeout=10)
             assert response.status_code == 200, response.text
         assert response.json()["status"] == "closed"
+        patrol = requests.post(f"{hours}/v1/patrols", headers=volunteer, timeout=10, json={
+            "grid_id": report["grid_id"], "started_at": patrol_started.isoformat(),
+            "ended_at": datetime.now(UTC).isoformat()})
+        assert patrol.status_code == 201, patrol.text
     finally:
         department_system.close()
+    summary = lambda: requests.get(f"{hours}/v1/volunteers/{volunteer_id}/summary", headers=volunteer,  # noqa: E731
+                                   timeout=5).json()
+    wait_for(lambda: summary()["verified_reports"] == 1 and summary()["year_hours"] == 1.5,
+             what="the patrol's hours and the verified report in the volunteer's summary")
+    assert summary()["pending_hours"] == 0
     reported = lambda: requests.get(f"{intake}/v1/reports/{report['id']}", headers=volunteer, timeout=5).json()  # noqa: E731
     wait_for(lambda: reported()["status"] == "closed", what="the report closed in intake")
     assert [step["status"] for step in reported()["timeline"]] == [

@@ -1,0 +1,303 @@
+"""Hours' HTTP API: translate the request, call the domain through the store, translate back."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from flask import current_app, request
+from flask_smorest import Blueprint
+
+from shared import idempotency
+from shared.auth import Caller, current_caller, requires
+from shared.errors import Forbidden, InvalidFields, NotFound
+from shared.logs import correlation_id
+from shared.openapi import link, links
+from shared.pagination import decode_cursor, page
+from shared.reference import ReferenceData, ServiceHoursRules, WorkCalendar
+from shared.web import accepts_multipart
+
+from . import domain, schemas
+from .roster import RosterUnreadable, read_roster
+from .store import HoursStore
+
+STAFF = ("association", "office")
+VOLUNTEER_READERS = ("association", "office", "grid_leader", "volunteer", "service")
+
+volunteers = Blueprint("volunteers", __name__, url_prefix="/v1/volunteers",
+                       description="Volunteers, their ledgers and summaries")
+patrols = Blueprint("patrols", __name__, url_prefix="/v1/patrols", description="Patrol sessions (巡访)")
+ledger = Blueprint("ledger", __name__, url_prefix="/v1", description="Adjustments and reversals of ledger entries")
+
+
+@dataclass
+class Hours:
+    store: HoursStore
+    reference: ReferenceData
+    rules: ServiceHoursRules
+    calendar: WorkCalendar
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.reference.timezone
+
+
+def hours() -> Hours:
+    return current_app.extensions["hours"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def who(caller: Caller) -> str:
+    return f"{caller.role}:{caller.id}"
+
+
+def _readable_volunteer(volunteer_id: str) -> dict:
+    volunteer = hours().store.volunteer(volunteer_id)
+    if volunteer is None or not domain.may_read_volunteer(current_caller(), volunteer):
+        raise NotFound(f"No volunteer {volunteer_id}.")
+    return volunteer
+
+
+def _known_grid(grid_id: str, field: str = "grid_id") -> None:
+    if grid_id not in hours().reference.grids:
+        raise InvalidFields("Unknown grid cell.", {field: [f"one of {', '.join(hours().reference.grids)}"]})
+
+
+VOLUNTEER_LINKS = {name: link(f"/v1/volunteers/{{volunteer_id}}{path}", "get", volunteer_id="$response.body#/id")
+                   for name, path in (("GetVolunteer", ""), ("GetSummary", "/summary"), ("GetLedger", "/ledger"))}
+
+
+# --- volunteers -------------------------------------------------------------------------------
+
+@volunteers.route("", methods=["POST"])
+@requires(*STAFF)
+@volunteers.arguments(schemas.VolunteerCreateSchema)
+@volunteers.response(201, schemas.VolunteerSchema)
+@volunteers.doc(**links(201, idempotency.REPLAYED, **VOLUNTEER_LINKS))
+@volunteers.alt_response(409, description="The phone is already registered in this organisation, or the "
+                                          "Idempotency-Key was used with another body")
+@volunteers.doc(parameters=[idempotency.HEADER_PARAMETER])
+def register_volunteer(fields: dict):
+    """Register a volunteer; the phone and organisation identify them. Their token's `sub` is the returned id."""
+    caller = current_caller()
+    _known_grid(fields["grid_id"])
+    volunteer = domain.new_volunteer(fields["name"].strip(), fields["phone"], fields["organization"],
+                                     fields["grid_id"], now(), who(caller))
+    stored, created = hours().store.register(
+        volunteer, idempotency.requested_key(caller.id), idempotency.fingerprint(request.get_json()),
+        domain.registered_event(volunteer, correlation_id.get()))
+    return domain.shown_volunteer(stored, caller), 201, idempotency.replay_header(created)
+
+
+@volunteers.route("/import", methods=["POST"])
+@accepts_multipart
+@requires(*STAFF)
+@volunteers.arguments(schemas.RosterUploadSchema, location="files")
+@volunteers.response(200, schemas.RosterResultSchema)
+@volunteers.alt_response(422, description="Not a readable roster (format, header, columns, over 10,000 rows); "
+                                          "bad rows are not an error: they are listed in `errors`")
+def import_roster(form):
+    """Register an association's roster (XLSX or CSV): good rows are registered, rows already registered
+    change nothing, and every bad row is reported with its row number and reason."""
+    try:
+        roster = read_roster(form["file"].read(), {g.id: g.name for g in hours().reference.grids.values()})
+    except RosterUnreadable as exc:
+        raise InvalidFields(str(exc), {"file": [str(exc)]}) from None
+    at, by, correlation = now(), who(current_caller()), correlation_id.get()
+    volunteers_ = []
+    for row in roster.rows:
+        volunteer = domain.new_volunteer(row.name, row.phone, row.organization, row.grid_id, at, by)
+        volunteers_.append((volunteer, domain.registered_event(volunteer, correlation)))
+    created, known = hours().store.register_many(volunteers_)
+    return {"rows": len(roster.rows) + len(roster.errors), "registered": len(created),
+            "already_registered": len(known), "errors": [{"row": e.row, "reason": e.reason} for e in roster.errors]}
+
+
+@volunteers.route("", methods=["GET"])
+@requires("association", "office", "grid_leader", "service")
+@volunteers.arguments(schemas.VolunteerQuerySchema, location="query")
+@volunteers.response(200, schemas.VolunteerPageSchema)
+def list_volunteers(query: dict):
+    """Volunteers you may see (a grid leader: their grid's), newest registration first."""
+    caller = current_caller()
+    wanted = {k: query[k] for k in ("organization", "grid_id", "star_level") if k in query}
+    scope = domain.volunteers_visible_to(caller)
+    if scope is None:
+        raise Forbidden("You may not list volunteers.")
+    items = hours().store.list_volunteers(wanted, scope, decode_cursor(query.get("cursor")), query["limit"])
+    result = page(items, query["limit"], "registered_at")
+    result["items"] = [domain.shown_volunteer(v, caller) for v in result["items"]]
+    return result
+
+
+@volunteers.route("/<string(length=24):volunteer_id>", methods=["GET"])
+@requires(*VOLUNTEER_READERS)
+@volunteers.response(200, schemas.VolunteerSchema)
+@volunteers.doc(**links(200, **VOLUNTEER_LINKS))
+def get_volunteer(volunteer_id: str):
+    """One volunteer: yourself, or one you may see."""
+    return domain.shown_volunteer(_readable_volunteer(volunteer_id), current_caller())
+
+
+@volunteers.route("/<string(length=24):volunteer_id>/summary", methods=["GET"])
+@requires(*VOLUNTEER_READERS)
+@volunteers.arguments(schemas.SummaryQuerySchema, location="query")
+@volunteers.response(200, schemas.SummarySchema)
+def volunteer_summary(query: dict, volunteer_id: str):
+    """Hours in total and in the year, waiting hours, star level, the annual minimum, verified reports."""
+    volunteer = _readable_volunteer(volunteer_id)
+    year = query.get("year") or now().astimezone(hours().zone).year
+    return domain.summary(volunteer, year, hours().rules)
+
+
+@volunteers.route("/<string(length=24):volunteer_id>/ledger", methods=["GET"])
+@requires(*VOLUNTEER_READERS)
+@volunteers.arguments(schemas.LedgerQuerySchema, location="query")
+@volunteers.response(200, schemas.EntryPageSchema)
+def volunteer_ledger(query: dict, volunteer_id: str):
+    """The volunteer's ledger entries, newest first; entries are never changed or deleted."""
+    _readable_volunteer(volunteer_id)
+    items = hours().store.ledger(volunteer_id, query.get("year"), decode_cursor(query.get("cursor")), query["limit"])
+    return page(items, query["limit"], "recorded_at")
+
+
+# --- patrols ----------------------------------------------------------------------------------
+
+PATROL_LINKS = {"GetPatrol": link("/v1/patrols/{patrol_id}", "get", patrol_id="$response.body#/id"),
+                "ConfirmPatrol": link("/v1/patrols/{patrol_id}/confirm", "post", patrol_id="$response.body#/id"),
+                "DeclinePatrol": link("/v1/patrols/{patrol_id}/decline", "post", patrol_id="$response.body#/id")}
+
+
+@patrols.route("", methods=["POST"])
+@requires("volunteer")
+@patrols.arguments(schemas.PatrolCreateSchema)
+@patrols.response(201, schemas.PatrolSchema)
+@patrols.doc(**links(201, idempotency.REPLAYED, **PATROL_LINKS))
+@patrols.alt_response(403, description="Not a registered volunteer")
+@patrols.alt_response(409, description="Overlaps another patrol of yours, or the Idempotency-Key was used with "
+                                       "another body")
+@patrols.doc(parameters=[idempotency.HEADER_PARAMETER])
+def record_patrol(fields: dict):
+    """Record a patrol you walked. Credited at once when you submitted a report in its grid while it ran;
+    otherwise it waits for the grid leader or the association (beyond 8 hours a day: the association)."""
+    caller = current_caller()
+    ctx = hours()
+    _known_grid(fields["grid_id"])
+    at = now()
+    claim = domain.claim_patrol(caller.id, fields["grid_id"], fields["started_at"], fields["ended_at"], at,
+                                ctx.rules, ctx.calendar, ctx.zone)
+    stored, created = ctx.store.record_patrol(claim, who(caller), at, idempotency.requested_key(caller.id),
+                                              idempotency.fingerprint(request.get_json()), correlation_id.get())
+    return stored, 201, idempotency.replay_header(created)
+
+
+@patrols.route("", methods=["GET"])
+@requires("volunteer", "grid_leader", "association", "office", "service")
+@patrols.arguments(schemas.PatrolQuerySchema, location="query")
+@patrols.response(200, schemas.PatrolPageSchema)
+def list_patrols(query: dict):
+    """Patrols you may see (yours; a grid leader's grid's; all for staff), newest first."""
+    wanted = {k: query[k] for k in ("status", "grid_id", "volunteer_id") if k in query}
+    items = hours().store.list_patrols(wanted, domain.patrols_visible_to(current_caller()),
+                                       decode_cursor(query.get("cursor")), query["limit"])
+    return page(items, query["limit"], "started_at")
+
+
+def _readable_patrol(patrol_id: str) -> dict:
+    patrol = hours().store.patrol(patrol_id)
+    if patrol is None or not domain.patrols_visible_to(current_caller()).admits(patrol):
+        raise NotFound(f"No patrol {patrol_id}.")
+    return patrol
+
+
+@patrols.route("/<patrol_id>", methods=["GET"])
+@requires("volunteer", "grid_leader", "association", "office", "service")
+@patrols.response(200, schemas.PatrolSchema)
+def get_patrol(patrol_id: str):
+    """One patrol you may see."""
+    return _readable_patrol(patrol_id)
+
+
+def _decide(patrol_id: str, confirm: bool, note: str) -> dict:
+    caller = current_caller()
+    _readable_patrol(patrol_id)
+
+    def check(patrol: dict) -> None:
+        domain.may_decide_patrol(caller, patrol)
+
+    return hours().store.decide_patrol(patrol_id, check, confirm, who(caller), note, now(), correlation_id.get())
+
+
+@patrols.route("/<patrol_id>/confirm", methods=["POST"])
+@requires("grid_leader", "association")
+@patrols.arguments(schemas.DecisionSchema)
+@patrols.response(200, schemas.PatrolSchema)
+@patrols.alt_response(409, description="The patrol is not waiting")
+def confirm_patrol(body: dict, patrol_id: str):
+    """Confirm a waiting patrol: its hours are credited. Beyond the daily cap only the association may."""
+    return _decide(patrol_id, True, body["note"])
+
+
+@patrols.route("/<patrol_id>/decline", methods=["POST"])
+@requires("grid_leader", "association")
+@patrols.arguments(schemas.DeclineSchema)
+@patrols.response(200, schemas.PatrolSchema)
+@patrols.alt_response(409, description="The patrol is not waiting")
+def decline_patrol(body: dict, patrol_id: str):
+    """Decline a waiting patrol, saying why: nothing is credited."""
+    return _decide(patrol_id, False, body["note"])
+
+
+# --- adjustments and reversals ----------------------------------------------------------------
+
+@ledger.route("/adjustments", methods=["POST"])
+@requires("association")
+@ledger.arguments(schemas.AdjustmentSchema)
+@ledger.response(201, schemas.EntrySchema)
+@ledger.alt_response(409, description="The Idempotency-Key was used with another body")
+@ledger.doc(parameters=[idempotency.HEADER_PARAMETER])
+def adjust_hours(fields: dict):
+    """Credit (or, negative, debit) hours with a reason: a new ledger entry, never an edit."""
+    caller = current_caller()
+    ctx = hours()
+    domain.check_adjustment(fields["hours"])
+    if ctx.store.volunteer(fields["volunteer_id"]) is None:
+        raise InvalidFields("No such volunteer.", {"volunteer_id": ["not a registered volunteer"]})
+    at = now()
+    key = idempotency.requested_key(caller.id)
+    fingerprint = idempotency.fingerprint(request.get_json())
+    # The source of an adjustment is its request: a retry with the same key credits nothing twice.
+    service_date = fields.get("service_date") or domain.local_today(at, ctx.zone)
+    document = domain.entry(fields["volunteer_id"], round(fields["hours"], 2), domain.ADJUSTMENT, "adjustment",
+                            key or domain.new_id(), service_date, at, who(caller), ctx.rules, fields["reason"])
+    stored, created = ctx.store.record_entry(document, fingerprint, correlation_id.get())
+    return stored, 201, idempotency.replay_header(created)
+
+
+@ledger.route("/entries/<entry_id>", methods=["GET"])
+@requires(*VOLUNTEER_READERS)
+@ledger.response(200, schemas.EntrySchema)
+def get_entry(entry_id: str):
+    """One ledger entry of a volunteer you may see."""
+    found = hours().store.entry(entry_id)
+    if found is None:
+        raise NotFound(f"No ledger entry {entry_id}.")
+    _readable_volunteer(found["volunteer_id"])
+    return found
+
+
+@ledger.route("/entries/<entry_id>/reverse", methods=["POST"])
+@requires(*STAFF)
+@ledger.arguments(schemas.ReverseSchema)
+@ledger.response(201, schemas.EntrySchema)
+@ledger.alt_response(409, description="Already reversed, or itself a reversal")
+def reverse_entry(body: dict, entry_id: str):
+    """Reverse an entry with a reason: a new entry of the opposite hours, pointing at it."""
+    caller = current_caller()
+    ctx = hours()
+    at = now()
+    return ctx.store.reverse(entry_id, lambda original: domain.reversal_of(original, body["reason"], who(caller), at,
+                                                                           ctx.rules), correlation_id.get()), 201

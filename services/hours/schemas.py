@@ -1,0 +1,185 @@
+"""Hours' HTTP shapes (CONTRACT "hours")."""
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from shared.pagination import PageQuery
+from shared.reference import FIRST_YEAR, LAST_YEAR
+from shared.schemas import Timestamp
+
+from .domain import KINDS, LARGEST_ADJUSTMENT_HOURS, PATROL_STATUSES
+
+PHONE_PATTERN = r"^1[3-9][0-9]{9}$"
+ID = validate.Length(1, 64)
+YEAR = validate.Range(FIRST_YEAR, LAST_YEAR)
+DATE_EXAMPLE = "2026-11-24"
+
+
+def text(low: int, high: int, example: str, **kwargs) -> fields.String:
+    return fields.String(validate=validate.Length(low, high), metadata={"example": example}, **kwargs)
+
+
+# --- volunteers -----------------------------------------------------------------------------------
+
+class VolunteerCreateSchema(Schema):
+    name = text(1, 50, "王小明", required=True)
+    phone = fields.String(required=True, validate=validate.Regexp(PHONE_PATTERN),
+                          metadata={"description": "a mainland mobile number, 11 digits", "pattern": PHONE_PATTERN,
+                                    "example": "13800000000"})
+    organization = text(1, 100, "兰山区金雀山街道志愿服务队", required=True)
+    grid_id = text(1, 64, "lanshan-01", required=True)
+
+
+class VolunteerSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    name = fields.String(required=True, metadata={"example": "王小明"})
+    phone = fields.String(required=True, metadata={
+        "description": "in full for the association and the office, masked (138****0000) for everyone else",
+        "example": "138****0000"})
+    organization = fields.String(required=True, metadata={"example": "兰山区金雀山街道志愿服务队"})
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    registered_at = Timestamp(required=True)
+    star_level = fields.Integer(required=True, metadata={"example": 1})
+
+
+class VolunteerQuerySchema(PageQuery):
+    organization = text(1, 100, "兰山区金雀山街道志愿服务队")
+    grid_id = text(1, 64, "lanshan-01")
+    star_level = fields.Integer(validate=validate.Range(0, 10), metadata={"example": 1})
+
+
+class VolunteerPageSchema(Schema):
+    items = fields.List(fields.Nested(VolunteerSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class RosterUploadSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # other form fields are ignored
+
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary",
+                                               "description": "the roster: XLSX, or CSV in UTF-8 or GB18030, "
+                                                              "columns 姓名, 手机号, 所属组织, 网格"})
+
+
+class RowErrorSchema(Schema):
+    row = fields.Integer(required=True, metadata={"example": 7})
+    reason = fields.String(required=True, metadata={"example": "phone: '1380000' is not an 11-digit mobile number"})
+
+
+class RosterResultSchema(Schema):
+    rows = fields.Integer(required=True, metadata={"description": "data rows read", "example": 120})
+    registered = fields.Integer(required=True, metadata={"example": 112})
+    already_registered = fields.Integer(required=True, metadata={
+        "description": "rows whose phone and organisation were registered before: nothing changed", "example": 5})
+    errors = fields.List(fields.Nested(RowErrorSchema), required=True)
+
+
+# --- the ledger -----------------------------------------------------------------------------------
+
+class EntrySchema(Schema):
+    id = fields.String(required=True, metadata={"example": "a1b2c3d4e5f60718293a4b5c"})
+    volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    hours = fields.Float(required=True, metadata={"description": "negative for a reversal or a debit",
+                                                  "example": 2.5})
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS), metadata={"example": "patrol"})
+    source = fields.String(required=True, metadata={"description": "what credited it: patrol, adjustment, reversal",
+                                                    "example": "patrol"})
+    source_id = fields.String(required=True, metadata={"example": "0f1e2d3c4b5a697887a6b5c4"})
+    service_date = fields.String(required=True, metadata={"format": "date", "example": DATE_EXAMPLE})
+    recorded_at = Timestamp(required=True)
+    recorded_by = fields.String(required=True, metadata={"example": "association:assoc-1"})
+    rule_version = fields.String(required=True, metadata={"example": "linyi-2026.1"})
+    note = fields.String(required=True, metadata={"example": "网格巡访 lanshan-01"})
+    reverses = fields.String(metadata={"description": "the entry this one reverses", "example": None})
+
+
+class LedgerQuerySchema(PageQuery):
+    year = fields.Integer(validate=YEAR, metadata={"example": 2026})
+
+
+class EntryPageSchema(Schema):
+    items = fields.List(fields.Nested(EntrySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class AdjustmentSchema(Schema):
+    volunteer_id = text(1, 64, "6b0563189074648134dcbce3", required=True)
+    hours = fields.Float(required=True, validate=validate.Range(-LARGEST_ADJUSTMENT_HOURS, LARGEST_ADJUSTMENT_HOURS),
+                         metadata={"description": "non-zero; negative debits", "example": 2})
+    reason = text(2, 500, "补录 11 月 20 日文明交通劝导活动时长（纸质签到表）", required=True)
+    service_date = fields.Date(metadata={"description": "the day the service was given; today by default",
+                                         "example": DATE_EXAMPLE})
+
+
+class ReverseSchema(Schema):
+    reason = text(2, 500, "抽查发现签到记录与实际不符", required=True)
+
+
+# --- patrols --------------------------------------------------------------------------------------
+
+class PatrolCreateSchema(Schema):
+    grid_id = text(1, 64, "lanshan-01", required=True)
+    started_at = Timestamp(required=True, metadata={"example": "2026-11-24T01:00:00Z"})
+    ended_at = Timestamp(required=True, metadata={"example": "2026-11-24T03:10:00Z"})
+
+
+class PatrolSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "0f1e2d3c4b5a697887a6b5c4"})
+    volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    started_at = Timestamp(required=True)
+    ended_at = Timestamp(required=True)
+    hours = fields.Float(required=True, metadata={"description": "actual time, rounded down to the half hour",
+                                                  "example": 2.0})
+    service_date = fields.String(required=True, metadata={"format": "date", "example": DATE_EXAMPLE})
+    status = fields.String(required=True, validate=validate.OneOf(PATROL_STATUSES), metadata={"example": "credited"})
+    evidence_report_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the report that evidenced it, submitted in its grid while it ran"})
+    entry_id = fields.String(required=True, allow_none=True, metadata={"description": "its ledger entry once credited"})
+    recorded_at = Timestamp(required=True)
+    recorded_by = fields.String(required=True, metadata={"example": "volunteer:6b0563189074648134dcbce3"})
+    decided_by = fields.String(required=True, allow_none=True)
+    decided_at = Timestamp(required=True, allow_none=True)
+    decision_note = fields.String(required=True, allow_none=True)
+
+
+class PatrolQuerySchema(PageQuery):
+    status = fields.String(validate=validate.OneOf(PATROL_STATUSES), metadata={"example": "awaiting_confirmation"})
+    grid_id = text(1, 64, "lanshan-01")
+    volunteer_id = text(1, 64, "6b0563189074648134dcbce3")
+
+
+class PatrolPageSchema(Schema):
+    items = fields.List(fields.Nested(PatrolSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class DecisionSchema(Schema):
+    note = text(0, 500, "已核对巡访签到", load_default="")
+
+
+class DeclineSchema(Schema):
+    note = text(2, 500, "当日该网格无巡访安排", required=True)
+
+
+# --- the summary ----------------------------------------------------------------------------------
+
+class SummaryQuerySchema(Schema):
+    year = fields.Integer(validate=YEAR, metadata={"description": "this year by default", "example": 2026})
+
+
+class SummarySchema(Schema):
+    volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    year = fields.Integer(required=True, metadata={"example": 2026})
+    total_hours = fields.Float(required=True, metadata={"example": 128.5})
+    year_hours = fields.Float(required=True, metadata={"example": 21.0})
+    pending_hours = fields.Float(required=True, metadata={"description": "recorded, not yet confirmed",
+                                                          "example": 2.0})
+    star_level = fields.Integer(required=True, metadata={"example": 1})
+    next_level_at = fields.Float(required=True, allow_none=True, metadata={
+        "description": "total hours of the next star level; null at the top", "example": 300})
+    annual_minimum_met = fields.Boolean(required=True, metadata={"example": True})
+    verified_reports = fields.Integer(required=True, metadata={
+        "description": "reports whose case closed after re-check, all years", "example": 14})
+    year_verified_reports = fields.Integer(required=True, metadata={"example": 6})

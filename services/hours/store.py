@@ -1,0 +1,385 @@
+"""Hours' collections, indexes and queries: volunteers (with their running totals), the ledger's entries,
+patrols, each volunteer's service per day, and the reports hours has heard of.
+
+Every change to a volunteer's hours is one transaction that starts by writing the volunteer's document:
+two changes for one volunteer (a patrol recorded twice at once, a credit racing a reversal) serialize
+there, so overlaps and daily caps are checked against everything already recorded, and the running totals
+always equal the sum of the ledger.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from shared import idempotency
+from shared.errors import Conflict, Forbidden, IdempotencyConflict, NotFound
+from shared.events import Event, utcnow
+from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
+from shared.pagination import Position, newest_first
+from shared.reference import ServiceHoursRules
+from shared.scope import Scope
+from shared.store import in_transaction
+
+from . import domain
+from .domain import ACTIVITY, AWAITING_CONFIRMATION, CREDITED, DECLINED, PATROL, PatrolClaim, centihours
+
+HIDDEN_FIELDS = ("_id", "version", "phone_key", idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
+VOLUNTEERS_LISTED_BY = ((), ("organization",), ("grid_id",), ("star_level",), ("organization", "grid_id"),
+                        ("grid_id", "star_level"), ("organization", "star_level"))
+PATROLS_LISTED_BY = ((), ("volunteer_id",), ("grid_id",), ("status",), ("volunteer_id", "status"),
+                     ("grid_id", "status"))
+# Kinds of service that fill a day (adjustments correct the ledger; they are not time spent on a day).
+DAY_KINDS = (PATROL, ACTIVITY)
+IMPORT_BATCH = 500
+
+
+def _public(document: dict | None) -> dict | None:
+    if document is None:
+        return None
+    public = {k: v for k, v in document.items() if k not in HIDDEN_FIELDS}
+    public["id"] = document["_id"]
+    return public
+
+
+def _stored(document: dict) -> dict:
+    return {"_id": document["id"], **{k: v for k, v in document.items() if k != "id"}}
+
+
+def _day_id(volunteer_id: str, day: date | str) -> str:
+    return f"{volunteer_id}|{day if isinstance(day, str) else day.isoformat()}"
+
+
+class HoursStore:
+    def __init__(self, db: Database, rules: ServiceHoursRules):
+        self.db = db
+        self.rules = rules
+        self.volunteers = db["volunteers"]
+        self.entries = db["entries"]
+        self.patrols = db["patrols"]
+        self.days = db["service_days"]
+        self.reports = db["reports"]
+
+    @classmethod
+    def prepared(cls, db: Database, rules: ServiceHoursRules) -> HoursStore:
+        store = cls(db, rules)
+        store.ensure_indexes()
+        return store
+
+    def ensure_indexes(self) -> None:
+        """Every query below is an equality prefix and at most one range over one of these."""
+        for collection in (self.volunteers, self.entries, self.patrols):
+            ensure_outbox_index(collection)
+        idempotency.ensure_index(self.volunteers)
+        idempotency.ensure_index(self.patrols)
+        idempotency.ensure_index(self.entries)
+        # Phone and organisation identify a volunteer: a re-imported roster registers nobody twice.
+        self.volunteers.create_index("phone_key", unique=True)
+        for prefix in VOLUNTEERS_LISTED_BY:
+            self.volunteers.create_index([*((f, ASCENDING) for f in prefix), ("registered_at", DESCENDING)])
+        # A source credits a volunteer once: a redelivered event or a retried request credits nothing twice.
+        self.entries.create_index([("source", ASCENDING), ("source_id", ASCENDING), ("volunteer_id", ASCENDING)],
+                                  unique=True)
+        self.entries.create_index([("volunteer_id", ASCENDING), ("year", ASCENDING), ("recorded_at", DESCENDING)])
+        self.patrols.create_index([("volunteer_id", ASCENDING), ("started_at", ASCENDING)])
+        for prefix in PATROLS_LISTED_BY:
+            self.patrols.create_index([*((f, ASCENDING) for f in prefix), ("started_at", DESCENDING)])
+        self.reports.create_index([("reporter_id", ASCENDING), ("grid_id", ASCENDING), ("submitted_at", ASCENDING)])
+
+    # --- volunteers -------------------------------------------------------------------------------
+
+    def register(self, volunteer: dict, key: str | None, fingerprint: str, event: Event) -> tuple[dict, bool]:
+        """Store a new volunteer; the same Idempotency-Key answers with the first; a known phone is a 409."""
+        if key is not None and (earlier := self.volunteers.find_one({idempotency.KEY_FIELD: key})) is not None:
+            return _replayed(earlier, fingerprint), False
+        document = {**_stored(volunteer), "phone_key": domain.phone_key(volunteer["organization"], volunteer["phone"]),
+                    "star_level": 0, "version": 0, idempotency.FINGERPRINT_FIELD: fingerprint,
+                    **({idempotency.KEY_FIELD: key} if key else {})}
+        try:
+            self.volunteers.insert_one(with_events(document, event))
+        except DuplicateKeyError:
+            if key is not None and (earlier := self.volunteers.find_one({idempotency.KEY_FIELD: key})) is not None:
+                return _replayed(earlier, fingerprint), False
+            known = self.volunteers.find_one({"phone_key": document["phone_key"]}, {"_id": 1})
+            raise Conflict(f"This phone number is already registered in {volunteer['organization']}"
+                           + (f" as volunteer {known['_id']}." if known else ".")) from None
+        return _public(document), True
+
+    def register_many(self, volunteers: list[tuple[dict, Event]]) -> tuple[list[str], list[int]]:
+        """Register a roster's volunteers in batches; returns the new ids and the positions already known."""
+        created, known = [], []
+        for start in range(0, len(volunteers), IMPORT_BATCH):
+            batch = volunteers[start:start + IMPORT_BATCH]
+            documents = [with_events({**_stored(v), "phone_key": domain.phone_key(v["organization"], v["phone"]),
+                                      "star_level": 0, "version": 0}, event) for v, event in batch]
+            duplicates: set[int] = set()
+            try:
+                self.volunteers.insert_many(documents, ordered=False)
+            except BulkWriteError as exc:
+                for error in exc.details.get("writeErrors", []):
+                    if error.get("code") != 11000:
+                        raise
+                    duplicates.add(error["index"])
+            for index, document in enumerate(documents):
+                if index in duplicates:
+                    known.append(start + index)
+                else:
+                    created.append(document["_id"])
+        return created, known
+
+    def volunteer(self, volunteer_id: str) -> dict | None:
+        return _public(self.volunteers.find_one({"_id": volunteer_id}, {"outbox": 0}))
+
+    def list_volunteers(self, wanted: dict, scope: Scope, after: Position | None, limit: int) -> list[dict]:
+        documents = newest_first(self.volunteers, scope.within(wanted), "registered_at", limit, after,
+                                 projection={"outbox": 0})
+        return [_public(d) for d in documents]
+
+    # --- the ledger -------------------------------------------------------------------------------
+
+    def entry(self, entry_id: str) -> dict | None:
+        return _public(self.entries.find_one({"_id": entry_id}, {"outbox": 0}))
+
+    def ledger(self, volunteer_id: str, year: int | None, after: Position | None, limit: int) -> list[dict]:
+        wanted = {"volunteer_id": volunteer_id, **({"year": year} if year is not None else {})}
+        if year is None:
+            # Without a year the (volunteer, year, time) index has no equality on the year; one query a year
+            # keeps each an equality prefix and a range.
+            filters = [{**wanted, "year": y} for y in self._years_of(volunteer_id)]
+        else:
+            filters = [wanted]
+        return [_public(d) for d in newest_first(self.entries, filters, "recorded_at", limit, after,
+                                                 projection={"outbox": 0})]
+
+    def _years_of(self, volunteer_id: str) -> list[int]:
+        document = self.volunteers.find_one({"_id": volunteer_id}, {"totals.years": 1}) or {}
+        return sorted(int(y) for y in document.get("totals", {}).get("years", {}))
+
+    def record_entry(self, document: dict, fingerprint: str, correlation_id: str | None) -> tuple[dict, bool]:
+        """An adjustment: credit it, or answer with the entry its source (the request's key) already made."""
+        document = {**document, idempotency.FINGERPRINT_FIELD: fingerprint}
+
+        def work(session: ClientSession) -> tuple[dict, bool]:
+            self._lock_volunteer(document["volunteer_id"], session)
+            if self._credit(session, document, correlation_id):
+                return _stored(document), True
+            return self._entry_of_source(document, session), False
+
+        stored, created = in_transaction(self.db, work)
+        return (_public(stored), True) if created else (_replayed(stored, fingerprint), False)
+
+    def reverse(self, entry_id: str, make_reversal: Callable[[dict], dict], correlation_id: str | None) -> dict:
+        """Reverse an entry once: a second request for the same entry is a 409 naming the first reversal."""
+        original = self.entry(entry_id)
+        if original is None:
+            raise NotFound(f"No ledger entry {entry_id}.")
+        reversal = make_reversal(original)
+
+        def work(session: ClientSession) -> dict:
+            self._lock_volunteer(original["volunteer_id"], session)
+            if not self._credit(session, reversal, correlation_id, fills_day=original["kind"] in DAY_KINDS):
+                earlier = self._entry_of_source(reversal, session)
+                raise Conflict(f"Entry {entry_id} was already reversed by entry {earlier['_id']}.")
+            return reversal
+
+        return in_transaction(self.db, work)
+
+    def _entry_of_source(self, document: dict, session: ClientSession) -> dict:
+        return self.entries.find_one({k: document[k] for k in ("source", "source_id", "volunteer_id")},
+                                     {"outbox": 0}, session=session)
+
+    def _lock_volunteer(self, volunteer_id: str, session: ClientSession) -> None:
+        """The first write of every change to a volunteer's hours: concurrent ones conflict here and rerun."""
+        locked = self.volunteers.update_one({"_id": volunteer_id}, {"$inc": {"version": 1}}, session=session)
+        if locked.matched_count == 0:
+            raise NotFound(f"No volunteer {volunteer_id}.")
+
+    def _credit(self, session: ClientSession, document: dict, correlation_id: str | None,
+                from_pending: bool = False, fills_day: bool | None = None) -> bool:
+        """Append the entry and add it to the totals, once per source; False when its source already credited."""
+        if self._entry_of_source(document, session) is not None:
+            return False
+        self.entries.insert_one(with_events(_stored(document), domain.credited_event(document, correlation_id)),
+                                session=session)
+        amount = centihours(document["hours"])
+        fills_day = document["kind"] in DAY_KINDS if fills_day is None else fills_day
+        self._add_to_totals(session, document["volunteer_id"], amount, document["year"],
+                            pending=-amount if from_pending else 0, correlation_id=correlation_id)
+        if fills_day and not from_pending:
+            self._add_to_day(session, document["volunteer_id"], document["service_date"], amount)
+        return True
+
+    def _add_to_totals(self, session: ClientSession, volunteer_id: str, amount: int, year: int, pending: int,
+                       correlation_id: str | None) -> None:
+        before = self.volunteers.find_one({"_id": volunteer_id}, {"totals.total": 1}, session=session)
+        before_total = (before or {}).get("totals", {}).get("total", 0)
+        increments = {"totals.total": amount, f"totals.years.{year}": amount}
+        if pending:
+            increments["totals.pending"] = pending
+        update: dict[str, Any] = {"$inc": increments,
+                                  "$set": {"star_level": domain.star_level((before_total + amount) / 100, self.rules)}}
+        event = domain.level_changed(volunteer_id, before_total, before_total + amount, self.rules, correlation_id)
+        self.volunteers.update_one({"_id": volunteer_id}, push_events(update, event) if event else update,
+                                   session=session)
+
+    def _add_to_day(self, session: ClientSession, volunteer_id: str, day: str, amount: int) -> None:
+        self.days.update_one({"_id": _day_id(volunteer_id, day)}, {"$inc": {"centihours": amount}}, upsert=True,
+                             session=session)
+
+    # --- patrols ----------------------------------------------------------------------------------
+
+    def patrol(self, patrol_id: str) -> dict | None:
+        return _public(self.patrols.find_one({"_id": patrol_id}))
+
+    def list_patrols(self, wanted: dict, scope: Scope, after: Position | None, limit: int) -> list[dict]:
+        return [_public(d) for d in newest_first(self.patrols, scope.within(wanted), "started_at", limit, after)]
+
+    def record_patrol(self, claim: PatrolClaim, recorded_by: str, now: datetime, key: str | None, fingerprint: str,
+                      correlation_id: str | None) -> tuple[dict, bool]:
+        """Record a patrol: refused if it overlaps the volunteer's other service, credited at once when a report
+        evidences it, otherwise waiting; past the daily cap it waits for the association."""
+        if key is not None and (earlier := self.patrols.find_one({idempotency.KEY_FIELD: key})) is not None:
+            return _replayed(earlier, fingerprint), False
+
+        def work(session: ClientSession) -> dict:
+            try:
+                self._lock_volunteer(claim.volunteer_id, session)
+            except NotFound:
+                raise Forbidden("Only a registered volunteer records patrols: ask your association to register "
+                                "you.") from None
+            domain.refuse_overlap(claim.started_at, claim.ended_at, self._busy(claim, session))
+            evidence = self.reports.find_one({"reporter_id": claim.volunteer_id, "grid_id": claim.grid_id,
+                                              "submitted_at": {"$gte": claim.started_at, "$lte": claim.ended_at}},
+                                             {"_id": 1}, session=session)
+            day = self.days.find_one({"_id": _day_id(claim.volunteer_id, claim.service_date)}, session=session)
+            status = domain.daily_status((day or {}).get("centihours", 0), claim.hours, self.rules,
+                                         evidenced=evidence is not None)
+            patrol = {"id": domain.new_id(), "volunteer_id": claim.volunteer_id, "grid_id": claim.grid_id,
+                      "started_at": claim.started_at, "ended_at": claim.ended_at, "hours": claim.hours,
+                      "service_date": claim.service_date.isoformat(), "status": status, "recorded_at": now,
+                      "recorded_by": recorded_by, "evidence_report_id": evidence["_id"] if evidence else None,
+                      "entry_id": None, "decided_by": None, "decided_at": None, "decision_note": None}
+            if status == CREDITED:
+                patrol["entry_id"] = self._credit_patrol(session, patrol, recorded_by, now, correlation_id)
+            else:
+                amount = centihours(claim.hours)
+                self.volunteers.update_one({"_id": claim.volunteer_id}, {"$inc": {"totals.pending": amount}},
+                                           session=session)
+                self._add_to_day(session, claim.volunteer_id, patrol["service_date"], amount)
+            self.patrols.insert_one({**_stored(patrol), "version": 0, idempotency.FINGERPRINT_FIELD: fingerprint,
+                                     **({idempotency.KEY_FIELD: key} if key else {})}, session=session)
+            return patrol
+
+        try:
+            return in_transaction(self.db, work), True
+        except DuplicateKeyError:
+            earlier = self.patrols.find_one({idempotency.KEY_FIELD: key}) if key else None
+            if earlier is None:
+                raise
+            return _replayed(earlier, fingerprint), False
+
+    def _busy(self, claim: PatrolClaim, session: ClientSession) -> list[dict]:
+        """The volunteer's patrols that may overlap the claim (none lasts longer than the longest patrol)."""
+        earliest = claim.started_at - timedelta(hours=self.rules.patrol_longest_hours)
+        found = self.patrols.find({"volunteer_id": claim.volunteer_id,
+                                   "started_at": {"$gte": earliest, "$lt": claim.ended_at}},
+                                  {"started_at": 1, "ended_at": 1, "status": 1}, session=session)
+        return [{"what": "patrol", **d} for d in found if d["status"] != DECLINED]
+
+    def _credit_patrol(self, session: ClientSession, patrol: dict, by: str, now: datetime,
+                       correlation_id: str | None, from_pending: bool = False) -> str:
+        document = domain.entry(patrol["volunteer_id"], patrol["hours"], PATROL, "patrol", patrol["id"],
+                                date.fromisoformat(patrol["service_date"]), now, by, self.rules,
+                                f"网格巡访 {patrol['grid_id']}")
+        self._credit(session, document, correlation_id, from_pending=from_pending)
+        return document["id"]
+
+    def decide_patrol(self, patrol_id: str, check: Callable[[dict], None], confirm: bool, by: str, note: str,
+                      now: datetime, correlation_id: str | None) -> dict:
+        """Confirm (credit) or decline a waiting patrol; `check` refuses callers who may not decide it."""
+        def work(session: ClientSession) -> dict:
+            patrol = _public(self.patrols.find_one({"_id": patrol_id}, session=session))
+            if patrol is None:
+                raise NotFound(f"No patrol {patrol_id}.")
+            check(patrol)
+            self._lock_volunteer(patrol["volunteer_id"], session)
+            return self._settle_patrol(session, patrol, confirm, by, note, now, correlation_id)
+
+        return in_transaction(self.db, work)
+
+    def _settle_patrol(self, session: ClientSession, patrol: dict, confirm: bool, by: str, note: str,
+                       now: datetime, correlation_id: str | None) -> dict:
+        changes: dict[str, Any] = {"status": CREDITED if confirm else DECLINED, "decided_by": by, "decided_at": now,
+                                   "decision_note": note}
+        amount = centihours(patrol["hours"])
+        if confirm:
+            changes["entry_id"] = self._credit_patrol(session, patrol, by, now, correlation_id, from_pending=True)
+        else:
+            self.volunteers.update_one({"_id": patrol["volunteer_id"]}, {"$inc": {"totals.pending": -amount}},
+                                       session=session)
+            self._add_to_day(session, patrol["volunteer_id"], patrol["service_date"], -amount)
+        if self.patrols.update_one({"_id": patrol["id"], "status": patrol["status"]},
+                                   {"$set": changes, "$inc": {"version": 1}}, session=session).matched_count == 0:
+            raise Conflict(f"Patrol {patrol['id']} was decided meanwhile.")
+        return {**patrol, **changes}
+
+    # --- what hours hears -------------------------------------------------------------------------
+
+    def report_submitted(self, report: dict, correlation_id: str | None) -> None:
+        """Remember the report, and credit the waiting patrol it evidences (its event may arrive after the
+        patrol was recorded)."""
+        self.reports.update_one({"_id": report["id"]},
+                                {"$setOnInsert": {"reporter_id": report["reporter_id"], "grid_id": report["grid_id"],
+                                                  "submitted_at": report["submitted_at"], "year": report["year"],
+                                                  "verified": False}},
+                                upsert=True)
+        earliest = report["submitted_at"] - timedelta(hours=self.rules.patrol_longest_hours)
+        for candidate in self.patrols.find({"volunteer_id": report["reporter_id"],
+                                            "started_at": {"$gte": earliest, "$lte": report["submitted_at"]}}):
+            patrol = _public(candidate)
+            if patrol["status"] == AWAITING_CONFIRMATION and domain.evidences(report, patrol):
+                self._evidence_patrol(patrol["id"], report["id"], correlation_id)
+
+    def _evidence_patrol(self, patrol_id: str, report_id: str, correlation_id: str | None) -> None:
+        def work(session: ClientSession) -> None:
+            patrol = _public(self.patrols.find_one({"_id": patrol_id}, session=session))
+            if patrol is None or patrol["status"] != AWAITING_CONFIRMATION:
+                return  # decided meanwhile, or evidenced by another report
+            self._lock_volunteer(patrol["volunteer_id"], session)
+            now = utcnow()
+            self._settle_patrol(session, patrol, True, "system:evidence", f"report {report_id}", now, correlation_id)
+            self.patrols.update_one({"_id": patrol_id}, {"$set": {"evidence_report_id": report_id}}, session=session)
+
+        in_transaction(self.db, work)
+
+    def case_closed(self, report_ids: list[str]) -> list[str]:
+        """Count each report once for its reporter; returns the ids not heard of yet (to be retried)."""
+        unknown = []
+        for report_id in report_ids:
+            def work(session: ClientSession, report_id: str = report_id) -> bool:
+                # update_one then find_one: find_one_and_update scans on the embedded database.
+                counted = self.reports.update_one({"_id": report_id, "verified": False},
+                                                  {"$set": {"verified": True}}, session=session).modified_count
+                report = self.reports.find_one({"_id": report_id}, session=session)
+                if not counted:
+                    return report is not None
+                year = report["year"]
+                self.volunteers.update_one({"_id": report["reporter_id"]},
+                                           {"$inc": {"totals.verified_reports": 1,
+                                                     f"totals.verified_reports_years.{year}": 1}}, session=session)
+                return True
+
+            if not in_transaction(self.db, work):
+                unknown.append(report_id)
+        return unknown
+
+
+def _replayed(earlier: dict, fingerprint: str) -> dict:
+    if earlier.get(idempotency.FINGERPRINT_FIELD) != fingerprint:
+        raise IdempotencyConflict("This Idempotency-Key was already used with a different request.")
+    return _public(earlier)

@@ -1,0 +1,29 @@
+"""Hours' background work: the report and case consumers and the outbox relay.
+
+`python -m services.hours.worker` runs them as a process of their own.
+"""
+from __future__ import annotations
+
+from pymongo.database import Database
+
+from shared import reference, runtime
+from shared.bus import EventConsumer, EventPublisher
+from shared.config import Settings
+from shared.outbox import OutboxRelay
+
+from . import handlers
+from .store import HoursStore
+
+
+def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
+    city = reference.load(settings.reference_dir)
+    store = HoursStore.prepared(db, reference.load_service_hours(settings.reference_dir))
+    consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(store, city.timezone),
+                             settings.retry_delays_ms, settings.prefetch)
+    relay = OutboxRelay([store.volunteers, store.entries, store.patrols], EventPublisher(settings.amqp_url, "hours"),
+                        "hours", settings.relay_interval_s)
+    return runtime.BackgroundWork(consumer=consumer, relay=relay, periodic={})
+
+
+if __name__ == "__main__":
+    runtime.worker_main("hours", background_work)

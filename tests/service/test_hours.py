@@ -1,0 +1,405 @@
+"""Hours through HTTP with the real broker, beside intake and routing: volunteers, patrols evidenced by their
+reports, the append-only ledger, adjustments and reversals, and verified reports counted when cases close."""
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from openpyxl import Workbook
+
+from services.intake.domain import GridMap
+from shared import reference
+from shared.testing import wait_for
+from tests.conftest import bearer, run_service, settings_for_test
+from tests.service.conftest import upload_photo
+from tests.service.test_routing import fresh_spot
+
+OFFICE = bearer("office", "office-1")
+ASSOCIATION = bearer("association", "assoc-1")
+POLICE = bearer("department", "police-1", dept="traffic-police")
+GRIDS = GridMap(reference.load(None).grids)
+
+
+@pytest.fixture(scope="module")
+def city(amqp_url, mongo_url):
+    services = [run_service(settings_for_test(name, amqp_url, mongo_url)) for name in ("intake", "routing", "hours")]
+    yield dict(zip(("intake", "routing", "hours"), services, strict=True))
+    for service in reversed(services):
+        service.stop()
+
+
+def phone() -> str:
+    return f"139{uuid.uuid4().int % 10**8:08d}"
+
+
+def register(city, grid_id="lanshan-01", **fields) -> tuple[dict, dict]:
+    """A new volunteer, and their token."""
+    body = {"name": "王小明", "phone": phone(), "organization": "金雀山街道志愿服务队", "grid_id": grid_id, **fields}
+    response = city["hours"].client.post("/v1/volunteers", headers=ASSOCIATION, json=body)
+    assert response.status_code == 201, response.json
+    return response.json, bearer("volunteer", response.json["id"])
+
+
+def spot_and_grid() -> tuple[tuple[float, float], str]:
+    spot = fresh_spot()
+    return spot, GRIDS.locate(*spot).id
+
+
+def report_by(city, token: dict, spot: tuple[float, float] | None = None) -> dict:
+    lat, lng = spot or fresh_spot()
+    photo = upload_photo(city["intake"].client, token)["id"]
+    response = city["intake"].client.post("/v1/reports", headers=token, json={
+        "category": "traffic.parking", "description": "路口乱停车辆堵塞通道", "location": {"lat": lat, "lng": lng},
+        "photo_ids": [photo]})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def patrol(city, token: dict, grid_id: str, start: datetime, end: datetime, **headers):
+    return city["hours"].client.post("/v1/patrols", headers={**token, **headers},
+                                     json={"grid_id": grid_id, "started_at": iso(start), "ended_at": iso(end)})
+
+
+def summary(city, volunteer_id: str, token=OFFICE) -> dict:
+    response = city["hours"].client.get(f"/v1/volunteers/{volunteer_id}/summary", headers=token)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def ledger(city, volunteer_id: str, token=OFFICE) -> list[dict]:
+    response = city["hours"].client.get(f"/v1/volunteers/{volunteer_id}/ledger", headers=token)
+    assert response.status_code == 200, response.json
+    return response.json["items"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- volunteers -------------------------------------------------------------------------------
+
+def test_a_registered_volunteer_reads_their_own_record_with_the_phone_masked(city):
+    volunteer, token = register(city)
+    assert volunteer["phone"].isdigit() and volunteer["star_level"] == 0  # the association sees it in full
+    own = city["hours"].client.get(f"/v1/volunteers/{volunteer['id']}", headers=token).json
+    assert own["phone"] == f"{volunteer['phone'][:3]}****{volunteer['phone'][-4:]}"
+    assert own["name"] == "王小明"
+
+
+def test_a_phone_registers_once_per_organization(city):
+    volunteer, _ = register(city)
+    again = city["hours"].client.post("/v1/volunteers", headers=OFFICE, json={
+        "name": "王小明", "phone": volunteer["phone"], "organization": volunteer["organization"],
+        "grid_id": "lanshan-02"})
+    assert again.status_code == 409 and volunteer["id"] in again.json["detail"]
+    elsewhere = city["hours"].client.post("/v1/volunteers", headers=OFFICE, json={
+        "name": "王小明", "phone": volunteer["phone"], "organization": "另一支服务队", "grid_id": "lanshan-02"})
+    assert elsewhere.status_code == 201
+
+
+def test_a_retried_registration_with_its_key_registers_nobody_twice(city):
+    body = {"name": "李四", "phone": phone(), "organization": "金雀山街道志愿服务队", "grid_id": "lanshan-01"}
+    headers = {**ASSOCIATION, "Idempotency-Key": uuid.uuid4().hex}
+    first = city["hours"].client.post("/v1/volunteers", headers=headers, json=body)
+    again = city["hours"].client.post("/v1/volunteers", headers=headers, json=body)
+    assert first.status_code == again.status_code == 201
+    assert again.json["id"] == first.json["id"] and again.headers["Idempotent-Replayed"] == "true"
+    other = city["hours"].client.post("/v1/volunteers", headers=headers, json={**body, "name": "张三"})
+    assert other.status_code == 409
+
+
+@pytest.mark.parametrize("who", [bearer("volunteer"), bearer("grid_leader", grid="lanshan-01"), POLICE])
+def test_only_the_association_and_the_office_register_volunteers(city, who):
+    response = city["hours"].client.post("/v1/volunteers", headers=who, json={
+        "name": "王小明", "phone": phone(), "organization": "队", "grid_id": "lanshan-01"})
+    assert response.status_code == 403
+
+
+def test_bad_registrations_are_422_naming_the_field(city):
+    response = city["hours"].client.post("/v1/volunteers", headers=OFFICE, json={
+        "name": "", "phone": "12345", "organization": "队", "grid_id": "nowhere"})
+    assert response.status_code == 422
+    assert {"name", "phone"} <= set(response.json["errors"])
+    unknown_grid = city["hours"].client.post("/v1/volunteers", headers=OFFICE, json={
+        "name": "王", "phone": phone(), "organization": "队", "grid_id": "nowhere"})
+    assert unknown_grid.status_code == 422 and "grid_id" in unknown_grid.json["errors"]
+
+
+def test_a_grid_leader_lists_only_their_grids_volunteers_and_a_volunteer_lists_nobody(city):
+    mine, _ = register(city, grid_id="hedong-02")
+    theirs, _ = register(city, grid_id="hedong-03")
+    leader = bearer("grid_leader", grid="hedong-02")
+    listed = city["hours"].client.get("/v1/volunteers?limit=200", headers=leader).json["items"]
+    ids = {v["id"] for v in listed}
+    assert mine["id"] in ids and theirs["id"] not in ids
+    assert all(v["grid_id"] == "hedong-02" and "****" in v["phone"] for v in listed)
+    assert city["hours"].client.get(f"/v1/volunteers/{theirs['id']}", headers=leader).status_code == 404
+    assert city["hours"].client.get("/v1/volunteers", headers=bearer("volunteer")).status_code == 403
+
+
+def test_a_volunteer_cannot_read_another_volunteers_summary_or_ledger(city):
+    volunteer, _ = register(city)
+    stranger = bearer("volunteer")
+    for path in ("", "/summary", "/ledger"):
+        response = city["hours"].client.get(f"/v1/volunteers/{volunteer['id']}{path}", headers=stranger)
+        assert response.status_code == 404, path
+
+
+def roster_xlsx(rows: list[list]) -> bytes:
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["姓名", "手机号", "所属组织", "网格"])
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def import_roster(city, content: bytes, name="roster.xlsx"):
+    return city["hours"].client.post("/v1/volunteers/import", headers=ASSOCIATION,
+                                     data={"file": (io.BytesIO(content), name)}, content_type="multipart/form-data")
+
+
+def test_a_roster_imports_its_good_rows_reports_its_bad_ones_and_imports_nothing_twice(city):
+    good = [["赵一", phone(), "沂河街道服务队", "hedong-01"], ["钱二", phone(), "沂河街道服务队", "hedong-01"]]
+    content = roster_xlsx([good[0], ["孙三", "12345", "沂河街道服务队", "hedong-01"], good[1],
+                           ["李四", phone(), "沂河街道服务队", "atlantis"]])
+    first = import_roster(city, content)
+    assert first.status_code == 200, first.json
+    assert (first.json["rows"], first.json["registered"], first.json["already_registered"]) == (4, 2, 0)
+    assert [e["row"] for e in first.json["errors"]] == [3, 5]
+    assert "phone" in first.json["errors"][0]["reason"] and "grid" in first.json["errors"][1]["reason"]
+    again = import_roster(city, content)
+    assert (again.json["registered"], again.json["already_registered"]) == (0, 2)
+
+
+def test_a_file_that_is_not_a_roster_is_422(city):
+    response = import_roster(city, b"\x89PNG\r\n\x1a\n" + bytes(200), name="roster.png")
+    assert response.status_code == 422 and "file" in response.json["errors"]
+
+
+# --- patrols ----------------------------------------------------------------------------------
+
+def test_a_patrol_evidenced_by_a_report_is_credited_at_once(city, subscribe):
+    credited = subscribe("hours.credited")
+    volunteer, token = register(city)
+    started = now() - timedelta(hours=2, minutes=10)
+    report = report_by(city, token)
+    wait_for(lambda: city["hours"].app.extensions["hours"].store.reports.find_one({"_id": report["id"]}),
+             what="hours hears of the report")
+    response = patrol(city, token, report["grid_id"], started, now())
+    assert response.status_code == 201, response.json
+    assert response.json["status"] == "credited" and response.json["hours"] == 2.0
+    assert response.json["evidence_report_id"] == report["id"]
+    entries = ledger(city, volunteer["id"], token)
+    assert [(e["kind"], e["hours"], e["source_id"]) for e in entries] == [("patrol", 2.0, response.json["id"])]
+    assert entries[0]["rule_version"] == "linyi-2026.1" and entries[0]["id"] == response.json["entry_id"]
+    assert summary(city, volunteer["id"], token)["year_hours"] == 2.0
+    events = wait_for(lambda: credited.events("hours.credited", lambda e: e["data"]["volunteer_id"] == volunteer["id"]),
+                      what="hours.credited")
+    assert events[0]["data"]["hours"] == 2.0 and events[0]["source"] == "hours"
+
+
+def test_a_report_that_arrives_after_the_patrol_was_recorded_still_evidences_it(city):
+    volunteer, token = register(city)
+    spot, grid_id = spot_and_grid()
+    waiting = patrol(city, token, grid_id, now() - timedelta(minutes=50), now() + timedelta(minutes=1))
+    assert waiting.status_code == 201 and waiting.json["status"] == "awaiting_confirmation", waiting.json
+    assert summary(city, volunteer["id"])["pending_hours"] == 0.5
+    # A report in the patrol's grid while it runs: intake's event reaches hours after the patrol was recorded.
+    evidence = report_by(city, token, spot)
+
+    def credited():
+        found = city["hours"].client.get(f"/v1/patrols/{waiting.json['id']}", headers=token).json
+        return found if found["status"] == "credited" else None
+
+    assert wait_for(credited, what="the patrol credited by its late evidence")["evidence_report_id"] == evidence["id"]
+    got = summary(city, volunteer["id"])
+    assert (got["pending_hours"], got["year_hours"]) == (0, 0.5)
+
+
+def test_an_unevidenced_patrol_waits_for_its_grid_leader(city):
+    volunteer, token = register(city)
+    waiting = patrol(city, token, "lanshan-03", now() - timedelta(hours=3), now() - timedelta(hours=1))
+    assert waiting.json["status"] == "awaiting_confirmation" and waiting.json["entry_id"] is None
+    path = f"/v1/patrols/{waiting.json['id']}"
+    other_leader = bearer("grid_leader", grid="lanshan-04")
+    assert city["hours"].client.post(f"{path}/confirm", headers=other_leader, json={}).status_code == 404
+    assert city["hours"].client.post(f"{path}/confirm", headers=token, json={}).status_code == 403
+    assert ledger(city, volunteer["id"]) == []
+    leader = bearer("grid_leader", grid="lanshan-03")
+    confirmed = city["hours"].client.post(f"{path}/confirm", headers=leader, json={"note": "已核对签到"})
+    assert confirmed.status_code == 200 and confirmed.json["status"] == "credited"
+    assert confirmed.json["decided_by"].startswith("grid_leader:")
+    assert [e["hours"] for e in ledger(city, volunteer["id"])] == [2.0]
+    assert city["hours"].client.post(f"{path}/decline", headers=leader, json={"note": "重复"}).status_code == 409
+    got = summary(city, volunteer["id"])
+    assert (got["year_hours"], got["pending_hours"]) == (2.0, 0)
+
+
+def test_a_declined_patrol_credits_nothing_and_frees_its_time(city):
+    volunteer, token = register(city)
+    start, end = now() - timedelta(hours=5), now() - timedelta(hours=4)
+    waiting = patrol(city, token, "lanshan-03", start, end).json
+    declined = city["hours"].client.post(f"/v1/patrols/{waiting['id']}/decline", headers=ASSOCIATION,
+                                         json={"note": "当日该网格无巡访安排"})
+    assert declined.status_code == 200 and declined.json["status"] == "declined"
+    assert ledger(city, volunteer["id"]) == [] and summary(city, volunteer["id"])["pending_hours"] == 0
+    assert patrol(city, token, "lanshan-03", start, end).status_code == 201
+
+
+def test_an_overlapping_patrol_is_409_and_changes_nothing(city):
+    volunteer, token = register(city)
+    assert patrol(city, token, "lanshan-02", now() - timedelta(hours=3), now() - timedelta(hours=1)).status_code == 201
+    overlapping = patrol(city, token, "lanshan-04", now() - timedelta(hours=2), now())
+    assert overlapping.status_code == 409 and "overlaps" in overlapping.json["detail"]
+    listed = city["hours"].client.get("/v1/patrols", headers=token).json["items"]
+    assert len(listed) == 1 and summary(city, volunteer["id"])["pending_hours"] == 2.0
+
+
+def test_concurrent_overlapping_patrols_record_one(city):
+    from concurrent.futures import ThreadPoolExecutor
+
+    volunteer, token = register(city)
+    start = now() - timedelta(hours=6)
+    app = city["hours"].app
+
+    def record(offset: int):
+        return app.test_client().post("/v1/patrols", headers=token, json={
+            "grid_id": "lanshan-02", "started_at": iso(start + timedelta(minutes=offset)),
+            "ended_at": iso(start + timedelta(minutes=offset + 90))}).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(record, (0, 5, 10, 15)))
+    assert statuses == [201, 409, 409, 409]
+    assert len(city["hours"].client.get("/v1/patrols", headers=token).json["items"]) == 1
+
+
+def test_beyond_eight_hours_a_day_waits_for_the_association_and_beyond_twelve_is_refused(city):
+    volunteer, token = register(city)
+    day = now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)  # yesterday, 08:00 in Linyi
+    first = patrol(city, token, "lanshan-02", day, day + timedelta(hours=6)).json
+    second = patrol(city, token, "lanshan-02", day + timedelta(hours=6), day + timedelta(hours=9)).json
+    assert (first["status"], second["status"]) == ("awaiting_confirmation", "awaiting_approval")
+    leader = bearer("grid_leader", grid="lanshan-02")
+    assert city["hours"].client.post(f"/v1/patrols/{second['id']}/confirm", headers=leader, json={}).status_code == 403
+    too_much = patrol(city, token, "lanshan-02", day + timedelta(hours=9), day + timedelta(hours=13))
+    assert too_much.status_code == 422 and "12" in too_much.json["detail"]
+    approved = city["hours"].client.post(f"/v1/patrols/{second['id']}/confirm", headers=ASSOCIATION, json={})
+    assert approved.json["status"] == "credited"
+
+
+@pytest.mark.parametrize("start, end", [
+    ("2026-11-24T10:00:00Z", "2026-11-24T09:00:00Z"),     # ends before it starts
+    ("yesterday", "2026-11-24T09:00:00Z"),                # not a time
+    ("2026-11-24T10:00:00", "2026-11-24T11:00:00"),       # no offset
+    ("2099-01-01T00:00:00Z", "2099-01-01T02:00:00Z"),     # the future
+    ("2026-01-05T00:00:00Z", "2026-01-05T02:00:00Z"),     # months late
+    ("2026-11-20T00:00:00Z", "2026-11-21T23:00:00Z"),     # absurdly long
+])
+def test_hostile_patrols_are_422_and_the_ledger_is_untouched(city, start, end):
+    volunteer, token = register(city)
+    response = city["hours"].client.post("/v1/patrols", headers=token,
+                                         json={"grid_id": "lanshan-01", "started_at": start, "ended_at": end})
+    assert response.status_code == 422 and response.headers["Content-Type"] == "application/problem+json"
+    assert ledger(city, volunteer["id"]) == [] and summary(city, volunteer["id"])["pending_hours"] == 0
+
+
+def test_only_a_registered_volunteer_records_patrols(city):
+    response = patrol(city, bearer("volunteer"), "lanshan-01", now() - timedelta(hours=1), now())
+    assert response.status_code == 403 and "register" in response.json["detail"]
+    assert patrol(city, ASSOCIATION, "lanshan-01", now() - timedelta(hours=1), now()).status_code == 403
+
+
+# --- adjustments, reversals, levels -----------------------------------------------------------
+
+def adjust(city, volunteer_id: str, hours: float, who=ASSOCIATION, **headers):
+    return city["hours"].client.post("/v1/adjustments", headers={**who, **headers},
+                                     json={"volunteer_id": volunteer_id, "hours": hours, "reason": "补录纸质签到时长"})
+
+
+def test_an_adjustment_is_a_new_entry_and_a_retry_credits_it_once(city):
+    volunteer, _ = register(city)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = adjust(city, volunteer["id"], 3.5, **key)
+    again = adjust(city, volunteer["id"], 3.5, **key)
+    assert first.status_code == again.status_code == 201 and first.json["id"] == again.json["id"]
+    assert first.json["kind"] == "adjustment" and first.json["recorded_by"] == "association:assoc-1"
+    assert adjust(city, volunteer["id"], 4, **key).status_code == 409
+    assert summary(city, volunteer["id"])["total_hours"] == 3.5
+
+
+@pytest.mark.parametrize("who", [bearer("volunteer"), OFFICE, bearer("grid_leader", grid="lanshan-01")])
+def test_only_the_association_adjusts_hours(city, who):
+    volunteer, token = register(city)
+    assert adjust(city, volunteer["id"], 5, who=who).status_code == 403
+    assert adjust(city, volunteer["id"], 5, who=token).status_code == 403  # not even their own
+    assert ledger(city, volunteer["id"]) == []
+
+
+def test_a_reversal_cancels_an_entry_once_and_is_itself_final(city, subscribe):
+    reversed_ = subscribe("hours.reversed")
+    volunteer, _ = register(city)
+    entry = adjust(city, volunteer["id"], 6).json
+    reversal = city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=OFFICE,
+                                         json={"reason": "抽查发现签到记录与实际不符"})
+    assert reversal.status_code == 201, reversal.json
+    assert (reversal.json["hours"], reversal.json["reverses"], reversal.json["kind"]) == (-6, entry["id"], "reversal")
+    assert summary(city, volunteer["id"])["total_hours"] == 0
+    twice = city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=OFFICE, json={"reason": "再次"})
+    assert twice.status_code == 409 and reversal.json["id"] in twice.json["detail"]
+    of_reversal = city["hours"].client.post(f"/v1/entries/{reversal.json['id']}/reverse", headers=OFFICE,
+                                            json={"reason": "撤销"})
+    assert of_reversal.status_code == 409
+    assert [e["hours"] for e in ledger(city, volunteer["id"])] == [-6, 6]  # nothing changed, nothing deleted
+    wait_for(lambda: reversed_.events("hours.reversed", lambda e: e["data"]["reverses"] == entry["id"]),
+             what="hours.reversed")
+
+
+def test_a_volunteer_cannot_reverse_their_entries(city):
+    volunteer, token = register(city)
+    entry = adjust(city, volunteer["id"], 2).json
+    response = city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=token, json={"reason": "不要"})
+    assert response.status_code == 403 and summary(city, volunteer["id"])["total_hours"] == 2
+
+
+def test_crossing_a_star_level_publishes_the_change(city, subscribe):
+    levels = subscribe("volunteer.level_changed")
+    volunteer, _ = register(city)
+    adjust(city, volunteer["id"], 99.5)
+    adjust(city, volunteer["id"], 1)
+    got = summary(city, volunteer["id"])
+    assert (got["star_level"], got["next_level_at"], got["total_hours"]) == (1, 300, 100.5)
+    events = wait_for(lambda: levels.events("volunteer.level_changed",
+                                            lambda e: e["data"]["volunteer_id"] == volunteer["id"]),
+                      what="volunteer.level_changed")
+    assert len(events) == 1 and events[0]["data"]["star_level"] == 1
+    listed = city["hours"].client.get("/v1/volunteers?star_level=1&limit=200", headers=OFFICE).json["items"]
+    assert volunteer["id"] in {v["id"] for v in listed}
+
+
+# --- verified reports -------------------------------------------------------------------------
+
+def test_a_report_whose_case_closes_after_recheck_counts_once_for_its_reporter(city):
+    volunteer, token = register(city)
+    submitted = report_by(city, token)
+
+    def case():
+        items = city["routing"].client.get("/v1/cases?limit=200", headers=OFFICE).json["items"]
+        return next((c for c in items if submitted["id"] in c["report_ids"]), None)
+
+    case_id = wait_for(case, what="the report's case")["id"]
+    routing = city["routing"].client
+    assert routing.post(f"/v1/cases/{case_id}/accept", headers=POLICE, json={}).status_code == 200
+    after = upload_photo(city["intake"].client, POLICE)["id"]
+    assert routing.post(f"/v1/cases/{case_id}/rectify", headers=POLICE,
+                        json={"note": "已拖移", "photo_ids": [after]}).status_code == 200
+    assert routing.post(f"/v1/cases/{case_id}/verify", headers=OFFICE,
+                        json={"passed": True, "note": "已整改"}).json["status"] == "closed"
+    wait_for(lambda: summary(city, volunteer["id"])["verified_reports"] == 1, what="the verified report counted")
+    assert summary(city, volunteer["id"])["year_verified_reports"] == 1

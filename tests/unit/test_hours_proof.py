@@ -1,0 +1,273 @@
+"""The proof of service PDF (services/hours/proof.py): it opens, its Chinese text extracts, its figures and
+labels are the proof's, its QR code leads to exactly the verification address, and long proofs flow over pages
+without losing anything."""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import replace
+from datetime import date
+
+import pypdfium2
+import pytest
+import zxingcpp
+from pypdf import PdfReader
+
+from services.hours.proof import Proof, ProofLine, hours_text, render_proof
+
+VERIFY_URL = "http://127.0.0.1:8003/v1/proofs/7K3M-Q9XD-2FHP"
+A4_POINTS = (595.28, 841.89)
+
+
+# --- builders ---------------------------------------------------------------------------------
+
+def a_proof(**changes) -> Proof:
+    proof = Proof(
+        number="WP-2026-000123",
+        code="7K3M-Q9XD-2FHP",
+        verify_url=VERIFY_URL,
+        name="张三丰",
+        volunteer_id="V-000042",
+        phone_masked="138****0000",
+        organization="兰山区金雀山街道文明实践志愿服务队",
+        year=2026,
+        period_start=date(2026, 1, 5),
+        period_end=date(2026, 12, 20),
+        total_hours=38.5,
+        lines=[
+            ProofLine("patrol", 12, 30.5, "网格巡访 12 次（兰山区金雀山街道一网格）"),
+            ProofLine("activity", 3, 9, "文明交通劝导；垃圾分类宣传；敬老院探访"),
+            ProofLine("adjustment", 1, -1, "补录 2026年3月2日 巡访时长"),
+        ],
+        issuer="临沂市志愿者总会",
+        issued_on=date(2027, 1, 10),
+        sealed=True,
+    )
+    return replace(proof, **changes)
+
+
+def activity_titles(count: int) -> str:
+    return "；".join(f"第{number}期文明交通劝导志愿服务活动（兰山区金雀山街道人民广场路口）"
+                     for number in range(1, count + 1))
+
+
+# --- reading the PDF back ---------------------------------------------------------------------
+
+def page_texts(pdf: bytes) -> list[str]:
+    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
+
+
+def unwrapped(text: str) -> str:
+    """The text with the line breaks of its layout taken out: what a wrapped paragraph said."""
+    return text.replace("\n", "")
+
+
+def without_spaces(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def stitched(texts: list[str]) -> str:
+    """The pages' text as one, without what every page repeats (the table header, the footer), so that what
+    flowed from one page to the next reads on."""
+    header = re.compile(r"服务类别\s*次数\s*时长（小时）\s*服务内容\s*")
+    footer = re.compile(r"证明编号：\S+\s*验证码：\S+\s*第 \d+ 页 共 \d+ 页\s*")
+    return "".join(unwrapped(footer.sub("", header.sub("", text))) for text in texts)
+
+
+def qr_codes_by_page(pdf: bytes) -> list[list[str]]:
+    document = pypdfium2.PdfDocument(pdf)
+    try:
+        # Scale 3 is 216 dpi: several pixels to a module of the 32 mm code.
+        return [[code.text for code in zxingcpp.read_barcodes(page.render(scale=3).to_pil(),
+                                                              formats=zxingcpp.BarcodeFormat.QRCode)]
+                for page in document]
+    finally:
+        document.close()
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+def test_the_proof_is_a_one_page_a4_pdf():
+    pdf = render_proof(a_proof())
+
+    assert pdf.startswith(b"%PDF-")
+    pages = PdfReader(io.BytesIO(pdf)).pages
+    assert len(pages) == 1
+    assert (float(pages[0].mediabox.width), float(pages[0].mediabox.height)) == pytest.approx(A4_POINTS, abs=0.5)
+
+
+# --- what it says -----------------------------------------------------------------------------
+
+def test_the_chinese_text_extracts_with_the_title_the_volunteer_and_the_proof_number():
+    text = page_texts(render_proof(a_proof()))[0]
+
+    assert "志愿服务证明" in text
+    assert "张三丰" in text
+    assert "编号：WP-2026-000123" in text
+    assert "验证码：7K3M-Q9XD-2FHP" in text
+
+
+def test_the_body_says_who_served_when_and_how_many_hours_in_all():
+    body = unwrapped(page_texts(render_proof(a_proof()))[0])
+
+    assert ("兹证明 张三丰（志愿者编号：V-000042，联系电话：138****0000）系兰山区金雀山街道文明实践志愿服务队志愿者，"
+            "于 2026年1月5日至2026年12月20日期间参加志愿服务，累计服务时长 38.5 小时。") in body
+    assert "特此证明。" in body
+
+
+def test_the_table_gives_sessions_hours_and_content_under_the_chinese_label_of_each_kind():
+    table = without_spaces(page_texts(render_proof(a_proof()))[0])
+
+    assert "服务类别次数时长（小时）服务内容" in table
+    assert "巡访1230.5网格巡访12次（兰山区金雀山街道一网格）" in table
+    assert "志愿服务活动39文明交通劝导；垃圾分类宣传；敬老院探访" in table
+    assert "时长调整1-1补录2026年3月2日巡访时长" in table
+    assert "合计38.5" in table
+    for kind in ("patrol", "activity", "adjustment"):
+        assert kind not in table
+
+
+def test_the_issuing_organisation_and_date_close_the_proof():
+    text = page_texts(render_proof(a_proof()))[0]
+
+    assert "出具单位（盖章）：临沂市志愿者总会" in text
+    assert "2027年1月10日" in text
+
+
+@pytest.mark.parametrize(("hours", "printed"), [
+    (12.5, "12.5"), (12.0, "12"), (12, "12"), (12.25, "12.3"), (0.05, "0.1"), (3.14159, "3.1"), (-1.25, "-1.3"),
+    (0, "0"), (1234.56, "1234.6"),
+])
+def test_hours_are_printed_with_at_most_one_decimal(hours, printed):
+    assert hours_text(hours) == printed
+
+
+def test_the_proof_prints_hours_with_at_most_one_decimal():
+    proof = a_proof(total_hours=12.25, lines=[ProofLine("patrol", 5, 12.25, "网格巡访 5 次")])
+
+    text = without_spaces(page_texts(render_proof(proof))[0])
+
+    assert "累计服务时长12.3小时" in text
+    assert "巡访512.3" in text
+    assert "12.25" not in text
+
+
+def test_a_sealed_year_says_its_figures_no_longer_change():
+    text = page_texts(render_proof(a_proof(sealed=True)))[0]
+
+    assert "2026年度服务时长已结算封存，以上数据不再变更。" in text
+    assert "尚未结算" not in text
+
+
+def test_an_open_year_says_its_figures_are_as_of_the_issue_date():
+    text = page_texts(render_proof(a_proof(sealed=False)))[0]
+
+    assert "2026年度服务时长尚未结算，以上数据截至出具日期。" in text
+    assert "封存" not in text
+
+
+def test_text_typed_by_people_is_printed_as_typed_not_read_as_markup():
+    proof = a_proof(name="A&B <b>张</b>", organization="<font size=40>队</font>",
+                    lines=[ProofLine("activity", 1, 2, "清扫 <br/> & 宣传 <i>小区</i>")])
+
+    text = without_spaces(page_texts(render_proof(proof))[0])
+
+    assert "兹证明A&B<b>张</b>（" in text
+    assert "系<fontsize=40>队</font>志愿者" in text
+    assert "清扫<br/>&宣传<i>小区</i>" in text
+
+
+def test_an_unknown_kind_of_service_is_refused():
+    with pytest.raises(ValueError, match="training"):
+        render_proof(a_proof(lines=[ProofLine("training", 1, 2, "培训")]))
+
+
+# --- how to verify it -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("verify_url", [
+    VERIFY_URL,
+    "https://woodpecker.linyi.example.cn/v1/proofs/Z9Y8-X7W6-V5U4?lang=zh-CN&from=print",
+])
+def test_the_qr_code_encodes_exactly_the_verify_url(verify_url):
+    pdf = render_proof(a_proof(verify_url=verify_url))
+
+    assert qr_codes_by_page(pdf) == [[verify_url]]
+
+
+def test_the_proof_tells_the_reader_to_scan_the_code_or_visit_the_address():
+    text = page_texts(render_proof(a_proof()))[0]
+
+    assert "扫描左侧二维码，或在浏览器中访问以下网址，核验本证明的真伪：" in unwrapped(text)
+    assert VERIFY_URL in text.splitlines()
+
+
+# --- long proofs ------------------------------------------------------------------------------
+
+def test_a_long_content_line_flows_over_pages_with_every_character_kept():
+    titles = activity_titles(120)
+    proof = a_proof(total_hours=430.5, lines=[ProofLine("patrol", 12, 30.5, "网格巡访 12 次"),
+                                              ProofLine("activity", 120, 400, titles)])
+
+    pdf = render_proof(proof)
+    texts = page_texts(pdf)
+
+    assert len(texts) > 1
+    assert titles in stitched(texts)
+    assert "志愿服务活动120400第1期" in without_spaces(texts[0])
+
+
+def test_many_lines_flow_over_pages_with_every_line_kept_once():
+    lines = [ProofLine("adjustment", 1, 0.5, f"补录第{number}次网格巡访时长") for number in range(1, 81)]
+    proof = a_proof(total_hours=40, lines=lines)
+
+    texts = page_texts(render_proof(proof))
+    everything = without_spaces("".join(texts))
+
+    assert len(texts) > 1
+    for number in range(1, 81):
+        assert everything.count(f"时长调整10.5补录第{number}次网格巡访时长") == 1
+    assert everything.count("合计40") == 1
+
+
+@pytest.mark.parametrize("lines", [
+    [ProofLine("activity", 120, 400, activity_titles(120))],
+    [ProofLine("adjustment", 1, 0.5, f"补录第{number}次网格巡访时长") for number in range(1, 81)],
+], ids=["long content", "many lines"])
+def test_every_page_of_a_long_proof_repeats_the_header_number_code_and_page_count(lines):
+    texts = page_texts(render_proof(a_proof(lines=lines)))
+
+    for page_number, text in enumerate(texts, start=1):
+        assert without_spaces(text).count("服务类别次数时长（小时）服务内容") == 1
+        assert "证明编号：WP-2026-000123" in text
+        assert "验证码：7K3M-Q9XD-2FHP" in text
+        assert f"第 {page_number} 页 共 {len(texts)} 页" in text
+
+
+@pytest.mark.parametrize("lines", [
+    [ProofLine("activity", 120, 400, activity_titles(120))],
+    [ProofLine("adjustment", 1, 0.5, f"补录第{number}次网格巡访时长") for number in range(1, 81)],
+], ids=["long content", "many lines"])
+def test_a_long_proof_ends_with_the_issuer_and_the_qr_code_together_on_its_last_page(lines):
+    pdf = render_proof(a_proof(lines=lines))
+    texts = page_texts(pdf)
+
+    assert [page for page, text in enumerate(texts) if "出具单位（盖章）" in text] == [len(texts) - 1]
+    assert qr_codes_by_page(pdf) == [[]] * (len(texts) - 1) + [[VERIFY_URL]]
+
+
+@pytest.mark.parametrize("line_count", range(36, 46))
+def test_the_closing_is_never_split_over_two_pages(line_count):
+    # Around forty lines the table ends near the foot of the second page: without being kept together,
+    # the issuer and the QR code would land on different pages.
+    lines = [ProofLine("adjustment", 1, 0.5, f"补录第{number}次网格巡访时长") for number in range(1, line_count + 1)]
+    texts = page_texts(render_proof(a_proof(lines=lines)))
+
+    for closing in ("特此证明。", "出具单位（盖章）", "扫描左侧二维码"):
+        assert [page for page, text in enumerate(texts) if closing in text] == [len(texts) - 1]
+
+
+def test_a_proof_with_no_lines_still_renders_its_total():
+    text = without_spaces(page_texts(render_proof(a_proof(lines=[], total_hours=0)))[0])
+
+    assert "累计服务时长0小时" in text
+    assert "服务类别次数时长（小时）服务内容合计0" in text
