@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
 from shared import idempotency
@@ -15,10 +15,13 @@ from shared.logs import correlation_id
 from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
 from shared.reference import ReferenceData, ServiceHoursRules, WorkCalendar
+from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
 from shared.web import accepts_multipart
 
 from . import domain, schemas
+from .proof import Proof, ProofLine, render_proof
 from .roster import RosterUnreadable, read_roster
+from .spreadsheet import ranking_xlsx
 from .store import HoursStore
 
 STAFF = ("association", "office")
@@ -28,6 +31,8 @@ volunteers = Blueprint("volunteers", __name__, url_prefix="/v1/volunteers",
                        description="Volunteers, their ledgers and summaries")
 patrols = Blueprint("patrols", __name__, url_prefix="/v1/patrols", description="Patrol sessions (巡访)")
 ledger = Blueprint("ledger", __name__, url_prefix="/v1", description="Adjustments and reversals of ledger entries")
+records = Blueprint("records", __name__, url_prefix="/v1",
+                    description="Rankings, proofs of service (志愿服务证明) and closing a year")
 
 
 @dataclass
@@ -301,3 +306,99 @@ def reverse_entry(body: dict, entry_id: str):
     at = now()
     return ctx.store.reverse(entry_id, lambda original: domain.reversal_of(original, body["reason"], who(caller), at,
                                                                            ctx.rules), correlation_id.get()), 201
+
+
+# --- rankings, proofs, years ------------------------------------------------------------------
+
+def _this_year() -> int:
+    return now().astimezone(hours().zone).year
+
+
+@records.route("/rankings", methods=["GET"])
+@requires("volunteer", "grid_leader", "association", "office", "service")
+@records.arguments(schemas.RankingQuerySchema, location="query")
+@records.response(200, schemas.RankingSchema)
+@records.doc(**AS_XLSX_TOO)
+def rankings(query: dict):
+    """The year's volunteers ranked by hours or by verified reports, names masked; `format=xlsx` gives the
+    whole table as the spreadsheet an association posts (排名表)."""
+    ctx = hours()
+    caller = current_caller()
+    year, by = query.get("year") or _this_year(), query["by"]
+    wanted = {k: query[v] for k, v in (("organization", "organization"), ("grid_id", "grid")) if v in query}
+    spreadsheet = query["format"] == "xlsx"
+    rows = domain.ranked(ctx.store.ranking(year, by, wanted, None if spreadsheet else query["limit"]), by)
+    shown = [domain.ranking_row(row, caller) for row in rows]
+    if spreadsheet:
+        grid_names = {g.id: g.name for g in ctx.reference.grids.values()}
+        scope = "、".join(filter(None, [wanted.get("organization"), grid_names.get(wanted.get("grid_id", ""))]))
+        workbook = ranking_xlsx([{**row, "grid_name": grid_names.get(row["grid_id"], row["grid_id"])} for row in shown],
+                                year, by, scope or "全市")
+        return xlsx_response(workbook, f"rankings-{year}-{by}.xlsx")
+    return {"year": year, "by": by, "items": shown}
+
+
+@volunteers.route("/<string(length=24):volunteer_id>/proof", methods=["GET"])
+@requires("volunteer", "association", "office")
+@volunteers.arguments(schemas.ProofQuerySchema, location="query")
+@volunteers.response(200, content_type="application/pdf", description="The proof of service (志愿服务证明)")
+@volunteers.doc(responses={200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}})
+def proof_of_service(query: dict, volunteer_id: str):
+    """A proof of the year's service, free of charge, with a number and a verification code that anyone can
+    check at /v1/proofs/{code}. Asking again for unchanged figures gives the same proof."""
+    ctx = hours()
+    caller = current_caller()
+    volunteer = _readable_volunteer(volunteer_id)
+    if caller.role == "grid_leader":
+        raise Forbidden("Proofs are issued to the volunteer, the association or the office.")
+    year = query.get("year") or _this_year()
+    row = ctx.store.year_row(volunteer_id, year)
+    if row is None or row["centihours"] <= 0:
+        raise NotFound(f"No service hours recorded for {year}.")
+    closed = ctx.store.closed_year(year) is not None
+    figures = row.get("sealed_centihours", row["centihours"]) if closed else row["centihours"]
+    grid = ctx.reference.grids.get(volunteer["grid_id"])
+    at = now()
+    record = ctx.store.proof_for(volunteer_id, year, figures, lambda number: domain.proof_record(
+        volunteer, {**row, "centihours": figures}, number, domain.proof_code(), grid.name if grid else "",
+        ctx.rules.issuer, closed, at, ctx.zone))
+    pdf = render_proof(_printable(record, f"{request.url_root}v1/proofs/{record['code']}"))
+    return Response(pdf, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="proof-{record["number"]}.pdf"'})
+
+
+def _printable(record: dict, verify_url: str) -> Proof:
+    return Proof(number=record["number"], code=record["code"], verify_url=verify_url, name=record["name"],
+                 volunteer_id=record["volunteer_id"], phone_masked=record["phone_masked"],
+                 organization=record["organization"], year=record["year"],
+                 period_start=date.fromisoformat(record["period_start"]),
+                 period_end=date.fromisoformat(record["period_end"]), total_hours=record["hours"],
+                 lines=[ProofLine(**line) for line in record["lines"]], issuer=record["issuer"],
+                 issued_on=date.fromisoformat(record["issued_on"]), sealed=record["sealed"])
+
+
+@records.route("/proofs/<code>", methods=["GET"])
+@records.doc(security=[])
+@records.response(200, schemas.ProofVerdictSchema)
+@records.doc(parameters=[{"in": "path", "name": "code", "required": True,
+                          "schema": {"type": "string", "pattern": domain.CODE_PATTERN}}])
+def verify_proof(code: str):
+    """Anyone may check a proof by its code (no token): whether its figures still match the ledger, with the
+    name masked and nothing else personal."""
+    ctx = hours()
+    found = ctx.store.proof(code.upper())
+    if found is None:
+        raise NotFound("No proof has this code.")
+    return domain.proof_verdict(found, ctx.store.year_row(found["volunteer_id"], found["year"]),
+                                ctx.store.closed_year(found["year"]) is not None)
+
+
+@records.route("/years/<int:year>/close", methods=["POST"])
+@requires("office")
+@records.response(200, schemas.ClosedYearSchema)
+@records.alt_response(409, description="The year has not ended, or is already closed")
+def close_year(year: int):
+    """Close a year that has ended: each volunteer's figures are sealed, nothing more is credited into it,
+    and proofs of it stay valid."""
+    domain.refuse_open_year(year, now(), hours().zone)
+    return hours().store.close_year(year, who(current_caller()), now())

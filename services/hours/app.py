@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     rules = reference.load_service_hours(settings.reference_dir)
     store = HoursStore.prepared(db, rules)
     app = create_service_app(settings, title="Woodpecker hours", description=DESCRIPTION,
-                             blueprints=[api.volunteers, api.patrols, api.ledger],
+                             blueprints=[api.volunteers, api.patrols, api.ledger, api.records],
                              readiness=runtime.readiness_checks(settings, db))
     app.extensions["hours"] = api.Hours(store=store, reference=city, rules=rules,
                                         calendar=reference.load_work_calendar(settings.reference_dir))

@@ -154,8 +154,14 @@ def reversal_of(original: dict, reason: str, by: str, now: datetime, rules: Serv
     """The entry that cancels `original`, in the year `original` counted in."""
     if original["kind"] == REVERSAL:
         raise Conflict("A reversal cannot itself be reversed; record an adjustment instead.")
-    return entry(original["volunteer_id"], -original["hours"], REVERSAL, REVERSAL, original["id"],
-                 date.fromisoformat(original["service_date"]), now, by, rules, reason, reverses=original["id"])
+    reversal = entry(original["volunteer_id"], -original["hours"], REVERSAL, REVERSAL, original["id"],
+                     date.fromisoformat(original["service_date"]), now, by, rules, reason, reverses=original["id"])
+    return {**reversal, "reversed_kind": original["kind"]}
+
+
+def counted_kind(document: dict) -> str:
+    """The kind of service an entry counts under: a reversal counts against the kind it reverses."""
+    return document.get("reversed_kind", document["kind"]) if document["kind"] == REVERSAL else document["kind"]
 
 
 def check_adjustment(hours: float) -> None:
@@ -281,3 +287,76 @@ def local_today(now: datetime, zone: ZoneInfo) -> date:
 
 def ceil_hours(hours: float) -> float:
     return math.ceil(hours * 100) / 100
+
+
+# --- proofs of service ------------------------------------------------------------------------
+
+# Crockford's base32: no I, L, O or U to misread when a code is typed from paper.
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CODE_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$"
+PROOF_KINDS = (PATROL, ACTIVITY, ADJUSTMENT)
+KIND_CONTENT = {PATROL: "网格巡访 {n} 次（{grid}）", ACTIVITY: "参加志愿服务活动 {n} 次",
+                ADJUSTMENT: "经核定的时长补录与调整 {n} 笔"}
+
+
+def proof_code() -> str:
+    """60 random bits, in three groups of four: unguessable, and short enough to type from paper."""
+    characters = "".join(secrets.choice(CODE_ALPHABET) for _ in range(12))
+    return f"{characters[:4]}-{characters[4:8]}-{characters[8:]}"
+
+
+def proof_record(volunteer: dict, row: dict, number: int, code: str, grid_name: str, issuer: str,
+                 sealed: bool, now: datetime, zone: ZoneInfo) -> dict:
+    """What a proof certifies, kept so that anyone holding its code can check it later."""
+    kinds = row.get("kinds", {})
+    lines = []
+    for kind in PROOF_KINDS:
+        figures = kinds.get(kind, {})
+        if figures.get("centihours", 0) or figures.get("sessions", 0) > 0:
+            sessions = max(figures.get("sessions", 0), 0)
+            lines.append({"kind": kind, "sessions": sessions, "hours": hours_of(figures.get("centihours", 0)),
+                          "content": KIND_CONTENT[kind].format(n=sessions, grid=grid_name)})
+    return {"code": code, "number": f"WP-{row['year']}-{number:06d}", "volunteer_id": volunteer["id"],
+            "year": row["year"], "centihours": row["centihours"], "hours": hours_of(row["centihours"]),
+            "name": volunteer["name"], "masked_name": mask_name(volunteer["name"]),
+            "phone_masked": mask_phone(volunteer["phone"]), "organization": volunteer["organization"],
+            "issuer": issuer, "issued_at": now, "issued_on": local_today(now, zone).isoformat(),
+            "period_start": row.get("first_service"), "period_end": row.get("last_service"),
+            "sealed": sealed, "lines": lines}
+
+
+def proof_verdict(proof: dict, row: dict | None, closed: bool) -> dict:
+    """A proof checked against the ledger, without personal data beyond the masked name."""
+    current = None if row is None else row.get("sealed_centihours" if closed else "centihours", row["centihours"])
+    valid = current == proof["centihours"]
+    if valid:
+        detail = (f"The figures match the sealed {proof['year']} ledger." if closed
+                  else "The figures match the ledger as of now.")
+    else:
+        detail = "The ledger has changed since this proof was issued; ask the volunteer for a new one."
+    return {"valid": valid, "code": proof["code"], "number": proof["number"], "year": proof["year"],
+            "hours": proof["hours"], "issuer": proof["issuer"], "name": proof["masked_name"],
+            "issued_on": proof["issued_on"], "sealed": closed, "detail": detail}
+
+
+def refuse_open_year(year: int, now: datetime, zone: ZoneInfo) -> None:
+    if year >= local_today(now, zone).year:
+        raise Conflict(f"{year} has not ended yet; a year is closed after it ends.")
+
+
+def ranked(rows: list[dict], by: str) -> list[dict]:
+    """Competition ranking (1, 2, 2, 4) over rows already in order."""
+    field = "centihours" if by == "hours" else "verified_reports"
+    ranks, previous, rank = [], None, 0
+    for position, row in enumerate(rows, start=1):
+        if row[field] != previous:
+            rank, previous = position, row[field]
+        ranks.append({**row, "rank": rank})
+    return ranks
+
+
+def ranking_row(row: dict, caller: Caller) -> dict:
+    return {"rank": row["rank"], "name": mask_name(row["name"]),
+            "volunteer_id": row["volunteer_id"] if caller.role in STAFF else None,
+            "organization": row["organization"], "grid_id": row["grid_id"], "hours": hours_of(row["centihours"]),
+            "verified_reports": row.get("verified_reports", 0)}

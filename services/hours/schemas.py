@@ -183,3 +183,58 @@ class SummarySchema(Schema):
     verified_reports = fields.Integer(required=True, metadata={
         "description": "reports whose case closed after re-check, all years", "example": 14})
     year_verified_reports = fields.Integer(required=True, metadata={"example": 6})
+
+
+# --- rankings, proofs, years ----------------------------------------------------------------------
+
+class RankingQuerySchema(Schema):
+    year = fields.Integer(validate=YEAR, metadata={"description": "this year by default", "example": 2026})
+    by = fields.String(load_default="hours", validate=validate.OneOf(["hours", "reports"]),
+                       metadata={"description": "hours credited, or reports whose case closed after re-check"})
+    organization = text(1, 100, "兰山区金雀山街道志愿服务队")
+    grid = text(1, 64, "lanshan-01")
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200),
+                           metadata={"description": "rows in JSON; the spreadsheet holds every row"})
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "xlsx"]))
+
+
+class RankingRowSchema(Schema):
+    rank = fields.Integer(required=True, metadata={"description": "equal figures share a rank", "example": 1})
+    name = fields.String(required=True, metadata={"description": "masked", "example": "王*明"})
+    volunteer_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "for the association and the office; null for everyone else"})
+    organization = fields.String(required=True, metadata={"example": "兰山区金雀山街道志愿服务队"})
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    hours = fields.Float(required=True, metadata={"example": 86.5})
+    verified_reports = fields.Integer(required=True, metadata={"example": 12})
+
+
+class RankingSchema(Schema):
+    year = fields.Integer(required=True, metadata={"example": 2026})
+    by = fields.String(required=True, validate=validate.OneOf(["hours", "reports"]), metadata={"example": "hours"})
+    items = fields.List(fields.Nested(RankingRowSchema), required=True)
+
+
+class ProofQuerySchema(Schema):
+    year = fields.Integer(validate=YEAR, metadata={"description": "this year by default", "example": 2026})
+
+
+class ProofVerdictSchema(Schema):
+    valid = fields.Boolean(required=True, metadata={"example": True})
+    code = fields.String(required=True, metadata={"example": "7K3M-Q9XD-2FHP"})
+    number = fields.String(required=True, metadata={"example": "WP-2026-000123"})
+    year = fields.Integer(required=True, metadata={"example": 2026})
+    hours = fields.Float(required=True, metadata={"example": 36.5})
+    issuer = fields.String(required=True, metadata={"example": "临沂市志愿服务联合会"})
+    name = fields.String(required=True, metadata={"description": "masked", "example": "王*明"})
+    issued_on = fields.String(required=True, metadata={"format": "date", "example": DATE_EXAMPLE})
+    sealed = fields.Boolean(required=True, metadata={"description": "the year has been closed", "example": False})
+    detail = fields.String(required=True, metadata={"example": "The figures match the ledger as of now."})
+
+
+class ClosedYearSchema(Schema):
+    year = fields.Integer(required=True, metadata={"example": 2025})
+    closed_at = Timestamp(required=True)
+    closed_by = fields.String(required=True, metadata={"example": "office:office-1"})
+    volunteers = fields.Integer(required=True, metadata={"description": "volunteers whose figures were sealed",
+                                                         "example": 1840})

@@ -37,6 +37,10 @@ PATROLS_LISTED_BY = ((), ("volunteer_id",), ("grid_id",), ("status",), ("volunte
 # Kinds of service that fill a day (adjustments correct the ledger; they are not time spent on a day).
 DAY_KINDS = (PATROL, ACTIVITY)
 IMPORT_BATCH = 500
+# What rankings order by, and the field of a year row that holds it.
+RANKED_BY = {"hours": "centihours", "reports": "verified_reports"}
+# Rankings walk down from the top in bands of the measure: [2^k, 2^(k+1)), highest first, then everything below 1.
+TOP_BAND = 2 ** 20
 
 
 def _public(document: dict | None) -> dict | None:
@@ -49,6 +53,10 @@ def _public(document: dict | None) -> dict | None:
 
 def _stored(document: dict) -> dict:
     return {"_id": document["id"], **{k: v for k, v in document.items() if k != "id"}}
+
+
+def _year_id(volunteer_id: str, year: int) -> str:
+    return f"{volunteer_id}|{year}"
 
 
 def _day_id(volunteer_id: str, day: date | str) -> str:
@@ -64,6 +72,10 @@ class HoursStore:
         self.patrols = db["patrols"]
         self.days = db["service_days"]
         self.reports = db["reports"]
+        # One row per volunteer and year: their figures for rankings and proofs, kept with every entry.
+        self.year_totals = db["year_totals"]
+        self.years = db["closed_years"]
+        self.proofs = db["proofs"]
 
     @classmethod
     def prepared(cls, db: Database, rules: ServiceHoursRules) -> HoursStore:
@@ -90,6 +102,11 @@ class HoursStore:
         for prefix in PATROLS_LISTED_BY:
             self.patrols.create_index([*((f, ASCENDING) for f in prefix), ("started_at", DESCENDING)])
         self.reports.create_index([("reporter_id", ASCENDING), ("grid_id", ASCENDING), ("submitted_at", ASCENDING)])
+        for measure in RANKED_BY.values():
+            for prefix in ((), ("organization",), ("grid_id",)):
+                self.year_totals.create_index([("year", ASCENDING), *((f, ASCENDING) for f in prefix),
+                                               (measure, DESCENDING)])
+        self.proofs.create_index([("volunteer_id", ASCENDING), ("year", ASCENDING), ("centihours", ASCENDING)])
 
     # --- volunteers -------------------------------------------------------------------------------
 
@@ -182,7 +199,7 @@ class HoursStore:
 
         def work(session: ClientSession) -> dict:
             self._lock_volunteer(original["volunteer_id"], session)
-            if not self._credit(session, reversal, correlation_id, fills_day=original["kind"] in DAY_KINDS):
+            if not self._credit(session, reversal, correlation_id):
                 earlier = self._entry_of_source(reversal, session)
                 raise Conflict(f"Entry {entry_id} was already reversed by entry {earlier['_id']}.")
             return reversal
@@ -200,24 +217,27 @@ class HoursStore:
             raise NotFound(f"No volunteer {volunteer_id}.")
 
     def _credit(self, session: ClientSession, document: dict, correlation_id: str | None,
-                from_pending: bool = False, fills_day: bool | None = None) -> bool:
+                from_pending: bool = False) -> bool:
         """Append the entry and add it to the totals, once per source; False when its source already credited."""
         if self._entry_of_source(document, session) is not None:
             return False
+        self._refuse_closed_year(document["year"], session)
         self.entries.insert_one(with_events(_stored(document), domain.credited_event(document, correlation_id)),
                                 session=session)
         amount = centihours(document["hours"])
-        fills_day = document["kind"] in DAY_KINDS if fills_day is None else fills_day
-        self._add_to_totals(session, document["volunteer_id"], amount, document["year"],
-                            pending=-amount if from_pending else 0, correlation_id=correlation_id)
-        if fills_day and not from_pending:
+        self._add_to_totals(session, document, amount, pending=-amount if from_pending else 0,
+                            correlation_id=correlation_id)
+        if domain.counted_kind(document) in DAY_KINDS and not from_pending:
             self._add_to_day(session, document["volunteer_id"], document["service_date"], amount)
         return True
 
-    def _add_to_totals(self, session: ClientSession, volunteer_id: str, amount: int, year: int, pending: int,
+    def _add_to_totals(self, session: ClientSession, document: dict, amount: int, pending: int,
                        correlation_id: str | None) -> None:
-        before = self.volunteers.find_one({"_id": volunteer_id}, {"totals.total": 1}, session=session)
-        before_total = (before or {}).get("totals", {}).get("total", 0)
+        """The volunteer's running totals and their year's row (rankings, proofs), in the entry's transaction."""
+        volunteer_id, year = document["volunteer_id"], document["year"]
+        before = self.volunteers.find_one({"_id": volunteer_id}, {"totals.total": 1, "name": 1, "organization": 1,
+                                                                  "grid_id": 1}, session=session)
+        before_total = before.get("totals", {}).get("total", 0)
         increments = {"totals.total": amount, f"totals.years.{year}": amount}
         if pending:
             increments["totals.pending"] = pending
@@ -226,6 +246,22 @@ class HoursStore:
         event = domain.level_changed(volunteer_id, before_total, before_total + amount, self.rules, correlation_id)
         self.volunteers.update_one({"_id": volunteer_id}, push_events(update, event) if event else update,
                                    session=session)
+        kind = domain.counted_kind(document)
+        sessions = -1 if document["kind"] == domain.REVERSAL else 1
+        self.year_totals.update_one(
+            {"_id": _year_id(volunteer_id, year)},
+            {"$inc": {"centihours": amount, f"kinds.{kind}.centihours": amount, f"kinds.{kind}.sessions": sessions},
+             "$min": {"first_service": document["service_date"]}, "$max": {"last_service": document["service_date"]},
+             "$setOnInsert": {**self._year_row(before, year), "verified_reports": 0}}, upsert=True, session=session)
+
+    @staticmethod
+    def _year_row(volunteer: dict, year: int) -> dict:
+        return {"volunteer_id": volunteer["_id"], "year": year, "name": volunteer["name"],
+                "organization": volunteer["organization"], "grid_id": volunteer["grid_id"]}
+
+    def _refuse_closed_year(self, year: int, session: ClientSession) -> None:
+        if self.years.find_one({"_id": year}, {"_id": 1}, session=session) is not None:
+            raise Conflict(f"{year} has been closed: its figures are sealed. Record a correction in the current year.")
 
     def _add_to_day(self, session: ClientSession, volunteer_id: str, day: str, amount: int) -> None:
         self.days.update_one({"_id": _day_id(volunteer_id, day)}, {"$inc": {"centihours": amount}}, upsert=True,
@@ -328,6 +364,63 @@ class HoursStore:
             raise Conflict(f"Patrol {patrol['id']} was decided meanwhile.")
         return {**patrol, **changes}
 
+    # --- years, rankings and proofs ---------------------------------------------------------------
+
+    def year_row(self, volunteer_id: str, year: int) -> dict | None:
+        return self.year_totals.find_one({"_id": _year_id(volunteer_id, year)})
+
+    def ranking(self, year: int, by: str, wanted: dict, limit: int | None) -> list[dict]:
+        """The year's rows highest first by `by` (ties by volunteer id), at most `limit` (None: all of them).
+
+        The rows are read in bands of the measure from the top down, each an equality prefix and one range
+        over an index: a store that reads a whole index range before it limits reads little more than the
+        rows it returns."""
+        field = RANKED_BY[by]
+        found: list[dict] = []
+        upper = None
+        lower = TOP_BAND
+        while True:
+            band = {"$gte": lower} if lower is not None else {"$lt": 1}
+            if upper is not None and lower is not None:
+                band["$lt"] = upper
+            rows = list(self.year_totals.find({"year": year, **wanted, field: band}))
+            found.extend(sorted(rows, key=lambda r: (-r[field], r["volunteer_id"])))
+            if lower is None or (limit is not None and len(found) >= limit):
+                break
+            upper, lower = lower, (lower // 2 if lower > 1 else None)
+        return found if limit is None else found[:limit]
+
+    def closed_year(self, year: int) -> dict | None:
+        return self.years.find_one({"_id": year})
+
+    def close_year(self, year: int, by: str, at: datetime) -> dict:
+        """Seal the year: no entry is credited into it any more, and each volunteer's figures are kept as sealed."""
+        try:
+            self.years.insert_one({"_id": year, "closed_at": at, "closed_by": by})
+        except DuplicateKeyError:
+            raise Conflict(f"{year} is already closed.") from None
+        sealed = self.year_totals.update_many(
+            {"year": year}, [{"$set": {"sealed_centihours": "$centihours",
+                                       "sealed_verified_reports": "$verified_reports"}}])
+        self.years.update_one({"_id": year}, {"$set": {"volunteers": sealed.matched_count}})
+        return {"year": year, "closed_at": at, "closed_by": by, "volunteers": sealed.matched_count}
+
+    def proof_for(self, volunteer_id: str, year: int, centihours: int, issue: Callable[[int], dict]) -> dict:
+        """The proof already issued for these figures, or a new one numbered in the year's sequence."""
+        existing = self.proofs.find_one({"volunteer_id": volunteer_id, "year": year, "centihours": centihours})
+        if existing is not None:
+            return {"code": existing["_id"], **_without_id(existing)}
+        # A tiny collection of counters: find_one_and_update's scan costs nothing here.
+        counter = self.db["counters"].find_one_and_update({"_id": f"proofs-{year}"}, {"$inc": {"next": 1}},
+                                                          upsert=True, return_document=True)
+        proof = issue(counter["next"])
+        self.proofs.insert_one({"_id": proof["code"], **{k: v for k, v in proof.items() if k != "code"}})
+        return proof
+
+    def proof(self, code: str) -> dict | None:
+        found = self.proofs.find_one({"_id": code})
+        return {"code": found["_id"], **_without_id(found)} if found else None
+
     # --- what hours hears -------------------------------------------------------------------------
 
     def report_submitted(self, report: dict, correlation_id: str | None) -> None:
@@ -369,14 +462,26 @@ class HoursStore:
                 if not counted:
                     return report is not None
                 year = report["year"]
-                self.volunteers.update_one({"_id": report["reporter_id"]},
+                reporter = self.volunteers.find_one({"_id": report["reporter_id"]},
+                                                    {"name": 1, "organization": 1, "grid_id": 1}, session=session)
+                if reporter is None:
+                    return True  # reported by someone who is not a registered volunteer (a grid leader, say)
+                self.volunteers.update_one({"_id": reporter["_id"]},
                                            {"$inc": {"totals.verified_reports": 1,
                                                      f"totals.verified_reports_years.{year}": 1}}, session=session)
+                self.year_totals.update_one({"_id": _year_id(reporter["_id"], year)},
+                                            {"$inc": {"verified_reports": 1},
+                                             "$setOnInsert": {**self._year_row(reporter, year), "centihours": 0}},
+                                            upsert=True, session=session)
                 return True
 
             if not in_transaction(self.db, work):
                 unknown.append(report_id)
         return unknown
+
+
+def _without_id(document: dict) -> dict:
+    return {k: v for k, v in document.items() if k != "_id"}
 
 
 def _replayed(earlier: dict, fingerprint: str) -> dict:

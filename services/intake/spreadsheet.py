@@ -10,6 +10,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from shared.reference import Category
+from shared.spreadsheets import storable
 
 from .domain import STATUS_ZH, STATUSES, local_text
 
@@ -37,13 +38,13 @@ def _report_sheet(workbook: Workbook, title: str, reports: list[dict], categorie
     _header(sheet, 1, [name for name, _ in REPORT_COLUMNS])
     for index, report in enumerate(reports, start=1):
         category = categories.get(report["category"])
-        sheet.append([
+        sheet.append([storable(value) for value in [
             index, report["id"], _local(report["submitted_at"], zone),
             category.name_zh if category else report["category"], report["description"],
             report["location"].get("address") or "", report["location"]["lat"], report["location"]["lng"],
             STATUS_ZH.get(report["status"], report["status"]), report.get("case_id") or "",
             len(report["photo_ids"]), report["reporter_id"],
-        ])
+        ]])
         sheet.cell(row=index + 1, column=5).alignment = Alignment(wrap_text=True, vertical="top")
     for column, (_, width) in enumerate(REPORT_COLUMNS, start=1):
         sheet.column_dimensions[get_column_letter(column)].width = width

@@ -7,6 +7,8 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
+from shared.spreadsheets import storable
+
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 BOLD = Font(bold=True)
 HEADER_ROW = 4
@@ -54,7 +56,7 @@ def league_table_xlsx(rows: list[dict], title: str, period_text: str, kind: str)
     for row_number, row in enumerate(rows, start=HEADER_ROW + 1):
         for column, (_, _, field, number_format) in enumerate(COLUMNS, start=1):
             # openpyxl leaves a None value as an empty cell, which is what a missing rate should look like.
-            cell = sheet.cell(row=row_number, column=column, value=row[field or name_field])
+            cell = sheet.cell(row=row_number, column=column, value=storable(row[field or name_field]))
             if number_format:
                 cell.number_format = number_format
             if column != 2:

@@ -1,6 +1,7 @@
 """Hours through HTTP with the real broker, beside intake and routing: volunteers, patrols evidenced by their
 reports, the append-only ledger, adjustments and reversals, and verified reports counted when cases close."""
 import io
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -403,3 +404,87 @@ def test_a_report_whose_case_closes_after_recheck_counts_once_for_its_reporter(c
                         json={"passed": True, "note": "已整改"}).json["status"] == "closed"
     wait_for(lambda: summary(city, volunteer["id"])["verified_reports"] == 1, what="the verified report counted")
     assert summary(city, volunteer["id"])["year_verified_reports"] == 1
+
+
+# --- rankings, proofs, closing a year ---------------------------------------------------------
+
+def test_rankings_order_by_hours_with_shared_ranks_and_masked_names(city):
+    organization = f"排名测试服务队{uuid.uuid4().hex[:6]}"
+    credited = {}
+    for name, hours in (("张三丰", 12), ("李四", 30), ("王五", 12), ("赵六", 4)):
+        volunteer, _ = register(city, name=name, organization=organization)
+        adjust(city, volunteer["id"], hours)
+        credited[name] = volunteer["id"]
+    response = city["hours"].client.get(f"/v1/rankings?organization={organization}", headers=bearer("volunteer"))
+    assert response.status_code == 200, response.json
+    table = [(row["rank"], row["name"], row["hours"], row["volunteer_id"]) for row in response.json["items"]]
+    assert table[0] == (1, "李*", 30, None)
+    assert {table[1][1], table[2][1]} == {"张*丰", "王*"} and table[1][0] == table[2][0] == 2
+    assert table[3][:3] == (4, "赵*", 4)
+    staff = city["hours"].client.get(f"/v1/rankings?organization={organization}&limit=1", headers=OFFICE).json
+    assert [row["volunteer_id"] for row in staff["items"]] == [credited["李四"]]
+
+
+def test_rankings_as_a_spreadsheet_hold_every_row(city):
+    from openpyxl import load_workbook
+
+    organization = f"表格测试服务队{uuid.uuid4().hex[:6]}"
+    for hours in (3, 5):
+        volunteer, _ = register(city, organization=organization)
+        adjust(city, volunteer["id"], hours)
+    response = city["hours"].client.get(f"/v1/rankings?organization={organization}&format=xlsx&limit=1",
+                                        headers=ASSOCIATION)
+    assert response.status_code == 200 and response.mimetype.endswith("spreadsheetml.sheet")
+    sheet = load_workbook(io.BytesIO(response.data)).active
+    rows = [row for row in sheet.iter_rows(min_row=4, values_only=True) if row[0] is not None]
+    assert [(row[0], row[1], row[4]) for row in rows] == [(1, "王*明", 5), (2, "王*明", 3)]
+
+
+def test_a_proof_of_service_is_checkable_by_its_code_until_the_ledger_changes(city):
+    from pypdf import PdfReader
+
+    volunteer, token = register(city, name="陈小春")
+    entry = adjust(city, volunteer["id"], 6.5).json
+    response = city["hours"].client.get(f"/v1/volunteers/{volunteer['id']}/proof", headers=token)
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(response.data)).pages)
+    assert "志愿服务证明" in text and "陈小春" in text and "6.5" in text
+    code = re.search(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", text).group()
+    anyone = city["hours"].client.get(f"/v1/proofs/{code}")  # no token
+    assert anyone.status_code == 200, anyone.json
+    assert anyone.json["valid"] is True and anyone.json["name"] == "陈*春" and anyone.json["hours"] == 6.5
+    assert "phone" not in anyone.json and volunteer["id"] not in str(anyone.json)
+    again = city["hours"].client.get(f"/v1/volunteers/{volunteer['id']}/proof", headers=token)
+    assert code in "".join(page.extract_text() for page in PdfReader(io.BytesIO(again.data)).pages)
+    city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=OFFICE, json={"reason": "抽查不符"})
+    stale = city["hours"].client.get(f"/v1/proofs/{code}").json
+    assert stale["valid"] is False and "changed" in stale["detail"]
+    assert city["hours"].client.get("/v1/proofs/0000-0000-0000").status_code == 404
+
+
+def test_proofs_are_for_the_volunteer_and_staff_only(city):
+    volunteer, _ = register(city)
+    adjust(city, volunteer["id"], 2)
+    assert city["hours"].client.get(f"/v1/volunteers/{volunteer['id']}/proof",
+                                    headers=bearer("volunteer")).status_code in (403, 404)
+    leader = bearer("grid_leader", grid=volunteer["grid_id"])
+    assert city["hours"].client.get(f"/v1/volunteers/{volunteer['id']}/proof", headers=leader).status_code == 403
+
+
+def test_a_year_closes_once_after_it_ends_and_its_proofs_stay_valid(city):
+    volunteer, token = register(city)
+    last_year = now().year - 1
+    entry = city["hours"].client.post("/v1/adjustments", headers=ASSOCIATION, json={
+        "volunteer_id": volunteer["id"], "hours": 8, "reason": "补录去年活动时长",
+        "service_date": f"{last_year}-12-20"}).json
+    assert city["hours"].client.post(f"/v1/years/{now().year}/close", headers=OFFICE).status_code == 409
+    assert city["hours"].client.post(f"/v1/years/{last_year}/close", headers=ASSOCIATION).status_code == 403
+    closed = city["hours"].client.post(f"/v1/years/{last_year}/close", headers=OFFICE)
+    assert closed.status_code == 200 and closed.json["volunteers"] >= 1
+    assert city["hours"].client.post(f"/v1/years/{last_year}/close", headers=OFFICE).status_code == 409
+    proof = city["hours"].client.get(f"/v1/volunteers/{volunteer['id']}/proof?year={last_year}", headers=token)
+    assert proof.status_code == 200
+    # Nothing more is credited into a closed year; a correction goes into the current one.
+    late = city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=OFFICE, json={"reason": "更正"})
+    assert late.status_code == 409 and "closed" in late.json["detail"]
+    assert summary(city, volunteer["id"])["total_hours"] == 8

@@ -94,6 +94,14 @@ class TestWeekly:
         ids = [detail.cell(row=r, column=2).value for r in range(2, detail.max_row + 1)]
         assert sorted(ids) == sorted(r["id"] for r in made[:3])
 
+    def test_xlsx_holds_a_description_with_control_characters_xlsx_cannot_store(self, fresh_intake):
+        reporter = bearer("volunteer")
+        photo = upload_photo(fresh_intake.client, reporter)["id"]
+        submit_report(fresh_intake.client, reporter, [photo], description="垃圾\x04堆放\x1b在路边", location=LANSHAN_01)
+        response = fresh_intake.client.get("/v1/grids/lanshan-01/weekly?format=xlsx", headers=bearer("office"))
+        assert response.status_code == 200
+        assert load_workbook(io.BytesIO(response.data))["本周上报明细"]["E2"].value == "垃圾堆放在路边"
+
     @pytest.mark.parametrize("headers, status", [
         ({"role": "grid_leader", "grid": "hedong-01"}, 403),
         ({"role": "volunteer"}, 403),

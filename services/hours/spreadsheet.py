@@ -1,0 +1,42 @@
+"""The annual ranking as the XLSX an association posts on its notice board (Chinese headers, names masked)."""
+from __future__ import annotations
+
+import io
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Font, PatternFill
+
+from shared.spreadsheets import storable
+
+HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
+BOLD = Font(bold=True)
+HEADER_ROW = 3
+MEASURES = {"hours": "服务时长", "reports": "有效信息数"}
+# (header, width, row field, number format)
+COLUMNS = [("名次", 7, "rank", "0"), ("姓名", 10, "name", None), ("所属组织", 30, "organization", None),
+           ("网格", 14, "grid_name", None), ("服务时长（小时）", 16, "hours", "0.0"),
+           ("有效信息数（已核查结案）", 24, "verified_reports", "0")]
+
+
+def ranking_xlsx(rows: list[dict], year: int, by: str, scope_text: str) -> bytes:
+    """`rows` in rank order, each with rank, masked name, organization, grid_name, hours, verified_reports."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = f"{year}年{MEASURES[by]}排名"
+    title = sheet.cell(row=1, column=1, value=storable(f"{year}年度志愿者{MEASURES[by]}排名（{scope_text}）"))
+    title.font = Font(bold=True, size=14)
+    sheet.cell(row=2, column=1, value="姓名已按个人信息保护要求隐去部分字符；并列者名次相同，其后名次顺延。")
+    for column, (title, width, _, _) in enumerate(COLUMNS, start=1):
+        header = sheet.cell(row=HEADER_ROW, column=column, value=title)
+        header.font, header.fill = BOLD, HEADER_FILL
+        header.alignment = Alignment(horizontal="center")
+        sheet.column_dimensions[header.column_letter].width = width
+    for offset, row in enumerate(rows, start=1):
+        for column, (_, _, field, number_format) in enumerate(COLUMNS, start=1):
+            written = sheet.cell(row=HEADER_ROW + offset, column=column, value=storable(row[field]))
+            if number_format:
+                written.number_format = number_format
+    sheet.freeze_panes = sheet.cell(row=HEADER_ROW + 1, column=1)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
