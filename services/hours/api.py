@@ -10,10 +10,11 @@ from flask_smorest import Blueprint
 
 from shared import idempotency
 from shared.auth import Caller, current_caller, requires
-from shared.errors import Forbidden, InvalidFields, NotFound
+from shared.errors import Conflict, Forbidden, InvalidFields, NotFound
 from shared.logs import correlation_id
 from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
+from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData, ServiceHoursRules, WorkCalendar
 from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
 from shared.web import accepts_multipart
@@ -31,6 +32,10 @@ volunteers = Blueprint("volunteers", __name__, url_prefix="/v1/volunteers",
                        description="Volunteers, their ledgers and summaries")
 patrols = Blueprint("patrols", __name__, url_prefix="/v1/patrols", description="Patrol sessions (巡访)")
 ledger = Blueprint("ledger", __name__, url_prefix="/v1", description="Adjustments and reversals of ledger entries")
+activities = Blueprint("activities", __name__, url_prefix="/v1/activities",
+                       description="Service activities, publicised (公示) before their hours are credited")
+spot_checks = Blueprint("spot_checks", __name__, url_prefix="/v1/spot-checks",
+                        description="Spot checks (抽查) of recorded hours")
 records = Blueprint("records", __name__, url_prefix="/v1",
                     description="Rankings, proofs of service (志愿服务证明) and closing a year")
 
@@ -41,6 +46,7 @@ class Hours:
     reference: ReferenceData
     rules: ServiceHoursRules
     calendar: WorkCalendar
+    photo_ids: PhotoIds
 
     @property
     def zone(self) -> ZoneInfo:
@@ -402,3 +408,170 @@ def close_year(year: int):
     and proofs of it stay valid."""
     domain.refuse_open_year(year, now(), hours().zone)
     return hours().store.close_year(year, who(current_caller()), now())
+
+
+# --- activities -------------------------------------------------------------------------------
+
+ACTIVITY_READERS = ("volunteer", "grid_leader", "association", "office", "service")
+ACTIVITY_LINKS = {name: link(f"/v1/activities/{{activity_id}}{path}", method, activity_id="$response.body#/id")
+                  for name, path, method in (("GetActivity", "", "get"), ("CompleteActivity", "/complete", "post"),
+                                             ("ObjectToActivity", "/objections", "post"))}
+
+
+@activities.route("", methods=["POST"])
+@requires(*domain.ACTIVITY_ORGANISERS)
+@activities.arguments(schemas.ActivityCreateSchema)
+@activities.response(201, schemas.ActivitySchema)
+@activities.doc(**links(201, idempotency.REPLAYED, **ACTIVITY_LINKS))
+@activities.alt_response(409, description="The Idempotency-Key was used with another body")
+@activities.doc(parameters=[idempotency.HEADER_PARAMETER])
+def create_activity(fields: dict):
+    """Plan a service activity (a grid leader: in their own grid cell)."""
+    caller = current_caller()
+    if fields.get("grid_id"):
+        _known_grid(fields["grid_id"])
+    domain.check_activity(fields, caller)
+    activity = {"id": domain.new_id(), **fields, "status": domain.PLANNED, "created_by": who(caller),
+                "created_at": now(), "participants": [], "objections": []}
+    stored, created = hours().store.create_activity(activity, idempotency.requested_key(caller.id),
+                                                    idempotency.fingerprint(request.get_json()))
+    return stored, 201, idempotency.replay_header(created)
+
+
+@activities.route("", methods=["GET"])
+@requires(*ACTIVITY_READERS)
+@activities.arguments(schemas.ActivityQuerySchema, location="query")
+@activities.response(200, schemas.ActivityPageSchema)
+def list_activities(query: dict):
+    """Activities, newest first: what is publicised now, for anyone in the association to see."""
+    wanted = {k: query[k] for k in ("status", "grid_id") if k in query}
+    items = hours().store.list_activities(wanted, decode_cursor(query.get("cursor")), query["limit"])
+    return page(items, query["limit"], "starts_at")
+
+
+def _activity(activity_id: str) -> dict:
+    found = hours().store.activity(activity_id)
+    if found is None:
+        raise NotFound(f"No activity {activity_id}.")
+    return found
+
+
+@activities.route("/<activity_id>", methods=["GET"])
+@requires(*ACTIVITY_READERS)
+@activities.response(200, schemas.ActivitySchema)
+@activities.doc(**links(200, **ACTIVITY_LINKS))
+def get_activity(activity_id: str):
+    """One activity, with its participants' hours and any objections."""
+    return _activity(activity_id)
+
+
+@activities.route("/<activity_id>/complete", methods=["POST"])
+@requires(*domain.ACTIVITY_ORGANISERS)
+@activities.arguments(schemas.CompletionSchema)
+@activities.response(200, schemas.ActivitySchema)
+@activities.alt_response(409, description="Completed before, not ended yet, or a participant was elsewhere then")
+def complete_activity(body: dict, activity_id: str):
+    """Record who took part and for how long, with a summary and at least 4 photos: the hours are publicised
+    for the publicity window (3 working days by default) and credited when it ends without objection.
+    Completing again credits nothing twice."""
+    ctx = hours()
+    caller = current_caller()
+    domain.may_manage_activity(caller, _activity(activity_id))
+    not_yours = ctx.photo_ids.not_issued_to(body["photo_ids"], side_of(caller))
+    if not_yours:
+        raise InvalidFields("Activity photos must be ones you uploaded.", {"photo_ids": [
+            f"not uploaded by you: {', '.join(not_yours)}"]})
+    at = now()
+
+    def complete(activity: dict) -> dict:
+        changes = domain.completion(activity, body["participants"], len(set(body["photo_ids"])), at, ctx.rules,
+                                    ctx.calendar, ctx.zone)
+        return {**changes, "summary": body["summary"], "photo_ids": body["photo_ids"], "completed_by": who(caller)}
+
+    return ctx.store.complete_activity(activity_id, complete)
+
+
+@activities.route("/<activity_id>/objections", methods=["POST"])
+@requires("volunteer", "grid_leader", "association", "office")
+@activities.arguments(schemas.ObjectionCreateSchema)
+@activities.response(201, schemas.ObjectionSchema)
+@activities.alt_response(409, description="The publicity window is over, or the hours are held or decided")
+def object_to_activity(body: dict, activity_id: str):
+    """Object to a participant's publicised hours (anyone in the association, during the window): the hours
+    are held until the association decides."""
+    caller = current_caller()
+    at = now()
+    return hours().store.raise_objection(activity_id, lambda activity: domain.new_objection(
+        activity, body["volunteer_id"], body["reason"], who(caller), at, hours().zone)), 201
+
+
+@activities.route("/<activity_id>/objections/<objection_id>/decision", methods=["POST"])
+@requires("association")
+@activities.arguments(schemas.ObjectionDecisionSchema)
+@activities.response(200, schemas.ObjectionSchema)
+@activities.alt_response(409, description="Decided before")
+def decide_objection(body: dict, activity_id: str, objection_id: str):
+    """Uphold an objection (the participant's hours are declined) or dismiss it (they are publicised again
+    and credited with the others)."""
+    return hours().store.decide_objection(activity_id, objection_id, body["upheld"], who(current_caller()),
+                                          body["note"], now())
+
+
+# --- spot checks ------------------------------------------------------------------------------
+
+@spot_checks.route("", methods=["POST"])
+@requires("office")
+@spot_checks.arguments(schemas.SpotCheckCreateSchema)
+@spot_checks.response(201, schemas.SpotCheckSchema)
+@spot_checks.doc(**links(201, idempotency.REPLAYED, GetSpotCheck=link(
+    "/v1/spot-checks/{check_id}", "get", check_id="$response.body#/id")))
+@spot_checks.alt_response(409, description="The Idempotency-Key was used with another body")
+@spot_checks.doc(parameters=[idempotency.HEADER_PARAMETER])
+def draw_spot_check(fields: dict):
+    """Draw a reproducible random sample of the year's credited entries to check (the same seed over the same
+    ledger draws the same entries); fewer than `size` when the year holds fewer."""
+    caller = current_caller()
+    items = hours().store.sample(fields["year"], fields["size"], fields["seed"])
+    check = {"id": domain.new_id(), **fields, "created_by": who(caller), "created_at": now(), "items": items}
+    stored, created = hours().store.create_spot_check(check, idempotency.requested_key(caller.id),
+                                                      idempotency.fingerprint(request.get_json()))
+    return stored, 201, idempotency.replay_header(created)
+
+
+@spot_checks.route("/<check_id>", methods=["GET"])
+@requires("office", "association")
+@spot_checks.response(200, schemas.SpotCheckSchema)
+def get_spot_check(check_id: str):
+    """A spot check with each drawn entry and its result so far."""
+    found = hours().store.spot_check(check_id)
+    if found is None:
+        raise NotFound(f"No spot check {check_id}.")
+    return found
+
+
+@spot_checks.route("/<check_id>/results", methods=["POST"])
+@requires("office")
+@spot_checks.arguments(schemas.SpotCheckResultSchema)
+@spot_checks.response(200, schemas.SpotCheckSchema)
+@spot_checks.alt_response(409, description="This entry was checked already")
+def record_spot_check_result(body: dict, check_id: str):
+    """Record one drawn entry's result; a failed entry is reversed with the check as its reason."""
+    ctx = hours()
+    caller = current_caller()
+    check = ctx.store.spot_check(check_id)
+    if check is None:
+        raise NotFound(f"No spot check {check_id}.")
+    item = next((i for i in check["items"] if i["entry_id"] == body["entry_id"]), None)
+    if item is None:
+        raise InvalidFields("Not an entry of this spot check.", {"entry_id": ["not in this sample"]})
+    if item["result"] is not None:
+        raise Conflict(f"Entry {body['entry_id']} was checked already in this spot check.")
+    at = now()
+    result = {"result": domain.PASSED if body["passed"] else domain.FAILED, "note": body["note"],
+              "checked_by": who(caller), "checked_at": at, "reversal_id": None}
+    if not body["passed"]:
+        reversal = ctx.store.reverse(body["entry_id"], lambda original: domain.reversal_of(
+            original, domain.spot_check_reason(check_id, body["note"]), who(caller), at, ctx.rules),
+            correlation_id.get())
+        result["reversal_id"] = reversal["id"]
+    return ctx.store.record_result(check_id, body["entry_id"], result)

@@ -5,6 +5,7 @@ from flask import Flask
 
 from shared import reference, runtime
 from shared.config import Settings
+from shared.photo_ids import PhotoIds
 from shared.web import create_service_app
 
 from . import api
@@ -22,8 +23,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     rules = reference.load_service_hours(settings.reference_dir)
     store = HoursStore.prepared(db, rules)
     app = create_service_app(settings, title="Woodpecker hours", description=DESCRIPTION,
-                             blueprints=[api.volunteers, api.patrols, api.ledger, api.records],
+                             blueprints=[api.volunteers, api.patrols, api.activities, api.ledger, api.spot_checks,
+                                         api.records],
                              readiness=runtime.readiness_checks(settings, db))
     app.extensions["hours"] = api.Hours(store=store, reference=city, rules=rules,
-                                        calendar=reference.load_work_calendar(settings.reference_dir))
+                                        calendar=reference.load_work_calendar(settings.reference_dir),
+                                        photo_ids=PhotoIds(settings.jwt_secret))
     return app

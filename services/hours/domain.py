@@ -92,12 +92,21 @@ def overlaps(start: datetime, end: datetime, other_start: datetime, other_end: d
     return start < other_end and other_start < end
 
 
-def refuse_overlap(claim_start: datetime, claim_end: datetime, busy: list[dict]) -> None:
+def refuse_overlap(claim_start: datetime, claim_end: datetime, busy: list[dict], who: str | None = None) -> None:
     """409 when the volunteer was already patrolling or at an activity in part of this time."""
+    whose = f"volunteer {who}'s" if who else "your"
     for session in busy:
         if overlaps(claim_start, claim_end, session["started_at"], session["ended_at"]):
-            raise Conflict(f"This overlaps your {session['what']} from {rfc3339(session['started_at'])} "
+            raise Conflict(f"This overlaps {whose} {session['what']} from {rfc3339(session['started_at'])} "
                            f"to {rfc3339(session['ended_at'])}.")
+
+
+def refuse_over_daily_limit(day_centihours: int, hours: float, rules: ServiceHoursRules, who: str) -> None:
+    total = hours_of(day_centihours + centihours(hours))
+    if total > rules.daily_limit_hours:
+        raise InvalidFields(f"At most {rules.daily_limit_hours:g} hours of service count on one day; volunteer "
+                            f"{who} would have {total:g}.",
+                            {"participants": [f"{who}: the day would hold {total:g} hours"]})
 
 
 def daily_status(day_centihours: int, hours: float, rules: ServiceHoursRules, evidenced: bool) -> str:
@@ -133,6 +142,10 @@ def may_decide_patrol(caller: Caller, patrol: dict) -> None:
 
 # --- the ledger -------------------------------------------------------------------------------
 
+# Each entry draws a number at random when it is recorded; spot checks sample entries by these numbers.
+DRAWS = 2 ** 32
+
+
 def new_id() -> str:
     return secrets.token_hex(12)
 
@@ -144,7 +157,7 @@ def entry(volunteer_id: str, hours: float, kind: str, source: str, source_id: st
     document = {"id": new_id(), "volunteer_id": volunteer_id, "hours": hours, "kind": kind, "source": source,
                 "source_id": source_id, "service_date": service_date.isoformat(), "year": service_date.year,
                 "recorded_at": recorded_at, "recorded_by": recorded_by, "rule_version": rules.rule_version,
-                "note": note}
+                "note": note, "draw": secrets.randbelow(DRAWS)}
     if reverses is not None:
         document["reverses"] = reverses
     return document
@@ -360,3 +373,115 @@ def ranking_row(row: dict, caller: Caller) -> dict:
             "volunteer_id": row["volunteer_id"] if caller.role in STAFF else None,
             "organization": row["organization"], "grid_id": row["grid_id"], "hours": hours_of(row["centihours"]),
             "verified_reports": row.get("verified_reports", 0)}
+
+
+# --- activities (publicised before they are confirmed) ----------------------------------------
+
+PLANNED, PUBLICISED, CONFIRMED = "planned", "publicised", "confirmed"
+ACTIVITY_STATUSES = (PLANNED, PUBLICISED, CONFIRMED)
+# A participant's hours: publicised, held by an objection, credited, or declined when an objection is upheld.
+HELD = "held"
+PARTICIPANT_STATUSES = (PUBLICISED, HELD, CREDITED, DECLINED)
+OPEN, UPHELD, DISMISSED = "open", "upheld", "dismissed"
+OBJECTION_STATUSES = (OPEN, UPHELD, DISMISSED)
+LONGEST_ACTIVITY = timedelta(hours=24)
+ACTIVITY_ORGANISERS = ("association", "office", "grid_leader")
+
+
+def check_activity(fields: dict, caller: Caller) -> None:
+    if fields["ends_at"] <= fields["starts_at"]:
+        raise InvalidFields("An activity ends after it starts.", {"ends_at": ["must be after starts_at"]})
+    if fields["ends_at"] - fields["starts_at"] > LONGEST_ACTIVITY:
+        raise InvalidFields("An activity lasts at most 24 hours; record each day as its own activity.",
+                            {"ends_at": ["at most 24 hours after starts_at"]})
+    if not fields.get("grid_id") and not fields.get("place"):
+        raise InvalidFields("Say where: a grid cell or a place.", {"place": ["a grid_id or a place is required"]})
+    if caller.role == "grid_leader" and fields.get("grid_id") != caller.grid:
+        raise Forbidden("A grid leader organises activities in their own grid cell.")
+
+
+def may_manage_activity(caller: Caller, activity: dict) -> None:
+    if caller.role in STAFF:
+        return
+    if caller.role == "grid_leader" and activity.get("grid_id") == caller.grid:
+        return
+    raise Forbidden("Only the association, the office or the activity's grid leader can complete it.")
+
+
+def completion(activity: dict, participants: list[dict], photo_count: int, now: datetime, rules: ServiceHoursRules,
+               calendar: WorkCalendar, zone: ZoneInfo) -> dict:
+    """The changes that complete an activity: participants' hours publicised until the window's last day."""
+    if activity["status"] != PLANNED:
+        raise Conflict(f"This activity is {activity['status']}; it was completed before.")
+    if activity["ends_at"] > now:
+        raise Conflict("An activity is completed after it ends.")
+    service_date = activity["starts_at"].astimezone(zone).date()
+    last_day = calendar.working_days_after(service_date, rules.record_within_working_days)
+    if local_today(now, zone) > last_day:
+        raise InvalidFields(f"Service is recorded within {rules.record_within_working_days} working days; this "
+                            f"activity could be completed until {last_day}.",
+                            {"participants": [f"recorded too late: the last day was {last_day}"]})
+    if photo_count < rules.activity_minimum_photos:
+        raise InvalidFields(f"An activity is evidenced by at least {rules.activity_minimum_photos} photos.",
+                            {"photo_ids": [f"at least {rules.activity_minimum_photos} photos"]})
+    ids = [p["volunteer_id"] for p in participants]
+    if len(set(ids)) != len(ids):
+        raise InvalidFields("Each volunteer takes part once.", {"participants": ["a volunteer is listed twice"]})
+    longest = (activity["ends_at"] - activity["starts_at"]) / HOUR
+    too_long = [p["volunteer_id"] for p in participants if p["hours"] > longest]
+    if too_long:
+        raise InvalidFields(f"Nobody serves longer than the activity ({longest:g} hours).",
+                            {"participants": [f"more hours than the activity lasted: {', '.join(too_long)}"]})
+    publicity_ends = calendar.working_days_after(local_today(now, zone), rules.publicity_working_days)
+    return {"status": PUBLICISED, "completed_at": now, "service_date": service_date.isoformat(),
+            "publicity_ends": publicity_ends.isoformat(),
+            "participants": [{"volunteer_id": p["volunteer_id"], "hours": p["hours"], "status": PUBLICISED,
+                              "entry_id": None} for p in participants]}
+
+
+def publicity_over(activity: dict, today: date) -> bool:
+    return today > date.fromisoformat(activity["publicity_ends"])
+
+
+def new_objection(activity: dict, volunteer_id: str, reason: str, by: str, now: datetime, zone: ZoneInfo) -> dict:
+    """An objection during the publicity window holds the participant's hours until the association decides."""
+    if activity["status"] != PUBLICISED or publicity_over(activity, local_today(now, zone)):
+        raise Conflict("Objections are raised while an activity's hours are publicised.")
+    participant = next((p for p in activity["participants"] if p["volunteer_id"] == volunteer_id), None)
+    if participant is None:
+        raise InvalidFields("Not a participant of this activity.", {"volunteer_id": ["not listed as a participant"]})
+    if participant["status"] != PUBLICISED:
+        raise Conflict(f"This participant's hours are {participant['status']} already.")
+    return {"id": new_id(), "volunteer_id": volunteer_id, "reason": reason, "raised_by": by, "raised_at": now,
+            "status": OPEN, "decided_by": None, "decided_at": None, "note": None}
+
+
+def participant_credit(activity: dict, participant: dict, now: datetime, rules: ServiceHoursRules) -> dict:
+    return entry(participant["volunteer_id"], participant["hours"], ACTIVITY, "activity", activity["id"],
+                 date.fromisoformat(activity["service_date"]), now, "system:publicity", rules,
+                 f"志愿服务活动：{activity['title']}")
+
+
+# --- spot checks (抽查) --------------------------------------------------------------------------
+
+PASSED, FAILED = "passed", "failed"
+
+
+def sample_points(seed: int):
+    """The points a spot check draws at, in order: the same seed always gives the same points."""
+    import random
+
+    rng = random.Random(seed)
+    while True:
+        yield rng.randrange(DRAWS)
+
+
+def checked_item(document: dict) -> dict:
+    return {"entry_id": document["id"], "volunteer_id": document["volunteer_id"], "hours": document["hours"],
+            "kind": document["kind"], "source": document["source"], "source_id": document["source_id"],
+            "service_date": document["service_date"], "result": None, "note": None, "checked_by": None,
+            "checked_at": None, "reversal_id": None}
+
+
+def spot_check_reason(check_id: str, note: str) -> str:
+    return f"抽查 {check_id} 未通过：{note}"

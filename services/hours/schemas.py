@@ -4,10 +4,18 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from shared.pagination import PageQuery
+from shared.photo_ids import photo_id_field
 from shared.reference import FIRST_YEAR, LAST_YEAR
 from shared.schemas import Timestamp
 
-from .domain import KINDS, LARGEST_ADJUSTMENT_HOURS, PATROL_STATUSES
+from .domain import (
+    ACTIVITY_STATUSES,
+    KINDS,
+    LARGEST_ADJUSTMENT_HOURS,
+    OBJECTION_STATUSES,
+    PARTICIPANT_STATUSES,
+    PATROL_STATUSES,
+)
 
 PHONE_PATTERN = r"^1[3-9][0-9]{9}$"
 ID = validate.Length(1, 64)
@@ -238,3 +246,132 @@ class ClosedYearSchema(Schema):
     closed_by = fields.String(required=True, metadata={"example": "office:office-1"})
     volunteers = fields.Integer(required=True, metadata={"description": "volunteers whose figures were sealed",
                                                          "example": 1840})
+
+
+# --- activities -----------------------------------------------------------------------------------
+
+class ActivityCreateSchema(Schema):
+    title = text(2, 100, "文明交通劝导志愿服务活动", required=True)
+    description = text(0, 2000, "在沂蒙路与金雀山路口劝导行人遵守交通信号", load_default="")
+    grid_id = fields.String(validate=ID, allow_none=True, load_default=None, metadata={"example": "lanshan-01"})
+    place = fields.String(validate=validate.Length(1, 200), allow_none=True, load_default=None,
+                          metadata={"example": "沂蒙路与金雀山路交叉口"})
+    starts_at = Timestamp(required=True, metadata={"example": "2026-11-21T01:00:00Z"})
+    ends_at = Timestamp(required=True, metadata={"example": "2026-11-21T04:00:00Z"})
+
+
+class ParticipantInSchema(Schema):
+    volunteer_id = text(1, 64, "6b0563189074648134dcbce3", required=True)
+    hours = fields.Float(required=True, validate=validate.Range(0.5, 24), metadata={
+        "description": "hours served, in half hours, at most the activity's length", "multipleOf": 0.5,
+        "example": 3})
+
+
+class CompletionSchema(Schema):
+    participants = fields.List(fields.Nested(ParticipantInSchema), required=True, validate=validate.Length(1, 500))
+    summary = text(5, 2000, "劝导行人闯红灯 126 人次，发放文明出行宣传资料 300 份", required=True)
+    photo_ids = fields.List(photo_id_field(), required=True, validate=validate.Length(4, 30),
+                            metadata={"description": "at least 4 photos you uploaded to intake (POST /v1/photos)"})
+
+
+class ParticipantSchema(Schema):
+    volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    hours = fields.Float(required=True, metadata={"example": 3})
+    status = fields.String(required=True, validate=validate.OneOf(PARTICIPANT_STATUSES),
+                           metadata={"example": "publicised"})
+    entry_id = fields.String(required=True, allow_none=True)
+
+
+class ObjectionSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "9a8b7c6d5e4f30211f0e9d8c"})
+    volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    reason = fields.String(required=True, metadata={"example": "该志愿者当天未到场"})
+    raised_by = fields.String(required=True, metadata={"example": "volunteer:5c0563189074648134dcbce1"})
+    raised_at = Timestamp(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(OBJECTION_STATUSES), metadata={"example": "open"})
+    decided_by = fields.String(required=True, allow_none=True)
+    decided_at = Timestamp(required=True, allow_none=True)
+    note = fields.String(required=True, allow_none=True)
+
+
+class ActivitySchema(Schema):
+    id = fields.String(required=True, metadata={"example": "3c2b1a09f8e7d6c5b4a39281"})
+    title = fields.String(required=True, metadata={"example": "文明交通劝导志愿服务活动"})
+    description = fields.String(required=True)
+    grid_id = fields.String(required=True, allow_none=True, metadata={"example": "lanshan-01"})
+    place = fields.String(required=True, allow_none=True)
+    starts_at = Timestamp(required=True)
+    ends_at = Timestamp(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(ACTIVITY_STATUSES), metadata={"example": "planned"})
+    created_by = fields.String(required=True, metadata={"example": "association:assoc-1"})
+    created_at = Timestamp(required=True)
+    summary = fields.String(allow_none=True, metadata={"description": "once completed"})
+    photo_ids = fields.List(fields.String(), metadata={"description": "once completed"})
+    completed_at = Timestamp(allow_none=True)
+    publicity_ends = fields.String(metadata={"format": "date", "description": "the last day objections are heard",
+                                             "example": DATE_EXAMPLE})
+    participants = fields.List(fields.Nested(ParticipantSchema), required=True)
+    objections = fields.List(fields.Nested(ObjectionSchema), required=True)
+
+
+class ActivityQuerySchema(PageQuery):
+    status = fields.String(validate=validate.OneOf(ACTIVITY_STATUSES), metadata={"example": "publicised"})
+    grid_id = text(1, 64, "lanshan-01")
+
+
+class ActivityPageSchema(Schema):
+    items = fields.List(fields.Nested(ActivitySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class ObjectionCreateSchema(Schema):
+    volunteer_id = text(1, 64, "6b0563189074648134dcbce3", required=True)
+    reason = text(2, 500, "该志愿者当天未到场", required=True)
+
+
+class ObjectionDecisionSchema(Schema):
+    upheld = fields.Boolean(required=True, metadata={"description": "true: the hours are declined; false: they "
+                                                                    "are publicised again", "example": False})
+    note = text(0, 500, "经核实签到表，该志愿者全程参加", load_default="")
+
+
+# --- spot checks ----------------------------------------------------------------------------------
+
+class SpotCheckCreateSchema(Schema):
+    year = fields.Integer(required=True, validate=YEAR, metadata={"example": 2026})
+    size = fields.Integer(required=True, validate=validate.Range(1, 500), metadata={"example": 30})
+    seed = fields.Integer(required=True, validate=validate.Range(0, 2 ** 53), metadata={
+        "description": "the same seed over the same ledger draws the same entries", "example": 20261124})
+
+
+class CheckedEntrySchema(Schema):
+    entry_id = fields.String(required=True, metadata={"example": "a1b2c3d4e5f60718293a4b5c"})
+    volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
+    hours = fields.Float(required=True, metadata={"example": 2.5})
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS), metadata={"example": "patrol"})
+    source = fields.String(required=True, metadata={"example": "patrol"})
+    source_id = fields.String(required=True, metadata={"example": "0f1e2d3c4b5a697887a6b5c4"})
+    service_date = fields.String(required=True, metadata={"format": "date", "example": DATE_EXAMPLE})
+    result = fields.String(required=True, allow_none=True, validate=validate.OneOf(["passed", "failed"]),
+                           metadata={"description": "null until checked", "example": None})
+    note = fields.String(required=True, allow_none=True)
+    checked_by = fields.String(required=True, allow_none=True)
+    checked_at = Timestamp(required=True, allow_none=True)
+    reversal_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the entry that reversed a failed one"})
+
+
+class SpotCheckSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "5d4c3b2a19f8e7d6c5b4a392"})
+    year = fields.Integer(required=True, metadata={"example": 2026})
+    size = fields.Integer(required=True, metadata={"example": 30})
+    seed = fields.Integer(required=True, metadata={"example": 20261124})
+    created_by = fields.String(required=True, metadata={"example": "office:office-1"})
+    created_at = Timestamp(required=True)
+    items = fields.List(fields.Nested(CheckedEntrySchema), required=True)
+
+
+class SpotCheckResultSchema(Schema):
+    entry_id = text(1, 64, "a1b2c3d4e5f60718293a4b5c", required=True)
+    passed = fields.Boolean(required=True, metadata={"example": False})
+    note = text(2, 500, "签到表无该志愿者签名", required=True)

@@ -18,13 +18,13 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared import idempotency
-from shared.errors import Conflict, Forbidden, IdempotencyConflict, NotFound
+from shared.errors import Conflict, Forbidden, IdempotencyConflict, InvalidFields, NotFound
 from shared.events import Event, utcnow
 from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
 from shared.pagination import Position, newest_first
 from shared.reference import ServiceHoursRules
 from shared.scope import Scope
-from shared.store import in_transaction
+from shared.store import LostRace, in_transaction, optimistically
 
 from . import domain
 from .domain import ACTIVITY, AWAITING_CONFIRMATION, CREDITED, DECLINED, PATROL, PatrolClaim, centihours
@@ -34,6 +34,7 @@ VOLUNTEERS_LISTED_BY = ((), ("organization",), ("grid_id",), ("star_level",), ("
                         ("grid_id", "star_level"), ("organization", "star_level"))
 PATROLS_LISTED_BY = ((), ("volunteer_id",), ("grid_id",), ("status",), ("volunteer_id", "status"),
                      ("grid_id", "status"))
+ACTIVITIES_LISTED_BY = ((), ("status",), ("grid_id",), ("grid_id", "status"))
 # Kinds of service that fill a day (adjustments correct the ledger; they are not time spent on a day).
 DAY_KINDS = (PATROL, ACTIVITY)
 IMPORT_BATCH = 500
@@ -76,6 +77,8 @@ class HoursStore:
         self.year_totals = db["year_totals"]
         self.years = db["closed_years"]
         self.proofs = db["proofs"]
+        self.activities = db["activities"]
+        self.spot_checks = db["spot_checks"]
 
     @classmethod
     def prepared(cls, db: Database, rules: ServiceHoursRules) -> HoursStore:
@@ -85,6 +88,11 @@ class HoursStore:
 
     def ensure_indexes(self) -> None:
         """Every query below is an equality prefix and at most one range over one of these."""
+        idempotency.ensure_index(self.activities)
+        self.activities.create_index([("participants.volunteer_id", ASCENDING), ("starts_at", ASCENDING)])
+        self.activities.create_index([("status", ASCENDING), ("publicity_ends", ASCENDING)])
+        for prefix in ACTIVITIES_LISTED_BY:
+            self.activities.create_index([*((f, ASCENDING) for f in prefix), ("starts_at", DESCENDING)])
         for collection in (self.volunteers, self.entries, self.patrols):
             ensure_outbox_index(collection)
         idempotency.ensure_index(self.volunteers)
@@ -98,6 +106,8 @@ class HoursStore:
         self.entries.create_index([("source", ASCENDING), ("source_id", ASCENDING), ("volunteer_id", ASCENDING)],
                                   unique=True)
         self.entries.create_index([("volunteer_id", ASCENDING), ("year", ASCENDING), ("recorded_at", DESCENDING)])
+        self.entries.create_index([("year", ASCENDING), ("draw", ASCENDING)])
+        idempotency.ensure_index(self.spot_checks)
         self.patrols.create_index([("volunteer_id", ASCENDING), ("started_at", ASCENDING)])
         for prefix in PATROLS_LISTED_BY:
             self.patrols.create_index([*((f, ASCENDING) for f in prefix), ("started_at", DESCENDING)])
@@ -288,7 +298,8 @@ class HoursStore:
             except NotFound:
                 raise Forbidden("Only a registered volunteer records patrols: ask your association to register "
                                 "you.") from None
-            domain.refuse_overlap(claim.started_at, claim.ended_at, self._busy(claim, session))
+            domain.refuse_overlap(claim.started_at, claim.ended_at,
+                                  self._busy(claim.volunteer_id, claim.started_at, claim.ended_at, session))
             evidence = self.reports.find_one({"reporter_id": claim.volunteer_id, "grid_id": claim.grid_id,
                                               "submitted_at": {"$gte": claim.started_at, "$lte": claim.ended_at}},
                                              {"_id": 1}, session=session)
@@ -319,13 +330,21 @@ class HoursStore:
                 raise
             return _replayed(earlier, fingerprint), False
 
-    def _busy(self, claim: PatrolClaim, session: ClientSession) -> list[dict]:
-        """The volunteer's patrols that may overlap the claim (none lasts longer than the longest patrol)."""
-        earliest = claim.started_at - timedelta(hours=self.rules.patrol_longest_hours)
-        found = self.patrols.find({"volunteer_id": claim.volunteer_id,
-                                   "started_at": {"$gte": earliest, "$lt": claim.ended_at}},
-                                  {"started_at": 1, "ended_at": 1, "status": 1}, session=session)
-        return [{"what": "patrol", **d} for d in found if d["status"] != DECLINED]
+    def _busy(self, volunteer_id: str, start: datetime, end: datetime, session: ClientSession,
+              except_activity: str | None = None) -> list[dict]:
+        """The volunteer's patrols and activities that may overlap [start, end) (none lasts longer than a day)."""
+        earliest = start - domain.LONGEST_ACTIVITY
+        patrols = self.patrols.find({"volunteer_id": volunteer_id, "started_at": {"$gte": earliest, "$lt": end}},
+                                    {"started_at": 1, "ended_at": 1, "status": 1}, session=session)
+        busy = [{"what": "patrol", **d} for d in patrols if d["status"] != DECLINED]
+        activities = self.activities.find({"participants.volunteer_id": volunteer_id,
+                                           "starts_at": {"$gte": earliest, "$lt": end}},
+                                          {"starts_at": 1, "ends_at": 1, "participants": 1}, session=session)
+        for activity in activities:
+            mine = next(p for p in activity["participants"] if p["volunteer_id"] == volunteer_id)
+            if activity["_id"] != except_activity and mine["status"] != DECLINED:
+                busy.append({"what": "activity", "started_at": activity["starts_at"], "ended_at": activity["ends_at"]})
+        return busy
 
     def _credit_patrol(self, session: ClientSession, patrol: dict, by: str, now: datetime,
                        correlation_id: str | None, from_pending: bool = False) -> str:
@@ -363,6 +382,212 @@ class HoursStore:
                                    {"$set": changes, "$inc": {"version": 1}}, session=session).matched_count == 0:
             raise Conflict(f"Patrol {patrol['id']} was decided meanwhile.")
         return {**patrol, **changes}
+
+    # --- activities -------------------------------------------------------------------------------
+
+    def create_activity(self, activity: dict, key: str | None, fingerprint: str) -> tuple[dict, bool]:
+        stored, created = idempotency.insert_once(self.activities, {**_stored(activity), "version": 0}, key,
+                                                  fingerprint)
+        return _public(stored), created
+
+    def activity(self, activity_id: str, session: ClientSession | None = None) -> dict | None:
+        return _public(self.activities.find_one({"_id": activity_id}, session=session))
+
+    def list_activities(self, wanted: dict, after: Position | None, limit: int) -> list[dict]:
+        return [_public(d) for d in newest_first(self.activities, [wanted], "starts_at", limit, after)]
+
+    def complete_activity(self, activity_id: str, complete: Callable[[dict], dict]) -> dict:
+        """Publicise the participants' hours: each waits (pending) until the window ends. Refused as a whole if
+        a participant is not registered, was elsewhere at the time, or would pass the day's limit."""
+        def work(session: ClientSession) -> dict:
+            activity = self.activity(activity_id, session)
+            if activity is None:
+                raise NotFound(f"No activity {activity_id}.")
+            changes = complete(activity)
+            unknown = []
+            for participant in changes["participants"]:
+                try:
+                    self._lock_volunteer(participant["volunteer_id"], session)
+                except NotFound:
+                    unknown.append(participant["volunteer_id"])
+            if unknown:
+                raise InvalidFields("Participants must be registered volunteers.",
+                                    {"participants": [f"not registered: {', '.join(unknown)}"]})
+            for participant in changes["participants"]:
+                self._publicise(session, activity, changes["service_date"], participant)
+            written = self.activities.update_one({"_id": activity_id, "status": domain.PLANNED},
+                                                 {"$set": changes, "$inc": {"version": 1}}, session=session)
+            if written.matched_count == 0:
+                raise Conflict(f"Activity {activity_id} was completed meanwhile.")
+            return {**activity, **changes}
+
+        return in_transaction(self.db, work)
+
+    def _publicise(self, session: ClientSession, activity: dict, service_date: str, participant: dict) -> None:
+        volunteer_id, amount = participant["volunteer_id"], centihours(participant["hours"])
+        domain.refuse_overlap(activity["starts_at"], activity["ends_at"],
+                              self._busy(volunteer_id, activity["starts_at"], activity["ends_at"], session,
+                                         except_activity=activity["id"]), who=volunteer_id)
+        day = self.days.find_one({"_id": _day_id(volunteer_id, service_date)}, session=session)
+        domain.refuse_over_daily_limit((day or {}).get("centihours", 0), participant["hours"], self.rules,
+                                       volunteer_id)
+        self.volunteers.update_one({"_id": volunteer_id}, {"$inc": {"totals.pending": amount}}, session=session)
+        self._add_to_day(session, volunteer_id, service_date, amount)
+
+    def raise_objection(self, activity_id: str, make: Callable[[dict], dict]) -> dict:
+        def attempt() -> dict:
+            stored = self.activities.find_one({"_id": activity_id})
+            if stored is None:
+                raise NotFound(f"No activity {activity_id}.")
+            objection = make(_public(stored))
+            written = self.activities.update_one(
+                {"_id": activity_id, "version": stored["version"]},
+                {"$push": {"objections": objection}, "$inc": {"version": 1},
+                 "$set": {"participants.$[held].status": domain.HELD}},
+                array_filters=[{"held.volunteer_id": objection["volunteer_id"]}])
+            if written.matched_count == 0:
+                raise LostRace(activity_id)
+            return objection
+
+        return optimistically(attempt, f"Activity {activity_id}")
+
+    def decide_objection(self, activity_id: str, objection_id: str, upheld: bool, by: str, note: str,
+                         now: datetime) -> dict:
+        """Upheld: the participant's hours are declined. Dismissed: they are publicised again, and credited
+        with the others once the window is over."""
+        def work(session: ClientSession) -> dict:
+            stored = self.activities.find_one({"_id": activity_id}, session=session)
+            activity = _public(stored)
+            objection = next((o for o in (activity or {}).get("objections", []) if o["id"] == objection_id), None)
+            if activity is None or objection is None:
+                raise NotFound(f"No objection {objection_id} to activity {activity_id}.")
+            if objection["status"] != domain.OPEN:
+                raise Conflict(f"This objection was {objection['status']} already.")
+            participant = next(p for p in activity["participants"] if p["volunteer_id"] == objection["volunteer_id"])
+            if upheld:
+                amount = centihours(participant["hours"])
+                self._lock_volunteer(participant["volunteer_id"], session)
+                self.volunteers.update_one({"_id": participant["volunteer_id"]}, {"$inc": {"totals.pending": -amount}},
+                                           session=session)
+                self._add_to_day(session, participant["volunteer_id"], activity["service_date"], -amount)
+            decided = {**objection, "status": domain.UPHELD if upheld else domain.DISMISSED, "decided_by": by,
+                       "decided_at": now, "note": note}
+            written = self.activities.update_one(
+                {"_id": activity_id, "version": stored["version"]},
+                {"$set": {"objections.$[o]": decided,
+                          "participants.$[p].status": DECLINED if upheld else domain.PUBLICISED},
+                 "$inc": {"version": 1}},
+                array_filters=[{"o.id": objection_id}, {"p.volunteer_id": objection["volunteer_id"]}],
+                session=session)
+            if written.matched_count == 0:
+                raise Conflict(f"Activity {activity_id} changed meanwhile; try again.")
+            return decided
+
+        return in_transaction(self.db, work)
+
+    def due_activities(self, today: date) -> list[dict]:
+        """Activities whose publicity window ended before `today` and that still hold publicised hours."""
+        return [_public(d) for d in self.activities.find({"status": domain.PUBLICISED,
+                                                          "publicity_ends": {"$lt": today.isoformat()}})]
+
+    def confirm_participant(self, activity_id: str, volunteer_id: str, now: datetime,
+                            correlation_id: str | None) -> bool:
+        """Credit one participant's publicised hours; True when this call credited them."""
+        def work(session: ClientSession) -> bool:
+            activity = self.activity(activity_id, session)
+            participant = next((p for p in activity["participants"] if p["volunteer_id"] == volunteer_id), None)
+            if participant is None or participant["status"] != domain.PUBLICISED:
+                return False
+            self._lock_volunteer(volunteer_id, session)
+            document = domain.participant_credit(activity, participant, now, self.rules)
+            self._credit(session, document, correlation_id, from_pending=True)
+            settled = all(p["status"] in (CREDITED, DECLINED) for p in activity["participants"]
+                          if p["volunteer_id"] != volunteer_id)
+            self.activities.update_one(
+                {"_id": activity_id},
+                {"$set": {"participants.$[p].status": CREDITED, "participants.$[p].entry_id": document["id"],
+                          **({"status": domain.CONFIRMED, "confirmed_at": now} if settled else {})},
+                 "$inc": {"version": 1}},
+                array_filters=[{"p.volunteer_id": volunteer_id}], session=session)
+            return True
+
+        return in_transaction(self.db, work)
+
+    def settle_declined(self, activity_id: str, now: datetime) -> None:
+        """An activity whose every participant is credited or declined is confirmed."""
+        activity = self.activity(activity_id)
+        if activity and all(p["status"] in (CREDITED, DECLINED) for p in activity["participants"]):
+            self.activities.update_one({"_id": activity_id, "status": domain.PUBLICISED},
+                                       {"$set": {"status": domain.CONFIRMED, "confirmed_at": now}})
+
+    # --- spot checks ------------------------------------------------------------------------------
+
+    def sample(self, year: int, size: int, seed: int) -> list[dict]:
+        """Up to `size` credit entries of the year, drawn reproducibly: for each point the seed gives, the entry
+        whose draw comes first at or after it (wrapping round). Each lookup is the year and one range over an
+        index, widened until it holds an entry, so a sample costs what it draws, not what the year holds."""
+        chosen: dict[str, dict] = {}
+        points = domain.sample_points(seed)
+        misses = 0
+        while len(chosen) < size and misses < size * 4:
+            found = self._first_credit_from(year, next(points), set(chosen))
+            if found is None:
+                break  # the year holds no credit entry, or every one is chosen already
+            if found["_id"] in chosen:
+                misses += 1
+                continue
+            chosen[found["_id"]] = found
+        return [domain.checked_item(_public(d)) for d in chosen.values()]
+
+    def _first_credit_from(self, year: int, point: int, taken: set[str]) -> dict | None:
+        width, start, wrapped = 4096, point, False
+        while True:
+            end = min(start + width, domain.DRAWS)
+            window = sorted(self.entries.find({"year": year, "draw": {"$gte": start, "$lt": end}}, {"outbox": 0}),
+                            key=lambda d: (d["draw"], d["_id"]))
+            for document in window:
+                if document["kind"] != domain.REVERSAL and document["_id"] not in taken:
+                    return document
+            if end == domain.DRAWS:
+                if wrapped:
+                    return None
+                start, wrapped = 0, True
+            else:
+                start = end
+            if wrapped and start >= point:
+                return None
+            width *= 2
+
+    def create_spot_check(self, check: dict, key: str | None, fingerprint: str) -> tuple[dict, bool]:
+        stored, created = idempotency.insert_once(self.spot_checks, {**_stored(check), "version": 0}, key,
+                                                  fingerprint)
+        return _public(stored), created
+
+    def spot_check(self, check_id: str) -> dict | None:
+        return _public(self.spot_checks.find_one({"_id": check_id}))
+
+    def record_result(self, check_id: str, entry_id: str, result: dict) -> dict:
+        """Record one entry's result, once."""
+        written = self.spot_checks.update_one(
+            {"_id": check_id, "items": {"$elemMatch": {"entry_id": entry_id, "result": None}}},
+            {"$set": {**{f"items.$[i].{k}": v for k, v in result.items()}}, "$inc": {"version": 1}},
+            array_filters=[{"i.entry_id": entry_id}])
+        if written.matched_count == 0:
+            check = self.spot_check(check_id)
+            if check is None:
+                raise NotFound(f"No spot check {check_id}.")
+            if not any(item["entry_id"] == entry_id for item in check["items"]):
+                raise InvalidFields("Not an entry of this spot check.", {"entry_id": ["not in this sample"]})
+            raise Conflict(f"Entry {entry_id} was checked already in this spot check.")
+        return self.spot_check(check_id)
+
+    # --- reminders --------------------------------------------------------------------------------
+
+    def reminders_done(self, week: str) -> bool:
+        return self.db["reminder_weeks"].find_one({"_id": week}, {"_id": 1}) is not None
+
+    def record_reminders_done(self, week: str, at: datetime) -> None:
+        self.db["reminder_weeks"].update_one({"_id": week}, {"$setOnInsert": {"done_at": at}}, upsert=True)
 
     # --- years, rankings and proofs ---------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Hours' background work: the report and case consumers and the outbox relay.
+"""Hours' background work: the report and case consumers, the outbox relay, the publicity watch
+and the annual-minimum reminder.
 
 `python -m services.hours.worker` runs them as a process of their own.
 """
@@ -12,6 +13,8 @@ from shared.config import Settings
 from shared.outbox import OutboxRelay
 
 from . import handlers
+from .publicity import PublicityWatch
+from .reminders import MinimumReminder
 from .store import HoursStore
 
 
@@ -22,7 +25,10 @@ def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
                              settings.retry_delays_ms, settings.prefetch)
     relay = OutboxRelay([store.volunteers, store.entries, store.patrols], EventPublisher(settings.amqp_url, "hours"),
                         "hours", settings.relay_interval_s)
-    return runtime.BackgroundWork(consumer=consumer, relay=relay, periodic={})
+    watch = PublicityWatch(store, city.timezone, settings.periodic_interval_s)
+    reminder = MinimumReminder(store, city.timezone, settings.periodic_interval_s)
+    return runtime.BackgroundWork(consumer=consumer, relay=relay,
+                                  periodic={"publicity-watch": watch.run, "minimum-reminder": reminder.run})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,14 @@ def fresh_intake(amqp_url, mongo_url):
 
 
 @pytest.fixture
+def fresh_hours(amqp_url, mongo_url):
+    """An hours service with a database of its own, for tests that count or sample everything in it."""
+    service = run_service(settings_for_test("hours", amqp_url, mongo_url))
+    yield service
+    service.stop()
+
+
+@pytest.fixture
 def subscribe(amqp_url):
     """Plain pika subscribers, as another system would bind them; closed after the test."""
     taps = []

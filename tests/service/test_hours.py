@@ -488,3 +488,138 @@ def test_a_year_closes_once_after_it_ends_and_its_proofs_stay_valid(city):
     late = city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=OFFICE, json={"reason": "更正"})
     assert late.status_code == 409 and "closed" in late.json["detail"]
     assert summary(city, volunteer["id"])["total_hours"] == 8
+
+
+# --- activities -------------------------------------------------------------------------------
+
+def plan(city, who=ASSOCIATION, grid_id="lanshan-01", start=None, hours=3):
+    start = start or now() - timedelta(hours=hours + 1)
+    response = city["hours"].client.post("/v1/activities", headers=who, json={
+        "title": "文明交通劝导志愿服务活动", "grid_id": grid_id, "starts_at": iso(start),
+        "ends_at": iso(start + timedelta(hours=hours))})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def photos_of(city, who=ASSOCIATION, count=4) -> list[str]:
+    return [upload_photo(city["intake"].client, who)["id"] for _ in range(count)]
+
+
+def complete(city, activity, participants, who=ASSOCIATION, photos=None):
+    return city["hours"].client.post(f"/v1/activities/{activity['id']}/complete", headers=who, json={
+        "participants": participants, "summary": "劝导行人闯红灯 126 人次",
+        "photo_ids": photos or photos_of(city, who)})
+
+
+def publicity_watch(city):
+    from services.hours.publicity import PublicityWatch
+
+    hours = city["hours"].app.extensions["hours"]
+    return PublicityWatch(hours.store, hours.zone, 60)
+
+
+def test_an_activitys_hours_are_publicised_then_credited_once_the_window_ends(city, subscribe):
+    credited = subscribe("hours.credited")
+    (one, _), (two, _) = register(city), register(city)
+    activity = plan(city)
+    done = complete(city, activity, [{"volunteer_id": one["id"], "hours": 3}, {"volunteer_id": two["id"], "hours": 2}])
+    assert done.status_code == 200, done.json
+    assert done.json["status"] == "publicised" and done.json["publicity_ends"] > now().date().isoformat()
+    assert summary(city, one["id"])["pending_hours"] == 3 and ledger(city, one["id"]) == []
+    assert complete(city, activity, [{"volunteer_id": one["id"], "hours": 3}]).status_code == 409
+    watch = publicity_watch(city)
+    assert watch.check(now()) == 0  # the window is still open
+    later = now() + timedelta(days=10)
+    assert watch.check(later) >= 2
+    assert watch.check(later) == 0  # nothing twice
+    got = summary(city, one["id"])
+    assert (got["pending_hours"], got["year_hours"]) == (0, 3)
+    entries = ledger(city, two["id"])
+    assert [(e["kind"], e["hours"], e["source_id"]) for e in entries] == [("activity", 2, activity["id"])]
+    final = city["hours"].client.get(f"/v1/activities/{activity['id']}", headers=bearer("volunteer")).json
+    assert final["status"] == "confirmed" and {p["status"] for p in final["participants"]} == {"credited"}
+    wait_for(lambda: credited.events("hours.credited", lambda e: e["data"]["source_id"] == activity["id"]),
+             what="hours.credited for the activity")
+
+
+def test_an_objection_holds_the_hours_until_the_association_decides(city):
+    (held, held_token), (kept, _), (refused, _) = register(city), register(city), register(city)
+    activity = plan(city)
+    complete(city, activity, [{"volunteer_id": v["id"], "hours": 3} for v in (held, kept, refused)])
+    objections = {}
+    for volunteer in (held, refused):
+        response = city["hours"].client.post(f"/v1/activities/{activity['id']}/objections", headers=bearer("volunteer"),
+                                             json={"volunteer_id": volunteer["id"], "reason": "该志愿者当天未到场"})
+        assert response.status_code == 201, response.json
+        objections[volunteer["id"]] = response.json["id"]
+    watch = publicity_watch(city)
+    watch.check(now() + timedelta(days=10))
+    assert summary(city, kept["id"])["year_hours"] == 3
+    assert summary(city, held["id"])["year_hours"] == 0 and summary(city, held["id"])["pending_hours"] == 3
+    decide = lambda volunteer, upheld, who=ASSOCIATION: city["hours"].client.post(  # noqa: E731
+        f"/v1/activities/{activity['id']}/objections/{objections[volunteer['id']]}/decision", headers=who,
+        json={"upheld": upheld, "note": "经核实签到表"})
+    assert decide(held, False, who=held_token).status_code == 403
+    assert decide(held, False).json["status"] == "dismissed"
+    assert decide(refused, True).json["status"] == "upheld"
+    assert decide(refused, False).status_code == 409
+    watch.check(now() + timedelta(days=10))
+    assert summary(city, held["id"])["year_hours"] == 3
+    assert (summary(city, refused["id"])["year_hours"], summary(city, refused["id"])["pending_hours"]) == (0, 0)
+    assert city["hours"].client.get(f"/v1/activities/{activity['id']}", headers=OFFICE).json["status"] == "confirmed"
+
+
+def test_objections_come_during_the_window_and_name_a_participant(city):
+    volunteer, _ = register(city)
+    activity = plan(city)
+    path = f"/v1/activities/{activity['id']}/objections"
+    early = city["hours"].client.post(path, headers=OFFICE, json={"volunteer_id": volunteer["id"], "reason": "未到场"})
+    assert early.status_code == 409  # nothing publicised yet
+    complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 1}])
+    stranger = city["hours"].client.post(path, headers=OFFICE, json={"volunteer_id": "0" * 24, "reason": "未到场"})
+    assert stranger.status_code == 422
+    publicity_watch(city).check(now() + timedelta(days=10))
+    late = city["hours"].client.post(path, headers=OFFICE, json={"volunteer_id": volunteer["id"], "reason": "未到场"})
+    assert late.status_code == 409
+
+
+def test_completing_an_activity_checks_its_photos_participants_and_time(city):
+    volunteer, _ = register(city)
+    activity = plan(city)
+    one = [{"volunteer_id": volunteer["id"], "hours": 2}]
+    too_few = complete(city, activity, one, photos=photos_of(city, count=3))
+    assert too_few.status_code == 422 and "photo_ids" in too_few.json["errors"]
+    not_ours = complete(city, activity, one, photos=photos_of(city, who=bearer("volunteer")))
+    assert not_ours.status_code == 422 and "photo_ids" in not_ours.json["errors"]
+    unknown = complete(city, activity, [{"volunteer_id": "f" * 24, "hours": 2}])
+    assert unknown.status_code == 422 and "f" * 24 in str(unknown.json["errors"])
+    longer = complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 3.5}])
+    assert longer.status_code == 422
+    twice = complete(city, activity, one * 2)
+    assert twice.status_code == 422
+    future = plan(city, start=now() + timedelta(hours=1))
+    assert complete(city, future, one).status_code == 409
+    assert summary(city, volunteer["id"])["pending_hours"] == 0  # nothing was publicised
+
+
+def test_a_grid_leader_organises_activities_in_their_own_grid_only(city):
+    leader = bearer("grid_leader", grid="hedong-01")
+    plan(city, who=leader, grid_id="hedong-01")
+    elsewhere = city["hours"].client.post("/v1/activities", headers=leader, json={
+        "title": "清理小广告", "grid_id": "hedong-02", "starts_at": iso(now()),
+        "ends_at": iso(now() + timedelta(hours=2))})
+    assert elsewhere.status_code == 403
+    assert city["hours"].client.post("/v1/activities", headers=bearer("volunteer"), json={
+        "title": "清理小广告", "place": "广场", "starts_at": iso(now()),
+        "ends_at": iso(now() + timedelta(hours=2))}).status_code == 403
+    backwards = city["hours"].client.post("/v1/activities", headers=ASSOCIATION, json={
+        "title": "清理小广告", "place": "广场", "starts_at": iso(now()), "ends_at": iso(now() - timedelta(hours=2))})
+    assert backwards.status_code == 422
+
+
+def test_a_patrol_during_an_activity_the_volunteer_served_at_is_409(city):
+    volunteer, token = register(city)
+    activity = plan(city)
+    complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 3}])
+    overlapping = patrol(city, token, "lanshan-01", now() - timedelta(hours=3), now() - timedelta(hours=2))
+    assert overlapping.status_code == 409 and "activity" in overlapping.json["detail"]

@@ -1,0 +1,51 @@
+"""The publicity watch: once an activity's publicity window (公示期) has ended, the hours nobody objected to
+are credited.
+
+Several hours processes may watch at once and restart at any time: each participant is credited in a
+transaction that first writes their volunteer's document, and the ledger takes one entry per activity and
+volunteer, so every participant is credited exactly once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from shared.errors import DomainError
+
+from . import domain
+from .store import HoursStore
+
+log = logging.getLogger(__name__)
+
+
+class PublicityWatch:
+    def __init__(self, store: HoursStore, zone: ZoneInfo, interval_s: float):
+        self.store = store
+        self.zone = zone
+        self.interval_s = interval_s
+
+    def check(self, now: datetime) -> int:
+        """Credit what is due by `now`; returns how many participants this watcher credited."""
+        credited = 0
+        for activity in self.store.due_activities(domain.local_today(now, self.zone)):
+            for participant in activity["participants"]:
+                if participant["status"] != domain.PUBLICISED:
+                    continue
+                try:
+                    credited += self.store.confirm_participant(activity["id"], participant["volunteer_id"], now, None)
+                except DomainError as refused:  # e.g. the year was closed meanwhile: the office must see to it
+                    log.warning("publicised hours not credited", extra={
+                        "activity_id": activity["id"], "volunteer_id": participant["volunteer_id"],
+                        "reason": refused.detail})
+            self.store.settle_declined(activity["id"], now)
+        return credited
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval_s):
+            try:
+                if credited := self.check(datetime.now(UTC)):
+                    log.info("publicised activity hours credited", extra={"count": credited})
+            except Exception:  # the store may be briefly away; the next pass catches up
+                log.exception("publicity watch pass failed")

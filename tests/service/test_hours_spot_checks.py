@@ -1,0 +1,82 @@
+"""Spot checks (抽查): a reproducible sample of a year's credited entries, and a failed entry reversed."""
+import pytest
+
+from tests.conftest import bearer
+
+OFFICE = bearer("office", "office-1")
+ASSOCIATION = bearer("association", "assoc-1")
+
+
+@pytest.fixture
+def ledger_of_ten(fresh_hours):
+    """Ten adjustments in 2026 and one in 2025 over two volunteers; one of the 2026 ones reversed."""
+    client = fresh_hours.client
+    volunteers = [client.post("/v1/volunteers", headers=ASSOCIATION, json={
+        "name": "王小明", "phone": f"1360000000{n}", "organization": "金雀山街道志愿服务队",
+        "grid_id": "lanshan-01"}).json["id"] for n in range(2)]
+    entries = []
+    for n in range(10):
+        response = client.post("/v1/adjustments", headers=ASSOCIATION, json={
+            "volunteer_id": volunteers[n % 2], "hours": n + 1, "reason": "补录活动时长", "service_date": "2026-05-01"})
+        entries.append(response.json["id"])
+    client.post("/v1/adjustments", headers=ASSOCIATION, json={
+        "volunteer_id": volunteers[0], "hours": 2, "reason": "补录活动时长", "service_date": "2025-05-01"})
+    reversed_ = client.post(f"/v1/entries/{entries[0]}/reverse", headers=OFFICE, json={"reason": "重复录入"})
+    assert reversed_.status_code == 201
+    return fresh_hours, entries
+
+
+def draw(service, size=4, seed=7, year=2026, who=OFFICE):
+    return service.client.post("/v1/spot-checks", headers=who, json={"year": year, "size": size, "seed": seed})
+
+
+def test_the_same_seed_draws_the_same_credit_entries_of_the_year(ledger_of_ten):
+    service, entries = ledger_of_ten
+    first = draw(service)
+    assert first.status_code == 201, first.json
+    drawn = [item["entry_id"] for item in first.json["items"]]
+    assert len(drawn) == len(set(drawn)) == 4 and set(drawn) <= set(entries)
+    assert all(item["kind"] == "adjustment" and item["result"] is None for item in first.json["items"])
+    assert [item["entry_id"] for item in draw(service).json["items"]] == drawn
+    seeds = {tuple(item["entry_id"] for item in draw(service, seed=seed).json["items"]) for seed in range(5)}
+    assert len(seeds) > 1  # other seeds, other samples
+    everything = draw(service, size=50).json["items"]
+    assert sorted(item["entry_id"] for item in everything) == sorted(entries)  # 10 credits; no reversal drawn
+
+
+def test_a_failed_entry_is_reversed_with_the_check_as_its_reason(ledger_of_ten):
+    service, _ = ledger_of_ten
+    check = draw(service, size=3, seed=11).json
+    failing, passing = check["items"][0], check["items"][1]
+    path = f"/v1/spot-checks/{check['id']}/results"
+    failed = service.client.post(path, headers=OFFICE, json={"entry_id": failing["entry_id"], "passed": False,
+                                                             "note": "签到表无该志愿者签名"})
+    assert failed.status_code == 200, failed.json
+    item = next(i for i in failed.json["items"] if i["entry_id"] == failing["entry_id"])
+    assert item["result"] == "failed" and item["reversal_id"]
+    reversal = service.client.get(f"/v1/entries/{item['reversal_id']}", headers=OFFICE).json
+    assert reversal["reverses"] == failing["entry_id"] and reversal["hours"] == -failing["hours"]
+    assert check["id"] in reversal["note"]
+    passed = service.client.post(path, headers=OFFICE, json={"entry_id": passing["entry_id"], "passed": True,
+                                                             "note": "核对无误"})
+    assert next(i for i in passed.json["items"] if i["entry_id"] == passing["entry_id"])["result"] == "passed"
+    again = service.client.post(path, headers=OFFICE, json={"entry_id": passing["entry_id"], "passed": False,
+                                                            "note": "再查"})
+    assert again.status_code == 409
+    stranger = service.client.post(path, headers=OFFICE, json={"entry_id": "0" * 24, "passed": True, "note": "核对"})
+    assert stranger.status_code == 422
+
+
+def test_only_the_office_draws_and_records(ledger_of_ten):
+    service, _ = ledger_of_ten
+    assert draw(service, who=ASSOCIATION).status_code == 403
+    assert draw(service, who=bearer("volunteer")).status_code == 403
+    check = draw(service).json
+    assert service.client.get(f"/v1/spot-checks/{check['id']}", headers=ASSOCIATION).status_code == 200
+    assert service.client.post(f"/v1/spot-checks/{check['id']}/results", headers=ASSOCIATION, json={
+        "entry_id": check["items"][0]["entry_id"], "passed": True, "note": "核对无误"}).status_code == 403
+
+
+def test_a_year_without_entries_draws_an_empty_sample(ledger_of_ten):
+    service, _ = ledger_of_ten
+    assert draw(service, year=2024).json["items"] == []
