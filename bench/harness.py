@@ -85,7 +85,8 @@ def bench_vhost() -> Iterator[tuple[str, str]]:
         subprocess.run([ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
                        capture_output=True)
         url = f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
-        provision(url, Settings.from_env("intake", {}).retry_delays_ms)
+        # The bench connects as guest in its own vhost: queues declared, no per-service users needed.
+        provision(url, Settings.from_env("intake", {}).retry_delays_ms, None)
         yield vhost, url
     finally:
         subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)

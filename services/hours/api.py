@@ -15,7 +15,7 @@ from shared.logs import correlation_id
 from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
-from shared.reference import ReferenceData, ServiceHoursRules, WorkCalendar
+from shared.reference import FIRST_YEAR, LAST_YEAR, ReferenceData, ServiceHoursRules, WorkCalendar
 from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
 from shared.web import accepts_multipart
 
@@ -399,15 +399,16 @@ def verify_proof(code: str):
                                 ctx.store.closed_year(found["year"]) is not None)
 
 
-@records.route("/years/<int:year>/close", methods=["POST"])
+@records.route(f"/years/<int(min={FIRST_YEAR}, max={LAST_YEAR}):year>/close", methods=["POST"])
 @requires("office")
 @records.response(200, schemas.ClosedYearSchema)
-@records.alt_response(409, description="The year has not ended, or is already closed")
+@records.alt_response(409, description="Service of the year may still be recorded, or it is already closed")
 def close_year(year: int):
-    """Close a year that has ended: each volunteer's figures are sealed, nothing more is credited into it,
-    and proofs of it stay valid."""
-    domain.refuse_open_year(year, now(), hours().zone)
-    return hours().store.close_year(year, who(current_caller()), now())
+    """Close a year once nothing more can be credited into it (its recording and publicity windows after
+    31 December have passed): each volunteer's figures are sealed, and proofs of it stay valid."""
+    ctx = hours()
+    domain.refuse_open_year(year, now(), ctx.zone, ctx.rules, ctx.calendar)
+    return ctx.store.close_year(year, who(current_caller()), now())
 
 
 # --- activities -------------------------------------------------------------------------------

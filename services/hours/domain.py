@@ -352,9 +352,15 @@ def proof_verdict(proof: dict, row: dict | None, closed: bool) -> dict:
             "issued_on": proof["issued_on"], "sealed": closed, "detail": detail}
 
 
-def refuse_open_year(year: int, now: datetime, zone: ZoneInfo) -> None:
-    if year >= local_today(now, zone).year:
-        raise Conflict(f"{year} has not ended yet; a year is closed after it ends.")
+def refuse_open_year(year: int, now: datetime, zone: ZoneInfo, rules: ServiceHoursRules,
+                     calendar: WorkCalendar) -> None:
+    """A year closes once nothing more can be credited into it: its last day's service may still be recorded
+    for the recording window, and an activity's hours then publicised."""
+    last_day = calendar.working_days_after(date(year, 12, 31),
+                                           rules.record_within_working_days + rules.publicity_working_days)
+    if local_today(now, zone) <= last_day:
+        raise Conflict(f"{year} can be closed from {last_day + timedelta(days=1)}: until then its service may "
+                       "still be recorded and publicised.")
 
 
 def ranked(rows: list[dict], by: str) -> list[dict]:

@@ -1,7 +1,7 @@
 """Hours' HTTP shapes (CONTRACT "hours")."""
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from shared.pagination import PageQuery
 from shared.photo_ids import photo_id_field
@@ -260,9 +260,15 @@ class ActivityCreateSchema(Schema):
     ends_at = Timestamp(required=True, metadata={"example": "2026-11-21T04:00:00Z"})
 
 
+def in_half_hours(hours: float) -> None:
+    # Out-of-range values are the Range validator's to report; doubling a huge float would overflow here.
+    if abs(hours) <= 24 and (hours * 2) != int(hours * 2):
+        raise ValidationError("Hours are counted in half hours (e.g. 2.5).")
+
+
 class ParticipantInSchema(Schema):
     volunteer_id = text(1, 64, "6b0563189074648134dcbce3", required=True)
-    hours = fields.Float(required=True, validate=validate.Range(0.5, 24), metadata={
+    hours = fields.Float(required=True, validate=[validate.Range(0.5, 24), in_half_hours], metadata={
         "description": "hours served, in half hours, at most the activity's length", "multipleOf": 0.5,
         "example": 3})
 

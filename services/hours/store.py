@@ -8,7 +8,9 @@ always equal the sum of the ledger.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import math
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -29,6 +31,7 @@ from shared.store import LostRace, in_transaction, optimistically
 from . import domain
 from .domain import ACTIVITY, AWAITING_CONFIRMATION, CREDITED, DECLINED, PATROL, PatrolClaim, centihours
 
+log = logging.getLogger(__name__)
 HIDDEN_FIELDS = ("_id", "version", "phone_key", idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
 VOLUNTEERS_LISTED_BY = ((), ("organization",), ("grid_id",), ("star_level",), ("organization", "grid_id"),
                         ("grid_id", "star_level"), ("organization", "star_level"))
@@ -42,6 +45,8 @@ IMPORT_BATCH = 500
 RANKED_BY = {"hours": "centihours", "reports": "verified_reports"}
 # Rankings walk down from the top in bands of the measure: [2^k, 2^(k+1)), highest first, then everything below 1.
 TOP_BAND = 2 ** 20
+FINE_BELOW = 64
+BAND_RATIO = 2 ** 0.25
 
 
 def _public(document: dict | None) -> dict | None:
@@ -54,6 +59,21 @@ def _public(document: dict | None) -> dict | None:
 
 def _stored(document: dict) -> dict:
     return {"_id": document["id"], **{k: v for k, v in document.items() if k != "id"}}
+
+
+def _bands_from_the_top() -> Iterator[dict]:
+    """Ranges of a measure from the top down: everything from TOP_BAND, then bands a quarter-octave wide (a
+    year's hours crowd around their mean, so wide bands would hold most volunteers) down to FINE_BELOW, one
+    value at a time below it (small counts such as verified reports tie a lot), then everything under 1."""
+    yield {"$gte": TOP_BAND}
+    upper = TOP_BAND
+    while upper > FINE_BELOW:
+        lower = max(FINE_BELOW, math.floor(upper / BAND_RATIO))
+        yield {"$gte": lower, "$lt": upper}
+        upper = lower
+    for value in range(upper - 1, 0, -1):
+        yield {"$gte": value, "$lt": value + 1}
+    yield {"$lt": 1}
 
 
 def _year_id(volunteer_id: str, year: int) -> str:
@@ -602,17 +622,11 @@ class HoursStore:
         rows it returns."""
         field = RANKED_BY[by]
         found: list[dict] = []
-        upper = None
-        lower = TOP_BAND
-        while True:
-            band = {"$gte": lower} if lower is not None else {"$lt": 1}
-            if upper is not None and lower is not None:
-                band["$lt"] = upper
+        for band in _bands_from_the_top():
             rows = list(self.year_totals.find({"year": year, **wanted, field: band}))
             found.extend(sorted(rows, key=lambda r: (-r[field], r["volunteer_id"])))
-            if lower is None or (limit is not None and len(found) >= limit):
+            if limit is not None and len(found) >= limit:
                 break
-            upper, lower = lower, (lower // 2 if lower > 1 else None)
         return found if limit is None else found[:limit]
 
     def closed_year(self, year: int) -> dict | None:
@@ -661,7 +675,10 @@ class HoursStore:
                                             "started_at": {"$gte": earliest, "$lte": report["submitted_at"]}}):
             patrol = _public(candidate)
             if patrol["status"] == AWAITING_CONFIRMATION and domain.evidences(report, patrol):
-                self._evidence_patrol(patrol["id"], report["id"], correlation_id)
+                try:
+                    self._evidence_patrol(patrol["id"], report["id"], correlation_id)
+                except Conflict as refused:  # e.g. its year closed: the patrol stays waiting for a person
+                    log.warning("evidence not credited", extra={"patrol_id": patrol["id"], "reason": refused.detail})
 
     def _evidence_patrol(self, patrol_id: str, report_id: str, correlation_id: str | None) -> None:
         def work(session: ClientSession) -> None:

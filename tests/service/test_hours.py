@@ -597,6 +597,8 @@ def test_completing_an_activity_checks_its_photos_participants_and_time(city):
     assert longer.status_code == 422
     twice = complete(city, activity, one * 2)
     assert twice.status_code == 422
+    odd = complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 0.7}])
+    assert odd.status_code == 422 and "participants.0.hours" in odd.json["errors"]
     future = plan(city, start=now() + timedelta(hours=1))
     assert complete(city, future, one).status_code == 409
     assert summary(city, volunteer["id"])["pending_hours"] == 0  # nothing was publicised

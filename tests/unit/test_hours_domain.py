@@ -177,3 +177,33 @@ def test_a_volunteer_reads_only_their_own_record_and_a_grid_leader_their_grids()
     assert domain.may_read_volunteer(Caller("l", "grid_leader", grid="lanshan-01"), volunteer)
     assert not domain.may_read_volunteer(Caller("l", "grid_leader", grid="hedong-01"), volunteer)
     assert not domain.may_read_volunteer(Caller("d", "department", dept="sanitation"), volunteer)
+
+
+def test_the_rankings_bands_cover_every_value_once_from_the_top_down():
+    from services.hours.store import _bands_from_the_top
+
+    bands = list(_bands_from_the_top())
+
+    def holding(value: int) -> list[int]:
+        return [i for i, band in enumerate(bands)
+                if value >= band.get("$gte", -10**9) and value < band.get("$lt", 10**12)]
+
+    for value in (-500, 0, 1, 2, 63, 64, 65, 100, 2_000, 5_200, 7_199, 150_000, 2 ** 20, 10 ** 9):
+        assert len(holding(value)) == 1, value
+    # From the top down: a higher value never sits in a later band.
+    assert holding(7_200) <= holding(7_199) and holding(64) < holding(63) < holding(1) < holding(0)
+
+
+def test_ranks_are_shared_by_equal_figures_and_the_next_rank_skips():
+    rows = [{"centihours": c} for c in (900, 500, 500, 300, 300, 300, 100)]
+    assert [r["rank"] for r in domain.ranked(rows, "hours")] == [1, 2, 2, 4, 4, 4, 7]
+
+
+def test_a_year_closes_only_once_its_last_days_service_can_no_longer_be_recorded_or_publicised():
+    # 31 December 2026 + 10 + 3 working days (no 2027 holidays listed: weekdays) = Tuesday 19 January 2027.
+    domain.refuse_open_year(2026, datetime(2027, 1, 20, 4, tzinfo=UTC), ZONE, RULES, CALENDAR)
+    with pytest.raises(Conflict) as refused:
+        domain.refuse_open_year(2026, datetime(2027, 1, 19, 4, tzinfo=UTC), ZONE, RULES, CALENDAR)
+    assert "2027-01-20" in refused.value.detail
+    with pytest.raises(Conflict):
+        domain.refuse_open_year(2027, datetime(2027, 1, 20, 4, tzinfo=UTC), ZONE, RULES, CALENDAR)
