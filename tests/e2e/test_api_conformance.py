@@ -23,7 +23,7 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 EXAMPLES = int(os.environ.get("WOODPECKER_CONFORMANCE_EXAMPLES", "20"))
 SEED = 20261124
 
-# Who calls what: each role that has endpoints on a service (notify serves health and docs so far).
+# Who calls what: each role that has endpoints on a service.
 CALLERS = {
     "volunteer": {"role": "volunteer", "sub": "conformance-volunteer"},
     "grid_leader": {"role": "grid_leader", "sub": "conformance-leader", "grid": "lanshan-01"},
@@ -33,7 +33,8 @@ CALLERS = {
 }
 ROLES = {"intake": ("volunteer", "grid_leader", "department", "office", "association"),
          "routing": ("grid_leader", "department", "office", "association"),
-         "hours": ("volunteer", "grid_leader", "office", "association"), "notify": ("office",)}
+         "hours": ("volunteer", "grid_leader", "office", "association"),
+         "notify": ("volunteer", "grid_leader", "department", "office")}
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ def test_every_service_is_healthy_ready_and_documented(system):
 
 def test_the_closed_loop_through_the_running_services(system, amqp_url):
     """A registered volunteer patrols and reports → case dispatched → the department's subscriber → accept →
-    rectify → verify → closed; the volunteer's summary shows the patrol's hours and one verified report."""
+    rectify → verify → closed; the volunteer's summary shows the patrol's hours and one verified report, and
+    their inbox the dispatch, the rectification and the closure."""
     urls, _ = system
     intake, routing, hours = urls["intake"], urls["routing"], urls["hours"]
     office, association = bearer("office"), bearer("association")
@@ -72,6 +73,9 @@ def test_the_closed_loop_through_the_running_services(system, amqp_url):
     wait_for(lambda: summary()["verified_reports"] == 1 and summary()["year_hours"] == 1.5,
              what="the patrol's hours and the verified report in the volunteer's summary")
     assert summary()["pending_hours"] == 0
+    inbox = lambda: requests.get(f"{urls['notify']}/v1/inbox", headers=volunteer, timeout=5).json()["items"]  # noqa: E731
+    wait_for(lambda: {"report.dispatched", "report.rectified", "report.closed"} <= {i["kind"] for i in inbox()},
+             what="the outcome of the closed loop in the reporter's inbox")
     reported = lambda: requests.get(f"{intake}/v1/reports/{report['id']}", headers=volunteer, timeout=5).json()  # noqa: E731
     wait_for(lambda: reported()["status"] == "closed", what="the report closed in intake")
     assert [step["status"] for step in reported()["timeline"]] == [

@@ -1,0 +1,210 @@
+"""Notify's collections, indexes and queries: the reports it has heard of, inbox items, deliveries and
+subscriptions.
+
+One notice per (event, recipient, channel): inbox items and deliveries carry unique keys on those, so a
+redelivered event, or a handler run again after a crash halfway, creates nothing twice.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from shared.errors import NotFound
+from shared.pagination import Position, newest_first
+
+from . import domain
+from .domain import PENDING, SUSPENDED
+
+DELIVERIES_LISTED_BY = ((), ("status",), ("recipient",), ("recipient", "status"))
+DUPLICATE_KEY = 11000
+
+
+def _public(document: dict | None) -> dict | None:
+    if document is None:
+        return None
+    return {"id": document["_id"], **{k: v for k, v in document.items() if k not in ("_id", "lease")}}
+
+
+def insert_new(collection, documents: list[dict]) -> int:
+    """Insert what is not there yet (by the collection's unique keys); returns how many were new."""
+    if not documents:
+        return 0
+    try:
+        return len(collection.insert_many(documents, ordered=False).inserted_ids)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        return exc.details.get("nInserted", len(documents) - len(errors))
+
+
+class NotifyStore:
+    def __init__(self, db: Database):
+        self.db = db
+        self.reports = db["reports"]
+        self.inbox = db["inbox"]
+        self.deliveries = db["deliveries"]
+        self.subscriptions = db["subscriptions"]
+
+    @classmethod
+    def prepared(cls, db: Database) -> NotifyStore:
+        store = cls(db)
+        store.ensure_indexes()
+        return store
+
+    def ensure_indexes(self) -> None:
+        self.inbox.create_index([("event_id", ASCENDING), ("recipient", ASCENDING)], unique=True)
+        self.inbox.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
+        self.inbox.create_index([("recipient", ASCENDING), ("read", ASCENDING), ("created_at", DESCENDING)])
+        self.deliveries.create_index([("event_id", ASCENDING), ("recipient", ASCENDING), ("channel", ASCENDING)],
+                                     unique=True)
+        self.deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+        self.deliveries.create_index([("recipient", ASCENDING), ("channel", ASCENDING), ("status", ASCENDING)])
+        for prefix in DELIVERIES_LISTED_BY:
+            self.deliveries.create_index([*((f, ASCENDING) for f in prefix), ("created_at", DESCENDING)])
+        self.reports.create_index([("grid_id", ASCENDING), ("submitted_at", ASCENDING)])
+        self.reports.create_index([("grid_id", ASCENDING), ("open", ASCENDING)])
+
+    # --- what notify has heard ----------------------------------------------------------------------
+
+    def remember_report(self, report: dict) -> None:
+        self.reports.update_one({"_id": report["id"]}, {"$setOnInsert": {
+            **{k: v for k, v in report.items() if k != "id"}, "open": True, "overdue": False}}, upsert=True)
+
+    def reporters_of(self, report_ids: list[str]) -> dict[str, str]:
+        """Each report's reporter, for the reports notify has heard of (one lookup by id each: a case holds few)."""
+        found = (self.reports.find_one({"_id": report_id}, {"reporter_id": 1}) for report_id in report_ids)
+        return {d["_id"]: d["reporter_id"] for d in found if d is not None}
+
+    def follow_case(self, report_ids: list[str], changes: dict, case_version: int) -> None:
+        """Keep each report's state as its case moves (for the grid digests); an older event changes nothing."""
+        for report_id in report_ids:
+            self.reports.update_one({"_id": report_id, "case_version": {"$not": {"$gte": case_version}}},
+                                    {"$set": {**changes, "case_version": case_version}})
+
+    # --- notices ------------------------------------------------------------------------------------
+
+    def add_notices(self, inbox_items: list[dict], deliveries: list[dict]) -> int:
+        """Store a notice's inbox items and deliveries; those already stored (a redelivered event) are kept."""
+        added = insert_new(self.inbox, inbox_items)
+        insert_new(self.deliveries, deliveries)
+        return added
+
+    def inbox_page(self, recipients: list[str], unread: bool | None, after: Position | None,
+                   limit: int) -> list[dict]:
+        filters = [{"recipient": r, **({"read": not unread} if unread is not None else {})} for r in recipients]
+        return [_public(d) for d in newest_first(self.inbox, filters, "created_at", limit, after)]
+
+    def unread_count(self, recipients: list[str]) -> int:
+        return sum(self.inbox.count_documents({"recipient": r, "read": False}) for r in recipients)
+
+    def mark_read(self, item_id: str, recipients: list[str], at: datetime) -> dict:
+        item = self.inbox.find_one({"_id": item_id})
+        if item is None or item["recipient"] not in recipients:
+            raise NotFound(f"No inbox item {item_id}.")
+        if not item["read"]:
+            self.inbox.update_one({"_id": item_id, "read": False}, {"$set": {"read": True, "read_at": at}})
+        return _public(self.inbox.find_one({"_id": item_id}))
+
+    def mark_all_read(self, recipients: list[str], at: datetime) -> int:
+        return sum(self.inbox.update_many({"recipient": r, "read": False},
+                                          {"$set": {"read": True, "read_at": at}}).modified_count
+                   for r in recipients)
+
+    # --- subscriptions ------------------------------------------------------------------------------
+
+    def subscription(self, recipient: str) -> dict | None:
+        found = self.subscriptions.find_one({"_id": recipient})
+        return {"recipient": found["_id"], **{k: v for k, v in found.items() if k != "_id"}} if found else None
+
+    def save_subscription(self, recipient: str, fields: dict, at: datetime, by: str) -> dict:
+        """Create or replace; the secret survives a save, and saving resumes a suspended receiver."""
+        existing = self.subscription(recipient)
+        secret = existing["secret"] if existing else domain.new_secret()
+        self.subscriptions.update_one({"_id": recipient}, {"$set": {
+            **fields, "secret": secret, "updated_at": at, "updated_by": by, "suspended": [], "failures": {}}},
+            upsert=True)
+        self.deliveries.update_many({"recipient": recipient, "status": SUSPENDED},
+                                    {"$set": {"status": PENDING, "next_attempt_at": at}})
+        return self.subscription(recipient)
+
+    def rotate_secret(self, recipient: str, at: datetime) -> dict:
+        written = self.subscriptions.update_one({"_id": recipient}, {"$set": {"secret": domain.new_secret(),
+                                                                            "updated_at": at}})
+        if written.matched_count == 0:
+            raise NotFound(f"No subscription for {recipient}.")
+        return self.subscription(recipient)
+
+    def subscriptions_of(self, recipients: set[str]) -> dict[str, dict]:
+        found = (self.subscription(recipient) for recipient in recipients)
+        return {s["recipient"]: s for s in found if s is not None}
+
+    # --- deliveries ---------------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, lease_s: float, limit: int, busy_targets: set[str]) -> list[dict]:
+        """Due deliveries this worker takes for `lease_s` (another worker skips them meanwhile), at most one per
+        target and none for a target already being tried: one slow receiver holds one thread, never a queue."""
+        claimed, targets = [], set(busy_targets)
+        for document in self.deliveries.find({"status": PENDING, "next_attempt_at": {"$lte": now}}).limit(limit * 4):
+            if document["target"] in targets:
+                continue
+            taken = self.deliveries.update_one(
+                {"_id": document["_id"], "status": PENDING, "next_attempt_at": document["next_attempt_at"]},
+                {"$set": {"next_attempt_at": now + timedelta(seconds=lease_s)}})
+            if taken.modified_count:
+                claimed.append(_public(document))
+                targets.add(document["target"])
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    def record_attempt(self, delivery: dict, attempt: dict, changes: dict) -> None:
+        self.deliveries.update_one({"_id": delivery["id"]}, {"$push": {"attempts": {"$each": [attempt], "$slice": -50}},
+                                                             "$inc": {"attempt_count": 1}, "$set": changes})
+
+    def count_failure(self, recipient: str, channel: str, failed: bool, suspend_after: int) -> bool:
+        """Count consecutive failures of a recipient's channel; True when this one suspends it."""
+        if not failed:
+            self.subscriptions.update_one({"_id": recipient}, {"$set": {f"failures.{channel}": 0}})
+            return False
+        self.subscriptions.update_one({"_id": recipient}, {"$inc": {f"failures.{channel}": 1}})
+        written = self.subscriptions.update_one(
+            {"_id": recipient, f"failures.{channel}": {"$gte": suspend_after}, "suspended": {"$ne": channel}},
+            {"$addToSet": {"suspended": channel}})
+        if written.modified_count:
+            self.deliveries.update_many({"recipient": recipient, "channel": channel, "status": PENDING},
+                                        {"$set": {"status": SUSPENDED, "next_attempt_at": None}})
+            return True
+        return False
+
+    def delivery(self, delivery_id: str) -> dict | None:
+        return _public(self.deliveries.find_one({"_id": delivery_id}))
+
+    def list_deliveries(self, wanted: dict, after: Position | None, limit: int) -> list[dict]:
+        return [_public(d) for d in newest_first(self.deliveries, [wanted], "created_at", limit, after)]
+
+    def retry(self, delivery_id: str, now: datetime) -> dict:
+        written = self.deliveries.update_one({"_id": delivery_id, "status": {"$ne": domain.DELIVERED}},
+                                             {"$set": {"status": PENDING, "next_attempt_at": now}})
+        if written.matched_count == 0 and self.delivery(delivery_id) is None:
+            raise NotFound(f"No delivery {delivery_id}.")
+        return self.delivery(delivery_id)
+
+
+def new_inbox_item(notice_id: str, recipient: str, event_id: str, event_type: str, kind: str, rendered: Any,
+                   at: datetime) -> dict:
+    return {"_id": notice_id, "recipient": recipient, "event_id": event_id, "event_type": event_type, "kind": kind,
+            "title": rendered.title, "body": rendered.body, "link": rendered.link, "created_at": at, "read": False,
+            "read_at": None}
+
+
+def try_insert(collection, document: dict) -> bool:
+    try:
+        collection.insert_one(document)
+        return True
+    except DuplicateKeyError:
+        return False

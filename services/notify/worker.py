@@ -1,0 +1,47 @@
+"""Notify's background work: the event consumer (notices into inboxes and deliveries) and the dispatcher
+(email and webhooks, with retries).
+
+`python -m services.notify.worker` runs them as a process of their own.
+"""
+from __future__ import annotations
+
+import logging
+
+from pymongo.database import Database
+
+from shared import reference, runtime
+from shared.bus import EventConsumer
+from shared.config import Settings
+
+from . import domain, handlers
+from .dispatch import Dispatcher
+from .mail import mailer_from
+from .notices import NoticeWriter
+from .settings import NotifySettings
+from .store import NotifyStore
+from .templates import Templates
+from .webhooks import TargetPolicy
+
+log = logging.getLogger(__name__)
+
+
+def background_work(settings: Settings, db: Database, notify_settings: NotifySettings | None = None,
+                    ) -> runtime.BackgroundWork:
+    notify_settings = notify_settings or NotifySettings.from_env()
+    store = NotifyStore.prepared(db)
+    templates = Templates(notify_settings.templates_dir)
+    context = handlers.Context(store=store, writer=NoticeWriter(store, templates),
+                               city=reference.load(settings.reference_dir),
+                               links=domain.Links(notify_settings.link_base))
+    consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(context), settings.retry_delays_ms,
+                             settings.prefetch)
+    mailer = mailer_from(notify_settings.smtp_url, notify_settings.mail_from, notify_settings.mail_dir)
+    log.info("notify mail", extra={"mailer": mailer.describe()})
+    dispatcher = Dispatcher(store, mailer, TargetPolicy.from_setting(notify_settings.allowed_networks,
+                                                                      notify_settings.webhook_timeout_s),
+                            notify_settings)
+    return runtime.BackgroundWork(consumer=consumer, relay=None, periodic={"dispatcher": dispatcher.run})
+
+
+if __name__ == "__main__":
+    runtime.worker_main("notify", background_work)
