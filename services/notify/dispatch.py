@@ -70,7 +70,8 @@ class Dispatcher:
             subscription = self.store.subscription(delivery["recipient"]) or {}
             result = post(delivery["target"], subscription.get("secret", ""), delivery["event_id"],
                           delivery["payload"].encode(), self.policy)
-            delivered, permanent = result.delivered, False
+            # A target refused at the moment of sending (its name now resolves inside) stays refused.
+            delivered, permanent = result.delivered, (result.error or "").startswith("refused target")
             attempt = {"at": started, "status_code": result.status_code, "latency_ms": round(result.latency_ms, 1),
                        "error": result.error}
         elif delivery["channel"] == EMAIL:

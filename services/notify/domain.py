@@ -111,7 +111,8 @@ def channels_for(notice: Notice, subscription: dict | None) -> list[str]:
     muted = preference.get("muted", False) and notice.kind not in OUTCOMES
     if muted:
         return []
-    chosen = set(preference.get("channels") or CHANNELS)
+    # No preference: every channel; an explicit empty list: none (but the outcomes' inbox).
+    chosen = set(preference["channels"]) if "channels" in preference else set(CHANNELS)
     channels = [INBOX] if INBOX in chosen or notice.kind in OUTCOMES else []
     if subscription is None:
         return channels

@@ -6,7 +6,7 @@ redelivered event, or a handler run again after a crash halfway, creates nothing
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -128,6 +128,14 @@ class NotifyStore:
         self.subscriptions.update_one({"_id": recipient}, {"$set": {
             **fields, "secret": secret, "updated_at": at, "updated_by": by, "suspended": [], "failures": {}}},
             upsert=True)
+        # What waits goes where the recipient now says, or nowhere: an address they removed (or that was
+        # compromised) must not keep receiving for the rest of the retry window.
+        for channel, target in ((domain.EMAIL, fields.get("email")), (domain.WEBHOOK, fields.get("webhook_url"))):
+            waiting = {"recipient": recipient, "channel": channel, "status": {"$in": [PENDING, SUSPENDED]}}
+            if target:
+                self.deliveries.update_many(waiting, {"$set": {"target": target}})
+            else:
+                self.deliveries.update_many(waiting, {"$set": {"status": domain.FAILED, "next_attempt_at": None}})
         self.deliveries.update_many({"recipient": recipient, "status": SUSPENDED},
                                     {"$set": {"status": PENDING, "next_attempt_at": at}})
         return self.subscription(recipient)
@@ -147,17 +155,22 @@ class NotifyStore:
 
     def claim_due(self, now: datetime, lease_s: float, limit: int, busy_targets: set[str]) -> list[dict]:
         """Due deliveries this worker takes for `lease_s` (another worker skips them meanwhile), at most one per
-        target and none for a target already being tried: one slow receiver holds one thread, never a queue."""
+        target and none for a target already being tried: one slow receiver holds one thread, never a queue.
+
+        Every due delivery is looked at (only its target), so a receiver with a long backlog cannot hide the
+        others' deliveries behind it."""
         claimed, targets = [], set(busy_targets)
-        for document in self.deliveries.find({"status": PENDING, "next_attempt_at": {"$lte": now}}).limit(limit * 4):
-            if document["target"] in targets:
+        due = self.deliveries.find({"status": PENDING, "next_attempt_at": {"$lte": now}},
+                                   {"target": 1, "next_attempt_at": 1})
+        for candidate in due:
+            if candidate["target"] in targets:
                 continue
             taken = self.deliveries.update_one(
-                {"_id": document["_id"], "status": PENDING, "next_attempt_at": document["next_attempt_at"]},
+                {"_id": candidate["_id"], "status": PENDING, "next_attempt_at": candidate["next_attempt_at"]},
                 {"$set": {"next_attempt_at": now + timedelta(seconds=lease_s)}})
             if taken.modified_count:
-                claimed.append(_public(document))
-                targets.add(document["target"])
+                claimed.append(_public(self.deliveries.find_one({"_id": candidate["_id"]})))
+                targets.add(candidate["target"])
             if len(claimed) >= limit:
                 break
         return claimed
@@ -167,9 +180,14 @@ class NotifyStore:
                                                              "$inc": {"attempt_count": 1}, "$set": changes})
 
     def count_failure(self, recipient: str, channel: str, failed: bool, suspend_after: int) -> bool:
-        """Count consecutive failures of a recipient's channel; True when this one suspends it."""
+        """Count consecutive failures of a recipient's channel; True when this one suspends it. A success (a
+        manual retry, say) clears the count and lifts a suspension, releasing what it held."""
         if not failed:
-            self.subscriptions.update_one({"_id": recipient}, {"$set": {f"failures.{channel}": 0}})
+            lifted = self.subscriptions.update_one({"_id": recipient}, {"$set": {f"failures.{channel}": 0},
+                                                                        "$pull": {"suspended": channel}})
+            if lifted.modified_count:
+                self.deliveries.update_many({"recipient": recipient, "channel": channel, "status": SUSPENDED},
+                                            {"$set": {"status": PENDING, "next_attempt_at": datetime.now(UTC)}})
             return False
         self.subscriptions.update_one({"_id": recipient}, {"$inc": {f"failures.{channel}": 1}})
         written = self.subscriptions.update_one(

@@ -30,6 +30,7 @@ def background_work(settings: Settings, db: Database, notify_settings: NotifySet
     notify_settings = notify_settings or NotifySettings.from_env()
     store = NotifyStore.prepared(db)
     templates = Templates(notify_settings.templates_dir)
+    templates.check()  # a city's broken template stops the worker at start, not at the first notice
     context = handlers.Context(store=store, writer=NoticeWriter(store, templates),
                                city=reference.load(settings.reference_dir),
                                links=domain.Links(notify_settings.link_base))

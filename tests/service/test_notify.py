@@ -375,3 +375,22 @@ def test_only_the_office_or_the_recipient_manages_a_subscription(city):
     first = subscribe(city, "grid:lanshan-01", who=bearer("grid_leader", grid="lanshan-01"))
     rotated = city["notify"].client.post("/v1/subscriptions/grid:lanshan-01/secret", headers=OFFICE).json
     assert rotated["secret"] != first["secret"] and rotated["secret"].startswith("whsec_")
+
+
+def test_a_new_webhook_url_takes_over_what_waits_and_a_removed_one_gets_nothing_more(city):
+    recipient_id = f"vol-{uuid.uuid4().hex[:8]}"
+    reporter = bearer("volunteer", recipient_id)
+    recipient = f"volunteer:{recipient_id}"
+    with receiving(answers=(500,)) as old, receiving() as new:
+        subscribe(city, recipient, who=reporter, webhook_url=old.url)
+        report(city, reporter)
+        wait_for(lambda: old.received, what="the first attempt at the old URL")
+        subscribe(city, recipient, who=reporter, webhook_url=new.url)
+        wait_for(lambda: new.received, timeout=20, what="the waiting notice at the new URL")
+        assert {d["target"] for d in deliveries(city, recipient=recipient)} == {new.url}
+        tried_old = len(old.received)
+        subscribe(city, recipient, who=reporter)  # no webhook any more
+        report(city, reporter)
+        wait_for(lambda: len(inbox(city, reporter)) == 2, what="the second notice in the inbox")
+        time.sleep(1)
+        assert len(old.received) == tried_old and len(new.received) == 1
