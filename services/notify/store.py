@@ -68,6 +68,7 @@ class NotifyStore:
             self.deliveries.create_index([*((f, ASCENDING) for f in prefix), ("created_at", DESCENDING)])
         self.reports.create_index([("grid_id", ASCENDING), ("submitted_at", ASCENDING)])
         self.reports.create_index([("grid_id", ASCENDING), ("open", ASCENDING)])
+        self.reports.create_index([("grid_id", ASCENDING), ("closed_at", ASCENDING)])
 
     # --- what notify has heard ----------------------------------------------------------------------
 
@@ -85,6 +86,19 @@ class NotifyStore:
         for report_id in report_ids:
             self.reports.update_one({"_id": report_id, "case_version": {"$not": {"$gte": case_version}}},
                                     {"$set": {**changes, "case_version": case_version}})
+
+    def reports_of_grid(self, grid_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+        """For a grid's digest: how many reports came and closed in [start, end), and which are open now."""
+        in_week = {"$gte": start, "$lt": end}
+        return {"new": len(list(self.reports.find({"grid_id": grid_id, "submitted_at": in_week}, {"_id": 1}))),
+                "closed": len(list(self.reports.find({"grid_id": grid_id, "closed_at": in_week}, {"_id": 1}))),
+                "open": list(self.reports.find({"grid_id": grid_id, "open": True}))}
+
+    def digests_done(self, week: str) -> bool:
+        return self.db["digest_weeks"].find_one({"_id": week}, {"_id": 1}) is not None
+
+    def record_digests_done(self, week: str, at: datetime) -> None:
+        self.db["digest_weeks"].update_one({"_id": week}, {"$setOnInsert": {"done_at": at}}, upsert=True)
 
     # --- notices ------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Notify's background work: the event consumer (notices into inboxes and deliveries) and the dispatcher
-(email and webhooks, with retries).
+"""Notify's background work: the event consumer (notices into inboxes and deliveries), the dispatcher
+(email and webhooks, with retries) and the weekly grid digest.
 
 `python -m services.notify.worker` runs them as a process of their own.
 """
@@ -14,6 +14,7 @@ from shared.bus import EventConsumer
 from shared.config import Settings
 
 from . import domain, handlers
+from .digests import GridDigest
 from .dispatch import Dispatcher
 from .mail import mailer_from
 from .notices import NoticeWriter
@@ -41,7 +42,9 @@ def background_work(settings: Settings, db: Database, notify_settings: NotifySet
     dispatcher = Dispatcher(store, mailer, TargetPolicy.from_setting(notify_settings.allowed_networks,
                                                                       notify_settings.webhook_timeout_s),
                             notify_settings)
-    return runtime.BackgroundWork(consumer=consumer, relay=None, periodic={"dispatcher": dispatcher.run})
+    digest = GridDigest(store, context.writer, context.city, context.links, settings.periodic_interval_s)
+    return runtime.BackgroundWork(consumer=consumer, relay=None,
+                                  periodic={"dispatcher": dispatcher.run, "grid-digest": digest.run})
 
 
 if __name__ == "__main__":

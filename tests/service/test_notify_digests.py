@@ -1,0 +1,97 @@
+"""The weekly grid digest against the real store and broker: last week's reports of a grid, once per grid per
+week, from the events notify has seen."""
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from services.notify.digests import GridDigest, due_week
+from services.notify.domain import Links
+from services.notify.notices import NoticeWriter
+from services.notify.templates import Templates
+from shared import reference
+from shared.events import Event, rfc3339
+from shared.testing import publish_raw, wait_for
+from tests.conftest import bearer, run_service, settings_for_test
+
+CITY = reference.load(None)
+ZONE = CITY.timezone
+LEADER = bearer("grid_leader", "leader-2", grid="lanshan-02")
+
+
+@pytest.fixture
+def notify(amqp_url, mongo_url):
+    service = run_service(settings_for_test("notify", amqp_url, mongo_url))
+    yield service
+    service.stop()
+
+
+def publish(amqp_url, event: Event) -> None:
+    publish_raw(amqp_url, event.routing_key, event.to_dict(), message_id=event.id)
+
+
+def submitted(amqp_url, grid_id: str) -> str:
+    report_id = uuid.uuid4().hex
+    publish(amqp_url, Event.new("report.submitted", "intake", {
+        "id": report_id, "reporter_id": "u1", "grid_id": grid_id, "category": "env.garbage",
+        "submitted_at": rfc3339(datetime.now(UTC))}))
+    return report_id
+
+
+def case_event(amqp_url, action: str, report_id: str, status: str, version: int, overdue: bool = False) -> None:
+    publish(amqp_url, Event.new(f"case.{action}.sanitation", "routing", {
+        "case_id": f"case-{report_id}", "report_ids": [report_id], "category": "env.garbage",
+        "department": "sanitation", "status": status, "due_at": None, "grid_id": "lanshan-02",
+        "location": {"lat": 35.05, "lng": 118.3}, "description": "垃圾堆放", "photo_ids": [], "overdue": overdue,
+        "escalation_level": int(overdue), "case_version": version}))
+
+
+def next_monday_morning() -> datetime:
+    """A Monday 09:00 in Linyi after now: its digest covers the week now is in."""
+    today = datetime.now(ZONE).date()
+    monday = today + timedelta(days=7 - today.weekday())
+    return datetime.combine(monday, time(9, 0), tzinfo=ZONE)
+
+
+def digest(notify) -> GridDigest:
+    """A digest job over the notify service's store, as its worker builds one."""
+    store = notify.app.extensions["notify"].store
+    return GridDigest(store, NoticeWriter(store, Templates()), CITY, Links("https://linyi.example"), 60)
+
+
+def test_the_grid_leader_gets_last_weeks_digest_once(notify, amqp_url):
+    open_one, overdue_one, closed_one = (submitted(amqp_url, "lanshan-02") for _ in range(3))
+    elsewhere = submitted(amqp_url, "hedong-01")
+    case_event(amqp_url, "overdue", overdue_one, "dispatched", 2, overdue=True)
+    case_event(amqp_url, "closed", closed_one, "closed", 3)
+    store = notify.app.extensions["notify"].store
+    wait_for(lambda: store.reports.find_one({"_id": closed_one, "status": "closed"})
+             and store.reports.find_one({"_id": overdue_one, "overdue": True})
+             and store.reports.find_one({"_id": elsewhere}), what="notify following the reports")
+    monday = next_monday_morning()
+    job = digest(notify)
+    assert job.check(monday) == len(CITY.grids)
+    items = notify.client.get("/v1/inbox", headers=LEADER).json["items"]
+    digests = [i for i in items if i["kind"] == "grid.digest"]
+    assert len(digests) == 1
+    body = digests[0]["body"]
+    assert "新增 3 条" in body and "办结 1 条" in body and "未办结 2 条" in body and "逾期 1 条" in body
+    assert open_one in body and overdue_one in body and closed_one not in body and elsewhere not in body
+    assert job.check(monday) == 0 and job.check(monday + timedelta(days=2)) == 0  # once per grid per week
+
+
+def test_several_workers_write_each_grids_digest_once(notify):
+    monday = next_monday_morning() + timedelta(days=7)
+    with ThreadPoolExecutor(4) as pool:
+        written = sum(pool.map(lambda _: digest(notify).check(monday), range(4)))
+    assert written == len(CITY.grids)
+    week, _ = due_week(monday, ZONE)
+    count = notify.app.extensions["notify"].store.inbox.count_documents({"event_id": {"$regex": f":{week}$"}})
+    assert count == len(CITY.grids)
+
+
+def test_no_digest_before_monday_eight_oclock():
+    monday = next_monday_morning()
+    assert due_week(monday - timedelta(hours=1, minutes=1), ZONE) is None
+    assert due_week(monday - timedelta(hours=1), ZONE) is not None  # 08:00 sharp
