@@ -37,6 +37,8 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(settings.delivery_threads, thread_name_prefix="notify-delivery")
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
+        # Set when an attempt ends, so that the target's next delivery starts now rather than at the next pass.
+        self._wake = threading.Event()
         self._random = random.Random()
 
     def dispatch_once(self, now: datetime | None = None) -> int:
@@ -62,6 +64,7 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._in_flight.discard(delivery["target"])
+            self._wake.set()
 
     def attempt(self, delivery: dict) -> dict:
         """One attempt, recorded with its status code and latency; returns the delivery's new state."""
@@ -95,7 +98,9 @@ class Dispatcher:
         return {**delivery, **changes}
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s):
+        while not stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
             try:
                 self.dispatch_once()
             except Exception:  # the store may be briefly away; the next pass catches up
