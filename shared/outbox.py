@@ -9,17 +9,23 @@ carries the same id, and every consumer is idempotent on it.
 A document with pending events also carries `outbox_due`, the time its events are next to be
 published, under a sparse index: the relay's query reads only documents with something to send,
 however large the collection grows.
+
+The relay publishes as soon as a change stream says a write set `outbox_due` (the embedded database and
+MongoDB replica sets have them; a standalone MongoDB does not, and polling serves alone). Polling stays as
+the safety net, for events a crash or a broker outage left behind and back-offs coming due, and slows to
+one query a second while there is nothing to do.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from pymongo import UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared import metrics
 from shared.bus import BrokerUnavailable, EventPublisher
@@ -36,6 +42,12 @@ PENDING = {DUE_FIELD: {"$exists": True}}
 OUTBOX_FIELDS = (OUTBOX_FIELD, DUE_FIELD, ATTEMPTS_FIELD)
 # Doubling stops here: 2 ** 16 half-seconds is far beyond any back-off cap.
 MAX_DOUBLINGS = 16
+# While nothing happens a relay asks its store at most this often; with change streams to wake it, the
+# poll is only the safety net and comes more rarely.
+IDLE_POLL_S = 1.0
+WATCHED_IDLE_POLL_S = 5.0
+# How long a change stream's cursor waits on the server for a change before asking again.
+WATCH_AWAIT_MS = 2000
 
 
 def with_events(document: dict, *events: Event) -> dict:
@@ -72,6 +84,7 @@ class OutboxRelay:
         self.collections = list(collections)
         self.publisher = publisher
         self.service = service
+        self._watching: set[str] = set()  # the collections a change stream watches now
         self.interval_s = interval_s
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
@@ -118,11 +131,19 @@ class OutboxRelay:
         ])
 
     def run(self, stop: threading.Event) -> None:
-        backoff = self.interval_s
+        """Relay until `stop`: at once when a change stream says events were stored, and by polling as the
+        safety net (events left by a crash, a broker outage, a back-off coming due), which slows to one query
+        a second while there is nothing to do."""
+        stored = threading.Event()
+        for collection in self.collections:
+            threading.Thread(target=self._watch, args=(collection, stored, stop), daemon=True,
+                             name=f"outbox-watch-{collection.name}").start()
+        backoff = idle = self.interval_s
         while not stop.is_set():
+            failed = True
             try:
                 published = self.relay_once()
-                backoff = self.interval_s
+                backoff, failed = self.interval_s, False
             except BrokerUnavailable as exc:
                 published = 0
                 backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
@@ -137,6 +158,49 @@ class OutboxRelay:
                 published = 0
                 backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
                 log.exception("outbox relay pass failed", extra={"retry_in_s": backoff})
-            if published == 0:
+            if published:
+                idle = self.interval_s
+                continue
+            if failed:
                 stop.wait(backoff)
+                continue
+            woke = _wait_for(stored, stop, idle)
+            stored.clear()
+            longest = WATCHED_IDLE_POLL_S if len(self._watching) == len(self.collections) else IDLE_POLL_S
+            idle = self.interval_s if woke else min(longest, idle * 2)
         self.publisher.close()
+
+    def _watch(self, collection: Collection, stored: threading.Event, stop: threading.Event) -> None:
+        """Set `stored` whenever a write gives a document events to send (a change stream, where the store has
+        them: MongoDB replica sets and the embedded database; a standalone MongoDB has none, and polling
+        alone serves)."""
+        due_set = [{"$match": {"$or": [{"operationType": {"$in": ["insert", "replace"]},
+                                        f"fullDocument.{DUE_FIELD}": {"$exists": True}},
+                                       {f"updateDescription.updatedFields.{DUE_FIELD}": {"$exists": True}}]}}]
+        while not stop.is_set():
+            try:
+                with collection.watch(due_set, max_await_time_ms=WATCH_AWAIT_MS) as stream:
+                    self._watching.add(collection.name)
+                    while not stop.is_set():
+                        if stream.try_next() is not None:
+                            stored.set()
+            except OperationFailure as exc:
+                self._watching.discard(collection.name)
+                log.info("no change streams on this store; the relay polls", extra={"error": str(exc)})
+                return
+            except PyMongoError:  # the store is away: the relay's own pass reports it; watch again later
+                self._watching.discard(collection.name)
+                stop.wait(1.0)
+
+
+def _wait_for(signal: threading.Event, stop: threading.Event, timeout_s: float) -> bool:
+    """Wait until `signal` is set (True), `timeout_s` passes or `stop` is set (False), noticing `stop` within a
+    quarter of a second, so that a process stops promptly however long the relay meant to idle."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if signal.wait(min(remaining, 0.25)):
+            return True
+    return False

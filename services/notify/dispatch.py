@@ -90,11 +90,14 @@ class Dispatcher:
         now = datetime.now(UTC)
         changes = domain.after_attempt(delivery, delivered, permanent, now, self.settings.retry_for_s,
                                        self._random.random())
-        self.store.record_attempt(delivery, attempt, changes)
+        # Counted first: when this failure suspends the receiver, this delivery is held with the others rather
+        # than left pending for one more attempt.
         if self.store.count_failure(delivery["recipient"], delivery["channel"], not delivered,
                                     self.settings.suspend_after):
+            changes = {"status": domain.SUSPENDED, "next_attempt_at": None}
             log.warning("receiver suspended after repeated failures",
                         extra={"recipient": delivery["recipient"], "channel": delivery["channel"]})
+        self.store.record_attempt(delivery, attempt, changes)
         return {**delivery, **changes}
 
     def run(self, stop: threading.Event) -> None:

@@ -329,8 +329,9 @@ def test_a_receiver_that_keeps_failing_is_suspended_until_its_subscription_is_sa
         report(city, reporter)
         wait_for(lambda: city["notify"].client.get(f"/v1/subscriptions/{recipient}", headers=reporter)
                  .json["suspended"] == ["webhook"], timeout=30, what="the receiver suspended")
+        wait_for(lambda: {d["status"] for d in deliveries(city, recipient=recipient)} == {"suspended"},
+                 what="its delivery held")
         assert len(receiver.received) == SUSPEND_AFTER
-        assert {d["status"] for d in deliveries(city, recipient=recipient)} == {"suspended"}
         receiver.answers = [200]
         resumed = subscribe(city, recipient, who=reporter, webhook_url=receiver.url)
         assert resumed["suspended"] == []

@@ -1,16 +1,21 @@
 """The outbox relay against the real broker: confirmed events leave, refused ones wait, none is lost."""
+import contextlib
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
 import pika
+import pymongo
 import pytest
+from pymongo import monitoring
 
 from shared import deadletters
 from shared.bus import EventPublisher
 from shared.events import EXCHANGE, UNROUTED, Event
-from shared.outbox import ATTEMPTS_FIELD, DUE_FIELD, OUTBOX_FIELD, OutboxRelay, back_off_s, with_events
+from shared.outbox import ATTEMPTS_FIELD, DUE_FIELD, OUTBOX_FIELD, OutboxRelay, back_off_s, push_events, with_events
 from shared.store import connect
-from shared.testing import EventTap
+from shared.testing import EventTap, wait_for
 
 
 @pytest.fixture
@@ -101,3 +106,72 @@ def test_thousands_of_refusals_keep_the_back_off_bounded_and_the_relay_moving(am
     assert held[ATTEMPTS_FIELD] == 5_001 and 0 < (held[DUE_FIELD] - datetime.now(UTC)).total_seconds() <= 30
     assert [e["id"] for e in held[OUTBOX_FIELD]] == [stuck.id]
 
+
+
+@contextlib.contextmanager
+def relaying(relay: OutboxRelay):
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_events_stored_while_the_relay_idles_go_out_at_once(amqp_url, things, subscribe):
+    """A change stream wakes the relay: it does not wait for its next poll (5 s here) to publish."""
+    bound = key()
+    tap = subscribe(bound)
+    relay = OutboxRelay([things], EventPublisher(amqp_url, "intake"), "intake", interval_s=5.0)
+    with relaying(relay):
+        time.sleep(1.0)  # the relay has found nothing and idles
+        stored = time.monotonic()
+        event = Event.new(bound, "intake", {})
+        things.insert_one(with_events({"_id": "new"}, event))
+        wait_for(lambda: tap.events(bound), timeout=4, what="the event on the broker")
+        assert time.monotonic() - stored < 2.5
+        pushed = Event.new(bound, "intake", {})
+        things.update_one({"_id": "new"}, push_events({"$set": {"seen": True}}, pushed))
+        wait_for(lambda: pushed.id in {e["id"] for e in tap.events(bound)}, timeout=4, what="the pushed event")
+
+
+def test_an_idle_relay_asks_its_store_about_once_a_second(amqp_url, mongo_url, things):
+    finds = []
+
+    class Finds(monitoring.CommandListener):
+        def started(self, event):
+            if event.command_name == "find" and event.command.get("find") == things.name:
+                finds.append(time.monotonic())
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    client = pymongo.MongoClient(mongo_url, event_listeners=[Finds()])
+    watched = client[things.database.name][things.name]
+    relay = OutboxRelay([watched], EventPublisher(amqp_url, "intake"), "intake", interval_s=0.05)
+    try:
+        with relaying(relay):
+            time.sleep(2.0)  # it slows down from its busy interval
+            finds.clear()
+            time.sleep(4.0)
+        assert len(finds) <= 5, f"{len(finds)} queries in 4 s while idle"
+    finally:
+        client.close()
+
+
+def test_events_written_while_no_relay_ran_go_out_when_one_starts(amqp_url, things, subscribe):
+    """A process that died between its write and the publishing leaves the events in the outbox; the next
+    relay's first pass (the safety net) sends them."""
+    bound = key()
+    tap = subscribe(bound)
+    event = Event.new(bound, "intake", {})
+    things.insert_one(with_events({"_id": "orphan"}, event))
+    relay = OutboxRelay([things], EventPublisher(amqp_url, "intake"), "intake")
+    with relaying(relay):
+        wait_for(lambda: tap.events(bound), timeout=5, what="the orphaned event")
+    assert things.find_one({"_id": "orphan"})[OUTBOX_FIELD] == []
