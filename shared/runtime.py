@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pymongo.database import Database
 
@@ -60,6 +61,21 @@ class BackgroundWork:
         log.info("background work running", extra={"threads": [t.name for t in self._threads]})
         stop.wait()
         self.stop()
+
+
+def every(interval_s: float, check: Callable[[datetime], int], done: str) -> Callable[[threading.Event], None]:
+    """Periodic work for BackgroundWork.periodic: `check(now)` every `interval_s` until stopped, logging how
+    many things a pass did ("<count> <done>"); a failed pass (the store briefly away) is logged and the next
+    one catches up."""
+    def run(stop: threading.Event) -> None:
+        while not stop.wait(interval_s):
+            try:
+                if count := check(datetime.now(UTC)):
+                    log.info(done, extra={"count": count})
+            except Exception:
+                log.exception("periodic pass failed", extra={"work": done})
+
+    return run
 
 
 def bootstrap(service: str, settings: Settings | None = None) -> tuple[Settings, Database]:

@@ -8,7 +8,6 @@ ledger entry carries the version of the rules it was computed under.
 """
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -297,9 +296,6 @@ def phone_key(organization: str, phone: str) -> str:
 def local_today(now: datetime, zone: ZoneInfo) -> date:
     return now.astimezone(zone).date()
 
-
-def ceil_hours(hours: float) -> float:
-    return math.ceil(hours * 100) / 100
 
 
 # --- proofs of service ------------------------------------------------------------------------

@@ -8,8 +8,7 @@ volunteer, so every participant is credited exactly once.
 from __future__ import annotations
 
 import logging
-import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from shared.errors import DomainError
@@ -21,10 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class PublicityWatch:
-    def __init__(self, store: HoursStore, zone: ZoneInfo, interval_s: float):
+    def __init__(self, store: HoursStore, zone: ZoneInfo):
         self.store = store
         self.zone = zone
-        self.interval_s = interval_s
 
     def check(self, now: datetime) -> int:
         """Credit what is due by `now`; returns how many participants this watcher credited."""
@@ -41,11 +39,3 @@ class PublicityWatch:
                         "reason": refused.detail})
             self.store.settle_declined(activity["id"], now)
         return credited
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s):
-            try:
-                if credited := self.check(datetime.now(UTC)):
-                    log.info("publicised activity hours credited", extra={"count": credited})
-            except Exception:  # the store may be briefly away; the next pass catches up
-                log.exception("publicity watch pass failed")

@@ -7,9 +7,7 @@ that went through everyone records the week, so later passes of the same week co
 """
 from __future__ import annotations
 
-import logging
-import threading
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from pymongo import UpdateOne
@@ -21,7 +19,6 @@ from shared.reference import ServiceHoursRules
 from . import domain
 from .store import HoursStore
 
-log = logging.getLogger(__name__)
 BATCH = 500
 
 
@@ -43,10 +40,9 @@ def at_risk_event(volunteer_id: str, year: int, year_centihours: int, week: str,
 
 
 class MinimumReminder:
-    def __init__(self, store: HoursStore, zone: ZoneInfo, interval_s: float):
+    def __init__(self, store: HoursStore, zone: ZoneInfo):
         self.store = store
         self.zone = zone
-        self.interval_s = interval_s
 
     def check(self, now: datetime) -> int:
         """Remind whoever is due this week and was not yet reminded; returns how many this pass reminded."""
@@ -75,11 +71,3 @@ class MinimumReminder:
             reminded += self.store.volunteers.bulk_write(batch, ordered=False).modified_count
         self.store.record_reminders_done(week, now)
         return reminded
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s):
-            try:
-                if reminded := self.check(datetime.now(UTC)):
-                    log.info("volunteers reminded of the annual minimum", extra={"count": reminded})
-            except Exception:  # the store may be briefly away; the next pass catches up
-                log.exception("minimum reminder pass failed")

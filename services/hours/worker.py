@@ -25,10 +25,12 @@ def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
                              settings.retry_delays_ms, settings.prefetch)
     relay = OutboxRelay([store.volunteers, store.entries, store.patrols], EventPublisher(settings.amqp_url, "hours"),
                         "hours", settings.relay_interval_s)
-    watch = PublicityWatch(store, city.timezone, settings.periodic_interval_s)
-    reminder = MinimumReminder(store, city.timezone, settings.periodic_interval_s)
+    every = settings.periodic_interval_s
+    watch = runtime.every(every, PublicityWatch(store, city.timezone).check, "publicised activity hours credited")
+    reminder = runtime.every(every, MinimumReminder(store, city.timezone).check,
+                             "volunteers reminded of the annual minimum")
     return runtime.BackgroundWork(consumer=consumer, relay=relay,
-                                  periodic={"publicity-watch": watch.run, "minimum-reminder": reminder.run})
+                                  periodic={"publicity-watch": watch, "minimum-reminder": reminder})
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ the same week. A pass that wrote every grid records the week, so later passes co
 """
 from __future__ import annotations
 
-import logging
-import threading
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,7 +17,6 @@ from .domain import DIGEST_KIND, Notice
 from .notices import NoticeWriter
 from .store import NotifyStore
 
-log = logging.getLogger(__name__)
 SENT_FROM = time(8, 0)
 LISTED = 200  # items a digest lists at most per list (the template shows 20 and counts the rest)
 STATUS_NAMES = {"submitted": "已提交", "pending_triage": "待分拨", "dispatched": "已派遣", "accepted": "处置中",
@@ -43,13 +40,11 @@ def period_text(monday: date) -> str:
 
 
 class GridDigest:
-    def __init__(self, store: NotifyStore, writer: NoticeWriter, city: ReferenceData, links: domain.Links,
-                 interval_s: float):
+    def __init__(self, store: NotifyStore, writer: NoticeWriter, city: ReferenceData, links: domain.Links):
         self.store = store
         self.writer = writer
         self.city = city
         self.links = links
-        self.interval_s = interval_s
 
     def check(self, now: datetime) -> int:
         """Write the digests due by `now` that are not written yet; returns how many this pass wrote."""
@@ -88,11 +83,3 @@ class GridDigest:
                 "closed": reports["closed"], "open": len(open_reports), "overdue": len(overdue),
                 "open_items": [item(r) for r in open_reports[:LISTED]],
                 "overdue_items": [item(r) for r in overdue[:LISTED]], "link": self.links.grid(grid_id)}
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s):
-            try:
-                if written := self.check(datetime.now(UTC)):
-                    log.info("grid digests written", extra={"count": written})
-            except Exception:  # the store may be briefly away; the next pass catches up
-                log.exception("grid digest pass failed")

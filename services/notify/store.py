@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from shared.errors import NotFound
 from shared.pagination import Position, newest_first
@@ -233,10 +233,3 @@ def new_inbox_item(notice_id: str, recipient: str, event_id: str, event_type: st
             "title": rendered.title, "body": rendered.body, "link": rendered.link, "created_at": at, "read": False,
             "read_at": None}
 
-
-def try_insert(collection, document: dict) -> bool:
-    try:
-        collection.insert_one(document)
-        return True
-    except DuplicateKeyError:
-        return False

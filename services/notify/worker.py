@@ -42,9 +42,10 @@ def background_work(settings: Settings, db: Database, notify_settings: NotifySet
     dispatcher = Dispatcher(store, mailer, TargetPolicy.from_setting(notify_settings.allowed_networks,
                                                                       notify_settings.webhook_timeout_s),
                             notify_settings)
-    digest = GridDigest(store, context.writer, context.city, context.links, settings.periodic_interval_s)
+    digest = runtime.every(settings.periodic_interval_s,
+                           GridDigest(store, context.writer, context.city, context.links).check, "grid digests written")
     return runtime.BackgroundWork(consumer=consumer, relay=None,
-                                  periodic={"dispatcher": dispatcher.run, "grid-digest": digest.run})
+                                  periodic={"dispatcher": dispatcher.run, "grid-digest": digest})
 
 
 if __name__ == "__main__":

@@ -6,22 +6,17 @@ one watcher wins and `case.overdue.<dept>` is published once per deadline.
 """
 from __future__ import annotations
 
-import logging
-import threading
-from datetime import UTC, datetime
+from datetime import datetime
 
 from shared.errors import Conflict, NotFound
 
 from . import domain
 from .store import CaseStore
 
-log = logging.getLogger(__name__)
-
 
 class OverdueWatch:
-    def __init__(self, store: CaseStore, interval_s: float):
+    def __init__(self, store: CaseStore):
         self.store = store
-        self.interval_s = interval_s
 
     def check(self, now: datetime) -> int:
         """Flag every case whose deadline has passed by `now`; returns how many this watcher flagged."""
@@ -40,11 +35,3 @@ class OverdueWatch:
                 continue
             flagged += bool(written)
         return flagged
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s):
-            try:
-                if flagged := self.check(datetime.now(UTC)):
-                    log.info("cases flagged overdue", extra={"count": flagged})
-            except Exception:  # the store may be briefly away; the next pass catches up
-                log.exception("deadline watch pass failed")

@@ -26,8 +26,8 @@ def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
                              settings.retry_delays_ms, settings.prefetch)
     relay = OutboxRelay([store.cases], EventPublisher(settings.amqp_url, "routing"), "routing",
                         settings.relay_interval_s)
-    watch = OverdueWatch(store, settings.periodic_interval_s)
-    return runtime.BackgroundWork(consumer=consumer, relay=relay, periodic={"deadline-watch": watch.run})
+    watch = runtime.every(settings.periodic_interval_s, OverdueWatch(store).check, "cases flagged overdue")
+    return runtime.BackgroundWork(consumer=consumer, relay=relay, periodic={"deadline-watch": watch})
 
 
 if __name__ == "__main__":

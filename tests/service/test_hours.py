@@ -515,7 +515,7 @@ def publicity_watch(city):
     from services.hours.publicity import PublicityWatch
 
     hours = city["hours"].app.extensions["hours"]
-    return PublicityWatch(hours.store, hours.zone, 60)
+    return PublicityWatch(hours.store, hours.zone)
 
 
 def test_an_activitys_hours_are_publicised_then_credited_once_the_window_ends(city, subscribe):

@@ -28,7 +28,7 @@ def volunteer_with(hours, phone: str, credited: float) -> str:
 
 def reminder(hours) -> MinimumReminder:
     context = hours.app.extensions["hours"]
-    return MinimumReminder(context.store, context.zone, 60)
+    return MinimumReminder(context.store, context.zone)
 
 
 def test_from_october_each_volunteer_under_the_minimum_is_reminded_once_a_week(hours, subscribe):

@@ -228,7 +228,7 @@ def test_overdue_fires_once_across_several_watchers(city, police_tap):
     act(city, case["id"], "dispatch", OFFICE, {"department": "traffic-police", "deadline_hours": 0.0001})
     store = routing.app.extensions["routing"].store
     later = datetime.now(UTC) + timedelta(seconds=5)
-    watchers = [OverdueWatch(store, 30), OverdueWatch(store, 30)]
+    watchers = [OverdueWatch(store), OverdueWatch(store)]
     flagged = sum(w.check(later) for w in watchers) + sum(w.check(later) for w in watchers)
     assert flagged == 1
     overdue = city[1].client.get(f"/v1/cases/{case['id']}", headers=OFFICE).json
@@ -247,9 +247,9 @@ def test_a_watcher_that_lost_the_race_flags_nothing(city, police_tap, monkeypatc
     store = routing.app.extensions["routing"].store
     later = datetime.now(UTC) + timedelta(seconds=5)
     stale = store.newly_overdue(later)  # what the slower watcher saw before the other one wrote
-    assert OverdueWatch(store, 30).check(later) >= 1
+    assert OverdueWatch(store).check(later) >= 1
     monkeypatch.setattr(store, "newly_overdue", lambda now, limit=100: stale)
-    assert OverdueWatch(store, 30).check(later) == 0
+    assert OverdueWatch(store).check(later) == 0
     wait_for(lambda: police_tap.events("case.overdue.traffic-police", lambda e: e["data"]["case_id"] == case["id"]),
              what="overdue event")
     assert city[1].client.get(f"/v1/cases/{case['id']}", headers=OFFICE).json["escalation_level"] == 1

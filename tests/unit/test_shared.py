@@ -447,3 +447,29 @@ def test_text_people_typed_is_stored_in_a_spreadsheet_without_the_control_charac
     out = io.BytesIO()
     book.save(out)
     assert [c.value for c in load_workbook(out).active[1]] == ["路口乱停车", 3]
+
+
+def test_periodic_work_runs_every_interval_and_survives_a_failed_pass():
+    import threading
+    import time
+
+    from shared.runtime import every
+
+    passes = []
+
+    def check(now):
+        passes.append(now)
+        if len(passes) == 1:
+            raise ConnectionError("the store is briefly away")
+        return 1
+
+    stop = threading.Event()
+    worker = threading.Thread(target=every(0.01, check, "things done"), args=(stop,))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while len(passes) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    worker.join(2)
+    assert len(passes) >= 3 and not worker.is_alive()
+    assert all(now.tzinfo is not None for now in passes)
