@@ -2,14 +2,14 @@
 with the collection.
 
 Every query that a request, an event or a background pass runs often is timed through the code the
-services run: ReportStore and CaseStore (after `ensure_indexes()`), OutboxRelay.relay_once, and
-EventConsumer's processed-event marker. Each row is the median time of one operation over `--repeat`
-operations at each size, and the ratio of the largest size's time to the smallest's: near 1 means an
-index bounds the query, whatever the history. It prints figures and asserts nothing.
+services run: ReportStore and CaseStore (after `ensure_indexes()`) and the outbox relay's sweep. Each row
+is the median time of one operation over `--repeat` operations at each size, and the ratio of the largest
+size's time to the smallest's: near 1 means an index bounds the query, whatever the history. It prints
+figures and asserts nothing.
 
 The collections hold a city's year in exactly the shape the stores write it: reports, their photos and
 their cases, lived through case step by case step with the domain's own commands (the report following
-each case event as intake's handler makes it), and a month of processed-event markers. What grows
+each case event as intake's handler makes it). What grows
 from one size to the next is the closed history only. What the hot queries are bounded by is the same
 at every size, "the present": the last RECENT_DAYS days at DAILY_REPORTS a day, every open report and
 case, the pending outbox, and the probe volunteer's and grid leader's own reports over the year. So
@@ -53,10 +53,9 @@ from services.routing.api import FALLBACK_DEADLINE_HOURS
 from services.routing.clock import CALENDAR, CalendarClock
 from services.routing.store import CaseStore
 from shared import geo, idempotency, reference
-from shared.bus import EventConsumer, PublishOutcome, Subscription
-from shared.config import DEFAULT_AMQP_URL
+from shared.bus import PublishOutcome
 from shared.events import Event
-from shared.outbox import OUTBOX_FIELD, OutboxRelay, push_events, with_events
+from shared.outbox import DUE_FIELD, OUTBOX_FIELD, OutboxRelay, push_events, with_events
 from shared.pagination import DEFAULT_LIMIT
 from shared.scope import Scope
 from shared.store import connect
@@ -91,8 +90,6 @@ NEWLY_OVERDUE = 5
 WATCH_DELAY = timedelta(minutes=1)
 # History younger than this is settled quickly (never late, never sent back), so none of it is still open.
 SETTLING = timedelta(days=20)
-# EventConsumer keeps its markers a month.
-MARKER_LIFETIME = timedelta(days=30)
 
 CATEGORY_WEIGHTS = {"traffic.parking": 8, "env.garbage": 6, "order.street-vending": 5, "env.flyers": 4,
                     "env.dumping": 3, "order.blind-lane": 3, "civility.dogs": 2, "community.facilities": 2}
@@ -309,7 +306,7 @@ def file_report(city: City, submission: Submission, now: datetime, rng: random.R
 
 
 def stored_report(report: dict, revision: int, key: str | None, fingerprint: str) -> dict:
-    """As ReportStore.add_report and apply_case_step leave it, once the relay has emptied its outbox."""
+    """As ReportStore.add_report and apply_case_steps leave it, once the relay has emptied its outbox."""
     document = {"_id": report["id"], **{k: v for k, v in report.items() if k != "id"},
                 intake_store.OPEN: report["status"] in intake.OPEN_STATUSES, "revision": revision,
                 idempotency.FINGERPRINT_FIELD: fingerprint}
@@ -323,12 +320,17 @@ def stored_case(case: dict) -> dict:
 
 
 def with_pending_events(filing: Filing) -> Filing:
-    """The filing before the relay has published its latest events."""
+    """The filing before the relay has published its latest events, left behind: due for the sweep."""
     report = {**filing.report, "id": filing.report["_id"]}
     case = {**filing.case, "id": filing.case["_id"]}
     submitted = intake.report_submitted(report, None)
     opened = routing.case_events(routing.Step(case, ("opened",)), None)
-    return Filing(with_events(filing.report, submitted), with_events(filing.case, *opened), filing.photos)
+    return Filing(left_behind(with_events(filing.report, submitted)), left_behind(with_events(filing.case, *opened)),
+                  filing.photos)
+
+
+def left_behind(document: dict) -> dict:
+    return {**document, DUE_FIELD: datetime.now(UTC) - timedelta(seconds=1)}
 
 
 # --- a year: the present and the history -------------------------------------------------------
@@ -407,16 +409,6 @@ def history(city: City, count: int, rng: random.Random) -> Iterator[Filing]:
         yield file_report(city, random_submission(city, at, rng), now, rng)
 
 
-def markers(count: int, rng: random.Random) -> Iterator[dict]:
-    """What EventConsumer keeps of the events it handled in the last month (TTL)."""
-    now = datetime.now(UTC)
-    for _ in range(count):
-        queue, kind = rng.choice((("routing.report-submitted", "report.submitted"),
-                                  ("intake.case-events", "case.dispatched.sanitation")))
-        at = now - MARKER_LIFETIME * rng.random()
-        yield {"_id": f"{queue}:{event_id(rng)}", "queue": queue, "type": kind, "at": at}
-
-
 # --- loading ----------------------------------------------------------------------------------
 
 @dataclass
@@ -476,9 +468,7 @@ def load(db: Database, city: City, size: int) -> Sample:
             done += len(batch)
             rate = written / (time.perf_counter() - started)
             print(f"    {done:,} of {size:,} reports with their cases and photos ({rate:,.0f} documents/s)", flush=True)
-    for batch in batches(markers(size, random.Random(SEED + 2)), BATCH):
-        db["processed_events"].insert_many(batch, ordered=False)
-    print(f"    {size:,} processed-event markers; loaded in {time.perf_counter() - started:,.0f} s", flush=True)
+    print(f"    loaded in {time.perf_counter() - started:,.0f} s", flush=True)
     print(f"    the present: {plan.size:,} reports, {len(sample.open_reports)} of them open, "
           f"{len(sample.pending_report_ids)} with pending events", flush=True)
     return sample
@@ -574,43 +564,18 @@ class ConfirmingBroker:
         pass
 
 
-def relay_pass(service: str, collection, pending_ids: list[str]) -> Probe:
-    """One OutboxRelay.relay_once: the documents due (sparse index on the due time: only the pending
+def sweep(service: str, collection, pending_ids: list[str]) -> Probe:
+    """One OutboxRelay.sweep_once: the documents past their due time (sparse index on it: only the pending
     ones), the publish, and one settling write per document."""
-    relay = OutboxRelay([collection], ConfirmingBroker(), service)
+    relay = OutboxRelay(ConfirmingBroker(), service).sweeps(collection)
 
     def rearm(i: int) -> None:
         for document_id in pending_ids:
-            collection.update_one({"_id": document_id}, push_events({}, Event.new("bench.relayed", service, {"i": i})))
+            pushed = push_events({}, Event.new("bench.relayed", service, {"i": i}))
+            collection.update_one({"_id": document_id}, {**pushed, "$set": {
+                **pushed["$set"], DUE_FIELD: datetime.now(UTC) - timedelta(seconds=1)}})
 
-    return Probe(f"{service:<7} outbox relay_once ({len(pending_ids)} pending)", lambda _: relay.relay_once(), rearm)
-
-
-@dataclass
-class Delivery:
-    """A message as kombu hands it to EventConsumer, without a broker."""
-
-    body: bytes
-    headers: dict = field(default_factory=dict)
-    properties: dict = field(default_factory=dict)
-
-    def ack(self) -> None:
-        pass
-
-    def reject(self, requeue: bool) -> None:
-        pass
-
-
-def consumer_marker(db: Database) -> Probe:
-    """EventConsumer's idempotency on a new event: the marker looked up by _id, then inserted. Its own
-    delivery path (`_handle`) is timed, with a handler that does nothing, because the marker lives there."""
-    subscription = Subscription("intake.case-events", ("case.*.*",), lambda event: None)
-    consumer = EventConsumer(DEFAULT_AMQP_URL, db, [subscription], retry_delays_ms=())
-
-    def delivery(i: int) -> Delivery:
-        return Delivery(Event.new("case.accepted.sanitation", "routing", {"case_id": f"case-{i}"}).to_json())
-
-    return Probe("consumer processed-event marker (new event)", lambda d: consumer._handle(subscription, d), delivery)
+    return Probe(f"{service:<7} outbox sweep_once ({len(pending_ids)} pending)", lambda _: relay.sweep_once(), rearm)
 
 
 def intake_writes(store: ReportStore, city: City, sample: Sample, rng: random.Random) -> list[Probe]:
@@ -641,7 +606,7 @@ def intake_writes(store: ReportStore, city: City, sample: Sample, rng: random.Ra
         # The insert refused by the key's unique (partial) index, then the earlier report by its key.
         Probe("intake  add_report replayed (key used, same request)", lambda a: store.add_report(*a), replay),
         # The report by _id, then a write conditional on its _id and revision.
-        Probe("intake  apply_case_step (case.overdue)", lambda a: store.apply_case_step(*a), case_event),
+        Probe("intake  apply_case_steps (case.overdue)", lambda a: store.apply_case_steps([a]), case_event),
     ]
 
 
@@ -702,8 +667,8 @@ def loaded_side(db: Database, data: reference.ReferenceData, size: int) -> Side:
     rng = random.Random(SEED + 3)
     # Reads first, then the writes, each of which changes what later probes would see.
     probes = [*intake_reads(reports, city, sample), *routing_reads(cases, sample),
-              relay_pass("intake", reports.reports, sample.pending_report_ids),
-              relay_pass("routing", cases.cases, sample.pending_case_ids), consumer_marker(db),
+              sweep("intake", reports.reports, sample.pending_report_ids),
+              sweep("routing", cases.cases, sample.pending_case_ids),
               *intake_writes(reports, city, sample, rng), *routing_writes(cases, city, sample, rng)]
     return Side(size, db, probes)
 

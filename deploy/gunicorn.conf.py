@@ -1,8 +1,9 @@
 """gunicorn settings shared by every service's web process.
 
 gthread workers; the app (and so its MongoDB and broker clients) is created in each worker after
-fork. The web process only answers HTTP: each service's consumer and outbox relay run in its worker
-process (`python -m services.<name>.worker`).
+fork. The web process answers HTTP and publishes at once the events its requests store (its relay's
+thread starts with the first of them); each service's consumer, the outbox sweep and periodic work run in
+its worker process (`python -m services.<name>.worker`).
 """
 import os
 

@@ -7,6 +7,7 @@ parked in `<queue>.dead`, where `python -m shared.deadletters` can list and repl
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,8 +17,6 @@ from dataclasses import dataclass, field
 import amqp
 import kombu
 from kombu.mixins import ConsumerMixin
-from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from shared import logs, metrics
 from shared.events import EXCHANGE, Event, MalformedEvent, publisher_of, rfc3339, topic_matches, utcnow
@@ -28,6 +27,12 @@ ATTEMPT_HEADER = "x-woodpecker-attempt"
 # Quorum queues in RabbitMQ 3.10 have no default delivery limit; without one a message that kills
 # its consumer would be redelivered forever.
 DELIVERY_LIMIT = 20
+# How long the consumer waits for more of what the broker is sending before it handles what has arrived:
+# enough for events published together (a case's opened and dispatched) to be handled together.
+GATHER_S = 0.002
+# How long a batched handler of work nobody is waiting for (a report's status following its case, what notify
+# and hours remember of a report) lets its events gather: a tenth of a second later, in far fewer writes.
+UNHURRIED_LINGER_S = 0.1
 
 
 class BrokerUnavailable(ConnectionError):
@@ -206,11 +211,32 @@ class EventPublisher:
 
 @dataclass(frozen=True)
 class Subscription:
-    """One consumer queue: who consumes (`queue`), what (`routing_keys`) and how (`handler`)."""
+    """One consumer queue: who consumes (`queue`), what (`routing_keys`) and how (`handler`). A `batched`
+    handler takes a list of the queue's events, in the order they came, and stores their work together;
+    with `linger_s`, once one of its events has come the consumer waits that long for more (work nobody
+    waits for, done in fewer and larger writes)."""
 
     queue: str
     routing_keys: tuple[str, ...]
-    handler: Callable[[Event], None]
+    handler: Callable
+    batched: bool = False
+    linger_s: float = 0.0
+
+
+def handles_batches(linger_s: float = 0.0) -> Callable[[Callable], Callable]:
+    """Mark an event handler that takes a list of its queue's events (Subscription.batched, .linger_s)."""
+    def mark(handler: Callable) -> Callable:
+        handler.batch_linger_s = linger_s
+        return handler
+
+    return mark
+
+
+def subscriptions_from(table: Iterable[tuple[str, tuple[str, ...], Callable]], **dependencies) -> list[Subscription]:
+    """A service's subscription table (queue, routing keys, handler), each handler given its `dependencies`."""
+    return [Subscription(queue, keys, functools.partial(handler, **dependencies),
+                         batched=hasattr(handler, "batch_linger_s"), linger_s=getattr(handler, "batch_linger_s", 0.0))
+            for queue, keys, handler in table]
 
 
 def _provenance_problem(event: Event, routing_keys: tuple[str, ...]) -> str | None:
@@ -226,24 +252,26 @@ def _provenance_problem(event: Event, routing_keys: tuple[str, ...]) -> str | No
 class EventConsumer(ConsumerMixin):
     """Consumes a service's subscriptions; acks after the handler has stored its work.
 
-    Idempotent on the event id: a `processed_events` record (`_id` = queue + event id) is inserted
-    after the handler succeeds, and a redelivered event that has one is acked without running the
-    handler again. Handlers keep their own writes idempotent too, for a crash between the two.
+    Idempotent on the event: every handler's writes carry the event's identity (the event id recorded
+    with the change it made, or a unique key of what it creates, such as the report a case opens for), so
+    an event delivered again, or handled again after a crash halfway, changes nothing the second time.
+
+    What has arrived is handled together: the consumer takes every message already delivered to it (up to
+    the prefetch of each queue) and gives a batched handler all of its queue's events at once. If a batch
+    fails, its events are handled one by one, so that only the one that fails is retried or parked.
     """
 
-    def __init__(self, amqp_url: str, db: Database, subscriptions: Iterable[Subscription],
-                 retry_delays_ms: tuple[int, ...], prefetch: int = 16):
+    def __init__(self, amqp_url: str, subscriptions: Iterable[Subscription], retry_delays_ms: tuple[int, ...],
+                 prefetch: int = 16):
         self.amqp_url = amqp_url
         self.subscriptions = {s.queue: s for s in subscriptions}
         self.retry_delays_ms = retry_delays_ms
         self.prefetch = prefetch
-        self.processed = db["processed_events"]
-        # A redelivery comes within minutes; a month of markers is ample and keeps the collection small.
-        self.processed.create_index("at", expireAfterSeconds=30 * 24 * 3600)
         self.connection = kombu.Connection(amqp_url, heartbeat=30)
         # A separate connection moves failed messages, so waiting for its confirms never re-enters
         # the consuming connection's delivery loop.
         self._mover = kombu.Connection(amqp_url, transport_options={"confirm_publish": True})
+        self._arrived: list[tuple[Subscription, kombu.Message]] = []
         self.ready = threading.Event()
 
     def on_connection_error(self, exc, interval):
@@ -263,9 +291,55 @@ class EventConsumer(ConsumerMixin):
         self.ready.set()
 
     def _receiver(self, subscription: Subscription) -> Callable:
-        return lambda message: self._handle(subscription, message)
+        return lambda message: self._arrived.append((subscription, message))
 
-    def _handle(self, subscription: Subscription, message: kombu.Message) -> None:
+    def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):
+        """ConsumerMixin's loop, handling everything that has arrived once nothing more is waiting."""
+        # What arrived on a connection that was lost is delivered again on the next one, and acked there.
+        self._arrived = []
+        with self.consumer_context(**kwargs) as (connection, _, _):
+            while not self.should_stop:
+                try:
+                    connection.drain_events(timeout=safety_interval)
+                except TimeoutError:
+                    connection.heartbeat_check()
+                    continue
+                except OSError:
+                    if self.should_stop:
+                        break
+                    raise
+                self._gather(connection)
+                self._handle_arrived()
+                yield
+
+    def _gather(self, connection) -> None:
+        """Take what else the broker has already sent, up to a prefetch's worth per queue, and what comes while a
+        queue that has something lingers."""
+        limit = self.prefetch * len(self.subscriptions)
+        started = time.monotonic()
+        while len(self._arrived) < limit:
+            until = started + max((subscription.linger_s for subscription, _ in self._arrived), default=0.0)
+            try:
+                connection.drain_events(timeout=max(GATHER_S, until - time.monotonic()))
+            except TimeoutError:
+                if time.monotonic() >= until:
+                    return
+
+    def _handle_arrived(self) -> None:
+        arrived, self._arrived = self._arrived, []
+        by_queue: dict[str, list[tuple[kombu.Message, Event]]] = {}
+        for subscription, message in arrived:
+            if (event := self._trusted(subscription, message)) is not None:
+                by_queue.setdefault(subscription.queue, []).append((message, event))
+        for queue, received in by_queue.items():
+            subscription = self.subscriptions[queue]
+            if subscription.batched and len(received) > 1 and self._handled_together(subscription, received):
+                continue
+            for message, event in received:
+                self._handle(subscription, message, event)
+
+    def _trusted(self, subscription: Subscription, message: kombu.Message) -> Event | None:
+        """The message's event, or None when it can never be handled (parked at once)."""
         queue = subscription.queue
         try:
             event = Event.from_json(message.body)
@@ -273,22 +347,32 @@ class EventConsumer(ConsumerMixin):
             log.error("malformed message parked", extra={"queue": queue, "error": str(exc)})
             metrics.events_consumed.labels(queue, "malformed").inc()
             message.reject(requeue=False)
-            return
+            return None
         if problem := _provenance_problem(event, subscription.routing_keys):
             log.error("event from the wrong publisher parked", extra={"queue": queue, "event_id": event.id,
                                                                        "error": problem})
             metrics.events_consumed.labels(queue, "forged").inc()
             message.reject(requeue=False)
-            return
-        marker = f"{queue}:{event.id}"
+            return None
+        return event
+
+    def _handled_together(self, subscription: Subscription, received: list[tuple[kombu.Message, Event]]) -> bool:
+        try:
+            subscription.handler([event for _, event in received])
+        except Exception as exc:  # one of them, at least, fails: find which, one by one
+            log.info("a batch failed; its events are handled one by one",
+                     extra={"queue": subscription.queue, "events": len(received), "error": str(exc)})
+            return False
+        for message, _ in received:
+            message.ack()
+        metrics.events_consumed.labels(subscription.queue, "handled").inc(len(received))
+        return True
+
+    def _handle(self, subscription: Subscription, message: kombu.Message, event: Event) -> None:
+        queue = subscription.queue
         token = logs.correlation_id.set(event.correlation_id or event.id)
         try:
-            if self.processed.find_one({"_id": marker}, {"_id": 1}):
-                outcome = "duplicate"
-            else:
-                subscription.handler(event)
-                self._mark_processed(marker, queue, event)
-                outcome = "handled"
+            subscription.handler([event] if subscription.batched else event)
         except MalformedEvent as exc:
             log.error("event the handler cannot understand parked", extra={"queue": queue, "error": str(exc)})
             metrics.events_consumed.labels(queue, "malformed").inc()
@@ -299,14 +383,8 @@ class EventConsumer(ConsumerMixin):
             return
         finally:
             logs.correlation_id.reset(token)
-        metrics.events_consumed.labels(queue, outcome).inc()
+        metrics.events_consumed.labels(queue, "handled").inc()
         message.ack()
-
-    def _mark_processed(self, marker: str, queue: str, event: Event) -> None:
-        try:
-            self.processed.insert_one({"_id": marker, "queue": queue, "type": event.type, "at": utcnow()})
-        except DuplicateKeyError:
-            pass
 
     def _retry_or_park(self, subscription: Subscription, message: kombu.Message, event: Event,
                        error: Exception) -> None:

@@ -86,7 +86,9 @@ class Settings:
     # Consumer back-off tiers; after the last one a message is parked in the dead-letter queue.
     retry_delays_ms: tuple[int, ...] = (1_000, 10_000, 60_000)
     prefetch: int = 16
-    relay_interval_s: float = 0.2
+    # How often a worker's outbox relay sweeps for events left behind (a process that died before publishing
+    # them, a broker outage); what a process stores it publishes at once, whatever this says.
+    outbox_sweep_s: float = 5.0
     # How often periodic work (deadline checks) looks for something to do.
     periodic_interval_s: float = 30.0
     # Rate limits (None: off). A write counts against its caller's writes limit (the token's subject, or the
@@ -118,7 +120,7 @@ class Settings:
             development_secret_allowed=env.get("WOODPECKER_ALLOW_DEV_SECRET") == "1",
             retry_delays_ms=_retry_delays(env.get("WOODPECKER_RETRY_DELAYS_MS", "1000,10000,60000")),
             prefetch=int(env.get("WOODPECKER_PREFETCH", "16")),
-            relay_interval_s=float(env.get("WOODPECKER_RELAY_INTERVAL_S", "0.2")),
+            outbox_sweep_s=float(env.get("WOODPECKER_OUTBOX_SWEEP_S", "5")),
             periodic_interval_s=float(env.get("WOODPECKER_PERIODIC_INTERVAL_S", "30")),
             rate_limit_writes=_rate(env, "WOODPECKER_RATE_LIMIT_WRITES", "60/minute"),
             rate_limit_uploads=_rate(env, "WOODPECKER_RATE_LIMIT_UPLOADS", "30/minute"),

@@ -10,7 +10,10 @@ events_published = Counter("woodpecker_events_published_total", "Events confirme
 events_unroutable = Counter("woodpecker_events_unroutable_total",
                             "Events the broker returned because no queue was bound; kept for retry",
                             ["service", "type"])
-outbox_pending = Gauge("woodpecker_outbox_pending", "Events waiting in the outbox at the last relay pass",
+outbox_pending = Gauge("woodpecker_outbox_pending", "Events the last outbox sweep found and the broker did not take",
                        ["service"])
+outbox_swept = Counter("woodpecker_outbox_swept_total",
+                       "Events the outbox sweep published: left behind by a process that died, or by a broker "
+                       "outage; none while all is well", ["service"])
 events_consumed = Counter("woodpecker_events_consumed_total", "Consumed events by outcome",
                           ["queue", "outcome"])

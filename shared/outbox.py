@@ -1,60 +1,75 @@
-"""The outbox: events stored in the same write as the state change, relayed with confirms.
+"""The outbox: events stored in the same write as the state change, published at once, swept up if left behind.
 
 A pending event lives in the `outbox` array of the document whose change it describes, so MongoDB's
-single-document atomicity is the transaction: if the write fails there is no event; if it succeeds
-the relay will publish the event, however long the broker is away. Once the broker confirms an
-event, the relay pulls it from the document. Several relays may run; an event published twice
-carries the same id, and every consumer is idempotent on it.
+single-document atomicity is the transaction: if the write fails there is no event; if it succeeds the
+event will be published, however long the broker is away. Once the broker confirms an event, the relay
+pulls it from the document. An event may be published twice (it carries the same id each time); every
+consumer is idempotent on it.
 
-A document with pending events also carries `outbox_due`, the time its events are next to be
-published, under a sparse index: the relay's query reads only documents with something to send,
-however large the collection grows.
+Publishing at once. Whoever stored a change with its events (a request, an event handler, periodic work)
+hands them to its process's relay (`hand`) once the write, or the transaction it belongs to, has
+committed. The relay publishes what it is handed in batches with publisher confirms, without reading the
+store, and pulls the confirmed events from their documents in one write per collection every
+SETTLE_EVERY_S.
 
-The relay publishes as soon as a change stream says a write set `outbox_due` (the embedded database and
-MongoDB replica sets have them; a standalone MongoDB does not, and polling serves alone). Polling stays as
-the safety net, for events a crash or a broker outage left behind and back-offs coming due, and slows to
-one query a second while there is nothing to do.
+Sweeping up. A document with pending events carries `outbox_due` under a sparse index: HANDOFF_GRACE_S
+after its write, or when a refused event's back-off ends. A service's worker relay sweeps its collections
+for documents past their due time: events whose process died before publishing them, events a broker
+outage kept, refused events whose back-off is over. That sweep is all a relay ever reads; while nothing is
+left behind it asks each collection once every `sweep_every_s`.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pymongo import UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure
 
 from shared import metrics
 from shared.bus import BrokerUnavailable, EventPublisher
 from shared.events import Event
+from shared.store import after_commit
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FIELD = "outbox"
-# When the document's events are next due; absent once nothing is pending.
+# When the sweep is to publish the document's events, if no relay has by then; absent once nothing is pending.
 DUE_FIELD = "outbox_due"
 ATTEMPTS_FIELD = "outbox_attempts"
 PENDING = {DUE_FIELD: {"$exists": True}}
 # The relay's bookkeeping inside a document: never part of what an API shows.
 OUTBOX_FIELDS = (OUTBOX_FIELD, DUE_FIELD, ATTEMPTS_FIELD)
+# Far longer than a handed event takes to be confirmed and settled, so that the sweep takes only what was
+# left behind; and what was left behind goes out within this (plus a sweep) once the broker answers.
+HANDOFF_GRACE_S = 5.0
+# Confirmed events are pulled from their documents at most this long after their publishing, a batch of
+# them in one write per collection. A process that dies meanwhile leaves them to the sweep, which publishes
+# them again (same ids).
+SETTLE_EVERY_S = 1.0
+SWEEP_EVERY_S = 5.0
 # Doubling stops here: 2 ** 16 half-seconds is far beyond any back-off cap.
 MAX_DOUBLINGS = 16
-# While nothing happens a relay asks its store at most this often; with change streams to wake it, the
-# poll is only the safety net and comes more rarely.
-IDLE_POLL_S = 1.0
-WATCHED_IDLE_POLL_S = 5.0
-# How long a change stream's cursor waits on the server for a change before asking again.
-WATCH_AWAIT_MS = 2000
+# How often a waiting relay looks up to notice that it is asked to stop.
+STOP_CHECK_S = 0.25
+
+
+def _due() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=HANDOFF_GRACE_S)
 
 
 def with_events(document: dict, *events: Event) -> dict:
     """The document to insert, carrying its events."""
     if not events:
         return document
-    return {**document, OUTBOX_FIELD: [e.to_dict() for e in events], DUE_FIELD: datetime.now(UTC)}
+    return {**document, OUTBOX_FIELD: [e.to_dict() for e in events], DUE_FIELD: _due()}
 
 
 def push_events(update: dict, *events: Event) -> dict:
@@ -64,7 +79,7 @@ def push_events(update: dict, *events: Event) -> dict:
     pushes = dict(update.get("$push", {}))
     pushes[OUTBOX_FIELD] = {"$each": [e.to_dict() for e in events]}
     sets = dict(update.get("$set", {}))
-    sets[DUE_FIELD] = datetime.now(UTC)
+    sets[DUE_FIELD] = _due()
     return {**update, "$push": pushes, "$set": sets}
 
 
@@ -76,131 +91,221 @@ def back_off_s(attempts: int, cap_s: float) -> float:
     return min(cap_s, 0.5 * 2 ** min(attempts, MAX_DOUBLINGS))
 
 
-class OutboxRelay:
-    """Moves pending events from the given collections to the broker."""
+def hand(relay: OutboxRelay | None, collection: Collection, document_id, events: Iterable[Event]) -> None:
+    """Tell the process's relay that `events` are stored in the document (or will be, once the transaction
+    under way commits), so that it publishes them now. Without a relay (a command-line tool, a test of the
+    store alone) they wait for the worker's sweep."""
+    events = list(events)
+    if relay is not None and events:
+        after_commit(lambda: relay.take(collection, document_id, events))
 
-    def __init__(self, collections: Iterable[Collection], publisher: EventPublisher, service: str,
-                 interval_s: float = 0.2, batch_size: int = 200, max_backoff_s: float = 30.0):
-        self.collections = list(collections)
+
+def pull_delivered(document: dict, update: dict, event_type: str) -> dict:
+    """`update` of `document` (as it was read, and written only if unchanged since) that also pulls its
+    `event_type` events from the outbox: for a consumer that has just learnt they were delivered, because the
+    event it handles could only have followed them. It spares the relay a write of its own."""
+    outbox = document.get(OUTBOX_FIELD) or []
+    remaining = [raw for raw in outbox if raw.get("type") != event_type]
+    if len(remaining) == len(outbox):
+        return update
+    sets = {**update.get("$set", {}), OUTBOX_FIELD: remaining}
+    if remaining:
+        return {**update, "$set": sets}
+    return {**update, "$set": sets, "$unset": {**update.get("$unset", {}), DUE_FIELD: "", ATTEMPTS_FIELD: ""}}
+
+
+@dataclass(frozen=True)
+class Handed:
+    collection: Collection
+    document_id: object
+    events: list[Event]
+
+
+class OutboxRelay:
+    """Publishes what its process hands it, at once; a worker's relay also sweeps up what was left behind.
+
+    It runs in a thread of its own, started by `start()` or by the first hand-off, so that a gunicorn
+    worker starts its own after the fork.
+    """
+
+    def __init__(self, publisher: EventPublisher, service: str, sweep_every_s: float = SWEEP_EVERY_S,
+                 batch_size: int = 200, max_backoff_s: float = 30.0):
         self.publisher = publisher
         self.service = service
-        self._watching: set[str] = set()  # the collections a change stream watches now
-        self.interval_s = interval_s
+        self.swept: list[Collection] = []
+        self.sweep_every_s = sweep_every_s
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
+        self._handed: list[Handed] = []
+        self._wake = threading.Condition()
+        # Confirmed events still to pull from their documents: collection name → document id → event ids.
+        self._unsettled: dict[str, dict[object, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._collections: dict[str, Collection] = {}
+        self._unsettled_since: float | None = None
+        self._broker_away_until = 0.0
+        self._backoff_s = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    def relay_once(self) -> int:
-        """Publish what is due now; returns how many events the broker confirmed."""
-        confirmed_total, waiting_total = 0, 0
+    def sweeps(self, *collections: Collection) -> OutboxRelay:
+        """Also sweep these collections for events left behind (a service's worker relay does)."""
+        self.swept.extend(collections)
+        return self
+
+    # --- the hand-off -------------------------------------------------------------------------------
+
+    def take(self, collection: Collection, document_id, events: list[Event]) -> None:
+        """Events just stored in the document: publish them as soon as possible."""
+        with self._wake:
+            self._handed.append(Handed(collection, document_id, events))
+            self._wake.notify()
+        self.start()
+
+    def start(self) -> OutboxRelay:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+                self._thread.start()
+                # A process that exits (a gunicorn worker told to stop) first settles what it published.
+                atexit.register(self.stop)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_sweep = time.monotonic()  # at once: whatever an earlier process left behind
+        while not self._stop.is_set():
+            handed = self._next_handed(until=min(next_sweep if self.swept else float("inf"), self._settle_at()))
+            if handed:
+                self._publish_handed(handed)
+            if self._settle_at() <= time.monotonic():
+                self._settle_handed()
+            if self.swept and next_sweep <= time.monotonic():
+                next_sweep = time.monotonic() + self._sweep_and_wait()
+        self._settle_handed()
+        self.publisher.close()
+
+    def _next_handed(self, until: float) -> list[Handed]:
+        """What was handed, waiting for it until `until` (monotonic), noticing a stop within STOP_CHECK_S."""
+        with self._wake:
+            while not self._handed and not self._stop.is_set():
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.wait(min(remaining, STOP_CHECK_S))
+            handed, self._handed = self._handed, []
+        return handed
+
+    def _settle_at(self) -> float:
+        return float("inf") if self._unsettled_since is None else self._unsettled_since + SETTLE_EVERY_S
+
+    def _publish_handed(self, handed: list[Handed]) -> None:
+        if time.monotonic() < self._broker_away_until:
+            return  # stored and due after their grace: the sweep publishes them once the broker is back
+        events = [event for item in handed for event in item.events]
+        try:
+            outcome = self.publisher.publish(events)
+        except BrokerUnavailable as exc:
+            self._backoff_s = min(self.max_backoff_s, max(self._backoff_s * 2, 0.5))
+            self._broker_away_until = time.monotonic() + self._backoff_s
+            log.warning("broker unavailable; the events stay in the outbox for the sweep",
+                        extra={"events": len(events), "retry_in_s": self._backoff_s, "error": str(exc)})
+            return
+        self._backoff_s = 0.0
+        confirmed = set(outcome.confirmed)
+        # A refused or returned event stays as stored, due after its grace: the sweep retries it with back-off.
+        for item in handed:
+            ids = {event.id for event in item.events} & confirmed
+            if ids:
+                self._collections[item.collection.full_name] = item.collection
+                self._unsettled[item.collection.full_name][item.document_id] |= ids
+        if self._unsettled and self._unsettled_since is None:
+            self._unsettled_since = time.monotonic()
+
+    def _settle_handed(self) -> None:
+        """Pull the confirmed events from their documents: one write per collection (an event's id is in its own
+        document only). A document whose events a consumer already pulled (`pull_delivered`) is left as it is."""
+        unsettled, self._unsettled, self._unsettled_since = self._unsettled, defaultdict(lambda: defaultdict(set)), None
+        for name, documents in unsettled.items():
+            try:
+                self._collections[name].update_many({"_id": {"$in": list(documents)}},
+                                                     _pulled(set().union(*documents.values())))
+            except Exception:  # the events stay due after their grace; the sweep publishes them again
+                log.exception("could not settle published events", extra={"collection": name})
+
+    def _sweep_and_wait(self) -> float:
+        """One sweep; how long until the next: at once while it finds a backlog, later after a failure."""
+        try:
+            published, full = self.sweep_once()
+        except BrokerUnavailable as exc:
+            self._backoff_s = min(self.max_backoff_s, max(self._backoff_s * 2, 0.5))
+            log.warning("broker unavailable; events stay in the outbox",
+                        extra={"retry_in_s": self._backoff_s, "error": str(exc)})
+            return self._backoff_s
+        except ConnectionFailure as exc:
+            log.warning("store unavailable; events wait in the outbox", extra={"error": str(exc)})
+            return min(self.sweep_every_s, 1.0)
+        except Exception:  # anything else is a bug worth its traceback; keep relaying meanwhile
+            log.exception("outbox sweep failed")
+            return self.sweep_every_s
+        self._backoff_s = 0.0
+        if published:
+            metrics.outbox_swept.labels(self.service).inc(published)
+        return 0.0 if full else self.sweep_every_s
+
+    # --- the sweep ----------------------------------------------------------------------------------
+
+    def sweep_once(self) -> tuple[int, bool]:
+        """Publish what is past its due time; returns (events the broker confirmed, whether a batch was full)."""
+        confirmed_total, waiting_total, full = 0, 0, False
         now = datetime.now(UTC)
-        for collection in self.collections:
+        for collection in self.swept:
             documents = list(collection.find({DUE_FIELD: {"$lte": now}}, {OUTBOX_FIELD: 1, ATTEMPTS_FIELD: 1})
                              .limit(self.batch_size))
+            full = full or len(documents) == self.batch_size
             events = [Event.from_dict(raw) for document in documents for raw in document[OUTBOX_FIELD]]
             if not events:
                 continue
             outcome = self.publisher.publish(events)
             confirmed, held = set(outcome.confirmed), set(outcome.unroutable + outcome.refused)
-            settles = [self._settle(document, confirmed, held, now) for document in documents]
-            collection.bulk_write(settles, ordered=False)
+            collection.bulk_write([self._settle_swept(document, confirmed, held, now) for document in documents],
+                                  ordered=False)
             confirmed_total += len(confirmed)
             waiting_total += len(events) - len(confirmed)
         metrics.outbox_pending.labels(self.service).set(waiting_total)
-        return confirmed_total
+        return confirmed_total, full
 
-    def _settle(self, document: dict, confirmed: set[str], held: set[str], now: datetime) -> UpdateOne:
-        """One write per document: pull what the broker confirmed, and clear the due time only if the
-        outbox is then empty, judged in the same atomic write (an event pushed meanwhile stays due)."""
-        ids = [raw["id"] for raw in document[OUTBOX_FIELD]]
-        remaining = {"$filter": {"input": f"${OUTBOX_FIELD}",
-                                 "cond": {"$not": [{"$in": ["$$this.id", sorted(confirmed & set(ids))]}]}}}
-        if any(event_id in held for event_id in ids):
-            attempts = document.get(ATTEMPTS_FIELD, 0) + 1
-            wait = back_off_s(attempts, self.max_backoff_s)
-            log.warning("the broker did not take an event (refused it, or returned it with no alternate "
-                        "exchange set up); kept in the outbox",
-                        extra={"document": str(document["_id"]), "attempt": attempts, "retry_in_s": wait})
-            when_pending, attempts_then = now + timedelta(seconds=wait), attempts
-        else:
-            when_pending, attempts_then = f"${DUE_FIELD}", "$$REMOVE"
-        empty = {"$eq": [{"$size": f"${OUTBOX_FIELD}"}, 0]}
-        return UpdateOne({"_id": document["_id"]}, [
-            {"$set": {OUTBOX_FIELD: remaining}},
-            {"$set": {DUE_FIELD: {"$cond": [empty, "$$REMOVE", when_pending]},
-                      ATTEMPTS_FIELD: {"$cond": [empty, "$$REMOVE", attempts_then]}}},
-        ])
-
-    def run(self, stop: threading.Event) -> None:
-        """Relay until `stop`: at once when a change stream says events were stored, and by polling as the
-        safety net (events left by a crash, a broker outage, a back-off coming due), which slows to one query
-        a second while there is nothing to do."""
-        stored = threading.Event()
-        for collection in self.collections:
-            threading.Thread(target=self._watch, args=(collection, stored, stop), daemon=True,
-                             name=f"outbox-watch-{collection.name}").start()
-        backoff = idle = self.interval_s
-        while not stop.is_set():
-            failed = True
-            try:
-                published = self.relay_once()
-                backoff, failed = self.interval_s, False
-            except BrokerUnavailable as exc:
-                published = 0
-                backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
-                log.warning("broker unavailable; events stay in the outbox",
-                            extra={"retry_in_s": backoff, "error": str(exc)})
-            except ConnectionFailure as exc:
-                published = 0
-                backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
-                log.warning("store unavailable; events wait in the outbox",
-                            extra={"retry_in_s": backoff, "error": str(exc)})
-            except Exception:  # anything else is a bug worth its traceback; keep relaying meanwhile
-                published = 0
-                backoff = min(self.max_backoff_s, max(backoff * 2, 0.5))
-                log.exception("outbox relay pass failed", extra={"retry_in_s": backoff})
-            if published:
-                idle = self.interval_s
-                continue
-            if failed:
-                stop.wait(backoff)
-                continue
-            woke = _wait_for(stored, stop, idle)
-            stored.clear()
-            longest = WATCHED_IDLE_POLL_S if len(self._watching) == len(self.collections) else IDLE_POLL_S
-            idle = self.interval_s if woke else min(longest, idle * 2)
-        self.publisher.close()
-
-    def _watch(self, collection: Collection, stored: threading.Event, stop: threading.Event) -> None:
-        """Set `stored` whenever a write gives a document events to send (a change stream, where the store has
-        them: MongoDB replica sets and the embedded database; a standalone MongoDB has none, and polling
-        alone serves)."""
-        due_set = [{"$match": {"$or": [{"operationType": {"$in": ["insert", "replace"]},
-                                        f"fullDocument.{DUE_FIELD}": {"$exists": True}},
-                                       {f"updateDescription.updatedFields.{DUE_FIELD}": {"$exists": True}}]}}]
-        while not stop.is_set():
-            try:
-                with collection.watch(due_set, max_await_time_ms=WATCH_AWAIT_MS) as stream:
-                    self._watching.add(collection.name)
-                    while not stop.is_set():
-                        if stream.try_next() is not None:
-                            stored.set()
-            except OperationFailure as exc:
-                self._watching.discard(collection.name)
-                log.info("no change streams on this store; the relay polls", extra={"error": str(exc)})
-                return
-            except PyMongoError:  # the store is away: the relay's own pass reports it; watch again later
-                self._watching.discard(collection.name)
-                stop.wait(1.0)
+    def _settle_swept(self, document: dict, confirmed: set[str], held: set[str], now: datetime) -> UpdateOne:
+        """Pull what the broker confirmed; a document still holding a refused event waits out its back-off."""
+        ids = {raw["id"] for raw in document[OUTBOX_FIELD]}
+        if not ids & held:
+            return UpdateOne({"_id": document["_id"]}, _pulled(confirmed & ids))
+        attempts = document.get(ATTEMPTS_FIELD, 0) + 1
+        wait = back_off_s(attempts, self.max_backoff_s)
+        log.warning("the broker did not take an event (refused it, or returned it with no alternate exchange set "
+                    "up); kept in the outbox", extra={"document": str(document["_id"]), "attempt": attempts,
+                                                       "retry_in_s": wait})
+        return UpdateOne({"_id": document["_id"]},
+                         _pulled(confirmed & ids, due=now + timedelta(seconds=wait), attempts=attempts))
 
 
-def _wait_for(signal: threading.Event, stop: threading.Event, timeout_s: float) -> bool:
-    """Wait until `signal` is set (True), `timeout_s` passes or `stop` is set (False), noticing `stop` within a
-    quarter of a second, so that a process stops promptly however long the relay meant to idle."""
-    deadline = time.monotonic() + timeout_s
-    while not stop.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        if signal.wait(min(remaining, 0.25)):
-            return True
-    return False
+def _pulled(event_ids: set[str], due: datetime | None = None, attempts: int | None = None) -> list[dict]:
+    """The update that pulls the confirmed events, and clears the due time only if the outbox is then empty,
+    judged in the same atomic write (an event pushed meanwhile stays due). A document still holding events
+    keeps its due time and attempts, unless given new ones; one holding none of them is not changed at all."""
+    remaining = {"$filter": {"input": f"${OUTBOX_FIELD}",
+                             "cond": {"$not": [{"$in": ["$$this.id", sorted(event_ids)]}]}}}
+    empty = {"$eq": [{"$size": {"$ifNull": [f"${OUTBOX_FIELD}", []]}}, 0]}
+    return [
+        {"$set": {OUTBOX_FIELD: remaining}},
+        {"$set": {DUE_FIELD: {"$cond": [empty, "$$REMOVE", due or f"${DUE_FIELD}"]},
+                  ATTEMPTS_FIELD: {"$cond": [empty, "$$REMOVE", attempts or f"${ATTEMPTS_FIELD}"]}}},
+    ]

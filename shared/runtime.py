@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from pymongo.database import Database
 
-from shared.bus import EventConsumer, broker_problem
+from shared.bus import EventConsumer, EventPublisher, broker_problem
 from shared.config import Settings, check_jwt_secret
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
@@ -34,7 +34,7 @@ class BackgroundWork:
 
     def start(self) -> BackgroundWork:
         if self.relay is not None:
-            self._spawn("outbox-relay", lambda: self.relay.run(self._stop))
+            self.relay.start()
         if self.consumer is not None:
             self._spawn("event-consumer", self.consumer.run)
         for name, run in self.periodic.items():
@@ -52,6 +52,8 @@ class BackgroundWork:
             self.consumer.should_stop = True
         for thread in self._threads:
             thread.join(timeout)
+        if self.relay is not None:  # last: what the consumer stored on its way out is still published
+            self.relay.stop(timeout)
 
     def run_until_signalled(self) -> None:
         stop = threading.Event()
@@ -84,6 +86,12 @@ def bootstrap(service: str, settings: Settings | None = None) -> tuple[Settings,
     configure_logging(service)
     check_jwt_secret(settings)
     return settings, connect(settings.mongo_url, settings.database)
+
+
+def outbox_relay(settings: Settings) -> OutboxRelay:
+    """The relay of one of the service's processes: it publishes at once what the process stores. A worker's
+    relay also sweeps up what was left behind (`OutboxRelay.sweeps`)."""
+    return OutboxRelay(EventPublisher(settings.amqp_url, settings.service), settings.service, settings.outbox_sweep_s)
 
 
 def readiness_checks(settings: Settings, db: Database) -> list[Callable[[], str | None]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import pymongo
@@ -60,8 +61,35 @@ def optimistically(attempt: Callable[[], T], what: str, tries: int = OPTIMISTIC_
     raise Conflict(f"{what} is changing too quickly; try again.")
 
 
+# What `after_commit` was asked to do inside the transaction under way in this thread (None: none is).
+_after_commit: ContextVar[list[Callable[[], None]] | None] = ContextVar("after_commit", default=None)
+
+
 def in_transaction(db: Database, work: Callable[[ClientSession], T]) -> T:
     """Run `work` as one multi-document transaction; the driver runs it again from the start when it met
-    another transaction's writes, so `work` must read what it decides on through the session it is given."""
+    another transaction's writes, so `work` must read what it decides on through the session it is given.
+    What `work` asked `after_commit` to do runs once the transaction has committed."""
+    committed: list[Callable[[], None]] = []
+
+    def attempt(session: ClientSession) -> T:
+        committed.clear()  # an attempt the driver runs again stored nothing of what it asked for
+        token = _after_commit.set(committed)
+        try:
+            return work(session)
+        finally:
+            _after_commit.reset(token)
+
     with db.client.start_session() as session:
-        return session.with_transaction(work)
+        result = session.with_transaction(attempt)
+    for action in committed:
+        action()
+    return result
+
+
+def after_commit(action: Callable[[], None]) -> None:
+    """Run `action` once the transaction under way (`in_transaction`) has committed; outside one, now."""
+    waiting = _after_commit.get()
+    if waiting is None:
+        action()
+    else:
+        waiting.append(action)

@@ -50,7 +50,7 @@ def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) 
     base = Settings.from_env(service, env={})
     return replace(base, amqp_url=amqp_url, mongo_url=mongo_url, jwt_secret=TEST_JWT_SECRET,
                    database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=TEST_RETRY_DELAYS_MS,
-                   relay_interval_s=0.05, **{"rate_limit_writes": GENEROUS_RATE, "rate_limit_uploads": GENEROUS_RATE,
+                   outbox_sweep_s=0.5, **{"rate_limit_writes": GENEROUS_RATE, "rate_limit_uploads": GENEROUS_RATE,
                                              "rate_limit_per_ip": GENEROUS_RATE, **overrides})
 
 

@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings, db = runtime.bootstrap("hours", settings)
     city = reference.load(settings.reference_dir)
     rules = reference.load_service_hours(settings.reference_dir)
-    store = HoursStore.prepared(db, rules)
+    store = HoursStore.prepared(db, rules, runtime.outbox_relay(settings))
     app = create_service_app(settings, title="Woodpecker hours", description=DESCRIPTION,
                              blueprints=[api.volunteers, api.patrols, api.activities, api.ledger, api.spot_checks,
                                          api.records],

@@ -1,11 +1,10 @@
 """Hours' event handlers, one per consumed event, and the table that subscribes them."""
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from shared.bus import Subscription
+from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
 from shared.events import Event, MalformedEvent
 
 from .store import HoursStore
@@ -22,16 +21,19 @@ def _time(value, field: str) -> datetime:
         raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
 
 
-def report_submitted(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
+@handles_batches(linger_s=UNHURRIED_LINGER_S)
+def reports_submitted(events: list[Event], store: HoursStore, zone: ZoneInfo) -> None:
     """Remember who reported what, where and when: it evidences patrols and counts once its case closes."""
-    data = event.data
+    store.reports_submitted([(_heard(event.data, zone), event.correlation_id) for event in events])
+
+
+def _heard(data: dict, zone: ZoneInfo) -> dict:
     missing = [k for k in ("id", "reporter_id", "grid_id", "submitted_at") if not isinstance(data.get(k), str)]
     if missing:
         raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
     submitted_at = _time(data["submitted_at"], "submitted_at")
-    store.report_submitted({"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
-                            "submitted_at": submitted_at, "year": submitted_at.astimezone(zone).year},
-                           event.correlation_id)
+    return {"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
+            "submitted_at": submitted_at, "year": submitted_at.astimezone(zone).year}
 
 
 def case_closed(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
@@ -46,11 +48,10 @@ def case_closed(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
 
 # What hours consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
 SUBSCRIPTIONS = (
-    ("hours.report-submitted", ("report.submitted",), report_submitted),
+    ("hours.report-submitted", ("report.submitted",), reports_submitted),
     ("hours.case-closed", ("case.closed.*",), case_closed),
 )
 
 
 def subscriptions(store: HoursStore, zone: ZoneInfo) -> list[Subscription]:
-    return [Subscription(queue, keys, functools.partial(handler, store=store, zone=zone))
-            for queue, keys, handler in SUBSCRIPTIONS]
+    return subscriptions_from(SUBSCRIPTIONS, store=store, zone=zone)

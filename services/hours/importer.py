@@ -3,8 +3,9 @@
     python -m services.hours.importer ROSTER.xlsx [--by association:zhang]
 
 Reads MONGO_URL (and HOURS_DATABASE) like the service. Every bad row is printed with its row number and
-reason, good rows are registered, rows already registered change nothing; the hours worker publishes the
-volunteer.registered events. Exit status: 0 all rows imported, 1 some rows refused, 2 file unreadable.
+reason, good rows are registered, rows already registered change nothing; the volunteer.registered
+events are published before the command ends (or, if the broker is away, by the hours worker once it is
+back). Exit status: 0 all rows imported, 1 some rows refused, 2 file unreadable.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from shared import reference
+from shared import reference, runtime
 from shared.config import Settings
 from shared.store import connect
 
@@ -36,9 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RosterUnreadable) as exc:
         print(f"{args.roster}: {exc}", file=sys.stderr)
         return 2
+    relay = runtime.outbox_relay(settings)
     store = HoursStore.prepared(connect(settings.mongo_url, settings.database),
-                                reference.load_service_hours(settings.reference_dir))
-    registered, known = register_with_progress(store, roster, args.by)
+                                reference.load_service_hours(settings.reference_dir), relay)
+    try:
+        registered, known = register_with_progress(store, roster, args.by)
+    finally:
+        relay.stop()  # what it registered is published before the command ends
     for error in roster.errors:
         print(f"row {error.row}: {error.reason}", file=sys.stderr)
     print(f"{len(roster.rows) + len(roster.errors)} rows: {registered} registered, {known} already registered, "

@@ -10,10 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from pymongo import UpdateOne
-
 from shared.events import Event
-from shared.outbox import push_events
 from shared.reference import ServiceHoursRules
 
 from . import domain
@@ -59,15 +56,11 @@ class MinimumReminder:
             so_far = volunteer.get("totals", {}).get("years", {}).get(str(year), 0)
             if so_far >= minimum:
                 continue
-            event = at_risk_event(volunteer["_id"], year, so_far, week, rules)
-            # The conditions again in the write: another process reminded them, or hours came in meanwhile.
-            batch.append(UpdateOne({"_id": volunteer["_id"], "reminded_week": {"$ne": week},
-                                    year_field: {"$not": {"$gte": minimum}}},
-                                   push_events({"$set": {"reminded_week": week}}, event)))
+            batch.append((volunteer["_id"], at_risk_event(volunteer["_id"], year, so_far, week, rules)))
             if len(batch) >= BATCH:
-                reminded += self.store.volunteers.bulk_write(batch, ordered=False).modified_count
+                reminded += self.store.remind(week, year, minimum, batch)
                 batch = []
         if batch:
-            reminded += self.store.volunteers.bulk_write(batch, ordered=False).modified_count
+            reminded += self.store.remind(week, year, minimum, batch)
         self.store.record_reminders_done(week, now)
         return reminded

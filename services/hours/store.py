@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -22,7 +22,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from shared import idempotency
 from shared.errors import Conflict, Forbidden, IdempotencyConflict, InvalidFields, NotFound
 from shared.events import Event, utcnow
-from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
+from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, push_events, with_events
 from shared.pagination import Position, newest_first
 from shared.reference import ServiceHoursRules
 from shared.scope import Scope
@@ -85,9 +85,10 @@ def _day_id(volunteer_id: str, day: date | str) -> str:
 
 
 class HoursStore:
-    def __init__(self, db: Database, rules: ServiceHoursRules):
+    def __init__(self, db: Database, rules: ServiceHoursRules, relay: OutboxRelay | None = None):
         self.db = db
         self.rules = rules
+        self.relay = relay
         self.volunteers = db["volunteers"]
         self.entries = db["entries"]
         self.patrols = db["patrols"]
@@ -101,8 +102,9 @@ class HoursStore:
         self.spot_checks = db["spot_checks"]
 
     @classmethod
-    def prepared(cls, db: Database, rules: ServiceHoursRules) -> HoursStore:
-        store = cls(db, rules)
+    def prepared(cls, db: Database, rules: ServiceHoursRules, relay: OutboxRelay | None = None) -> HoursStore:
+        """The store with its indexes in place; the events it stores go to `relay`, the process's own."""
+        store = cls(db, rules, relay)
         store.ensure_indexes()
         return store
 
@@ -155,6 +157,7 @@ class HoursStore:
             known = self.volunteers.find_one({"phone_key": document["phone_key"]}, {"_id": 1})
             raise Conflict(f"This phone number is already registered in {volunteer['organization']}"
                            + (f" as volunteer {known['_id']}." if known else ".")) from None
+        hand(self.relay, self.volunteers, document["_id"], [event])
         return _public(document), True
 
     def register_many(self, volunteers: list[tuple[dict, Event]]) -> tuple[list[str], list[int]]:
@@ -172,11 +175,12 @@ class HoursStore:
                     if error.get("code") != 11000:
                         raise
                     duplicates.add(error["index"])
-            for index, document in enumerate(documents):
+            for index, (document, (_, event)) in enumerate(zip(documents, batch, strict=True)):
                 if index in duplicates:
                     known.append(start + index)
                 else:
                     created.append(document["_id"])
+                    hand(self.relay, self.volunteers, document["_id"], [event])
         return created, known
 
     def volunteer(self, volunteer_id: str) -> dict | None:
@@ -252,8 +256,9 @@ class HoursStore:
         if self._entry_of_source(document, session) is not None:
             return False
         self._refuse_closed_year(document["year"], session)
-        self.entries.insert_one(with_events(_stored(document), domain.credited_event(document, correlation_id)),
-                                session=session)
+        credited = domain.credited_event(document, correlation_id)
+        self.entries.insert_one(with_events(_stored(document), credited), session=session)
+        hand(self.relay, self.entries, document["id"], [credited])
         amount = centihours(document["hours"])
         self._add_to_totals(session, document, amount, pending=-amount if from_pending else 0,
                             correlation_id=correlation_id)
@@ -276,6 +281,8 @@ class HoursStore:
         event = domain.level_changed(volunteer_id, before_total, before_total + amount, self.rules, correlation_id)
         self.volunteers.update_one({"_id": volunteer_id}, push_events(update, event) if event else update,
                                    session=session)
+        if event:
+            hand(self.relay, self.volunteers, volunteer_id, [event])
         kind = domain.counted_kind(document)
         sessions = -1 if document["kind"] == domain.REVERSAL else 1
         self.year_totals.update_one(
@@ -606,6 +613,24 @@ class HoursStore:
     def reminders_done(self, week: str) -> bool:
         return self.db["reminder_weeks"].find_one({"_id": week}, {"_id": 1}) is not None
 
+    def remind(self, week: str, year: int, minimum: int, reminders: list[tuple[str, Event]]) -> int:
+        """Mark each volunteer reminded in `week`, with its event, unless another process reminded them or their
+        year's hours reached `minimum` meanwhile (the conditions again, in the write); returns how many this
+        call reminded."""
+        year_field = f"totals.years.{year}"
+        written = self.volunteers.bulk_write([
+            UpdateOne({"_id": volunteer_id, "reminded_week": {"$ne": week}, year_field: {"$not": {"$gte": minimum}}},
+                      push_events({"$set": {"reminded_week": week}}, event))
+            for volunteer_id, event in reminders], ordered=False)
+        if written.modified_count:
+            # Which conditional writes took: the documents that now hold their event.
+            sent = {event.id: (volunteer_id, event) for volunteer_id, event in reminders}
+            for document in self.volunteers.find({"_id": {"$in": [v for v, _ in reminders]},
+                                                  "outbox.id": {"$in": list(sent)}}, {"outbox.id": 1}):
+                for volunteer_id, event in (sent[e["id"]] for e in document["outbox"] if e["id"] in sent):
+                    hand(self.relay, self.volunteers, volunteer_id, [event])
+        return written.modified_count
+
     def record_reminders_done(self, week: str, at: datetime) -> None:
         self.db["reminder_weeks"].update_one({"_id": week}, {"$setOnInsert": {"done_at": at}}, upsert=True)
 
@@ -662,23 +687,23 @@ class HoursStore:
 
     # --- what hours hears -------------------------------------------------------------------------
 
-    def report_submitted(self, report: dict, correlation_id: str | None) -> None:
-        """Remember the report, and credit the waiting patrol it evidences (its event may arrive after the
-        patrol was recorded)."""
-        self.reports.update_one({"_id": report["id"]},
-                                {"$setOnInsert": {"reporter_id": report["reporter_id"], "grid_id": report["grid_id"],
-                                                  "submitted_at": report["submitted_at"], "year": report["year"],
-                                                  "verified": False}},
-                                upsert=True)
-        earliest = report["submitted_at"] - timedelta(hours=self.rules.patrol_longest_hours)
-        for candidate in self.patrols.find({"volunteer_id": report["reporter_id"],
-                                            "started_at": {"$gte": earliest, "$lte": report["submitted_at"]}}):
-            patrol = _public(candidate)
-            if patrol["status"] == AWAITING_CONFIRMATION and domain.evidences(report, patrol):
-                try:
-                    self._evidence_patrol(patrol["id"], report["id"], correlation_id)
-                except Conflict as refused:  # e.g. its year closed: the patrol stays waiting for a person
-                    log.warning("evidence not credited", extra={"patrol_id": patrol["id"], "reason": refused.detail})
+    def reports_submitted(self, reports: list[tuple[dict, str | None]]) -> None:
+        """Remember the reports (each once), and credit the waiting patrols they evidence (a report's event may
+        arrive after its patrol was recorded). `reports`: each report with its event's correlation id."""
+        self.reports.bulk_write([UpdateOne({"_id": report["id"]}, {"$setOnInsert": {
+            "reporter_id": report["reporter_id"], "grid_id": report["grid_id"], "submitted_at": report["submitted_at"],
+            "year": report["year"], "verified": False}}, upsert=True) for report, _ in reports], ordered=False)
+        for report, correlation_id in reports:
+            earliest = report["submitted_at"] - timedelta(hours=self.rules.patrol_longest_hours)
+            for candidate in self.patrols.find({"volunteer_id": report["reporter_id"],
+                                                "started_at": {"$gte": earliest, "$lte": report["submitted_at"]}}):
+                patrol = _public(candidate)
+                if patrol["status"] == AWAITING_CONFIRMATION and domain.evidences(report, patrol):
+                    try:
+                        self._evidence_patrol(patrol["id"], report["id"], correlation_id)
+                    except Conflict as refused:  # e.g. its year closed: the patrol stays waiting for a person
+                        log.warning("evidence not credited", extra={"patrol_id": patrol["id"],
+                                                                    "reason": refused.detail})
 
     def _evidence_patrol(self, patrol_id: str, report_id: str, correlation_id: str | None) -> None:
         def work(session: ClientSession) -> None:

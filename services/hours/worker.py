@@ -8,9 +8,8 @@ from __future__ import annotations
 from pymongo.database import Database
 
 from shared import reference, runtime
-from shared.bus import EventConsumer, EventPublisher
+from shared.bus import EventConsumer
 from shared.config import Settings
-from shared.outbox import OutboxRelay
 
 from . import handlers
 from .publicity import PublicityWatch
@@ -20,11 +19,11 @@ from .store import HoursStore
 
 def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
     city = reference.load(settings.reference_dir)
-    store = HoursStore.prepared(db, reference.load_service_hours(settings.reference_dir))
-    consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(store, city.timezone),
+    relay = runtime.outbox_relay(settings)
+    store = HoursStore.prepared(db, reference.load_service_hours(settings.reference_dir), relay)
+    relay.sweeps(store.volunteers, store.entries, store.patrols)
+    consumer = EventConsumer(settings.amqp_url, handlers.subscriptions(store, city.timezone),
                              settings.retry_delays_ms, settings.prefetch)
-    relay = OutboxRelay([store.volunteers, store.entries, store.patrols], EventPublisher(settings.amqp_url, "hours"),
-                        "hours", settings.relay_interval_s)
     every = settings.periodic_interval_s
     watch = runtime.every(every, PublicityWatch(store, city.timezone).check, "publicised activity hours credited")
     reminder = runtime.every(every, MinimumReminder(store, city.timezone).check,

@@ -20,7 +20,7 @@ Every call needs `Authorization: Bearer <JWT>`; errors are `application/problem+
 def create_app(settings: Settings | None = None) -> Flask:
     settings, db = runtime.bootstrap("intake", settings)
     city = reference.load(settings.reference_dir)
-    store = ReportStore.prepared(db)
+    store = ReportStore.prepared(db, runtime.outbox_relay(settings))
     app = create_service_app(settings, title="Woodpecker intake", description=DESCRIPTION,
                              blueprints=[api.photos, api.reports, api.grids],
                              readiness=runtime.readiness_checks(settings, db))

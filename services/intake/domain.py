@@ -121,8 +121,11 @@ PUBLISHED_FIELDS = ("id", "reporter_id", "category", "description", "location", 
                     "after_photo_ids", "timeline")
 
 
+REPORT_SUBMITTED = "report.submitted"
+
+
 def report_submitted(report: dict, correlation_id: str | None) -> Event:
-    return Event.new("report.submitted", "intake", {k: report[k] for k in PUBLISHED_FIELDS}, correlation_id)
+    return Event.new(REPORT_SUBMITTED, "intake", {k: report[k] for k in PUBLISHED_FIELDS}, correlation_id)
 
 
 # --- the report follows its case --------------------------------------------------------------

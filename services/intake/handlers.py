@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from shared.bus import Subscription
+from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
 from shared.events import Event, MalformedEvent
 from shared.reference import ReferenceData
 
@@ -24,8 +25,17 @@ def _time(value, field: str) -> datetime | None:
         raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
 
 
-def case_changed(event: Event, store: ReportStore, reference: ReferenceData) -> None:
-    """`case.<action>.<department>`: every report of the case follows it, and its reporter sees the step."""
+@handles_batches(linger_s=UNHURRIED_LINGER_S)
+def cases_changed(events: list[Event], store: ReportStore, reference: ReferenceData) -> None:
+    """`case.<action>.<department>`: every report of a case follows it, and its reporter sees the step. The
+    events that arrived together are applied together (a case's `opened` and `dispatched` come as a pair)."""
+    follows = [follow for event in events for follow in _follows(event, reference)]
+    for report_id in store.apply_case_steps(follows):
+        log.warning("case event names a report intake does not have", extra={"report_id": report_id})
+
+
+def _follows(event: Event, reference: ReferenceData) -> Iterator[tuple[str, Callable[[dict], dict | None]]]:
+    """(report id, how the report follows the step) for each report of the event's case."""
     try:
         action, department = parse_case_routing_key(event.type)
     except ValueError as exc:
@@ -39,18 +49,14 @@ def case_changed(event: Event, store: ReportStore, reference: ReferenceData) -> 
     dept = reference.departments.get(department) if department else None
     follow = functools.partial(follow_case, step=step, department_name=dept.name_zh if dept else None, due_at=due_at,
                                zone=reference.timezone)
-    for report_id in report_ids:
-        if not store.apply_case_step(str(report_id), follow):
-            log.warning("case event names a report intake does not have",
-                        extra={"report_id": report_id, "event_id": event.id})
+    return ((str(report_id), follow) for report_id in report_ids)
 
 
 # What intake consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
 SUBSCRIPTIONS = (
-    ("intake.case-events", ("case.*.*",), case_changed),
+    ("intake.case-events", ("case.*.*",), cases_changed),
 )
 
 
 def subscriptions(store: ReportStore, reference: ReferenceData) -> list[Subscription]:
-    return [Subscription(queue, keys, functools.partial(handler, store=store, reference=reference))
-            for queue, keys, handler in SUBSCRIPTIONS]
+    return subscriptions_from(SUBSCRIPTIONS, store=store, reference=reference)

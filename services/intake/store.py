@@ -7,18 +7,18 @@ from typing import Any
 
 import gridfs
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
 
 from shared import idempotency
 from shared.events import Event
 from shared.geo import BoundingBox
-from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, with_events
+from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, pull_delivered, with_events
 from shared.pagination import Position, newest_first
 from shared.scope import Scope
 from shared.store import LostRace, optimistically
 
-from .domain import OPEN_STATUSES
+from .domain import OPEN_STATUSES, REPORT_SUBMITTED
 
 
 def new_id() -> str:
@@ -52,16 +52,18 @@ def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class ReportStore:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, relay: OutboxRelay | None = None):
         self.db = db
+        self.relay = relay
         self.reports = db["reports"]
         self.photos = db["photos"]
         self.photo_files = gridfs.GridFS(db, collection="photo_files")
 
     @classmethod
-    def prepared(cls, db: Database) -> ReportStore:
-        """The store with its indexes in place, whichever of the service's processes starts first."""
-        store = cls(db)
+    def prepared(cls, db: Database, relay: OutboxRelay | None = None) -> ReportStore:
+        """The store with its indexes in place, whichever of the service's processes starts first; the events it
+        stores go to `relay`, the process's own."""
+        store = cls(db, relay)
         store.ensure_indexes()
         return store
 
@@ -87,6 +89,8 @@ class ReportStore:
         document = with_events({"_id": report["id"], **_indexed({k: v for k, v in report.items() if k != "id"}),
                                 "revision": 0}, event)
         stored, created = idempotency.insert_once(self.reports, document, key, fingerprint)
+        if created:
+            hand(self.relay, self.reports, document["_id"], [event])
         return _public(stored), created
 
     def visible_report(self, report_id: str, scope: Scope) -> dict | None:
@@ -116,22 +120,34 @@ class ReportStore:
             found.update((d["_id"], d) for d in self.reports.find(query) if d["submitted_at"] < end)
         return sorted((_public(d) for d in found.values()), key=lambda r: r["submitted_at"])
 
-    def apply_case_step(self, report_id: str, follow: Callable[[dict], dict | None]) -> bool:
-        """Apply `follow(report) -> changes` with optimistic concurrency; False if no such report."""
-        def attempt() -> bool:
-            document = self.reports.find_one({"_id": report_id})
-            if document is None:
-                return False
-            changes = follow(_public(document))
-            if changes is None:
-                return True
-            result = self.reports.update_one({"_id": report_id, "revision": document["revision"]},
-                                             {"$set": _indexed(changes), "$inc": {"revision": 1}})
-            if not result.matched_count:
-                raise LostRace(report_id)
-            return True
+    def apply_case_steps(self, follows: list[tuple[str, Callable[[dict], dict | None]]]) -> list[str]:
+        """Apply each `follow(report) -> changes` in turn, with one read and one conditional write for all the
+        reports they concern; returns the ids of those intake does not have. If another process changed one of
+        them meanwhile, everything is read and applied again: a report keeps the ids of the events it has
+        applied, so each step is applied once.
 
-        return optimistically(attempt, f"Report {report_id}")
+        The same write pulls the report's `report.submitted` from its outbox, if the relay has not yet: a case
+        event names only reports whose submission routing has received, so it was published (and delivered to
+        every queue bound to it, which the broker does at once)."""
+        ids = list(dict.fromkeys(report_id for report_id, _ in follows))
+
+        def attempt() -> list[str]:
+            documents = {d["_id"]: d for d in self.reports.find({"_id": {"$in": ids}})}
+            changed: dict[str, dict] = {}
+            for report_id, follow in follows:
+                if report_id not in documents:
+                    continue
+                changes = follow({**_public(documents[report_id]), **changed.get(report_id, {})})
+                if changes is not None:
+                    changed[report_id] = {**changed.get(report_id, {}), **changes}
+            writes = [UpdateOne({"_id": report_id, "revision": documents[report_id]["revision"]}, pull_delivered(
+                documents[report_id], {"$set": _indexed(changes), "$inc": {"revision": 1}}, REPORT_SUBMITTED))
+                      for report_id, changes in changed.items()]
+            if writes and self.reports.bulk_write(writes, ordered=False).matched_count < len(writes):
+                raise LostRace(", ".join(changed))
+            return [report_id for report_id in ids if report_id not in documents]
+
+        return optimistically(attempt, f"Reports {', '.join(ids)}")
 
     # --- photos -------------------------------------------------------------------------------
 

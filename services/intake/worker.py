@@ -7,21 +7,20 @@ from __future__ import annotations
 from pymongo.database import Database
 
 from shared import reference, runtime
-from shared.bus import EventConsumer, EventPublisher
+from shared.bus import EventConsumer
 from shared.config import Settings
-from shared.outbox import OutboxRelay
 
 from . import handlers
 from .store import ReportStore
 
 
 def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
-    store = ReportStore.prepared(db)
+    relay = runtime.outbox_relay(settings)
+    store = ReportStore.prepared(db, relay)
+    relay.sweeps(store.reports)
     city = reference.load(settings.reference_dir)
-    consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(store, city),
+    consumer = EventConsumer(settings.amqp_url, handlers.subscriptions(store, city),
                              settings.retry_delays_ms, settings.prefetch)
-    relay = OutboxRelay([store.reports], EventPublisher(settings.amqp_url, "intake"), "intake",
-                        settings.relay_interval_s)
     return runtime.BackgroundWork(consumer=consumer, relay=relay)
 
 

@@ -1,6 +1,10 @@
 """The dispatcher: sends due email and webhook deliveries, retries failures with back-off, suspends a
 receiver that keeps failing.
 
+The worker's consumer wakes the dispatcher when it stores new deliveries, and the dispatcher wakes itself when
+an attempt ends and when a retry it scheduled comes due; it also looks for due deliveries every IDLE_POLL_S
+(a retry asked for over HTTP, a suspended receiver saved again), and at no other time reads the store.
+
 Deliveries run on a pool of threads, at most one at a time per target (an address or a URL): a receiver
 that hangs until the timeout holds one thread, and every other receiver's notices go on. A claimed
 delivery is leased for a while, so another worker process skips it; a worker that dies mid-attempt
@@ -13,7 +17,7 @@ import logging
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from . import domain
 from .domain import EMAIL, WEBHOOK
@@ -24,22 +28,29 @@ from .webhooks import TargetPolicy, post
 
 log = logging.getLogger(__name__)
 LEASE_S = 120.0
+IDLE_POLL_S = 2.0
 
 
 class Dispatcher:
     def __init__(self, store: NotifyStore, mailer: Mailer, policy: TargetPolicy, settings: NotifySettings,
-                 interval_s: float = 0.2):
+                 idle_poll_s: float = IDLE_POLL_S):
         self.store = store
         self.mailer = mailer
         self.policy = policy
         self.settings = settings
-        self.interval_s = interval_s
+        self.idle_poll_s = idle_poll_s
         self.pool = ThreadPoolExecutor(settings.delivery_threads, thread_name_prefix="notify-delivery")
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
-        # Set when an attempt ends, so that the target's next delivery starts now rather than at the next pass.
+        # Set when deliveries are stored or an attempt ends, so that they start now rather than at the next poll.
         self._wake = threading.Event()
+        # The earliest retry this dispatcher scheduled and has not yet looked for (UTC), if any.
+        self._next_retry: datetime | None = None
         self._random = random.Random()
+
+    def wake(self) -> None:
+        """New deliveries are stored: send what is due now."""
+        self._wake.set()
 
     def dispatch_once(self, now: datetime | None = None) -> int:
         """Claim what is due and hand it to the pool; returns how many deliveries were started."""
@@ -98,14 +109,26 @@ class Dispatcher:
             log.warning("receiver suspended after repeated failures",
                         extra={"recipient": delivery["recipient"], "channel": delivery["channel"]})
         self.store.record_attempt(delivery, attempt, changes)
+        if changes.get("status") == domain.PENDING and changes.get("next_attempt_at"):
+            with self._lock:
+                self._next_retry = min(filter(None, (self._next_retry, changes["next_attempt_at"])))
         return {**delivery, **changes}
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self._wake.wait(self.interval_s)
+            self._wake.wait(self._until_next_look())
             self._wake.clear()
             try:
                 self.dispatch_once()
             except Exception:  # the store may be briefly away; the next pass catches up
                 log.exception("dispatch pass failed")
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _until_next_look(self) -> float:
+        """Seconds until the next poll, or until the earliest retry scheduled here comes due if that is sooner."""
+        with self._lock:
+            retry, now = self._next_retry, datetime.now(UTC)
+            if retry is not None and retry <= now + timedelta(seconds=self.idle_poll_s):
+                self._next_retry = None  # this look is for it (and a later retry is found by the polls)
+                return max(0.0, (retry - now).total_seconds())
+        return self.idle_poll_s

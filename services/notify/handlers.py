@@ -1,16 +1,15 @@
 """Notify's event handlers, one per consumed event, and the table that subscribes them."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.bus import Subscription
+from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
 from shared.events import Event, MalformedEvent
 from shared.reference import ReferenceData
 
 from . import domain
-from .notices import NoticeWriter
+from .notices import Heard, NoticeWriter
 from .store import NotifyStore
 
 
@@ -36,20 +35,47 @@ def _time(value, field: str) -> datetime | None:
         raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
 
 
-def report_submitted(event: Event, context: Context) -> None:
+@handles_batches(linger_s=UNHURRIED_LINGER_S)
+def reports_submitted(events: list[Event], context: Context) -> None:
     """Remember who reported what, and where: reporters hear of their cases; grid digests count reports."""
-    data = event.data
+    context.store.remember_reports([_heard(event.data) for event in events])
+
+
+def _heard(data: dict) -> dict:
     missing = [k for k in ("id", "reporter_id", "grid_id", "submitted_at") if not isinstance(data.get(k), str)]
     if missing:
         raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
-    context.store.remember_report({"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
-                                   "category": data.get("category"),
-                                   "submitted_at": _time(data["submitted_at"], "submitted_at"),
-                                   "status": "submitted"})
+    return {"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
+            "category": data.get("category"), "submitted_at": _time(data["submitted_at"], "submitted_at"),
+            "status": "submitted"}
 
 
-def case_changed(event: Event, context: Context) -> None:
-    """`case.<action>.<department>`: its reporters, its department and the office hear what concerns them."""
+@handles_batches(linger_s=UNHURRIED_LINGER_S)
+def cases_changed(events: list[Event], context: Context) -> None:
+    """`case.<action>.<department>`: its reporters, its department and the office hear what concerns them; the
+    events that arrived together are read about and written down together."""
+    steps = [_case_step(event) for event in events]
+    reporters = context.store.reporters_of([r for _, _, _, data in steps for r in data["report_ids"]])
+    heard, follows = [], []
+    for event, action, department, data in steps:
+        hears = action in domain.REPORTER_KINDS or (action == "opened" and data.get("attached"))
+        if hears and (unknown := [r for r in data["report_ids"] if r not in reporters]):
+            raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
+        notices = domain.case_notices(action, department, event.type, data, reporters, context.city,
+                                      context.city.timezone, context.links, _time(data.get("due_at"), "due_at"))
+        heard.append(Heard(notices, event.id, event.type, event.occurred_at, data))
+        if isinstance(data.get("case_version"), int):
+            follows.append((data["report_ids"], {
+                "status": data.get("status"), "case_id": data["case_id"],
+                "open": data.get("status") not in ("closed", "rejected"), "overdue": bool(data.get("overdue")),
+                **({"closed_at": _time(event.occurred_at, "occurred_at")} if data.get("status") == "closed" else {})},
+                data["case_version"]))
+    context.writer.write_all(heard, datetime.now(UTC))
+    context.store.follow_cases(follows)
+
+
+def _case_step(event: Event) -> tuple[Event, str, str | None, dict]:
+    """(the event, its action, the department holding the case or None, its data), or MalformedEvent."""
     parts = event.type.split(".")
     if len(parts) != 3:
         raise MalformedEvent(f"not a case routing key: {event.type}")
@@ -58,21 +84,7 @@ def case_changed(event: Event, context: Context) -> None:
     report_ids = data.get("report_ids")
     if not isinstance(report_ids, list) or not report_ids or not isinstance(data.get("case_id"), str):
         raise MalformedEvent("a case event must carry case_id and report_ids")
-    reporters = context.store.reporters_of(report_ids)
-    hears = action in domain.REPORTER_KINDS or (action == "opened" and data.get("attached"))
-    if hears and (unknown := [r for r in report_ids if r not in reporters]):
-        raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
-    department = None if holder == "none" else holder
-    notices = domain.case_notices(action, department, event.type, data, reporters, context.city,
-                                  context.city.timezone, context.links, _time(data.get("due_at"), "due_at"))
-    context.writer.write(notices, event.id, event.type, event.occurred_at, data, datetime.now(UTC))
-    if isinstance(data.get("case_version"), int):
-        context.store.follow_case(report_ids, {"status": data.get("status"), "case_id": data["case_id"],
-                                               "open": data.get("status") not in ("closed", "rejected"),
-                                               "overdue": bool(data.get("overdue")),
-                                               **({"closed_at": _time(event.occurred_at, "occurred_at")}
-                                                  if data.get("status") == "closed" else {})},
-                                  data["case_version"])
+    return event, action, None if holder == "none" else holder, data
 
 
 def volunteer_event(event: Event, context: Context) -> None:
@@ -85,12 +97,11 @@ def volunteer_event(event: Event, context: Context) -> None:
 
 # What notify consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
 SUBSCRIPTIONS = (
-    ("notify.report-submitted", ("report.submitted",), report_submitted),
-    ("notify.case-events", ("case.*.*",), case_changed),
+    ("notify.report-submitted", ("report.submitted",), reports_submitted),
+    ("notify.case-events", ("case.*.*",), cases_changed),
     ("notify.volunteer-events", ("hours.*", "volunteer.*"), volunteer_event),
 )
 
 
 def subscriptions(context: Context) -> list[Subscription]:
-    return [Subscription(queue, keys, functools.partial(handler, context=context))
-            for queue, keys, handler in SUBSCRIPTIONS]
+    return subscriptions_from(SUBSCRIPTIONS, context=context)

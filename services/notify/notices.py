@@ -3,7 +3,8 @@ recipient's subscription asks for (a channel suspended for failing keeps its del
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from . import domain
@@ -12,36 +13,55 @@ from .store import NotifyStore, new_inbox_item
 from .templates import Templates
 
 
+@dataclass(frozen=True)
+class Heard:
+    """The notices of one event, with what the deliveries say of the event."""
+    notices: list[Notice]
+    event_id: str
+    event_type: str
+    occurred_at: str
+    data: dict
+
+
 class NoticeWriter:
-    def __init__(self, store: NotifyStore, templates: Templates):
+    def __init__(self, store: NotifyStore, templates: Templates, on_deliveries: Callable[[], None] = lambda: None):
         self.store = store
         self.templates = templates
+        # Told when email or webhook deliveries are stored (the dispatcher sends them at once).
+        self.on_deliveries = on_deliveries
 
     def write(self, notices: Iterable[Notice], event_id: str, event_type: str, occurred_at: str, data: dict,
               now: datetime) -> int:
         """Store every notice of one event; returns how many inbox items are new (0 when redelivered)."""
-        notices = list(notices)
-        subscriptions = self.store.subscriptions_of({n.recipient for n in notices})
+        return self.write_all([Heard(list(notices), event_id, event_type, occurred_at, data)], now)
+
+    def write_all(self, heard: list[Heard], now: datetime) -> int:
+        """Store every notice of these events with one read of their recipients' subscriptions and one write of
+        each kind; returns how many inbox items are new (0 when redelivered)."""
+        subscriptions = self.store.subscriptions_of({n.recipient for event in heard for n in event.notices})
         inbox, deliveries = [], []
-        for notice in notices:
+        for event, notice in ((e, n) for e in heard for n in e.notices):
             subscription = subscriptions.get(notice.recipient)
             language = (subscription or {}).get("language") or "zh"
             rendered = self.templates.render(notice.kind, language, notice.context)
             channels = domain.channels_for(notice, subscription)
             if INBOX in channels:
-                inbox.append(new_inbox_item(domain.new_id(), notice.recipient, event_id, event_type, notice.kind,
-                                            rendered, now))
+                inbox.append(new_inbox_item(domain.new_id(), notice.recipient, event.event_id, event.event_type,
+                                            notice.kind, rendered, now))
             for channel in (c for c in channels if c in (EMAIL, WEBHOOK)):
                 suspended = channel in (subscription.get("suspended") or [])
-                payload = {"event_id": event_id, "event_type": event_type, "occurred_at": occurred_at,
+                payload = {"event_id": event.event_id, "event_type": event.event_type, "occurred_at": event.occurred_at,
                            "recipient": notice.recipient, "kind": notice.kind, "title": rendered.title,
-                           "body": rendered.body, "link": rendered.link, "data": data}
+                           "body": rendered.body, "link": rendered.link, "data": event.data}
                 deliveries.append({
-                    "_id": domain.new_id(), "event_id": event_id, "recipient": notice.recipient, "channel": channel,
-                    "kind": notice.kind, "target": domain.target_of(channel, subscription),
+                    "_id": domain.new_id(), "event_id": event.event_id, "recipient": notice.recipient,
+                    "channel": channel, "kind": notice.kind, "target": domain.target_of(channel, subscription),
                     "title": rendered.title, "body": rendered.body,
                     "payload": json.dumps(payload, ensure_ascii=False, sort_keys=True, default=str),
                     "status": SUSPENDED if suspended else PENDING, "created_at": now,
                     "next_attempt_at": None if suspended else now, "attempt_count": 0, "attempts": [],
                     "delivered_at": None})
-        return self.store.add_notices(inbox, deliveries)
+        added = self.store.add_notices(inbox, deliveries)
+        if deliveries:
+            self.on_deliveries()
+        return added

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
@@ -72,20 +72,24 @@ class NotifyStore:
 
     # --- what notify has heard ----------------------------------------------------------------------
 
-    def remember_report(self, report: dict) -> None:
-        self.reports.update_one({"_id": report["id"]}, {"$setOnInsert": {
+    def remember_reports(self, reports: list[dict]) -> None:
+        """The reports notify hears of, each kept once (a report heard again changes nothing)."""
+        self.reports.bulk_write([UpdateOne({"_id": report["id"]}, {"$setOnInsert": {
             **{k: v for k, v in report.items() if k != "id"}, "open": True, "overdue": False}}, upsert=True)
+            for report in reports], ordered=False)
 
     def reporters_of(self, report_ids: list[str]) -> dict[str, str]:
-        """Each report's reporter, for the reports notify has heard of (one lookup by id each: a case holds few)."""
-        found = (self.reports.find_one({"_id": report_id}, {"reporter_id": 1}) for report_id in report_ids)
-        return {d["_id"]: d["reporter_id"] for d in found if d is not None}
+        """Each report's reporter, for the reports notify has heard of."""
+        return {d["_id"]: d["reporter_id"] for d in self.reports.find({"_id": {"$in": report_ids}}, {"reporter_id": 1})}
 
-    def follow_case(self, report_ids: list[str], changes: dict, case_version: int) -> None:
-        """Keep each report's state as its case moves (for the grid digests); an older event changes nothing."""
-        for report_id in report_ids:
-            self.reports.update_one({"_id": report_id, "case_version": {"$not": {"$gte": case_version}}},
-                                    {"$set": {**changes, "case_version": case_version}})
+    def follow_cases(self, steps: list[tuple[list[str], dict, int]]) -> None:
+        """Keep each report's state as its case moves (for the grid digests), step by step in their order: each
+        (report ids, changes, case version); a step no newer than what a report has changes nothing."""
+        writes = [UpdateOne({"_id": report_id, "case_version": {"$not": {"$gte": case_version}}},
+                            {"$set": {**changes, "case_version": case_version}})
+                  for report_ids, changes, case_version in steps for report_id in report_ids]
+        if writes:
+            self.reports.bulk_write(writes, ordered=True)
 
     def reports_of_grid(self, grid_id: str, start: datetime, end: datetime) -> dict[str, Any]:
         """For a grid's digest: how many reports came and closed in [start, end), and which are open now."""
@@ -133,7 +137,7 @@ class NotifyStore:
 
     def subscription(self, recipient: str) -> dict | None:
         found = self.subscriptions.find_one({"_id": recipient})
-        return {"recipient": found["_id"], **{k: v for k, v in found.items() if k != "_id"}} if found else None
+        return _subscription(found) if found else None
 
     def save_subscription(self, recipient: str, fields: dict, at: datetime, by: str) -> dict:
         """Create or replace; the secret survives a save, and saving resumes a suspended receiver."""
@@ -162,8 +166,8 @@ class NotifyStore:
         return self.subscription(recipient)
 
     def subscriptions_of(self, recipients: set[str]) -> dict[str, dict]:
-        found = (self.subscription(recipient) for recipient in recipients)
-        return {s["recipient"]: s for s in found if s is not None}
+        found = self.subscriptions.find({"_id": {"$in": sorted(recipients)}}) if recipients else []
+        return {d["_id"]: _subscription(d) for d in found}
 
     # --- deliveries ---------------------------------------------------------------------------------
 
@@ -225,6 +229,10 @@ class NotifyStore:
         if written.matched_count == 0 and self.delivery(delivery_id) is None:
             raise NotFound(f"No delivery {delivery_id}.")
         return self.delivery(delivery_id)
+
+
+def _subscription(document: dict) -> dict:
+    return {"recipient": document["_id"], **{k: v for k, v in document.items() if k != "_id"}}
 
 
 def new_inbox_item(notice_id: str, recipient: str, event_id: str, event_type: str, kind: str, rendered: Any,

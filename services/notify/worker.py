@@ -32,16 +32,16 @@ def background_work(settings: Settings, db: Database, notify_settings: NotifySet
     store = NotifyStore.prepared(db)
     templates = Templates(notify_settings.templates_dir)
     templates.check()  # a city's broken template stops the worker at start, not at the first notice
-    context = handlers.Context(store=store, writer=NoticeWriter(store, templates),
-                               city=reference.load(settings.reference_dir),
-                               links=domain.Links(notify_settings.link_base))
-    consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(context), settings.retry_delays_ms,
-                             settings.prefetch)
     mailer = mailer_from(notify_settings.smtp_url, notify_settings.mail_from, notify_settings.mail_dir)
     log.info("notify mail", extra={"mailer": mailer.describe()})
     dispatcher = Dispatcher(store, mailer, TargetPolicy.from_setting(notify_settings.allowed_networks,
                                                                       notify_settings.webhook_timeout_s),
                             notify_settings)
+    context = handlers.Context(store=store, writer=NoticeWriter(store, templates, on_deliveries=dispatcher.wake),
+                               city=reference.load(settings.reference_dir),
+                               links=domain.Links(notify_settings.link_base))
+    consumer = EventConsumer(settings.amqp_url, handlers.subscriptions(context), settings.retry_delays_ms,
+                             settings.prefetch)
     digest = runtime.every(settings.periodic_interval_s,
                            GridDigest(store, context.writer, context.city, context.links).check, "grid digests written")
     return runtime.BackgroundWork(consumer=consumer, relay=None,

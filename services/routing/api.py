@@ -218,7 +218,8 @@ def list_rules():
 @rules.arguments(schemas.RuleListSchema)
 @rules.response(200, schemas.RuleListSchema)
 def replace_rules(body: dict):
-    """Replace the whole rule table; categories without a rule wait for the office's triage."""
+    """Replace the whole rule table; categories without a rule wait for the office's triage. New reports are
+    routed by the new table from at most a second after the answer."""
     ctx = routing()
     new_rules = [Rule(**item) for item in body["items"]]
     domain.check_rules(new_rules, set(ctx.reference.categories), set(ctx.reference.departments))

@@ -24,7 +24,7 @@ A department's system receives its cases by binding a queue to `case.*.<departme
 def create_app(settings: Settings | None = None) -> Flask:
     settings, db = runtime.bootstrap("routing", settings)
     city = reference.load(settings.reference_dir)
-    store = CaseStore.prepared(db, city)
+    store = CaseStore.prepared(db, city, runtime.outbox_relay(settings))
     clocks = functools.partial(clock_for, calendar=reference.load_work_calendar(settings.reference_dir))
     app = create_service_app(settings, title="Woodpecker routing", description=DESCRIPTION,
                              blueprints=[api.cases, api.rules, api.statistics],

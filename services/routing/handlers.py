@@ -1,11 +1,10 @@
 """Routing's event handlers, one per consumed event, and the table that subscribes them."""
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shared.bus import Subscription
+from shared.bus import Subscription, subscriptions_from
 from shared.events import Event
 
 from . import domain
@@ -15,7 +14,7 @@ from .store import CaseStore
 def report_submitted(event: Event, store: CaseStore, clock_for: Callable[[str], domain.DeadlineClock]) -> None:
     """A report becomes a case: joined to an open case of its kind nearby, or opened and routed by rule."""
     report = domain.submitted_report(event.data)
-    rule = domain.match_rule(store.all_rules(), report["category"], report.get("district"))
+    rule = domain.match_rule(store.rules_in_force(), report["category"], report.get("district"))
     clock = clock_for(rule.basis if rule else "calendar")
     lat, lng = report["location"]["lat"], report["location"]["lng"]
     store.open_or_join(report["id"], report["category"], lat, lng,
@@ -30,5 +29,4 @@ SUBSCRIPTIONS = (
 
 
 def subscriptions(store: CaseStore, clock_for: Callable[[str], domain.DeadlineClock]) -> list[Subscription]:
-    return [Subscription(queue, keys, functools.partial(handler, store=store, clock_for=clock_for))
-            for queue, keys, handler in SUBSCRIPTIONS]
+    return subscriptions_from(SUBSCRIPTIONS, store=store, clock_for=clock_for)

@@ -1,6 +1,7 @@
 """Routing's collections, indexes and queries: cases (with their outbox), routing rules, opening locks."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,11 +14,11 @@ from pymongo.errors import DuplicateKeyError
 from shared import geo
 from shared.errors import NotFound
 from shared.events import utcnow
-from shared.outbox import OUTBOX_FIELDS, ensure_outbox_index, push_events, with_events
+from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, push_events, with_events
 from shared.pagination import EPOCH, Position, newest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
-from shared.store import LostRace, optimistically
+from shared.store import LostRace, in_transaction, optimistically
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events, default_rules
 
@@ -27,6 +28,8 @@ OPEN = "open"
 INTERNAL_FIELDS = ("_id", OPEN, *OUTBOX_FIELDS)
 # An opening lock only matters while a case is being opened; old ones are cleared away.
 LOCK_LIFETIME = timedelta(hours=1)
+# How old the rules a process routes by may be: a change the office saves applies within this.
+RULES_MAX_AGE_S = 1.0
 
 
 LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
@@ -49,17 +52,20 @@ def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class CaseStore:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, relay: OutboxRelay | None = None):
         self.db = db
+        self.relay = relay
         self.cases = db["cases"]
         self.rules = db["rules"]
         self.opening_locks = db["opening_locks"]
+        self._rules_read: tuple[float, list[Rule]] | None = None  # (monotonic time, rules) of the last read
 
     @classmethod
-    def prepared(cls, db: Database, city: ReferenceData) -> CaseStore:
+    def prepared(cls, db: Database, city: ReferenceData, relay: OutboxRelay | None = None) -> CaseStore:
         """The store with its indexes and, on a fresh database, the city's default rules: whichever of a
-        service's processes starts first (web or worker) must find them in place."""
-        store = cls(db)
+        service's processes starts first (web or worker) must find them in place. The events it stores go to
+        `relay`, the process's own."""
+        store = cls(db, relay)
         store.ensure_indexes()
         store.seed_rules(default_rules(city.categories.values()))
         return store
@@ -107,8 +113,7 @@ class CaseStore:
 
         def attempt_once() -> None:
             try:
-                with self.db.client.start_session() as session:
-                    session.with_transaction(attempt)
+                in_transaction(self.db, attempt)
             except DuplicateKeyError:
                 if self.case_of_report(report_id) is None:
                     raise LostRace(report_id) from None  # an opening lock's first write met another's
@@ -121,6 +126,7 @@ class CaseStore:
         events = case_events(Step(after, step.actions, step.report_ids), correlation_id)
         self.cases.insert_one(with_events({"_id": after["id"], **_indexed(_without_id(after))}, *events),
                               session=session)
+        hand(self.relay, self.cases, after["id"], events)
 
     def save(self, before: dict, after: dict, step: Step, correlation_id: str | None,
              session: ClientSession | None = None) -> None:
@@ -131,6 +137,7 @@ class CaseStore:
                                        push_events({"$set": _indexed(changed)}, *events), session=session)
         if result.matched_count == 0:
             raise LostRace(before["id"])
+        hand(self.relay, self.cases, before["id"], events)
 
     def change(self, case_id: str, decide: Callable[[dict], Step], correlation_id: str | None) -> dict:
         """Read the case, let `decide` make the step, save it with its events; re-decide if we lost a race."""
@@ -181,8 +188,17 @@ class CaseStore:
     # --- rules --------------------------------------------------------------------------------
 
     def all_rules(self) -> list[Rule]:
-        return [Rule(**{k: v for k, v in d.items() if k != "_id"})
-                for d in self.rules.find().sort([("category", ASCENDING), ("district", ASCENDING)])]
+        rules = [Rule(**{k: v for k, v in d.items() if k != "_id"})
+                 for d in self.rules.find().sort([("category", ASCENDING), ("district", ASCENDING)])]
+        self._rules_read = (time.monotonic(), rules)
+        return rules
+
+    def rules_in_force(self) -> list[Rule]:
+        """The rules to route a report by: those read less than RULES_MAX_AGE_S ago, so that a stream of reports
+        asks the store for them about once a second rather than once a report."""
+        if self._rules_read is not None and time.monotonic() - self._rules_read[0] < RULES_MAX_AGE_S:
+            return self._rules_read[1]
+        return self.all_rules()
 
     def replace_rules(self, rules: list[Rule]) -> None:
         # Not atomic across documents; the rules are a small table the office edits rarely, and a
@@ -193,6 +209,7 @@ class CaseStore:
             keep.append(rule_id)
             self.rules.replace_one({"_id": rule_id}, {"_id": rule_id, **vars(rule)}, upsert=True)
         self.rules.delete_many({"_id": {"$nin": keep}})
+        self._rules_read = None  # this process routes by the new rules at once
 
     def seed_rules(self, rules: list[Rule]) -> None:
         """The demo city's rules, the first time only: the office's edits survive restarts."""

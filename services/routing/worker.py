@@ -9,9 +9,8 @@ import functools
 from pymongo.database import Database
 
 from shared import reference, runtime
-from shared.bus import EventConsumer, EventPublisher
+from shared.bus import EventConsumer
 from shared.config import Settings
-from shared.outbox import OutboxRelay
 
 from . import handlers
 from .clock import clock_for
@@ -20,12 +19,12 @@ from .store import CaseStore
 
 
 def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
-    store = CaseStore.prepared(db, reference.load(settings.reference_dir))
+    relay = runtime.outbox_relay(settings)
+    store = CaseStore.prepared(db, reference.load(settings.reference_dir), relay)
+    relay.sweeps(store.cases)
     clocks = functools.partial(clock_for, calendar=reference.load_work_calendar(settings.reference_dir))
-    consumer = EventConsumer(settings.amqp_url, db, handlers.subscriptions(store, clocks),
+    consumer = EventConsumer(settings.amqp_url, handlers.subscriptions(store, clocks),
                              settings.retry_delays_ms, settings.prefetch)
-    relay = OutboxRelay([store.cases], EventPublisher(settings.amqp_url, "routing"), "routing",
-                        settings.relay_interval_s)
     watch = runtime.every(settings.periodic_interval_s, OverdueWatch(store).check, "cases flagged overdue")
     return runtime.BackgroundWork(consumer=consumer, relay=relay, periodic={"deadline-watch": watch})
 

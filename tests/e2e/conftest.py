@@ -23,7 +23,7 @@ def system(amqp_url, mongo_url, tmp_path_factory):
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
     env.update({f"{s.upper()}_DATABASE": f"e2e_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
     env.update(AMQP_URL=amqp_url, MONGO_URL=mongo_url, WOODPECKER_RUN_DIR=str(tmp_path_factory.mktemp("run")),
-               WOODPECKER_RELAY_INTERVAL_S="0.05")
+               WOODPECKER_OUTBOX_SWEEP_S="0.5")
     local = [sys.executable, "-m", "deploy.local"]
     started = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=180)
     try:

@@ -1,9 +1,13 @@
-"""The outbox relay against the real broker: confirmed events leave, refused ones wait, none is lost."""
+"""The outbox relay against the real broker: handed events go out at once, what is left behind is swept up,
+refused events wait, none is lost."""
 import contextlib
-import threading
+import os
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pika
 import pymongo
@@ -13,9 +17,21 @@ from pymongo import monitoring
 from shared import deadletters
 from shared.bus import EventPublisher
 from shared.events import EXCHANGE, UNROUTED, Event
-from shared.outbox import ATTEMPTS_FIELD, DUE_FIELD, OUTBOX_FIELD, OutboxRelay, back_off_s, push_events, with_events
-from shared.store import connect
+from shared.outbox import (
+    ATTEMPTS_FIELD,
+    DUE_FIELD,
+    HANDOFF_GRACE_S,
+    OUTBOX_FIELD,
+    SETTLE_EVERY_S,
+    OutboxRelay,
+    back_off_s,
+    hand,
+    push_events,
+    with_events,
+)
+from shared.store import connect, in_transaction
 from shared.testing import EventTap, wait_for
+from tests.conftest import TEST_JWT_SECRET, settings_for_test
 
 
 @pytest.fixture
@@ -25,13 +41,54 @@ def things(mongo_url):
 
 @pytest.fixture
 def relay(amqp_url, things):
-    relay = OutboxRelay([things], EventPublisher(amqp_url, "intake"), "intake", batch_size=10)
+    """A worker's relay, sweeping `things`, driven pass by pass by the test."""
+    relay = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake", batch_size=10).sweeps(things)
     yield relay
     relay.publisher.close()
 
 
+@contextlib.contextmanager
+def running(relay: OutboxRelay):
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
 def key() -> str:
     return f"report.outbox-test-{uuid.uuid4().hex[:8]}"
+
+
+def left_behind(document: dict) -> dict:
+    """A document whose events nobody published: their grace is over."""
+    return {**document, DUE_FIELD: datetime.now(UTC) - timedelta(seconds=1)}
+
+
+class Commands(monitoring.CommandListener):
+    """The commands a client sends to one collection."""
+
+    def __init__(self, collection: str):
+        self.collection, self.seen = collection, []
+
+    def started(self, event):
+        if event.command.get(event.command_name) == self.collection:
+            self.seen.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+@pytest.fixture
+def counted(mongo_url, things):
+    """`things` through a client that records every command sent to it."""
+    commands = Commands(things.name)
+    client = pymongo.MongoClient(mongo_url, event_listeners=[commands])
+    yield client[things.database.name][things.name], commands
+    client.close()
 
 
 @pytest.fixture
@@ -53,16 +110,83 @@ def unrouted(amqp_url: str, event_ids: set[str]) -> list[str]:
     return [i for i in ours if i in event_ids]
 
 
+# --- publishing at once ---------------------------------------------------------------------------
+
+def test_handed_events_go_out_at_once_and_leave_their_documents_without_the_relay_reading_the_store(
+        amqp_url, counted, subscribe):
+    things, commands = counted
+    bound = key()
+    tap = subscribe(bound)
+    web = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake")  # a web process's relay: it never sweeps
+    with running(web):
+        events = {}
+        started = time.monotonic()
+        for name in ("a", "b", "c"):
+            events[name] = Event.new(bound, "intake", {"n": name})
+            things.insert_one(with_events({"_id": name}, events[name]))
+            hand(web, things, name, [events[name]])
+        wait_for(lambda: len(tap.events(bound)) == 3, timeout=5, what="the handed events on the broker")
+        assert time.monotonic() - started < 1.0
+        assert {e["id"] for e in tap.events(bound)} == {e.id for e in events.values()}
+        wait_for(lambda: things.count_documents({DUE_FIELD: {"$exists": True}}) == 0, timeout=SETTLE_EVERY_S + 3,
+                 what="the published events pulled from their documents")
+    # The inserts and the test's counting; the relay read nothing and settled all three in one write.
+    assert {c for c in commands.seen if c != "aggregate"} == {"insert", "update"}
+    assert commands.seen.count("update") == 1
+    assert [things.find_one({"_id": name})[OUTBOX_FIELD] for name in events] == [[], [], []]
+
+
+def test_an_event_pushed_while_others_were_published_stays_due(amqp_url, things, subscribe):
+    bound = key()
+    tap = subscribe(bound)
+    web = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake")
+    first, second = Event.new(bound, "intake", {"n": 1}), Event.new(bound, "intake", {"n": 2})
+    things.insert_one(with_events({"_id": "doc"}, first))
+    with running(web):
+        hand(web, things, "doc", [first])
+        wait_for(lambda: tap.events(bound), timeout=5, what="the first event")
+        things.update_one({"_id": "doc"}, push_events({"$set": {"seen": True}}, second))  # not handed: a crash
+        time.sleep(SETTLE_EVERY_S + 0.5)  # the first one's settle has run
+    document = things.find_one({"_id": "doc"})
+    assert [e["id"] for e in document[OUTBOX_FIELD]] == [second.id] and DUE_FIELD in document
+
+
+def test_events_handed_inside_a_transaction_go_out_only_once_it_commits(amqp_url, mongo_url, things, subscribe):
+    bound = key()
+    tap = subscribe(bound)
+    web = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake")
+    committed, aborted = Event.new(bound, "intake", {"n": "kept"}), Event.new(bound, "intake", {"n": "rolled back"})
+    db = things.database
+
+    def work(session, event, fail):
+        things.insert_one(with_events({"_id": event.id}, event), session=session)
+        hand(web, things, event.id, [event])
+        assert tap.events(bound) == []  # not before the commit
+        if fail:
+            raise RuntimeError("the transaction fails")
+
+    with running(web):
+        with pytest.raises(RuntimeError):
+            in_transaction(db, lambda session: work(session, aborted, fail=True))
+        in_transaction(db, lambda session: work(session, committed, fail=False))
+        wait_for(lambda: tap.events(bound), timeout=5, what="the committed event")
+        time.sleep(0.5)
+    assert [e["id"] for e in tap.events(bound)] == [committed.id]
+    assert things.find_one({"_id": aborted.id}) is None
+
+
+# --- sweeping up ----------------------------------------------------------------------------------
+
 def test_a_batch_mixing_confirmed_nacked_and_unroutable_events_settles_each_as_the_broker_answered(
         amqp_url, things, relay, refusing_key, subscribe):
     bound = key()
     tap = subscribe(bound)
     delivered, refused, nobody = (Event.new(bound, "intake", {}), Event.new(refusing_key, "intake", {}),
                                   Event.new(key(), "intake", {}))
-    things.insert_one(with_events({"_id": "mixed"}, delivered, refused, nobody))
-    things.insert_one(with_events({"_id": "fine"}, Event.new(bound, "intake", {})))
+    things.insert_one(left_behind(with_events({"_id": "mixed"}, delivered, refused, nobody)))
+    things.insert_one(left_behind(with_events({"_id": "fine"}, Event.new(bound, "intake", {}))))
 
-    assert relay.relay_once() == 3
+    assert relay.sweep_once() == (3, False)
 
     assert [e["id"] for e in tap.events(bound)][:1] == [delivered.id]
     mixed = things.find_one({"_id": "mixed"})
@@ -77,8 +201,8 @@ def test_an_event_nobody_is_bound_to_is_kept_in_the_unrouted_queue_and_replayed_
         amqp_url, things, relay):
     lonely = key()
     event = Event.new(lonely, "intake", {"n": 1})
-    things.insert_one(with_events({"_id": "lonely"}, event))
-    assert relay.relay_once() == 1
+    things.insert_one(left_behind(with_events({"_id": "lonely"}, event)))
+    assert relay.sweep_once() == (1, False)
     assert things.find_one({"_id": "lonely"})[OUTBOX_FIELD] == []  # out of the outbox: nothing wedges there
     assert unrouted(amqp_url, {event.id}) == [event.id]
 
@@ -96,82 +220,94 @@ def test_thousands_of_refusals_keep_the_back_off_bounded_and_the_relay_moving(am
     """0.5 * 2 ** attempts once overflowed after about 1,024 attempts and wedged the relay for good."""
     assert back_off_s(5_000, cap_s=30.0) == 30.0
     stuck = Event.new(refusing_key, "intake", {})
-    things.insert_one({**with_events({"_id": "stuck"}, stuck), ATTEMPTS_FIELD: 5_000})
+    things.insert_one({**left_behind(with_events({"_id": "stuck"}, stuck)), ATTEMPTS_FIELD: 5_000})
     moving = Event.new(key(), "intake", {})
-    things.insert_one(with_events({"_id": "moving"}, moving))
+    things.insert_one(left_behind(with_events({"_id": "moving"}, moving)))
 
-    assert relay.relay_once() == 1  # the other document's event went out
+    assert relay.sweep_once() == (1, False)  # the other document's event went out
     assert things.find_one({"_id": "moving"})[OUTBOX_FIELD] == []
     held = things.find_one({"_id": "stuck"})
     assert held[ATTEMPTS_FIELD] == 5_001 and 0 < (held[DUE_FIELD] - datetime.now(UTC)).total_seconds() <= 30
     assert [e["id"] for e in held[OUTBOX_FIELD]] == [stuck.id]
 
 
-
-@contextlib.contextmanager
-def relaying(relay: OutboxRelay):
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
-
-
-def test_events_stored_while_the_relay_idles_go_out_at_once(amqp_url, things, subscribe):
-    """A change stream wakes the relay: it does not wait for its next poll (5 s here) to publish."""
-    bound = key()
-    tap = subscribe(bound)
-    relay = OutboxRelay([things], EventPublisher(amqp_url, "intake"), "intake", interval_s=5.0)
-    with relaying(relay):
-        time.sleep(1.0)  # the relay has found nothing and idles
-        stored = time.monotonic()
-        event = Event.new(bound, "intake", {})
-        things.insert_one(with_events({"_id": "new"}, event))
-        wait_for(lambda: tap.events(bound), timeout=4, what="the event on the broker")
-        assert time.monotonic() - stored < 2.5
-        pushed = Event.new(bound, "intake", {})
-        things.update_one({"_id": "new"}, push_events({"$set": {"seen": True}}, pushed))
-        wait_for(lambda: pushed.id in {e["id"] for e in tap.events(bound)}, timeout=4, what="the pushed event")
-
-
-def test_an_idle_relay_asks_its_store_about_once_a_second(amqp_url, mongo_url, things):
-    finds = []
-
-    class Finds(monitoring.CommandListener):
-        def started(self, event):
-            if event.command_name == "find" and event.command.get("find") == things.name:
-                finds.append(time.monotonic())
-
-        def succeeded(self, event):
-            pass
-
-        def failed(self, event):
-            pass
-
-    client = pymongo.MongoClient(mongo_url, event_listeners=[Finds()])
-    watched = client[things.database.name][things.name]
-    relay = OutboxRelay([watched], EventPublisher(amqp_url, "intake"), "intake", interval_s=0.05)
-    try:
-        with relaying(relay):
-            time.sleep(2.0)  # it slows down from its busy interval
-            finds.clear()
-            time.sleep(4.0)
-        assert len(finds) <= 5, f"{len(finds)} queries in 4 s while idle"
-    finally:
-        client.close()
-
-
-def test_events_written_while_no_relay_ran_go_out_when_one_starts(amqp_url, things, subscribe):
-    """A process that died between its write and the publishing leaves the events in the outbox; the next
-    relay's first pass (the safety net) sends them."""
+def test_a_stored_event_nobody_handed_goes_out_from_the_sweep_once_its_grace_is_over(amqp_url, things, subscribe):
+    """A process that died between its write and the publishing leaves the event in the outbox; a worker's
+    relay sweeps it up (and until its grace is over leaves it to the process that stored it)."""
     bound = key()
     tap = subscribe(bound)
     event = Event.new(bound, "intake", {})
     things.insert_one(with_events({"_id": "orphan"}, event))
-    relay = OutboxRelay([things], EventPublisher(amqp_url, "intake"), "intake")
-    with relaying(relay):
-        wait_for(lambda: tap.events(bound), timeout=5, what="the orphaned event")
-    assert things.find_one({"_id": "orphan"})[OUTBOX_FIELD] == []
+    stored = time.monotonic()
+    worker = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake", sweep_every_s=0.2).sweeps(things)
+    with running(worker):
+        wait_for(lambda: tap.events(bound), timeout=HANDOFF_GRACE_S + 5, what="the orphaned event")
+    assert time.monotonic() - stored >= HANDOFF_GRACE_S - 0.5
+    wait_for(lambda: things.find_one({"_id": "orphan"})[OUTBOX_FIELD] == [], what="the orphan settled")
+
+
+def test_an_idle_worker_relay_sweeps_once_per_interval_and_a_web_relay_never_reads(amqp_url, counted):
+    things, commands = counted
+    worker = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake", sweep_every_s=1.0).sweeps(things)
+    web = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake")
+    with running(worker), running(web):
+        time.sleep(0.5)
+        commands.seen.clear()
+        time.sleep(4.0)
+    assert 3 <= commands.seen.count("find") <= 5, commands.seen
+    assert set(commands.seen) == {"find"}
+
+
+# --- a process that dies between its write and the publishing ---------------------------------------
+
+DIES_AFTER_STORING = textwrap.dedent("""
+    import os, sys
+    from dataclasses import replace
+    from services.intake.app import create_app
+    from shared.config import Settings
+    from shared.outbox import OutboxRelay
+    from shared.auth import issue_token
+
+    # Dies the moment the report is stored, before its relay may publish: as a crash, a kill -9, a power cut.
+    OutboxRelay.take = lambda *_: os._exit(17)
+    settings = replace(Settings.from_env("intake"), rate_limit_writes=None, rate_limit_uploads=None,
+                       rate_limit_per_ip=None)
+    client = create_app(settings).test_client()
+    headers = {"Authorization": "Bearer " + issue_token(os.environ["WOODPECKER_JWT_SECRET"], "v-crash", "volunteer")}
+    import io
+    from PIL import Image
+    jpeg = io.BytesIO()
+    Image.new("RGB", (32, 24), "red").save(jpeg, "JPEG")
+    photo = client.post("/v1/photos", headers=headers, content_type="multipart/form-data",
+                        data={"file": (io.BytesIO(jpeg.getvalue()), "p.jpg")}).json["id"]
+    client.post("/v1/reports", headers=headers, json={
+        "category": "traffic.parking", "description": "人行道上停放多辆机动车", "photo_ids": [photo],
+        "location": {"lat": 35.060, "lng": 118.315}})
+    sys.exit("the report was stored and the process is still alive")
+""")
+
+
+def test_a_report_stored_by_a_process_that_died_before_publishing_it_is_published_by_the_workers_sweep(
+        amqp_url, mongo_url, subscribe):
+    from services.intake.worker import background_work
+
+    tap = subscribe("report.submitted")
+    settings = settings_for_test("intake", amqp_url, mongo_url)
+    env = {**os.environ, "AMQP_URL": amqp_url, "MONGO_URL": mongo_url, "INTAKE_DATABASE": settings.database,
+           "WOODPECKER_JWT_SECRET": TEST_JWT_SECRET}
+    died = subprocess.run([sys.executable, "-c", DIES_AFTER_STORING], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert died.returncode == 17, died.stderr
+    reports = connect(mongo_url, settings.database)["reports"]
+    [stored] = list(reports.find())
+    assert [e["type"] for e in stored[OUTBOX_FIELD]] == ["report.submitted"]
+    assert tap.events("report.submitted", lambda e: e["data"]["id"] == stored["_id"]) == []
+
+    worker = background_work(settings, connect(mongo_url, settings.database)).start()
+    try:
+        published = wait_for(lambda: tap.events("report.submitted", lambda e: e["data"]["id"] == stored["_id"]),
+                             timeout=HANDOFF_GRACE_S + 10, what="the report published by the sweep")
+        wait_for(lambda: reports.find_one({"_id": stored["_id"]})[OUTBOX_FIELD] == [], what="the outbox emptied")
+    finally:
+        worker.stop()
+    assert [e["id"] for e in published] == [stored[OUTBOX_FIELD][0]["id"]]

@@ -1,12 +1,18 @@
 """Routing through HTTP with the real broker, beside intake: every report becomes a case that the
 right department must close on time, and the report follows it."""
 import io
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from openpyxl import load_workbook
 
 from services.routing.deadlines import OverdueWatch
+from services.routing.domain import Rule
+from services.routing.store import RULES_MAX_AGE_S
+from shared import reference
 from shared.testing import wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import upload_photo
@@ -268,10 +274,12 @@ def test_rules_can_be_read_and_replaced_by_the_office(city):
                      "deadline_hours": 8, "basis": "working"}
     replaced = routing.client.put("/v1/rules", headers=OFFICE, json={"items": [*current, district_rule]})
     assert replaced.status_code == 200 and district_rule in replaced.json["items"]
+    time.sleep(RULES_MAX_AGE_S)  # the documented bound: the worker may route by rules it read up to this long ago
     submitted = report(city, "traffic.parking", 35.100, 118.395)  # in hedong-03
     case = case_for(city, submitted["id"])
     assert case["department"] == "urban-management" and case["basis"] == "working"
     assert routing.client.put("/v1/rules", headers=OFFICE, json={"items": current}).status_code == 200
+    time.sleep(RULES_MAX_AGE_S)  # the other tests' reports are routed by the city's rules again
 
 
 def test_departments_are_listed(city):
@@ -360,3 +368,39 @@ def test_photos_of_a_case_are_seen_by_its_department_and_its_reporter_and_nobody
     elsewhere = "hedong-03" if submitted["grid_id"] != "hedong-03" else "lanshan-01"
     for outsider in (SANITATION, bearer("volunteer"), bearer("grid_leader", grid=elsewhere)):
         assert (seen(before, outsider), seen(after, outsider)) == (404, 404)
+
+
+def test_routing_reads_its_rules_about_once_a_second_and_a_change_reaches_it_within_that(mongo_url, monkeypatch):
+    import pymongo
+    from pymongo import monitoring
+
+    from services.routing import store as routing_store
+
+    class RuleReads(monitoring.CommandListener):
+        count = 0
+
+        def started(self, event):
+            if event.command_name == "find" and event.command.get("find") == "rules":
+                RuleReads.count += 1
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    database = f"test_rules_{uuid.uuid4().hex[:8]}"
+    client = pymongo.MongoClient(mongo_url, event_listeners=[RuleReads()])
+    worker = routing_store.CaseStore.prepared(client[database], reference.load(None))
+    web = routing_store.CaseStore(client[database])
+    RuleReads.count = 0
+    before = [worker.rules_in_force() for _ in range(20)][-1]
+    assert RuleReads.count == 1
+    district_rule = Rule("traffic.parking", "urban-management", 8.0, "hedong", "working")
+    web.replace_rules([*before, district_rule])
+    assert district_rule in web.rules_in_force()  # the process that saved them routes by them at once
+    assert district_rule not in worker.rules_in_force()  # another one, within RULES_MAX_AGE_S
+    later = time.monotonic() + routing_store.RULES_MAX_AGE_S
+    monkeypatch.setattr(routing_store, "time", SimpleNamespace(monotonic=lambda: later))
+    assert district_rule in worker.rules_in_force()
+    client.close()

@@ -2,7 +2,6 @@
 consumed event does to the service's state, and which events can never be handled."""
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -31,7 +30,7 @@ class CaseStoreDouble:
         self.cases: dict[str, dict] = {}
         self.published: list[Event] = []
 
-    def all_rules(self) -> list[routing.Rule]:
+    def rules_in_force(self) -> list[routing.Rule]:
         return self.rules
 
     def open_or_join(self, report_id, category, lat, lng, decide, correlation_id) -> None:
@@ -103,12 +102,11 @@ class ReportStoreDouble:
     def __init__(self, *reports: dict):
         self.reports = {r["id"]: r for r in reports}
 
-    def apply_case_step(self, report_id: str, follow) -> bool:
-        if report_id not in self.reports:
-            return False
-        if (changes := follow(self.reports[report_id])) is not None:
-            self.reports[report_id] = {**self.reports[report_id], **changes}
-        return True
+    def apply_case_steps(self, follows) -> list[str]:
+        for report_id, follow in follows:
+            if report_id in self.reports and (changes := follow(self.reports[report_id])) is not None:
+                self.reports[report_id] = {**self.reports[report_id], **changes}
+        return sorted({report_id for report_id, _ in follows} - set(self.reports))
 
 
 def a_report(report_id: str = "r1") -> dict:
@@ -124,8 +122,8 @@ def case_event(action: str, department: str = "sanitation", version: int = 2, **
     return Event.new(f"case.{action}.{department}", "routing", payload)
 
 
-def follow(store: ReportStoreDouble, event: Event, city: reference.ReferenceData = CITY) -> None:
-    intake_handlers.case_changed(event, store=store, reference=city)
+def follow(store: ReportStoreDouble, *events: Event, city: reference.ReferenceData = CITY) -> None:
+    intake_handlers.cases_changed(list(events), store=store, reference=city)
 
 
 def test_a_dispatch_puts_the_report_in_progress_with_its_department_named_to_the_reporter():
@@ -142,6 +140,14 @@ def test_the_reporter_reads_the_deadline_in_the_citys_time_zone(zone, local_due)
     store = ReportStoreDouble(a_report())
     follow(store, case_event("dispatched"), city=replace(CITY, timezone=ZoneInfo(zone)))  # due 02:00Z
     assert f"整改期限 {local_due}" in store.reports["r1"]["timeline"][-1]["note"]
+
+
+def test_events_that_arrive_together_are_applied_in_their_order():
+    store = ReportStoreDouble(a_report())
+    follow(store, case_event("opened", version=1, status="dispatched"), case_event("dispatched", version=1))
+    report = store.reports["r1"]
+    assert (report["status"], report["department"]) == ("in_progress", "sanitation")
+    assert [entry["event"] for entry in report["timeline"][1:]] == ["case.opened", "case.dispatched"]
 
 
 def test_a_redelivered_case_event_changes_nothing_more():
@@ -175,5 +181,5 @@ def test_a_case_event_for_a_report_intake_does_not_have_is_not_an_error():
 def test_a_case_event_intake_cannot_understand_is_malformed(event):
     store = ReportStoreDouble(a_report())
     with pytest.raises(MalformedEvent):
-        functools.partial(intake_handlers.case_changed, store=store, reference=CITY)(event)
+        intake_handlers.cases_changed([event], store=store, reference=CITY)
     assert store.reports["r1"]["status"] == "submitted"
