@@ -125,11 +125,12 @@ class Process:
 
 
 class Server(Process):
-    """A gunicorn web process for `app_spec` on a free port."""
+    """A gunicorn web process for `app_spec` on a free port (run through `prefix`, e.g. bench.counted)."""
 
-    def __init__(self, app_spec: str, env: dict[str, str]):
+    def __init__(self, app_spec: str, env: dict[str, str], prefix: list[str] | None = None):
         self.port = free_port()
-        super().__init__([str(GUNICORN), "-c", "deploy/gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", app_spec],
+        gunicorn = [*prefix, "gunicorn"] if prefix else [str(GUNICORN)]
+        super().__init__([*gunicorn, "-c", "deploy/gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", app_spec],
                          env)
 
     def wait_ready(self) -> None:
@@ -141,12 +142,17 @@ class Server(Process):
 
 
 class Service:
-    """A service as `make up` runs it: its web process and its worker process."""
+    """A service as `make up` runs it: its web process and its worker process; with `counts`, a folder, each
+    counts its store commands there (bench/counted.py) as `<name>-web` and `<name>-worker`."""
 
-    def __init__(self, name: str, env: dict[str, str]):
+    def __init__(self, name: str, env: dict[str, str], counts: Path | None = None):
         self.name = name
-        self.web = Server(f"services.{name}.app:create_app()", env)
-        self.worker = Process([sys.executable, "-m", f"services.{name}.worker"], env)
+
+        def prefix(role: str) -> list[str]:
+            return [sys.executable, "-m", "bench.counted", str(counts), f"{name}-{role}"] if counts else []
+
+        self.web = Server(f"services.{name}.app:create_app()", env, prefix("web"))
+        self.worker = Process([*(prefix("worker") or [sys.executable]), "-m", f"services.{name}.worker"], env)
 
     @property
     def port(self) -> int:
@@ -166,8 +172,8 @@ class Service:
 
 
 @contextlib.contextmanager
-def running(name: str, env: dict[str, str]) -> Iterator[Service]:
-    service = Service(name, env)
+def running(name: str, env: dict[str, str], counts: Path | None = None) -> Iterator[Service]:
+    service = Service(name, env, counts)
     try:
         service.wait_ready()
         yield service
