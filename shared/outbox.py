@@ -12,16 +12,17 @@ committed. The relay publishes what it is handed in batches with publisher confi
 store, and pulls the confirmed events from their documents in one write per collection every
 SETTLE_EVERY_S.
 
-Sweeping up. A document with pending events carries `outbox_due` under a sparse index: HANDOFF_GRACE_S
-after its write, or when a refused event's back-off ends. A service's worker relay sweeps its collections
-for documents past their due time: events whose process died before publishing them, events a broker
-outage kept, refused events whose back-off is over. That sweep is all a relay ever reads; while nothing is
-left behind it asks each collection once every `sweep_every_s`.
+Sweeping up. A document with pending events carries `outbox_due` under a sparse index: the grace
+(WOODPECKER_OUTBOX_GRACE_S, 30 s) after its write, or when a refused event's back-off ends. A service's
+worker relay sweeps its collections for documents past their due time: events whose process died before
+publishing them, events a broker outage kept, refused events whose back-off is over. That sweep is all a
+relay ever reads; while nothing is left behind it asks each collection once every `sweep_every_s`.
 """
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -47,22 +48,32 @@ ATTEMPTS_FIELD = "outbox_attempts"
 PENDING = {DUE_FIELD: {"$exists": True}}
 # The relay's bookkeeping inside a document: never part of what an API shows.
 OUTBOX_FIELDS = (OUTBOX_FIELD, DUE_FIELD, ATTEMPTS_FIELD)
-# Far longer than a handed event takes to be confirmed and settled, so that the sweep takes only what was
-# left behind; and what was left behind goes out within this (plus a sweep) once the broker answers.
-HANDOFF_GRACE_S = 5.0
+# How long a stored event waits for the process that stored it to publish it before a worker's sweep does:
+# far longer than a handed event takes to be confirmed and settled, even behind a busy store, so that the
+# sweep takes only what was left behind (publishing an event twice is harmless, but it is work, and it would
+# come when the store is busiest); what was left behind goes out within this, and a sweep, of its write.
+GRACE_VARIABLE = "WOODPECKER_OUTBOX_GRACE_S"
+DEFAULT_GRACE_S = 30.0
 # Confirmed events are pulled from their documents at most this long after their publishing, a batch of
 # them in one write per collection. A process that dies meanwhile leaves them to the sweep, which publishes
 # them again (same ids).
 SETTLE_EVERY_S = 1.0
 SWEEP_EVERY_S = 5.0
+# Documents one sweep takes from a collection, and settles in one write: a backlog (after a broker outage)
+# goes out in writes short enough for the requests writing the same collection to go on meanwhile.
+SWEEP_BATCH = 50
 # Doubling stops here: 2 ** 16 half-seconds is far beyond any back-off cap.
 MAX_DOUBLINGS = 16
 # How often a waiting relay looks up to notice that it is asked to stop.
 STOP_CHECK_S = 0.25
 
 
+def handoff_grace_s() -> float:
+    return float(os.environ.get(GRACE_VARIABLE) or DEFAULT_GRACE_S)
+
+
 def _due() -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=HANDOFF_GRACE_S)
+    return datetime.now(UTC) + timedelta(seconds=handoff_grace_s())
 
 
 def with_events(document: dict, *events: Event) -> dict:
@@ -129,7 +140,7 @@ class OutboxRelay:
     """
 
     def __init__(self, publisher: EventPublisher, service: str, sweep_every_s: float = SWEEP_EVERY_S,
-                 batch_size: int = 200, max_backoff_s: float = 30.0):
+                 batch_size: int = SWEEP_BATCH, max_backoff_s: float = 30.0):
         self.publisher = publisher
         self.service = service
         self.swept: list[Collection] = []

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from shared.auth import issue_token
 from shared.config import Rate, Settings
+from shared.outbox import GRACE_VARIABLE
 from shared.runtime import BackgroundWork
 from shared.store import connect
 from shared.testing import TEST_RETRY_DELAYS_MS, amqp_backend, mongo_backend, wait_for
@@ -31,6 +32,9 @@ TEST_JWT_SECRET = os.environ["WOODPECKER_JWT_SECRET"] = f"woodpecker-test-secret
 GENEROUS_RATE = Rate(100_000, "minute")
 for _name in ("WOODPECKER_RATE_LIMIT_WRITES", "WOODPECKER_RATE_LIMIT_UPLOADS", "WOODPECKER_RATE_LIMIT_PER_IP"):
     os.environ[_name] = str(GENEROUS_RATE)
+# The tests leave events behind on purpose (a process killed after its write, a broker cut off): a short grace
+# lets the workers' sweeps take them up within seconds rather than the production half-minute.
+os.environ[GRACE_VARIABLE] = "3"
 
 
 @pytest.fixture(scope="session")

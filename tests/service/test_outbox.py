@@ -20,12 +20,12 @@ from shared.events import EXCHANGE, UNROUTED, Event
 from shared.outbox import (
     ATTEMPTS_FIELD,
     DUE_FIELD,
-    HANDOFF_GRACE_S,
     OUTBOX_FIELD,
     SETTLE_EVERY_S,
     OutboxRelay,
     back_off_s,
     hand,
+    handoff_grace_s,
     push_events,
     with_events,
 )
@@ -241,8 +241,8 @@ def test_a_stored_event_nobody_handed_goes_out_from_the_sweep_once_its_grace_is_
     stored = time.monotonic()
     worker = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake", sweep_every_s=0.2).sweeps(things)
     with running(worker):
-        wait_for(lambda: tap.events(bound), timeout=HANDOFF_GRACE_S + 5, what="the orphaned event")
-    assert time.monotonic() - stored >= HANDOFF_GRACE_S - 0.5
+        wait_for(lambda: tap.events(bound), timeout=handoff_grace_s() + 5, what="the orphaned event")
+    assert time.monotonic() - stored >= handoff_grace_s() - 0.5
     wait_for(lambda: things.find_one({"_id": "orphan"})[OUTBOX_FIELD] == [], what="the orphan settled")
 
 
@@ -306,7 +306,7 @@ def test_a_report_stored_by_a_process_that_died_before_publishing_it_is_publishe
     worker = background_work(settings, connect(mongo_url, settings.database)).start()
     try:
         published = wait_for(lambda: tap.events("report.submitted", lambda e: e["data"]["id"] == stored["_id"]),
-                             timeout=HANDOFF_GRACE_S + 10, what="the report published by the sweep")
+                             timeout=handoff_grace_s() + 10, what="the report published by the sweep")
         wait_for(lambda: reports.find_one({"_id": stored["_id"]})[OUTBOX_FIELD] == [], what="the outbox emptied")
     finally:
         worker.stop()
