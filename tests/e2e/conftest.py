@@ -1,13 +1,17 @@
 """The system as `make up` starts it, for the end-to-end tests of a module (one system per module)."""
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 SERVICES = ("intake", "routing", "hours", "notify")
+LOCAL = [sys.executable, "-m", "deploy.local"]
 
 
 def free_port() -> int:
@@ -16,19 +20,36 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def system(amqp_url, mongo_url, tmp_path_factory):
+def local(command: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """`make <command>`: what the Makefile runs, with the environment `make` would pass on."""
+    return subprocess.run([*LOCAL, command], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def system_env(amqp_url: str, mongo_url: str, run_dir: Path, tag: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(the environment `make up` gets, each service's URL): free ports, databases named after `tag`."""
     ports = {service: free_port() for service in SERVICES}
     env = dict(os.environ)
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
-    env.update({f"{s.upper()}_DATABASE": f"e2e_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
-    env.update(AMQP_URL=amqp_url, MONGO_URL=mongo_url, WOODPECKER_RUN_DIR=str(tmp_path_factory.mktemp("run")),
+    env.update({f"{s.upper()}_DATABASE": f"{tag}_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
+    env.update(AMQP_URL=amqp_url, MONGO_URL=mongo_url, WOODPECKER_RUN_DIR=str(run_dir),
                WOODPECKER_OUTBOX_SWEEP_S="0.5")
-    local = [sys.executable, "-m", "deploy.local"]
-    started = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=180)
+    return env, {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
+
+
+@contextlib.contextmanager
+def running_system(env: dict[str, str]) -> Iterator[str]:
+    """`make up`, then `make down` whatever happens; yields what `up` printed."""
+    started = local("up", env)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        yield {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}, started.stdout
+        yield started.stdout
     finally:
-        stopped = subprocess.run([*local, "down"], env=env, capture_output=True, text=True, timeout=60)
-        assert stopped.returncode == 0, stopped.stderr
+        stopped = local("down", env, timeout=120)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+@pytest.fixture(scope="module")
+def system(amqp_url, mongo_url, tmp_path_factory):
+    env, urls = system_env(amqp_url, mongo_url, tmp_path_factory.mktemp("run"), "e2e")
+    with running_system(env) as printed:
+        yield urls, printed

@@ -6,9 +6,6 @@ the crash lost, a retry that created a second report, or an event that a relay o
 dropped in the outage would each break that.
 """
 import contextlib
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,11 +22,10 @@ from deploy.embedded_db import EmbeddedDatabase, free_port
 from shared.errors import PROBLEM_MEDIA_TYPE
 from shared.testing import wait_for
 from tests.conftest import bearer
-from tests.e2e.conftest import SERVICES
+from tests.e2e.conftest import running_system, system_env
 from tests.e2e.test_system import jpeg_bytes
 
 pytestmark = pytest.mark.e2e
-LOCAL = [sys.executable, "-m", "deploy.local"]
 RATE_PER_S = 10
 SENDING_S = 6.0
 KILL_AFTER_S = 2.0
@@ -84,19 +80,10 @@ def database(tmp_path):
 @pytest.fixture
 def system(database, amqp_url, tmp_path):
     """`make up` against that database (MONGO_URL set: no database of its own), databases of this test's own."""
-    ports = {service: free_port() for service in SERVICES}
-    env = dict(os.environ)
-    env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
-    env.update({f"{s.upper()}_DATABASE": f"crash_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
-    env.update(AMQP_URL=amqp_url, MONGO_URL=database.url, WOODPECKER_RUN_DIR=str(tmp_path / "run"))
-    started = subprocess.run([*LOCAL, "up"], env=env, capture_output=True, text=True, timeout=180)
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert "EMBEDDED DATABASE" not in started.stdout
-        yield {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}, env
-    finally:
-        stopped = subprocess.run([*LOCAL, "down"], env=env, capture_output=True, text=True, timeout=120)
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    env, urls = system_env(amqp_url, database.url, tmp_path / "run", "crash")
+    with running_system(env) as printed:
+        assert "EMBEDDED DATABASE" not in printed
+        yield urls, env
 
 
 def spot(n: int) -> dict:

@@ -5,8 +5,6 @@ database itself; `down` must stop every process it started and keep the data, `r
 """
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,10 @@ import requests
 from deploy.embedded_db import free_port, is_running, port_in_use
 from shared.testing import wait_for
 from tests.conftest import bearer
-from tests.e2e.conftest import SERVICES
+from tests.e2e.conftest import SERVICES, local
 from tests.e2e.test_system import jpeg_bytes
 
 pytestmark = pytest.mark.e2e
-LOCAL = [sys.executable, "-m", "deploy.local"]
-
-
-def local(command: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    """`make <command>`: what the Makefile runs, with the environment `make` would pass on."""
-    return subprocess.run([*LOCAL, command], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

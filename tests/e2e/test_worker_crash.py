@@ -8,8 +8,6 @@ each report follows each case event once).
 """
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,12 +21,11 @@ import requests
 
 from shared.testing import EventTap, wait_for
 from tests.conftest import bearer
-from tests.e2e.conftest import SERVICES, free_port
+from tests.e2e.conftest import SERVICES, local, running_system, system_env
 from tests.e2e.test_database_crash import Submission, spot, submit_until_created
 from tests.e2e.test_system import jpeg_bytes
 
 pytestmark = pytest.mark.e2e
-LOCAL = [sys.executable, "-m", "deploy.local"]
 RATE_PER_S = 10
 SENDING_S = 6.0
 KILL_AFTER_S = 2.0
@@ -38,19 +35,9 @@ KILLED = ("intake-web", *(f"{service}-worker" for service in SERVICES))
 
 @pytest.fixture
 def system(amqp_url, mongo_url, tmp_path):
-    ports = {service: free_port() for service in SERVICES}
-    env = dict(os.environ)
-    env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
-    env.update({f"{s.upper()}_DATABASE": f"kill_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
-    env.update(AMQP_URL=amqp_url, MONGO_URL=mongo_url, WOODPECKER_RUN_DIR=str(tmp_path / "run"),
-               WOODPECKER_OUTBOX_SWEEP_S="0.5")
-    started = subprocess.run([*LOCAL, "up"], env=env, capture_output=True, text=True, timeout=180)
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}, env
-    finally:
-        stopped = subprocess.run([*LOCAL, "down"], env=env, capture_output=True, text=True, timeout=120)
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    env, urls = system_env(amqp_url, mongo_url, tmp_path / "run", "kill")
+    with running_system(env):
+        yield urls, env
 
 
 def kill_and_start_again(env: dict) -> None:
@@ -60,7 +47,7 @@ def kill_and_start_again(env: dict) -> None:
     for name in KILLED:
         os.killpg(int((run / f"{name}.pid").read_text()), signal.SIGKILL)
     time.sleep(DOWN_FOR_S)
-    started = subprocess.run([*LOCAL, "up"], env=env, capture_output=True, text=True, timeout=180)
+    started = local("up", env)
     assert started.returncode == 0, started.stdout + started.stderr
     assert all(f"{name}: started" in started.stdout for name in KILLED), started.stdout
 
