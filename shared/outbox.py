@@ -10,7 +10,8 @@ Publishing at once. Whoever stored a change with its events (a request, an event
 hands them to its process's relay (`hand`) once the write, or the transaction it belongs to, has
 committed. The relay publishes what it is handed in batches with publisher confirms, without reading the
 store, and pulls the confirmed events from their documents in one write per collection every
-SETTLE_EVERY_S.
+SETTLE_EVERY_S; events that a consumer's later write of the document usually pulls (`pull_delivered`: a
+report's submission, by its first case event) it leaves to that write for a third of the grace.
 
 Sweeping up. A document with pending events carries `outbox_due` under a sparse index: the grace
 (WOODPECKER_OUTBOX_GRACE_S, 30 s) after its write, or when a refused event's back-off ends. A service's
@@ -58,6 +59,10 @@ DEFAULT_GRACE_S = 30.0
 # them in one write per collection. A process that dies meanwhile leaves them to the sweep, which publishes
 # them again (same ids).
 SETTLE_EVERY_S = 1.0
+# ... or, when a consumer's write usually pulls them first (`hand(pulled_by_a_consumer=True)`), a third of
+# the grace (10 s): long enough for the consumer, short enough to be done well before the sweep would
+# publish them again.
+CONSUMER_SHARE_OF_GRACE = 1 / 3
 SWEEP_EVERY_S = 5.0
 # Documents one sweep takes from a collection, and settles in one write: a backlog (after a broker outage)
 # goes out in writes short enough for the requests writing the same collection to go on meanwhile.
@@ -70,6 +75,10 @@ STOP_CHECK_S = 0.25
 
 def handoff_grace_s() -> float:
     return float(os.environ.get(GRACE_VARIABLE) or DEFAULT_GRACE_S)
+
+
+def consumer_first_s() -> float:
+    return handoff_grace_s() * CONSUMER_SHARE_OF_GRACE
 
 
 def _due() -> datetime:
@@ -102,13 +111,19 @@ def back_off_s(attempts: int, cap_s: float) -> float:
     return min(cap_s, 0.5 * 2 ** min(attempts, MAX_DOUBLINGS))
 
 
-def hand(relay: OutboxRelay | None, collection: Collection, document_id, events: Iterable[Event]) -> None:
+def hand(relay: OutboxRelay | None, collection: Collection, document_id, events: Iterable[Event],
+         pulled_by_a_consumer: bool = False) -> None:
     """Tell the process's relay that `events` are stored in the document (or will be, once the transaction
     under way commits), so that it publishes them now. Without a relay (a command-line tool, a test of the
-    store alone) they wait for the worker's sweep."""
+    store alone) they wait for the worker's sweep.
+
+    `pulled_by_a_consumer`: a later write of the document usually pulls them (`pull_delivered`), so the relay
+    leaves that write `consumer_first_s()` before it pulls what is still there itself: one write of the
+    document fewer while all is well, and no write of its own to add while the store is at its busiest."""
     events = list(events)
     if relay is not None and events:
-        after_commit(lambda: relay.take(collection, document_id, events))
+        settle_after_s = consumer_first_s() if pulled_by_a_consumer else SETTLE_EVERY_S
+        after_commit(lambda: relay.take(collection, document_id, events, settle_after_s))
 
 
 def pull_delivered(document: dict, update: dict, event_type: str) -> dict:
@@ -130,6 +145,16 @@ class Handed:
     collection: Collection
     document_id: object
     events: list[Event]
+    settle_after_s: float
+
+
+@dataclass(frozen=True)
+class Published:
+    """Confirmed events, to be pulled from their document once `at` (monotonic) has come."""
+    at: float
+    collection: Collection
+    document_id: object
+    event_ids: set[str]
 
 
 class OutboxRelay:
@@ -149,10 +174,7 @@ class OutboxRelay:
         self.max_backoff_s = max_backoff_s
         self._handed: list[Handed] = []
         self._wake = threading.Condition()
-        # Confirmed events still to pull from their documents: collection name → document id → event ids.
-        self._unsettled: dict[str, dict[object, set[str]]] = defaultdict(lambda: defaultdict(set))
-        self._collections: dict[str, Collection] = {}
-        self._unsettled_since: float | None = None
+        self._unsettled: list[Published] = []
         self._broker_away_until = 0.0
         self._backoff_s = 0.0
         self._stop = threading.Event()
@@ -166,10 +188,12 @@ class OutboxRelay:
 
     # --- the hand-off -------------------------------------------------------------------------------
 
-    def take(self, collection: Collection, document_id, events: list[Event]) -> None:
-        """Events just stored in the document: publish them as soon as possible."""
+    def take(self, collection: Collection, document_id, events: list[Event],
+             settle_after_s: float = SETTLE_EVERY_S) -> None:
+        """Events just stored in the document: publish them as soon as possible, and pull them from it about
+        `settle_after_s` after the broker has confirmed them."""
         with self._wake:
-            self._handed.append(Handed(collection, document_id, events))
+            self._handed.append(Handed(collection, document_id, events, settle_after_s))
             self._wake.notify()
         self.start()
 
@@ -198,10 +222,10 @@ class OutboxRelay:
             if handed:
                 self._publish_handed(handed)
             if self._settle_at() <= time.monotonic():
-                self._settle_handed()
+                self._settle_handed(time.monotonic())
             if self.swept and next_sweep <= time.monotonic():
                 next_sweep = time.monotonic() + self._sweep_and_wait()
-        self._settle_handed()
+        self._settle_handed(float("inf"))
         self.publisher.close()
 
     def _next_handed(self, until: float) -> list[Handed]:
@@ -216,7 +240,7 @@ class OutboxRelay:
         return handed
 
     def _settle_at(self) -> float:
-        return float("inf") if self._unsettled_since is None else self._unsettled_since + SETTLE_EVERY_S
+        return min((published.at for published in self._unsettled), default=float("inf"))
 
     def _publish_handed(self, handed: list[Handed]) -> None:
         if time.monotonic() < self._broker_away_until:
@@ -233,22 +257,28 @@ class OutboxRelay:
         self._backoff_s = 0.0
         confirmed = set(outcome.confirmed)
         # A refused or returned event stays as stored, due after its grace: the sweep retries it with back-off.
+        now = time.monotonic()
         for item in handed:
-            ids = {event.id for event in item.events} & confirmed
-            if ids:
-                self._collections[item.collection.full_name] = item.collection
-                self._unsettled[item.collection.full_name][item.document_id] |= ids
-        if self._unsettled and self._unsettled_since is None:
-            self._unsettled_since = time.monotonic()
+            if ids := {event.id for event in item.events} & confirmed:
+                self._unsettled.append(Published(now + item.settle_after_s, item.collection, item.document_id, ids))
 
-    def _settle_handed(self) -> None:
-        """Pull the confirmed events from their documents: one write per collection (an event's id is in its own
-        document only). A document whose events a consumer already pulled (`pull_delivered`) is left as it is."""
-        unsettled, self._unsettled, self._unsettled_since = self._unsettled, defaultdict(lambda: defaultdict(set)), None
-        for name, documents in unsettled.items():
+    def _settle_handed(self, now: float) -> None:
+        """Pull the confirmed events whose time has come from their documents: one write per collection (an
+        event's id is in its own document only), which passes over a document whose events a consumer already
+        pulled (`pull_delivered`)."""
+        # With those whose time comes soon: a second's events are pulled in one write, not one write each.
+        soon = now + SETTLE_EVERY_S / 2
+        due = [published for published in self._unsettled if published.at <= soon]
+        self._unsettled = [published for published in self._unsettled if published.at > soon]
+        by_collection: dict[str, list[Published]] = defaultdict(list)
+        for published in due:
+            by_collection[published.collection.full_name].append(published)
+        for name, documents in by_collection.items():
+            ids = set().union(*(published.event_ids for published in documents))
             try:
-                self._collections[name].update_many({"_id": {"$in": list(documents)}},
-                                                     _pulled(set().union(*documents.values())))
+                documents[0].collection.update_many(
+                    {"_id": {"$in": [published.document_id for published in documents]},
+                     f"{OUTBOX_FIELD}.id": {"$in": sorted(ids)}}, _pulled(ids))
             except Exception:  # the events stay due after their grace; the sweep publishes them again
                 log.exception("could not settle published events", extra={"collection": name})
 

@@ -90,7 +90,8 @@ class ReportStore:
                                 "revision": 0}, event)
         stored, created = idempotency.insert_once(self.reports, document, key, fingerprint)
         if created:
-            hand(self.relay, self.reports, document["_id"], [event])
+            # Pulled by the write of the report's first case event (apply_case_steps).
+            hand(self.relay, self.reports, document["_id"], [event], pulled_by_a_consumer=True)
         return _public(stored), created
 
     def visible_report(self, report_id: str, scope: Scope) -> dict | None:
@@ -126,9 +127,9 @@ class ReportStore:
         them meanwhile, everything is read and applied again: a report keeps the ids of the events it has
         applied, so each step is applied once.
 
-        The same write pulls the report's `report.submitted` from its outbox, if the relay has not yet: a case
-        event names only reports whose submission routing has received, so it was published (and delivered to
-        every queue bound to it, which the broker does at once)."""
+        The same write pulls the report's `report.submitted` from its outbox, which the relay published and left
+        there: a case event names only reports whose submission routing has received, so it was published (and
+        delivered to every queue bound to it, which the broker does at once)."""
         ids = list(dict.fromkeys(report_id for report_id, _ in follows))
 
         def attempt() -> list[str]:

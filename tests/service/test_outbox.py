@@ -26,6 +26,7 @@ from shared.outbox import (
     back_off_s,
     hand,
     handoff_grace_s,
+    pull_delivered,
     push_events,
     with_events,
 )
@@ -173,6 +174,26 @@ def test_events_handed_inside_a_transaction_go_out_only_once_it_commits(amqp_url
         time.sleep(0.5)
     assert [e["id"] for e in tap.events(bound)] == [committed.id]
     assert things.find_one({"_id": aborted.id}) is None
+
+
+def test_what_a_consumer_usually_pulls_is_left_to_it_and_pulled_by_the_relay_if_it_does_not(
+        amqp_url, things, subscribe):
+    bound = key()
+    tap = subscribe(bound)
+    web = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake")
+    followed, unfollowed = Event.new(bound, "intake", {"n": 1}), Event.new(bound, "intake", {"n": 2})
+    with running(web):
+        for name, event in (("followed", followed), ("unfollowed", unfollowed)):
+            things.insert_one(with_events({"_id": name}, event))
+            hand(web, things, name, [event], pulled_by_a_consumer=True)
+        wait_for(lambda: len(tap.events(bound)) == 2, timeout=5, what="both events on the broker")
+        assert things.count_documents({DUE_FIELD: {"$exists": True}}) == 2  # left to the consumers
+        stored = things.find_one({"_id": "followed"})
+        things.update_one({"_id": "followed"}, pull_delivered(stored, {"$set": {"seen": True}}, bound))
+        wait_for(lambda: things.count_documents({DUE_FIELD: {"$exists": True}}) == 0, timeout=5,
+                 what="the other one pulled by the relay")
+    assert [things.find_one({"_id": name})[OUTBOX_FIELD] for name in ("followed", "unfollowed")] == [[], []]
+    assert sorted(e["id"] for e in tap.events(bound)) == sorted((followed.id, unfollowed.id))  # once each
 
 
 # --- sweeping up ----------------------------------------------------------------------------------
