@@ -10,6 +10,9 @@ import pytest
 
 from services.intake import domain as intake
 from services.intake import handlers as intake_handlers
+from services.notify.domain import Notice
+from services.notify.notices import Heard, NoticeWriter
+from services.notify.templates import SAMPLE_CONTEXTS, Templates
 from services.routing import domain as routing
 from services.routing import handlers as routing_handlers
 from services.routing.clock import CalendarClock
@@ -183,3 +186,40 @@ def test_a_case_event_intake_cannot_understand_is_malformed(event):
     with pytest.raises(MalformedEvent):
         intake_handlers.cases_changed([event], store=store, reference=CITY)
     assert store.reports["r1"]["status"] == "submitted"
+
+
+# --- notify -------------------------------------------------------------------------------------
+
+class NotifyStoreDouble:
+    """NotifyStore's interface as the notice writer uses it, over lists."""
+
+    def __init__(self, subscriptions: dict[str, dict]):
+        self.subscriptions = subscriptions
+        self.inbox: list[dict] = []
+        self.deliveries: list[dict] = []
+
+    def subscriptions_of(self, recipients: set[str]) -> dict[str, dict]:
+        return {r: {"recipient": r, **s} for r, s in self.subscriptions.items() if r in recipients}
+
+    def add_notices(self, inbox: list[dict], deliveries: list[dict]) -> int:
+        self.inbox += inbox
+        self.deliveries += deliveries
+        return len(inbox)
+
+
+def dispatch_notice(recipient: str, report_id: str) -> Notice:
+    return Notice(recipient, "case.event", "case.dispatched.traffic-police",
+                  {**SAMPLE_CONTEXTS["case.event"], "report_id": report_id})
+
+
+def test_the_notice_writer_wakes_the_dispatcher_when_it_stores_deliveries_and_only_then():
+    store = NotifyStoreDouble({"department:traffic-police": {"webhook_url": "https://police.example/hook",
+                                                            "secret": "s", "suspended": []}})
+    woken = []
+    writer = NoticeWriter(store, Templates(), on_deliveries=lambda: woken.append(1))
+    writer.write([dispatch_notice("office", "r1")], "e1", "case.dispatched.traffic-police", "2026-12-03T00:00:00Z",
+                 {}, datetime.now(UTC))
+    assert (len(store.inbox), store.deliveries, woken) == (1, [], [])
+    writer.write_all([Heard([dispatch_notice("department:traffic-police", "r2")], "e2",
+                            "case.dispatched.traffic-police", "2026-12-03T00:00:00Z", {})], datetime.now(UTC))
+    assert [d["channel"] for d in store.deliveries] == ["webhook"] and woken == [1]
