@@ -281,10 +281,13 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
     sent = result["sent"]
     time.sleep(1.0)  # the last second's reports are still on their way: a second's worth is not accumulation
     waiting = system.waiting()
-    undispatched = sum(1 for r in sent.at if r not in tap.snapshot()[1])
+    arrivals = tap.snapshot()[1]
+    undispatched = sum(1 for r in sent.at if r not in arrivals)
     tap.close()
+    p50, p99 = cuts(Latency(sent, arrivals, len(planned)).latencies_ms(), 50, 99)
     step = Step(rate, len(sent.at), len(planned), cuts(sent.behind_ms, 99)[0], waiting.total, undispatched)
-    print(f"    end: accepted {step.accepted}/{step.planned}, POSTs p99 {step.behind_p99_ms:.0f} ms behind schedule; "
+    print(f"    end: POST -> case.dispatched p50 {p50:.0f} ms, p99 {p99:.0f} ms (of those that arrived); "
+          f"accepted {step.accepted}/{step.planned}, POSTs p99 {step.behind_p99_ms:.0f} ms behind schedule; "
           f"a second later {step.waiting_at_end} waiting in queues and outboxes, {step.undispatched_at_end} "
           f"reports not yet dispatched -> intake {'keeps up' if step.intake_keeps_up else 'falls behind'}, "
           f"{'nothing accumulates' if step.nothing_accumulates else 'work accumulates'}")
