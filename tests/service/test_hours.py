@@ -10,7 +10,8 @@ from openpyxl import Workbook
 
 from services.intake.domain import GridMap
 from shared import reference
-from shared.testing import wait_for
+from shared.events import Event
+from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import upload_photo
 from tests.service.test_routing import fresh_spot
@@ -404,6 +405,38 @@ def test_a_report_whose_case_closes_after_recheck_counts_once_for_its_reporter(c
                         json={"passed": True, "note": "已整改"}).json["status"] == "closed"
     wait_for(lambda: summary(city, volunteer["id"])["verified_reports"] == 1, what="the verified report counted")
     assert summary(city, volunteer["id"])["year_verified_reports"] == 1
+
+
+def test_events_hours_hears_twice_change_nothing_the_second_time(city, amqp_url):
+    """No marker of handled events: the credit's source key and the report's verified flag make a redelivered
+    report.submitted or case.closed a no-op (each queue is first in, first out, so the event sent after the
+    copies is handled after them)."""
+    volunteer, token = register(city)
+    _, grid_id = spot_and_grid()
+    first = patrol(city, token, grid_id, now() - timedelta(hours=4), now() - timedelta(hours=3)).json
+    second = patrol(city, token, grid_id, now() - timedelta(hours=2), now() - timedelta(hours=1)).json
+    assert first["status"] == second["status"] == "awaiting_confirmation"
+
+    def submitted(report_id: str, at: datetime) -> Event:
+        return Event.new("report.submitted", "intake", {"id": report_id, "reporter_id": volunteer["id"],
+                                                        "grid_id": grid_id, "submitted_at": iso(at)})
+
+    def closed(report_id: str) -> Event:
+        return Event.new("case.closed.traffic-police", "routing", {"case_id": f"case-{report_id}",
+                                                                   "report_ids": [report_id]})
+
+    reports = [f"r-{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    evidence = submitted(reports[0], now() - timedelta(hours=3, minutes=30))
+    for event in (evidence, evidence, submitted(reports[1], now() - timedelta(hours=1, minutes=30))):
+        publish_raw(amqp_url, event.type, event.to_dict(), event.id)
+    wait_for(lambda: summary(city, volunteer["id"])["year_hours"] == 2.0, what="the second patrol credited")
+    assert sorted(entry["source_id"] for entry in ledger(city, volunteer["id"])) == sorted((first["id"],
+                                                                                           second["id"]))
+    verified = closed(reports[0])
+    for event in (verified, verified, closed(reports[1])):
+        publish_raw(amqp_url, event.type, event.to_dict(), event.id)
+    wait_for(lambda: summary(city, volunteer["id"])["verified_reports"] >= 2, what="both reports counted")
+    assert summary(city, volunteer["id"])["verified_reports"] == 2
 
 
 # --- rankings, proofs, closing a year ---------------------------------------------------------
