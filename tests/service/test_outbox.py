@@ -20,10 +20,12 @@ from shared.events import EXCHANGE, UNROUTED, Event
 from shared.outbox import (
     ATTEMPTS_FIELD,
     DUE_FIELD,
+    GRACE_VARIABLE,
     OUTBOX_FIELD,
     SETTLE_EVERY_S,
     OutboxRelay,
     back_off_s,
+    consumer_first_s,
     hand,
     handoff_grace_s,
     pull_delivered,
@@ -177,7 +179,8 @@ def test_events_handed_inside_a_transaction_go_out_only_once_it_commits(amqp_url
 
 
 def test_what_a_consumer_usually_pulls_is_left_to_it_and_pulled_by_the_relay_if_it_does_not(
-        amqp_url, things, subscribe):
+        amqp_url, things, subscribe, monkeypatch):
+    monkeypatch.setenv(GRACE_VARIABLE, "9")  # the consumer's share, 3 s, well beyond an ordinary settle
     bound = key()
     tap = subscribe(bound)
     web = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake")
@@ -187,11 +190,12 @@ def test_what_a_consumer_usually_pulls_is_left_to_it_and_pulled_by_the_relay_if_
             things.insert_one(with_events({"_id": name}, event))
             hand(web, things, name, [event], pulled_by_a_consumer=True)
         wait_for(lambda: len(tap.events(bound)) == 2, timeout=5, what="both events on the broker")
+        time.sleep(SETTLE_EVERY_S + 0.5)  # an ordinary settle would have pulled them by now
         assert things.count_documents({DUE_FIELD: {"$exists": True}}) == 2  # left to the consumers
         stored = things.find_one({"_id": "followed"})
         things.update_one({"_id": "followed"}, pull_delivered(stored, {"$set": {"seen": True}}, bound))
-        wait_for(lambda: things.count_documents({DUE_FIELD: {"$exists": True}}) == 0, timeout=5,
-                 what="the other one pulled by the relay")
+        wait_for(lambda: things.count_documents({DUE_FIELD: {"$exists": True}}) == 0,
+                 timeout=consumer_first_s() + 2, what="the other one pulled by the relay")
     assert [things.find_one({"_id": name})[OUTBOX_FIELD] for name in ("followed", "unfollowed")] == [[], []]
     assert sorted(e["id"] for e in tap.events(bound)) == sorted((followed.id, unfollowed.id))  # once each
 
