@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import pymongo
@@ -35,17 +36,23 @@ BENCH_RATE = "1000000/minute"
 STOP_TIMEOUT_S = 15  # gunicorn's graceful_timeout (10 s) plus some slack
 
 
+class BenchStore(NamedTuple):
+    url: str
+    described: str
+    server_pid: int | None  # the embedded database's, whose CPU time a bench may count; None for MongoDB
+
+
 @contextlib.contextmanager
-def bench_store() -> Iterator[tuple[str, str]]:
-    """(MONGO_URL, what it is): the operator's MongoDB, or an embedded database of the bench's own."""
+def bench_store() -> Iterator[BenchStore]:
+    """The operator's MongoDB (MONGO_URL), or an embedded database of the bench's own."""
     if url := os.environ.get("MONGO_URL"):
-        yield url, f"MongoDB at {url}"
+        yield BenchStore(url, f"MongoDB at {url}", None)
         return
     with tempfile.TemporaryDirectory(prefix="woodpecker-bench-db-") as directory:
         database = EmbeddedDatabase(Path(directory) / "data", free_port(), Path(directory) / "db.log")
-        database.start()
+        pid = database.start()
         try:
-            yield database.url, f"the embedded database ({database.url}, --sync-on-commit)"
+            yield BenchStore(database.url, f"the embedded database ({database.url}, --sync-on-commit)", pid)
         finally:
             database.stop()
 

@@ -200,7 +200,7 @@ def crediting(count: int) -> None:
     city = reference.load(None)
     rules = reference.load_service_hours(None)
     grid = next(iter(city.grids))
-    with bench_store() as (mongo_url, described), bench_vhost() as (_, amqp_url):
+    with bench_store() as (mongo_url, described, _), bench_vhost() as (_, amqp_url):
         print(f"\nCrediting — store: {described}")
         databases = bench_databases(("hours",))
         env = service_env(mongo_url, amqp_url, databases)

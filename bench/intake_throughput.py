@@ -283,7 +283,7 @@ def main() -> None:
     print(f"machine: nproc={len(os.sched_getaffinity(0))}, Python {sys.version.split()[0]}; "
           f"load: {args.concurrency} keep-alive clients, {args.warmup:g} s warm-up + {args.seconds:g} s per target")
     print(f"reproduce: {reproduce_command(args)}")
-    with bench_store() as (mongo_url, store), bench_vhost() as (vhost, amqp_url):
+    with bench_store() as (mongo_url, store, _), bench_vhost() as (vhost, amqp_url):
         databases = bench_databases(("intake",))
         env = service_env(mongo_url, amqp_url, databases)
         print(f"gunicorn, deploy/gunicorn.conf.py; {store}; broker vhost {vhost}:", flush=True)

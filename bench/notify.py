@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--notices", type=int, default=1000, help="notices to the inbox")
     parser.add_argument("--webhooks", type=int, default=500, help="notices to webhooks in each of the two runs")
     args = parser.parse_args()
-    with bench_store() as (mongo_url, described), bench_vhost() as (_, amqp_url):
+    with bench_store() as (mongo_url, described, _), bench_vhost() as (_, amqp_url):
         print(f"Store: {described}")
         databases = bench_databases(("notify",))
         env = {**service_env(mongo_url, amqp_url, databases), "NOTIFY_ALLOWED_NETWORKS": "127.0.0.0/8",

@@ -13,8 +13,9 @@ the category's department; a plain pika subscriber stands in for the departments
    the highest one intake keeps (every POST accepted, on schedule) with nothing accumulating (what waits at
    the end of the step is no more than a second's worth of reports).
 3. At each of `--rates` (20 and 50 reports/s): the time from a report's POST to its `case.dispatched` at the
-   subscriber (p50, p99), and the store commands per report of each service and thread, counted until every
-   service has done all its work (queues drained, outboxes empty).
+   subscriber (p50, p99), the store commands per report of each service and thread, and the CPU time per
+   report of every process (the services', the embedded database's, the local broker's: bench/cpu.py), all
+   counted until every service has done all its work (queues drained, outboxes empty).
 
 It prints figures and asserts nothing.
 """
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import itertools
 import os
+import resource
 import shlex
 import sys
 import tempfile
@@ -36,6 +38,7 @@ from pathlib import Path
 import pika
 import pymongo
 
+from bench import cpu
 from bench.counted import read_counts
 from bench.harness import (
     ROOT,
@@ -75,7 +78,7 @@ class System:
     """The four services, their counts folder, and the bench's own view of their queues and outboxes."""
 
     def __init__(self, stack: contextlib.ExitStack, mongo_url: str, amqp_url: str, counts: Path,
-                 services: tuple[str, ...]):
+                 services: tuple[str, ...], store_pid: int | None):
         self.amqp_url, self.counts = amqp_url, counts
         databases = bench_databases(services)
         stack.callback(drop_databases, mongo_url, databases)
@@ -92,6 +95,14 @@ class System:
         self.broker = pika.BlockingConnection(parameters)
         stack.callback(self.broker.close)
         self.channel = self.broker.channel()
+        # Every process that works for a report, by process group: the services' own, the embedded database's,
+        # the local broker's (if it runs here); the bench's own threads are counted apart.
+        self.groups = {f"{name}-{role}": process.process.pid for name, service in self.services.items()
+                       for role, process in (("web", service.web), ("worker", service.worker))}
+        if store_pid is not None:
+            self.groups["store"] = store_pid
+        if (broker := next(iter(cpu.pids_named("beam.smp")), None)) is not None:
+            self.groups["broker"] = cpu.process_group(broker) or broker
 
     def port(self, service: str) -> int:
         return self.services[service].port
@@ -120,6 +131,12 @@ class System:
     def count_snapshot(self) -> Commands:
         time.sleep(COUNTS_SETTLE_S)
         return Commands(*read_counts(self.counts))
+
+    def cpu_snapshot(self) -> Counter:
+        used = cpu.group_cpu_s(self.groups)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        used["bench"] = own.ru_utime + own.ru_stime
+        return used
 
     def check_alive(self) -> None:
         for service in self.services.values():
@@ -182,6 +199,20 @@ def print_commands_per_report(delta: Commands, reports: int, system: System) -> 
           f"all the services that run: {sum(totals.values()) / reports:.2f}")
 
 
+def print_cpu_per_report(used: Counter, reports: int, cores: int) -> None:
+    """CPU milliseconds per report of each process group, and the rates at which the machine's cores, and the
+    store's one, would be all busy: ceilings that no tuning of the others lifts."""
+    per_report = {name: 1000 * seconds / reports for name, seconds in used.items()}
+    working = {name: ms for name, ms in sorted(per_report.items()) if name != "bench"}
+    print("  CPU ms per report: " + ", ".join(f"{name} {ms:.1f}" for name, ms in working.items())
+          + f"; the bench's sender {per_report.get('bench', 0.0):.1f}")
+    total_ms = sum(working.values())
+    ceilings = [f"{cores} cores are all busy at {1000 * cores / total_ms:.0f} reports/s"] if total_ms else []
+    if store_ms := working.get("store"):
+        ceilings.append(f"the store (one process) takes a whole core at {1000 / store_ms:.0f} reports/s")
+    print(f"  all of them: {total_ms:.1f} ms per report" + "".join(f"; {c}" for c in ceilings))
+
+
 # --- the phases -----------------------------------------------------------------------------------
 
 def measure_idle(system: System, seconds: float) -> None:
@@ -205,6 +236,7 @@ def measure_rate(system: System, spots: Spots, people, rate: float, seconds: flo
     print(f"\n3. {rate:g} reports/s for {seconds:g} s", flush=True)
     system.wait_quiet()
     before = system.count_snapshot()
+    cpu_before = system.cpu_snapshot()
     planned = spots.take(int(rate * seconds))
     tap = DispatchTap(system.amqp_url, "case.dispatched.*")
     try:
@@ -216,6 +248,7 @@ def measure_rate(system: System, spots: Spots, people, rate: float, seconds: flo
     finally:
         tap.close()
     drained = system.wait_quiet()
+    cpu_used = system.cpu_snapshot() - cpu_before
     delta = system.count_snapshot() - before
     result = Latency(sent, arrivals, len(planned))
     latencies = result.latencies_ms()
@@ -229,6 +262,7 @@ def measure_rate(system: System, spots: Spots, people, rate: float, seconds: flo
           f"max {max(latencies, default=float('nan')):.1f} ms; never arrived: {result.missing()}")
     print(f"  everything done {drained:.1f} s after the last dispatch arrived; store commands per report:")
     print_commands_per_report(delta, len(sent.at), system)
+    print_cpu_per_report(cpu_used, len(sent.at), len(os.sched_getaffinity(0)))
 
 
 @dataclass
@@ -340,11 +374,11 @@ def main() -> None:
                "--services", ",".join(args.services)] + (["--no-capacity"] if args.no_capacity else [])
     print("reproduce: " + f"cd {shlex.quote(str(ROOT))} && " + shlex.join([python, "-m", "bench.pipeline", *options]))
     with contextlib.ExitStack() as stack:
-        mongo_url, store = stack.enter_context(bench_store())
+        mongo_url, store, store_pid = stack.enter_context(bench_store())
         vhost, amqp_url = stack.enter_context(bench_vhost())
         counts = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="woodpecker-bench-counts-")))
         print(f"store: {store}; broker vhost {vhost}, deleted at the end", flush=True)
-        system = System(stack, mongo_url, amqp_url, counts, args.services)
+        system = System(stack, mongo_url, amqp_url, counts, args.services, store_pid)
         for name, service in system.services.items():
             print(f"  {name}: {service.describe()}")
         people = intake_volunteers(system.port("intake"), args.volunteers)

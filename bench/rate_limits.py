@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=300)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
-    with bench_store() as (mongo_url, store):
+    with bench_store() as (mongo_url, store, _):
         print(f"Store: {store}")
         client = pymongo.MongoClient(mongo_url, tz_aware=True)
         names = {size: filled(client, size) for size in sizes}

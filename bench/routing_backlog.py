@@ -177,7 +177,7 @@ def main() -> None:
     print(f"machine: nproc={len(os.sched_getaffinity(0))}, Python {sys.version.split()[0]}")
     print(f"reproduce: cd {shlex.quote(str(ROOT))} && "
           + shlex.join([python, "-m", "bench.routing_backlog", "--reports", str(args.reports)]))
-    with bench_store() as (mongo_url, store), bench_vhost() as (vhost, amqp_url):
+    with bench_store() as (mongo_url, store, _), bench_vhost() as (vhost, amqp_url):
         print(f"{store}; broker vhost {vhost} (deleted at the end)", flush=True)
         databases = bench_databases(("routing",))
         try:
