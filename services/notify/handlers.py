@@ -55,7 +55,8 @@ def cases_changed(events: list[Event], context: Context) -> None:
     """`case.<action>.<department>`: its reporters, its department and the office hear what concerns them; the
     events that arrived together are read about and written down together."""
     steps = [_case_step(event) for event in events]
-    reporters = context.store.reporters_of([r for _, _, _, data in steps for r in data["report_ids"]])
+    heard_reports = context.store.heard_reports([r for _, _, _, data in steps for r in data["report_ids"]])
+    reporters = {report_id: report["reporter_id"] for report_id, report in heard_reports.items()}
     heard, follows = [], []
     for event, action, department, data in steps:
         hears = action in domain.REPORTER_KINDS or (action == "opened" and data.get("attached"))
@@ -71,7 +72,7 @@ def cases_changed(events: list[Event], context: Context) -> None:
                 **({"closed_at": _time(event.occurred_at, "occurred_at")} if data.get("status") == "closed" else {})},
                 data["case_version"]))
     context.writer.write_all(heard, datetime.now(UTC))
-    context.store.follow_cases(follows)
+    context.store.follow_cases(follows, heard_reports)
 
 
 def _case_step(event: Event) -> tuple[Event, str, str | None, dict]:

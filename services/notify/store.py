@@ -78,18 +78,36 @@ class NotifyStore:
             **{k: v for k, v in report.items() if k != "id"}, "open": True, "overdue": False}}, upsert=True)
             for report in reports], ordered=False)
 
-    def reporters_of(self, report_ids: list[str]) -> dict[str, str]:
-        """Each report's reporter, for the reports notify has heard of."""
-        return {d["_id"]: d["reporter_id"] for d in self.reports.find({"_id": {"$in": report_ids}}, {"reporter_id": 1})}
+    def heard_reports(self, report_ids: list[str]) -> dict[str, dict]:
+        """The reports notify has heard of among `report_ids`: each one's reporter and the case version it follows."""
+        return {d["_id"]: d for d in self.reports.find({"_id": {"$in": report_ids}},
+                                                       {"reporter_id": 1, "case_version": 1})}
 
-    def follow_cases(self, steps: list[tuple[list[str], dict, int]]) -> None:
+    def follow_cases(self, steps: list[tuple[list[str], dict, int]], heard: dict[str, dict]) -> None:
         """Keep each report's state as its case moves (for the grid digests), step by step in their order: each
-        (report ids, changes, case version); a step no newer than what a report has changes nothing."""
-        writes = [UpdateOne({"_id": report_id, "case_version": {"$not": {"$gte": case_version}}},
+        (report ids, changes, case version); a step no newer than what a report has changes nothing.
+
+        `heard` is what `heard_reports` read of them: the steps of one report are folded into one write, made
+        only if the report is still at the version read. If one was changed meanwhile, every step is written
+        again one by one, each only over an older version: the order of the steps is kept either way."""
+        folded: dict[str, tuple[dict, int]] = {}
+        for report_ids, changes, case_version in sorted(steps, key=lambda step: step[2]):
+            for report_id in report_ids:
+                if report_id not in heard:
+                    continue  # notify has not heard of it: there is no report to update
+                read = heard[report_id].get("case_version")
+                merged, _ = folded.get(report_id, ({}, read))
+                if read is None or case_version > read:
+                    folded[report_id] = ({**merged, **changes}, case_version)
+        writes = [UpdateOne({"_id": report_id, "case_version": heard[report_id].get("case_version")},
                             {"$set": {**changes, "case_version": case_version}})
-                  for report_ids, changes, case_version in steps for report_id in report_ids]
-        if writes:
-            self.reports.bulk_write(writes, ordered=True)
+                  for report_id, (changes, case_version) in folded.items()]
+        if not writes or self.reports.bulk_write(writes, ordered=False).matched_count == len(writes):
+            return
+        self.reports.bulk_write([UpdateOne({"_id": report_id, "case_version": {"$not": {"$gte": case_version}}},
+                                           {"$set": {**changes, "case_version": case_version}})
+                                 for report_ids, changes, case_version in steps for report_id in report_ids],
+                                ordered=True)
 
     def reports_of_grid(self, grid_id: str, start: datetime, end: datetime) -> dict[str, Any]:
         """For a grid's digest: how many reports came and closed in [start, end), and which are open now."""

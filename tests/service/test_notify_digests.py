@@ -103,3 +103,35 @@ def test_no_digest_before_monday_eight_oclock():
     monday = next_monday_morning()
     assert due_week(monday - timedelta(hours=1, minutes=1), ZONE) is None
     assert due_week(monday - timedelta(hours=1), ZONE) is not None  # 08:00 sharp
+
+
+def test_a_reports_steps_that_come_together_leave_it_at_the_newest(notify, amqp_url):
+    report_id = submitted(amqp_url, "lanshan-02")
+    store = notify.app.extensions["notify"].store
+    wait_for(lambda: store.reports.find_one({"_id": report_id}), what="notify hearing of the report")
+    # The newest step first, an older one after it: the report ends at the newest, closed and no longer overdue.
+    case_event(amqp_url, "overdue", report_id, "dispatched", 2, overdue=True)
+    case_event(amqp_url, "closed", report_id, "closed", 3)
+    case_event(amqp_url, "opened", report_id, "dispatched", 1)
+    wait_for(lambda: store.reports.find_one({"_id": report_id, "case_version": 3}), what="the closing step")
+    case_event(amqp_url, "overdue", report_id, "dispatched", 2, overdue=True)  # late, and older: changes nothing
+    marker = submitted(amqp_url, "lanshan-02")
+    wait_for(lambda: store.reports.find_one({"_id": marker}), what="a report published after the late step")
+    report = store.reports.find_one({"_id": report_id})
+    assert (report["status"], report["open"], report["overdue"], report["case_version"]) == ("closed", False, False, 3)
+    assert report["closed_at"] is not None
+
+
+def test_steps_read_before_another_writer_changed_the_report_are_applied_in_order(notify):
+    store = notify.app.extensions["notify"].store
+    report_id = uuid.uuid4().hex
+    store.remember_reports([{"id": report_id, "reporter_id": "u1", "grid_id": "lanshan-02", "category": None,
+                             "submitted_at": datetime.now(UTC), "status": "submitted"}])
+    heard = store.heard_reports([report_id])
+    # Meanwhile another worker applies version 2; what this one read says version none.
+    store.follow_cases([([report_id], {"status": "dispatched", "overdue": True}, 2)], store.heard_reports([report_id]))
+    store.follow_cases([([report_id], {"status": "submitted", "overdue": False}, 1),
+                        ([report_id], {"status": "closed", "open": False}, 3)], heard)
+    report = store.reports.find_one({"_id": report_id})
+    # Version 1 is older than what the other wrote, so it changes nothing: overdue stays as version 2 left it.
+    assert (report["status"], report["open"], report["overdue"], report["case_version"]) == ("closed", False, True, 3)
