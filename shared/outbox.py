@@ -263,9 +263,14 @@ class OutboxRelay:
                 self._unsettled.append(Published(now + item.settle_after_s, item.collection, item.document_id, ids))
 
     def _settle_handed(self, now: float) -> None:
-        """Pull the confirmed events whose time has come from their documents: one write per collection (an
-        event's id is in its own document only), which passes over a document whose events a consumer already
-        pulled (`pull_delivered`)."""
+        """Pull the confirmed events whose time has come from their documents: one write per collection, a
+        statement per document, which passes over a document whose events a consumer already pulled
+        (`pull_delivered`).
+
+        A statement per document rather than one multi-document update: the embedded database holds a
+        collection's lock while a multi-document update waits for a transaction that has written one of its
+        documents, and so holds up that transaction's next write of the collection, and itself, until the
+        transaction times out. A single-document statement waits without the lock."""
         # With those whose time comes soon: a second's events are pulled in one write, not one write each.
         soon = now + SETTLE_EVERY_S / 2
         due = [published for published in self._unsettled if published.at <= soon]
@@ -274,11 +279,10 @@ class OutboxRelay:
         for published in due:
             by_collection[published.collection.full_name].append(published)
         for name, documents in by_collection.items():
-            ids = set().union(*(published.event_ids for published in documents))
             try:
-                documents[0].collection.update_many(
-                    {"_id": {"$in": [published.document_id for published in documents]},
-                     f"{OUTBOX_FIELD}.id": {"$in": sorted(ids)}}, _pulled(ids))
+                documents[0].collection.bulk_write([UpdateOne(
+                    {"_id": published.document_id, f"{OUTBOX_FIELD}.id": {"$in": sorted(published.event_ids)}},
+                    _pulled(published.event_ids)) for published in documents], ordered=False)
             except Exception:  # the events stay due after their grace; the sweep publishes them again
                 log.exception("could not settle published events", extra={"collection": name})
 

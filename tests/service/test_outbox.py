@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -176,6 +177,37 @@ def test_events_handed_inside_a_transaction_go_out_only_once_it_commits(amqp_url
         time.sleep(0.5)
     assert [e["id"] for e in tap.events(bound)] == [committed.id]
     assert things.find_one({"_id": aborted.id}) is None
+
+
+def test_settling_a_document_a_transaction_is_changing_waits_for_it_without_holding_it_up(
+        amqp_url, things, subscribe):
+    """The settle meets a transaction that has written the document and will write the collection again: the
+    transaction goes on and commits, the settle follows, and both writes are kept."""
+    bound = key()
+    tap = subscribe(bound)
+    web = OutboxRelay(EventPublisher(amqp_url, "intake"), "intake")
+    event = Event.new(bound, "intake", {"n": 1})
+    things.insert_one(with_events({"_id": "busy"}, event))
+    finished = threading.Event()
+
+    def transaction(session):
+        things.update_one({"_id": "busy"}, {"$set": {"touched": True}}, session=session)
+        time.sleep(SETTLE_EVERY_S + 0.5)  # the relay's settle of "busy" starts meanwhile
+        things.insert_one({"_id": "next"}, session=session)
+
+    with running(web):
+        hand(web, things, "busy", [event])
+        wait_for(lambda: tap.events(bound), timeout=5, what="the handed event")
+        worker = threading.Thread(target=lambda: (in_transaction(things.database, transaction), finished.set()),
+                                  daemon=True)
+        worker.start()
+        worker.join(SETTLE_EVERY_S + 10)
+        assert finished.is_set(), "the transaction was held up by the relay's settle"
+        wait_for(lambda: things.count_documents({DUE_FIELD: {"$exists": True}}) == 0, timeout=5,
+                 what="the settle after the transaction")
+    document = things.find_one({"_id": "busy"})
+    assert document["touched"] is True and document[OUTBOX_FIELD] == []
+    assert things.find_one({"_id": "next"}) is not None
 
 
 def test_what_a_consumer_usually_pulls_is_left_to_it_and_pulled_by_the_relay_if_it_does_not(
