@@ -10,8 +10,9 @@ Publishing at once. Whoever stored a change with its events (a request, an event
 hands them to its process's relay (`hand`) once the write, or the transaction it belongs to, has
 committed. The relay publishes what it is handed in batches with publisher confirms, without reading the
 store, and pulls the confirmed events from their documents in one write per collection every
-SETTLE_EVERY_S; events that a consumer's later write of the document usually pulls (`pull_delivered`: a
-report's submission, by its first case event) it leaves to that write for a third of the grace.
+SETTLE_EVERY_S, a transaction of its own (so the store must offer transactions: a replica set); events
+that a consumer's later write of the document usually pulls (`pull_delivered`: a report's submission, by
+its first case event) it leaves to that write for a third of the grace.
 
 Sweeping up. A document with pending events carries `outbox_due` under a sparse index: the grace
 (WOODPECKER_OUTBOX_GRACE_S, 30 s) after its write, or when a refused event's back-off ends. A service's
@@ -38,7 +39,7 @@ from pymongo.errors import ConnectionFailure
 from shared import metrics
 from shared.bus import BrokerUnavailable, EventPublisher
 from shared.events import Event
-from shared.store import after_commit
+from shared.store import after_commit, in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -263,14 +264,15 @@ class OutboxRelay:
                 self._unsettled.append(Published(now + item.settle_after_s, item.collection, item.document_id, ids))
 
     def _settle_handed(self, now: float) -> None:
-        """Pull the confirmed events whose time has come from their documents: one write per collection, a
-        statement per document, which passes over a document whose events a consumer already pulled
-        (`pull_delivered`).
+        """Pull the confirmed events whose time has come from their documents: one write per collection (an
+        event's id is in its own document only), which passes over a document whose events a consumer already
+        pulled (`pull_delivered`).
 
-        A statement per document rather than one multi-document update: the embedded database holds a
-        collection's lock while a multi-document update waits for a transaction that has written one of its
-        documents, and so holds up that transaction's next write of the collection, and itself, until the
-        transaction times out. A single-document statement waits without the lock."""
+        The write is a transaction of its own: a multi-document update outside one that meets a transaction
+        which has written one of its documents waits for it on the embedded database holding the collection's
+        lock, and so holds up that transaction's next write of the collection, and itself, until the
+        transaction times out. Inside a transaction the meeting is a write conflict: the settle is run again
+        once the other has committed, holding nothing meanwhile."""
         # With those whose time comes soon: a second's events are pulled in one write, not one write each.
         soon = now + SETTLE_EVERY_S / 2
         due = [published for published in self._unsettled if published.at <= soon]
@@ -280,9 +282,7 @@ class OutboxRelay:
             by_collection[published.collection.full_name].append(published)
         for name, documents in by_collection.items():
             try:
-                documents[0].collection.bulk_write([UpdateOne(
-                    {"_id": published.document_id, f"{OUTBOX_FIELD}.id": {"$in": sorted(published.event_ids)}},
-                    _pulled(published.event_ids)) for published in documents], ordered=False)
+                _settle_together(documents)
             except Exception:  # the events stay due after their grace; the sweep publishes them again
                 log.exception("could not settle published events", extra={"collection": name})
 
@@ -340,6 +340,15 @@ class OutboxRelay:
                                                        "retry_in_s": wait})
         return UpdateOne({"_id": document["_id"]},
                          _pulled(confirmed & ids, due=now + timedelta(seconds=wait), attempts=attempts))
+
+
+def _settle_together(documents: list[Published]) -> None:
+    """Pull the published events from their documents, all in one collection, in one transaction."""
+    collection = documents[0].collection
+    ids = set().union(*(published.event_ids for published in documents))
+    holding = {"_id": {"$in": [published.document_id for published in documents]},
+               f"{OUTBOX_FIELD}.id": {"$in": sorted(ids)}}
+    in_transaction(collection.database, lambda session: collection.update_many(holding, _pulled(ids), session=session))
 
 
 def _pulled(event_ids: set[str], due: datetime | None = None, attempts: int | None = None) -> list[dict]:
