@@ -96,8 +96,8 @@ class NotifyStore:
                 if report_id not in heard:
                     continue  # notify has not heard of it: there is no report to update
                 read = heard[report_id].get("case_version")
-                merged, _ = folded.get(report_id, ({}, read))
                 if read is None or case_version > read:
+                    merged = folded[report_id][0] if report_id in folded else {}
                     folded[report_id] = ({**merged, **changes}, case_version)
         writes = [UpdateOne({"_id": report_id, "case_version": heard[report_id].get("case_version")},
                             {"$set": {**changes, "case_version": case_version}})
