@@ -10,8 +10,10 @@ the category's department; a plain pika subscriber stands in for the departments
 1. Idle: store commands per second of each process while nothing happens.
 2. Capacity: the offered rate rises by `--step` every `--step-seconds`; each second the bench prints what
    waits in every queue and outbox and how many reports await their dispatch. The highest steady rate is
-   the highest one intake keeps (every POST accepted, on schedule) with nothing accumulating (what waits at
-   the end of the step is no more than a second's worth of reports).
+   the highest one intake keeps (every POST accepted, on schedule) with nothing accumulating: the backlog
+   (reports not yet dispatched, messages in queues, events left in outboxes longer than STALE_AFTER_S) is no
+   larger in the step's second half than in its first, give or take a second's worth of reports, and a
+   second after the last POST at most a second's worth of reports awaits its dispatch.
 3. At each of `--rates` (20 and 50 reports/s): the time from a report's POST to its `case.dispatched` at the
    subscriber (p50, p99), the store commands per report of each service and thread, and the CPU time per
    report of every process (the services', the embedded database's, the local broker's: bench/cpu.py), all
@@ -33,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pika
@@ -52,12 +55,17 @@ from bench.harness import (
 from bench.intake_throughput import intake_volunteers
 from bench.traffic import DispatchTap, Latency, Spots, cuts, send_paced
 from deploy.broker import service_queues
+from shared.outbox import handoff_grace_s
 
 SERVICES = ("intake", "routing", "hours", "notify")
 # Where each service keeps events waiting to be published (shared/outbox.py: documents with a due time).
 OUTBOXES = {"intake": ("reports",), "routing": ("cases",), "hours": ("volunteers", "entries", "patrols")}
 DUE_FIELD = "outbox_due"
+# An event still in its document this long after its write has been neither published and settled by the process
+# that stored it (within about a second) nor pulled by the consumer that hears of it: it was left waiting.
+STALE_AFTER_S = 5.0
 QUIET_FOR_S = 1.5            # nothing waiting anywhere for this long: the pipeline has done its work
+FILLING_S = 2.0              # the first seconds of a step, in which queues and outboxes fill to their level
 COUNTS_SETTLE_S = 1.2        # the processes write their counts every 0.5 s
 
 
@@ -65,13 +73,20 @@ COUNTS_SETTLE_S = 1.2        # the processes write their counts every 0.5 s
 
 @dataclass
 class Waiting:
-    """What waits, at one moment: ready messages per queue, documents with events to publish per service."""
+    """What waits, at one moment: ready messages per queue; per service, documents with events to publish, and of
+    those the documents whose events have waited there longer than STALE_AFTER_S."""
     queues: dict[str, int]
     outboxes: dict[str, int]
+    stale: dict[str, int]
 
     @property
     def total(self) -> int:
         return sum(self.queues.values()) + sum(self.outboxes.values())
+
+    @property
+    def backlog(self) -> int:
+        """What is left waiting rather than under way: a published event awaiting its settle is neither."""
+        return sum(self.queues.values()) + sum(self.stale.values())
 
 
 class System:
@@ -109,10 +124,14 @@ class System:
 
     def waiting(self) -> Waiting:
         queues = {queue: self.channel.queue_declare(queue, passive=True).method.message_count for queue in self.queues}
-        outboxes = {service: sum(self.databases[service][name].count_documents({DUE_FIELD: {"$exists": True}})
-                                 for name in collections)
-                    for service, collections in OUTBOXES.items() if service in self.databases}
-        return Waiting(queues, outboxes)
+        stale_due = datetime.now(UTC) + timedelta(seconds=handoff_grace_s() - STALE_AFTER_S)
+        outboxes, stale = {}, {}
+        for service, collections in OUTBOXES.items():
+            if service in self.databases:
+                counted = [self.databases[service][name].count_documents for name in collections]
+                outboxes[service] = sum(count({DUE_FIELD: {"$exists": True}}) for count in counted)
+                stale[service] = sum(count({DUE_FIELD: {"$lte": stale_due}}) for count in counted)
+        return Waiting(queues, outboxes, stale)
 
     def wait_quiet(self, timeout_s: float = 900.0) -> float:
         """Until nothing has waited anywhere for QUIET_FOR_S; returns how long that took."""
@@ -268,19 +287,28 @@ def measure_rate(system: System, spots: Spots, people, rate: float, seconds: flo
 @dataclass
 class Step:
     rate: float
+    seconds: float
     accepted: int
     planned: int
     behind_p99_ms: float
-    waiting_at_end: int
+    backlog: list[tuple[float, int]]  # (t, reports not yet dispatched + queued messages + stale outbox documents)
     undispatched_at_end: int
 
     @property
     def intake_keeps_up(self) -> bool:
         return self.accepted == self.planned and self.behind_p99_ms < 1000
 
+    def largest_backlog(self, since: float, until: float) -> int:
+        return max((n for t, n in self.backlog if since <= t < until), default=0)
+
     @property
     def nothing_accumulates(self) -> bool:
-        return self.waiting_at_end + self.undispatched_at_end <= self.rate
+        """The backlog in the step's second half is no larger than in its first (after the first seconds, in which
+        the pipeline fills), give or take a second's worth of reports; and a second after the last POST no more
+        than a second's worth of reports awaits its dispatch."""
+        first = self.largest_backlog(FILLING_S, self.seconds / 2)
+        second = self.largest_backlog(self.seconds / 2, float("inf"))
+        return second <= first + self.rate and self.undispatched_at_end <= self.rate
 
 
 def run_step(system: System, spots: Spots, people, rate: float, seconds: float, senders: int) -> Step:
@@ -300,7 +328,8 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
     sender.start()
     queues = "  ".join(system.queues)
     print(f"\n  {rate:g} reports/s offered for {seconds:g} s. Each second: t (s), reports not yet dispatched, "
-          f"messages ready in {queues}; documents with events to publish", flush=True)
+          f"messages ready in {queues}; documents with events to publish / of those, stale (> {STALE_AFTER_S:g} s)",
+          flush=True)
     seen_sent = 0
     while not done.wait(1.0) or not samples:
         system.check_alive()
@@ -310,7 +339,7 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
         samples.append((time.monotonic() - started, waiting, seen_sent - dispatched))
         print(f"    {samples[-1][0]:5.1f}  {max(0, samples[-1][2]):6d}  " +
               "  ".join(f"{waiting.queues[q]:4d}" for q in system.queues) + "  " +
-              " ".join(f"{s}:{n}" for s, n in waiting.outboxes.items()), flush=True)
+              " ".join(f"{s}:{n}/{waiting.stale[s]}" for s, n in waiting.outboxes.items()), flush=True)
     sender.join()
     sent = result["sent"]
     time.sleep(1.0)  # the last second's reports are still on their way: a second's worth is not accumulation
@@ -319,11 +348,15 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
     undispatched = sum(1 for r in sent.at if r not in arrivals)
     tap.close()
     p50, p99 = cuts(Latency(sent, arrivals, len(planned)).latencies_ms(), 50, 99)
-    step = Step(rate, len(sent.at), len(planned), cuts(sent.behind_ms, 99)[0], waiting.total, undispatched)
+    backlog = [(t, max(0, undispatched_then) + waiting_then.backlog) for t, waiting_then, undispatched_then in samples]
+    step = Step(rate, seconds, len(sent.at), len(planned), cuts(sent.behind_ms, 99)[0], backlog, undispatched)
+    failed = f" (failed: {dict(sent.errors)})" if sent.errors else ""
     print(f"    end: POST -> case.dispatched p50 {p50:.0f} ms, p99 {p99:.0f} ms (of those that arrived); "
-          f"accepted {step.accepted}/{step.planned}, POSTs p99 {step.behind_p99_ms:.0f} ms behind schedule; "
-          f"a second later {step.waiting_at_end} waiting in queues and outboxes, {step.undispatched_at_end} "
-          f"reports not yet dispatched -> intake {'keeps up' if step.intake_keeps_up else 'falls behind'}, "
+          f"accepted {step.accepted}/{step.planned}{failed}, POSTs p99 {step.behind_p99_ms:.0f} ms behind schedule; "
+          f"largest backlog {step.largest_backlog(FILLING_S, seconds / 2)} in the first half, "
+          f"{step.largest_backlog(seconds / 2, float('inf'))} in the second; a second after the last POST "
+          f"{waiting.backlog} waiting, {step.undispatched_at_end} reports not yet dispatched -> intake "
+          f"{'keeps up' if step.intake_keeps_up else 'falls behind'}, "
           f"{'nothing accumulates' if step.nothing_accumulates else 'work accumulates'}")
     return step
 
