@@ -52,7 +52,7 @@ from services.routing import store as routing_store
 from services.routing.api import FALLBACK_DEADLINE_HOURS
 from services.routing.clock import CALENDAR, CalendarClock
 from services.routing.store import CaseStore
-from shared import geo, idempotency, reference
+from shared import idempotency, reference
 from shared.bus import PublishOutcome
 from shared.events import Event
 from shared.outbox import DUE_FIELD, OUTBOX_FIELD, OutboxRelay, push_events, with_events
@@ -308,15 +308,17 @@ def file_report(city: City, submission: Submission, now: datetime, rng: random.R
 def stored_report(report: dict, revision: int, key: str | None, fingerprint: str) -> dict:
     """As ReportStore.add_report and apply_case_steps leave it, once the relay has emptied its outbox."""
     document = {"_id": report["id"], **{k: v for k, v in report.items() if k != "id"},
-                intake_store.OPEN: report["status"] in intake.OPEN_STATUSES, "revision": revision,
+                intake_store.OPEN: report["status"] in intake.OPEN_STATUSES,
+                intake_store.AREA: intake_store.area_of(report), "revision": revision,
                 idempotency.FINGERPRINT_FIELD: fingerprint}
     return {**document, idempotency.KEY_FIELD: key} if key else document
 
 
 def stored_case(case: dict) -> dict:
-    """As CaseStore.create and save leave it, once the relay has emptied its outbox."""
+    """As CaseStore.open_or_join and save leave it, once the relay has emptied its outbox."""
     return {"_id": case["id"], **{k: v for k, v in case.items() if k != "id"},
-            routing_store.OPEN: case["status"] in routing.OPEN_STATUSES}
+            routing_store.OPEN: case["status"] in routing.OPEN_STATUSES,
+            routing_store.AREA: routing_store.area_of(case)}
 
 
 def with_pending_events(filing: Filing) -> Filing:
@@ -494,13 +496,13 @@ def intake_reads(store: ReportStore, city: City, sample: Sample) -> list[Probe]:
     grid_leader = Scope.any_of({"grid_id": PROBE_GRID}, {"reporter_id": leader_id})
     department = Scope.any_of({"department": PROBE_DEPARTMENT})
     office = Scope.everything()
-    box = geo.box_around(*PROBE_SPOT, geo.DUPLICATE_RADIUS_M)
     week = intake.Week.containing(datetime.now(UTC), city.reference.timezone)
     first_page = partial(store.list_reports, after=None, limit=DEFAULT_LIMIT)
     return [
-        # The open reports of the category in the box's band of latitude across the city: the open
-        # workload (category, open, lat), never the closed history.
-        Probe("intake  open_reports_near (duplicate lookup)", lambda i: store.open_reports_near(PROBE_CATEGORY, box)),
+        # The open reports in the nine lattice cells around the spot (open, area: one $in of equalities),
+        # never the closed history.
+        Probe("intake  open_reports_near (duplicate lookup)",
+              lambda i: store.open_reports_near(PROBE_CATEGORY, *PROBE_SPOT)),
         # One point lookup by _id; the scope is checked in Python.
         Probe("intake  visible_report (grid leader)", lambda i: store.visible_report(
             pick(sample.reports, i)["_id"], grid_leader)),
@@ -629,15 +631,14 @@ def routing_writes(cases: CaseStore, city: City, sample: Sample, rng: random.Ran
         s = random_submission(city, datetime.now(UTC), rng, category=PROBE_CATEGORY)
         report, _ = new_report(city, s, new_id(), new_id(), rng)
         rule = routing.match_rule(city.rules, report["category"], report["district"])
-        return report, lambda nearby: routing.route_report(report, nearby, rule, city.clock, datetime.now(UTC))
+        return report, lambda report, nearby: routing.route_report(report, nearby, rule, city.clock, datetime.now(UTC))
 
-    def open_or_join(report: dict, decide: Callable) -> None:
-        location = report["location"]
-        cases.open_or_join(report["id"], report["category"], location["lat"], location["lng"], decide, None)
+    def open_or_join(report: dict, route: Callable) -> None:
+        cases.open_or_join([routing.Submitted(report, None)], route)
 
     return [
-        # A transaction: four opening locks upserted by _id, the open cases of the category in the
-        # band of latitude (category, open, lat), then one insert or one conditional update.
+        # A transaction: four opening locks upserted by _id, the open cases in the nine lattice cells
+        # around the report (open, area: one $in of equalities), then one insert or one conditional update.
         Probe("routing open_or_join (new report)", lambda a: open_or_join(*a), new_report_event),
         # The case by _id, then a write conditional on its _id and version.
         Probe("routing change (next step of an open case)", lambda case_id: cases.change(

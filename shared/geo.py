@@ -46,6 +46,13 @@ def nearest_within(lat: float, lng: float, located: list[dict], radius_m: float 
 MAX_LATITUDE = 60.0
 
 
+def _lattice_steps(radius_m: float) -> tuple[float, float]:
+    """The lattice's spacing in degrees of latitude and longitude: at least `radius_m` along each axis up to
+    MAX_LATITUDE, with a margin for rounding near the bounds."""
+    step_lat = math.degrees(radius_m / EARTH_RADIUS_M) * 1.01
+    return step_lat, step_lat / math.cos(math.radians(MAX_LATITUDE))
+
+
 def neighbourhood_cells(lat: float, lng: float, radius_m: float = DUPLICATE_RADIUS_M) -> list[str]:
     """Four lattice cells such that any two points within `radius_m` of each other share at least one.
 
@@ -56,7 +63,32 @@ def neighbourhood_cells(lat: float, lng: float, radius_m: float = DUPLICATE_RADI
     always share a cell. Whatever must not happen twice for one place (opening a case for one
     problem) can therefore be serialised on these cells alone.
     """
-    step_lat = math.degrees(radius_m / EARTH_RADIUS_M) * 1.01  # a margin for rounding near the bounds
-    step_lng = step_lat / math.cos(math.radians(MAX_LATITUDE))
+    step_lat, step_lng = _lattice_steps(radius_m)
     row, column = math.floor(lat / step_lat + 0.5), math.floor(lng / step_lng + 0.5)
     return [f"{r}:{c}" for r in (row - 1, row) for c in (column - 1, column)]
+
+
+def cell_of(lat: float, lng: float, radius_m: float = DUPLICATE_RADIUS_M) -> str:
+    """The lattice cell the point lies in (the lattice of `neighbourhood_cells`)."""
+    step_lat, step_lng = _lattice_steps(radius_m)
+    return f"{math.floor(lat / step_lat)}:{math.floor(lng / step_lng)}"
+
+
+def place_key(kind: str, lat: float, lng: float) -> str:
+    """What a store keeps beside a located thing of `kind` (a category) so that looking for things of that kind
+    near a point is a list of equalities (`keys_around`), which every store serves from one index."""
+    return f"{kind}@{cell_of(lat, lng)}"
+
+
+def keys_around(kind: str, lat: float, lng: float) -> list[str]:
+    """The place keys under which every thing of `kind` within DUPLICATE_RADIUS_M of the point is kept."""
+    return [f"{kind}@{cell}" for cell in cells_around(lat, lng)]
+
+
+def cells_around(lat: float, lng: float, radius_m: float = DUPLICATE_RADIUS_M) -> list[str]:
+    """The 3×3 block of lattice cells around the point's own: every point within `radius_m` lies in one of
+    them (the spacing is at least `radius_m`), so a lookup of these cells' keys finds everything nearby with
+    one equality each, however many points a lookup asks about at once."""
+    step_lat, step_lng = _lattice_steps(radius_m)
+    row, column = math.floor(lat / step_lat), math.floor(lng / step_lng)
+    return [f"{r}:{c}" for r in (row - 1, row, row + 1) for c in (column - 1, column, column + 1)]

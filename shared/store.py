@@ -1,6 +1,7 @@
 """The store: MongoDB (or any server speaking its protocol) through MONGO_URL, with plain pymongo."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -8,7 +9,9 @@ from typing import TypeVar
 
 import pymongo
 from pymongo.client_session import ClientSession
+from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 from shared.errors import Conflict
 
@@ -39,6 +42,14 @@ def ping(db: Database) -> str | None:
         log.warning("readiness: the store does not answer", extra={"error": f"{exc.__class__.__name__}: {exc}"})
         return "store unavailable"
     return None
+
+
+def drop_index_if_present(collection: Collection, name: str) -> None:
+    """Drop an index a newer version no longer uses (every write keeps paying for an index until it is dropped);
+    several processes of a service may start at once, and the first one drops it."""
+    if name in collection.index_information():
+        with contextlib.suppress(OperationFailure):
+            collection.drop_index(name)
 
 
 class LostRace(Exception):

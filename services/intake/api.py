@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
-from shared import geo, idempotency
+from shared import idempotency
 from shared.auth import current_caller, requires
 from shared.errors import Forbidden, NotFound, NotVisible
 from shared.logs import correlation_id
@@ -117,8 +117,7 @@ def submit_report(fields: dict):
     domain.check_new_report(fields, ctx.reference.categories, grid, not_theirs, at)
     key = idempotency.requested_key(caller.id)
     fingerprint = idempotency.fingerprint(request.get_json())
-    nearby = ctx.store.open_reports_near(fields["category"],
-                                         geo.box_around(location["lat"], location["lng"], geo.DUPLICATE_RADIUS_M))
+    nearby = ctx.store.open_reports_near(fields["category"], location["lat"], location["lng"])
     duplicate_of = domain.likely_duplicate(location["lat"], location["lng"], nearby)
     report = domain.new_report(new_id(), caller.id, fields, grid, duplicate_of, at)
     event = domain.report_submitted(report, correlation_id.get())

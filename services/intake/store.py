@@ -10,13 +10,12 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
 
-from shared import idempotency
+from shared import geo, idempotency
 from shared.events import Event
-from shared.geo import BoundingBox
 from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, pull_delivered, with_events
 from shared.pagination import Position, newest_first
 from shared.scope import Scope
-from shared.store import LostRace, optimistically
+from shared.store import LostRace, drop_index_if_present, optimistically
 
 from .domain import OPEN_STATUSES, REPORT_SUBMITTED
 
@@ -26,10 +25,13 @@ def new_id() -> str:
     return str(ObjectId())
 
 
-# Kept beside `status` so that the nearby lookup is one equality and one range, the shape every
-# store serves from an index: the open reports of a category never grow with the closed history.
+# Kept beside `status`, so that the nearby lookup never reads closed history; and the report's place key
+# (shared.geo.place_key): the lookup asks for the keys around a point, equalities that every store serves
+# from one index.
 OPEN = "open"
-HIDDEN_FIELDS = ("_id", "revision", OPEN, idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
+AREA = "area"
+HIDDEN_FIELDS = ("_id", "revision", OPEN, AREA, idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
+SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 
 
 LISTED_BY = ((), ("reporter_id",), ("grid_id",), ("department",), ("status",), ("category",),
@@ -42,6 +44,11 @@ def _public(document: dict | None) -> dict | None:
     public = {k: v for k, v in document.items() if k not in HIDDEN_FIELDS}
     public["id"] = document["_id"]
     return public
+
+
+def area_of(report: dict) -> str:
+    """The report's place key (shared.geo.place_key), which the nearby lookup asks for."""
+    return geo.place_key(report["category"], report["location"]["lat"], report["location"]["lng"])
 
 
 def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +72,7 @@ class ReportStore:
         stores go to `relay`, the process's own."""
         store = cls(db, relay)
         store.ensure_indexes()
+        store.ensure_areas()
         return store
 
     def ensure_indexes(self) -> None:
@@ -72,7 +80,8 @@ class ReportStore:
         idempotency.ensure_index(self.reports)
         idempotency.ensure_index(self.photos)
         ensure_outbox_index(self.reports)
-        self.reports.create_index([("category", ASCENDING), (OPEN, ASCENDING), ("location.lat", ASCENDING)])
+        self.reports.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
+        drop_index_if_present(self.reports, SUPERSEDED_INDEX)  # the nearby lookup's before reports carried their area
         # Lists walk back in windows of submission time. A filter alone or with the caller's scope has its
         # own index, so a rare value reads only its matches; other combinations read the time window.
         for prefix in LISTED_BY:
@@ -82,12 +91,18 @@ class ReportStore:
         self.reports.create_index([("photo_ids", ASCENDING)])
         self.reports.create_index([("after_photo_ids", ASCENDING)])
 
+    def ensure_areas(self) -> None:
+        """Give the open reports stored before reports carried their area one, so that the nearby lookup finds
+        them: work only on a database's first start with this version."""
+        for report in self.reports.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
+            self.reports.update_one({"_id": report["_id"]}, {"$set": {AREA: area_of(report)}})
+
     # --- reports ------------------------------------------------------------------------------
 
     def add_report(self, report: dict, event: Event, key: str | None, fingerprint: str) -> tuple[dict, bool]:
         """Store the report and its `report.submitted` event in one write."""
         document = with_events({"_id": report["id"], **_indexed({k: v for k, v in report.items() if k != "id"}),
-                                "revision": 0}, event)
+                                AREA: area_of(report), "revision": 0}, event)
         stored, created = idempotency.insert_once(self.reports, document, key, fingerprint)
         if created:
             # Pulled by the write of the report's first case event (apply_case_steps).
@@ -98,13 +113,11 @@ class ReportStore:
         report = _public(self.reports.find_one({"_id": report_id}))
         return report if report is not None and scope.admits(report) else None
 
-    def open_reports_near(self, category: str, box: BoundingBox) -> list[dict]:
-        """The open reports of `category` inside the box."""
-        # The longitude is checked here rather than in the query: a second range would leave the
-        # embedded database with only the category to look up.
-        query = {"category": category, OPEN: True, "location.lat": {"$gte": box.min_lat, "$lte": box.max_lat}}
-        return [_public(d) for d in self.reports.find(query, {"location": 1, "status": 1})
-                if box.min_lng <= d["location"]["lng"] <= box.max_lng]
+    def open_reports_near(self, category: str, lat: float, lng: float) -> list[dict]:
+        """The open reports of `category` in the cells around the point (which of them are within the duplicate
+        radius is the domain's to judge)."""
+        query = {OPEN: True, AREA: {"$in": geo.keys_around(category, lat, lng)}}
+        return [_public(d) for d in self.reports.find(query, {"location": 1, "status": 1})]
 
     def list_reports(self, wanted: dict, scope: Scope, after: Position | None, limit: int,
                      since: datetime | None = None, until: datetime | None = None) -> list[dict]:

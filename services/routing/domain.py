@@ -167,6 +167,13 @@ def submitted_report(data: dict) -> dict:
     return data
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A report to route, from its `report.submitted`."""
+    report: dict
+    correlation_id: str | None
+
+
 def route_report(report: dict, nearby: list[dict], rule: Rule | None, clock: DeadlineClock, now: datetime) -> Step:
     """A new report joins the nearest open case of its kind within the duplicate radius, or opens one."""
     location = report["location"]

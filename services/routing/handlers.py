@@ -4,27 +4,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shared.bus import Subscription, subscriptions_from
+from shared.bus import Subscription, handles_batches, subscriptions_from
 from shared.events import Event
 
 from . import domain
 from .store import CaseStore
 
 
-def report_submitted(event: Event, store: CaseStore, clock_for: Callable[[str], domain.DeadlineClock]) -> None:
-    """A report becomes a case: joined to an open case of its kind nearby, or opened and routed by rule."""
-    report = domain.submitted_report(event.data)
-    rule = domain.match_rule(store.rules_in_force(), report["category"], report.get("district"))
-    clock = clock_for(rule.basis if rule else "calendar")
-    lat, lng = report["location"]["lat"], report["location"]["lng"]
-    store.open_or_join(report["id"], report["category"], lat, lng,
-                       lambda nearby: domain.route_report(report, nearby, rule, clock, datetime.now(UTC)),
-                       event.correlation_id)
+@handles_batches()
+def reports_submitted(events: list[Event], store: CaseStore,
+                      clock_for: Callable[[str], domain.DeadlineClock]) -> None:
+    """Each report becomes a case: joined to an open case of its kind nearby, or opened and routed by rule. The
+    reports that arrived together are routed in one transaction, a later one joining an earlier one's case."""
+    submitted = [domain.Submitted(domain.submitted_report(event.data), event.correlation_id) for event in events]
+    rules = store.rules_in_force()
+    now = datetime.now(UTC)
+
+    def route(report: dict, nearby: list[dict]) -> domain.Step:
+        rule = domain.match_rule(rules, report["category"], report.get("district"))
+        return domain.route_report(report, nearby, rule, clock_for(rule.basis if rule else "calendar"), now)
+
+    store.open_or_join(submitted, route)
 
 
 # What routing consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
 SUBSCRIPTIONS = (
-    ("routing.report-submitted", ("report.submitted",), report_submitted),
+    ("routing.report-submitted", ("report.submitted",), reports_submitted),
 )
 
 

@@ -9,25 +9,29 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared import geo
 from shared.errors import NotFound
-from shared.events import utcnow
+from shared.events import Event, utcnow
 from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, push_events, with_events
 from shared.pagination import EPOCH, Position, newest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
-from shared.store import LostRace, in_transaction, optimistically
+from shared.store import LostRace, drop_index_if_present, in_transaction, optimistically
 
-from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, case_events, default_rules
+from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, Submitted, case_events, default_rules
 
-# Kept beside `status` so that the nearby lookup is one equality and one range, the shape every
-# store serves from an index: the open cases of a category never grow with the closed history.
+# Kept beside `status`, so that the nearby lookup never reads closed history; and the case's place key
+# (shared.geo.place_key): the lookup asks for the keys around every report of a batch at once, equalities
+# that every store serves from one index.
 OPEN = "open"
-INTERNAL_FIELDS = ("_id", OPEN, *OUTBOX_FIELDS)
+AREA = "area"
+SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
+INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
 # An opening lock only matters while a case is being opened; old ones are cleared away.
 LOCK_LIFETIME = timedelta(hours=1)
+DUPLICATE_KEY = 11000
 # How old the rules a process routes by may be: a change the office saves applies within this.
 RULES_MAX_AGE_S = 1.0
 
@@ -67,6 +71,7 @@ class CaseStore:
         `relay`, the process's own."""
         store = cls(db, relay)
         store.ensure_indexes()
+        store.ensure_areas()
         store.seed_rules(default_rules(city.categories.values()))
         return store
 
@@ -75,7 +80,8 @@ class CaseStore:
         ensure_outbox_index(self.cases)
         # A report belongs to one case: the rule that makes a redelivered report open nothing.
         self.cases.create_index("report_ids", unique=True)
-        self.cases.create_index([("category", ASCENDING), (OPEN, ASCENDING), ("location.lat", ASCENDING)])
+        self.cases.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
+        drop_index_if_present(self.cases, SUPERSEDED_INDEX)  # the nearby lookup's before cases carried their area
         self.cases.create_index([("overdue", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)])
         # Lists walk back in windows of opening time. A filter alone or with the caller's scope has its own
         # index, so a rare value reads only its matches; other combinations read the time window.
@@ -84,57 +90,81 @@ class CaseStore:
         self.cases.create_index([("due_at", ASCENDING)])
         self.opening_locks.create_index("at", expireAfterSeconds=int(LOCK_LIFETIME.total_seconds()))
 
+    def ensure_areas(self) -> None:
+        """Give the open cases stored before cases carried their area one, so that the nearby lookup finds them:
+        work only on a database's first start with this version."""
+        for case in self.cases.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
+            self.cases.update_one({"_id": case["_id"]}, {"$set": {AREA: area_of(case)}})
+
     # --- cases --------------------------------------------------------------------------------
 
-    def open_or_join(self, report_id: str, category: str, lat: float, lng: float,
-                     decide: Callable[[list[dict]], Step], correlation_id: str | None) -> None:
-        """Let `decide` open a case for the report or join it to one of the open cases nearby, as one
-        transaction: two reports of one problem arriving at once end in one case.
+    def open_or_join(self, submitted: list[Submitted], route: Callable[[dict, list[dict]], Step]) -> None:
+        """Let `route` open a case for each report or join it to an open case nearby (one stored, or one that an
+        earlier report of the list opened or joined), all in one transaction: reports of one problem arriving
+        at once, in one list or in several, end in one case; a list costs one transaction, not one a report.
 
-        The transaction first writes the opening locks of the report's neighbourhood
+        The transaction first writes the opening locks of the reports' neighbourhoods
         (shared.geo.neighbourhood_cells): two reports close enough to share a case share a lock, so
         their transactions conflict and the later one runs again, seeing the earlier one's case.
+        A report that already has a case (a redelivered one) opens nothing.
         """
-        cells = [f"{category}@{cell}" for cell in geo.neighbourhood_cells(lat, lng)]
-        box = geo.box_around(lat, lng, geo.DUPLICATE_RADIUS_M)
+        cells = sorted({f"{s.report['category']}@{cell}" for s in submitted
+                        for cell in geo.neighbourhood_cells(s.report["location"]["lat"], s.report["location"]["lng"])})
 
         def attempt(session: ClientSession) -> None:
             self.opening_locks.bulk_write([UpdateOne({"_id": cell}, {"$set": {"at": utcnow()}}, upsert=True)
                                            for cell in cells], ordered=False, session=session)
-            nearby = self.open_cases_near(category, box, session)
-            step = decide(nearby)
-            if not step.actions:
-                return
-            before = next((case for case in nearby if case["id"] == step.case["id"]), None)
-            if before is None:
-                self.create(step, correlation_id, session)
-            else:
-                self.save(before, {**step.case, "version": before["version"] + 1}, step, correlation_id, session)
+            stored = self.open_cases_near([s.report for s in submitted], session)
+            opening = _Opening()
+            for submission in submitted:
+                report = submission.report
+                step = route(report, opening.over(stored, report["category"]))
+                opening.take(step, stored, submission.correlation_id)
+            self._store_opening(opening, session)
 
         def attempt_once() -> None:
+            nonlocal submitted
             try:
                 in_transaction(self.db, attempt)
-            except DuplicateKeyError:
-                if self.case_of_report(report_id) is None:
-                    raise LostRace(report_id) from None  # an opening lock's first write met another's
-                # else: a redelivered report, whose case was opened (or joined) before
+            except (DuplicateKeyError, BulkWriteError) as exc:
+                if not _duplicate_key(exc):
+                    raise
+                # A report that has a case already was routed before (redelivered after its case closed): route
+                # the others without it. If there is none such, two first writes of an opening lock met.
+                known = self._reports_with_a_case([s.report["id"] for s in submitted])
+                submitted = [s for s in submitted if s.report["id"] not in known]
+                if submitted:
+                    raise LostRace(", ".join(s.report["id"] for s in submitted)) from None
 
-        optimistically(attempt_once, f"The cases near report {report_id}")
+        optimistically(attempt_once, f"The cases near reports {', '.join(s.report['id'] for s in submitted)}")
 
-    def create(self, step: Step, correlation_id: str | None, session: ClientSession | None = None) -> None:
-        after = {**step.case, "version": 1}
-        events = case_events(Step(after, step.actions, step.report_ids), correlation_id)
-        self.cases.insert_one(with_events({"_id": after["id"], **_indexed(_without_id(after))}, *events),
-                              session=session)
-        hand(self.relay, self.cases, after["id"], events)
+    def _store_opening(self, opening: _Opening, session: ClientSession) -> None:
+        """The cases the reports opened, in one insert, and those they joined, in one write of conditional updates."""
+        opened = [with_events({"_id": case["id"], **_indexed(_without_id(case)), AREA: area_of(case)}, *events)
+                  for before, case, events in opening.changed() if before is None]
+        if opened:
+            self.cases.insert_many(opened, session=session)
+        joined = [(before, case, events) for before, case, events in opening.changed() if before is not None]
+        if joined:
+            writes = [UpdateOne({"_id": before["id"], "version": before["version"]},
+                                push_events({"$set": _indexed(_changes(before, case))}, *events))
+                      for before, case, events in joined]
+            if self.cases.bulk_write(writes, ordered=True, session=session).matched_count < len(writes):
+                raise LostRace(", ".join(before["id"] for before, _, _ in joined))
+        for _, case, events in opening.changed():
+            hand(self.relay, self.cases, case["id"], events)
+
+    def _reports_with_a_case(self, report_ids: list[str]) -> set[str]:
+        return {report_id for d in self.cases.find({"report_ids": {"$in": report_ids}}, {"report_ids": 1})
+                for report_id in d["report_ids"] if report_id in report_ids}
 
     def save(self, before: dict, after: dict, step: Step, correlation_id: str | None,
              session: ClientSession | None = None) -> None:
         """Write `after` and its events if the case is still as `before` left it (one winner)."""
         events = case_events(Step(after, step.actions, step.report_ids), correlation_id)
-        changed = {k: v for k, v in _without_id(after).items() if before.get(k) != v}
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
-                                       push_events({"$set": _indexed(changed)}, *events), session=session)
+                                       push_events({"$set": _indexed(_changes(before, after))}, *events),
+                                       session=session)
         if result.matched_count == 0:
             raise LostRace(before["id"])
         hand(self.relay, self.cases, before["id"], events)
@@ -160,13 +190,12 @@ class CaseStore:
     def case_of_report(self, report_id: str) -> dict | None:
         return _public(self.cases.find_one({"report_ids": report_id}))
 
-    def open_cases_near(self, category: str, box: geo.BoundingBox, session: ClientSession | None = None) -> list[dict]:
-        """The open cases of `category` inside the box."""
-        # The longitude is checked here rather than in the query: a second range would leave the
-        # embedded database with only the category to look up.
-        query = {"category": category, OPEN: True, "location.lat": {"$gte": box.min_lat, "$lte": box.max_lat}}
-        return [_public(d) for d in self.cases.find(query, {"outbox": 0}, session=session)
-                if box.min_lng <= d["location"]["lng"] <= box.max_lng]
+    def open_cases_near(self, reports: list[dict], session: ClientSession | None = None) -> list[dict]:
+        """The open cases in the cells around each report, of its category: one lookup for them all. (Which of
+        them are within the duplicate radius of which report is the domain's to judge.)"""
+        areas = sorted({key for report in reports for key in
+                        geo.keys_around(report["category"], report["location"]["lat"], report["location"]["lng"])})
+        return [_public(d) for d in self.cases.find({OPEN: True, AREA: {"$in": areas}}, {"outbox": 0}, session=session)]
 
     def list_cases(self, wanted: dict, scope: Scope, after: Position | None, limit: int) -> list[dict]:
         documents = newest_first(self.cases, scope.within(wanted), "opened_at", limit, after, projection={"outbox": 0})
@@ -219,3 +248,49 @@ class CaseStore:
 
 def _without_id(document: dict) -> dict:
     return {k: v for k, v in document.items() if k != "id"}
+
+
+def _duplicate_key(exc: DuplicateKeyError | BulkWriteError) -> bool:
+    """Whether the write failed only because a unique key was taken (a bulk write says so per statement)."""
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    errors = exc.details.get("writeErrors") or []
+    return bool(errors) and all(error.get("code") == DUPLICATE_KEY for error in errors)
+
+
+def area_of(case: dict) -> str:
+    """The case's place key (shared.geo.place_key), which the nearby lookup asks for."""
+    return geo.place_key(case["category"], case["location"]["lat"], case["location"]["lng"])
+
+
+def _changes(before: dict, after: dict) -> dict:
+    return {k: v for k, v in _without_id(after).items() if before.get(k) != v}
+
+
+class _Opening:
+    """The cases a list of reports opens or joins, each as it stands after the last of them: how it was stored
+    (None if new), how it is now, and the events of every step in order."""
+
+    def __init__(self):
+        self._cases: dict[str, tuple[dict | None, dict, list[Event]]] = {}
+
+    def over(self, stored: list[dict], category: str) -> list[dict]:
+        """The open cases of `category` a report may join: those stored, as this list has changed them, and
+        those it opened."""
+        nearby = {case["id"]: self._cases.get(case["id"], (None, case, []))[1] for case in stored}
+        nearby.update((case["id"], case) for _, case, _ in self._cases.values())
+        return [case for case in nearby.values() if case["category"] == category]
+
+    def take(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
+        """A report's step, over the case as `over` showed it (a new case is at version 0)."""
+        if not step.actions:
+            return
+        case_id = step.case["id"]
+        first_read = next((case for case in stored if case["id"] == case_id), None)
+        before, _, events = self._cases.get(case_id) or (first_read, None, [])
+        after = {**step.case, "version": step.case["version"] + 1}
+        self._cases[case_id] = (before, after, [*events, *case_events(Step(after, step.actions, step.report_ids),
+                                                                      correlation_id)])
+
+    def changed(self) -> list[tuple[dict | None, dict, list[Event]]]:
+        return list(self._cases.values())

@@ -3,6 +3,8 @@ import base64
 
 import pytest
 
+from services.intake.store import ReportStore
+from shared.store import connect
 from tests.conftest import bearer
 from tests.service.conftest import HEDONG_03, LANSHAN_01, submit_report, upload_photo
 
@@ -124,6 +126,25 @@ def test_nearby_open_report_of_same_category_is_linked_as_duplicate(intake, volu
     assert near["status"] == "submitted"  # linked, not lost
     assert far["duplicate_of"] in (None, near["id"])  # 334 m from the first, 167 m from the second
     assert other_kind["duplicate_of"] is None
+
+
+def test_an_open_report_stored_before_reports_carried_their_area_is_linked_after_the_start_gives_it_one(
+        fresh_intake, volunteer, photo_id):
+    here = {"lat": 35.0900, "lng": 118.4200}
+    first = submit_report(fresh_intake.client, volunteer, [photo_id], category="infra.damaged", location=here)
+    store = ReportStore(connect(fresh_intake.settings.mongo_url, fresh_intake.settings.database))
+    store.reports.update_one({"_id": first["id"]}, {"$unset": {"area": ""}})
+    store.ensure_areas()
+    near = submit_report(fresh_intake.client, volunteer, [photo_id], category="infra.damaged",
+                         location={**here, "lat": 35.0905})
+    assert near["duplicate_of"] == first["id"]
+
+
+def test_the_start_drops_the_nearby_index_that_reports_no_longer_use(fresh_intake):
+    store = ReportStore(connect(fresh_intake.settings.mongo_url, fresh_intake.settings.database))
+    store.reports.create_index([("category", 1), ("open", 1), ("location.lat", 1)])
+    store.ensure_indexes()
+    assert "category_1_open_1_location.lat_1" not in store.reports.index_information()
 
 
 class TestVisibility:

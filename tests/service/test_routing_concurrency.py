@@ -51,7 +51,7 @@ def submitted(at: tuple[float, float], category: str = "traffic.parking") -> Eve
 
 
 def route(store: CaseStore, event: Event) -> None:
-    handlers.report_submitted(event, store=store, clock_for=functools.partial(clock_for, calendar=None))
+    handlers.reports_submitted([event], store=store, clock_for=functools.partial(clock_for, calendar=None))
 
 
 def test_reports_of_one_problem_arriving_at_once_end_in_one_case(store):
@@ -167,3 +167,68 @@ def test_of_concurrent_commands_on_one_case_exactly_one_wins(store, command):
     assert after["version"] == case["version"] + 1
     pending = store.cases.find_one({"_id": case["id"]})["outbox"]
     assert [e["type"] for e in pending].count(f"case.{action}.traffic-police") == 1
+
+
+def route_together(store: CaseStore, *events: Event) -> None:
+    handlers.reports_submitted(list(events), store=store, clock_for=functools.partial(clock_for, calendar=None))
+
+
+def outbox_of(store: CaseStore, case_id: str) -> list[tuple[str, list[str], int]]:
+    return [(e["type"], e["data"]["report_ids"], e["data"]["case_version"])
+            for e in store.cases.find_one({"_id": case_id})["outbox"]]
+
+
+def test_reports_of_one_problem_arriving_together_open_one_case_with_each_step_published(store):
+    store.replace_rules([domain.Rule("traffic.parking", "traffic-police", 24)])
+    first, second, third = (submitted(destination(*HERE, 30 * i, 90)) for i in range(3))
+    route_together(store, first, second, third)
+    [case] = list(store.cases.find())
+    ids = [e.data["id"] for e in (first, second, third)]
+    assert (case["report_ids"], case["version"], case["status"]) == (ids, 3, "dispatched")
+    assert outbox_of(store, case["_id"]) == [
+        ("case.opened.traffic-police", [ids[0]], 1), ("case.dispatched.traffic-police", [ids[0]], 1),
+        ("case.opened.traffic-police", [ids[1]], 2), ("case.opened.traffic-police", [ids[2]], 3)]
+
+
+def test_reports_arriving_together_join_a_stored_case_each_step_at_its_own_version(store):
+    route(store, submitted(HERE))
+    later = [submitted(destination(*HERE, 40, 180)), submitted(destination(*HERE, 40, 0))]
+    route_together(store, *later)
+    [case] = list(store.cases.find())
+    assert case["version"] == 3 and case["report_ids"][1:] == [e.data["id"] for e in later]
+    assert [version for *_, version in outbox_of(store, case["_id"])] == [1, 2, 3]
+
+
+def test_reports_arriving_together_apart_or_of_other_kinds_open_their_own_cases(store):
+    route_together(store, submitted(HERE, "traffic.parking"), submitted(HERE, "env.garbage"),
+                   submitted(destination(*HERE, 2_000, 90), "traffic.parking"))
+    assert sorted(len(c["report_ids"]) for c in store.cases.find()) == [1, 1, 1]
+
+
+def test_a_redelivered_report_among_new_ones_opens_nothing_and_the_new_ones_their_cases(store):
+    again = submitted(HERE)
+    route(store, again)
+    case_id = store.case_of_report(again.data["id"])["id"]
+    store.change(case_id, lambda case: domain.reject(case, domain.Actor("office-1", "office"), "invalid", "",
+                                                     datetime.now(UTC)), None)
+    new = submitted(destination(*HERE, 3_000, 0))
+    route_together(store, again, new)
+    assert store.cases.count_documents({"report_ids": again.data["id"]}) == 1
+    assert store.case_of_report(new.data["id"])["report_ids"] == [new.data["id"]]
+
+
+def test_a_case_stored_before_cases_carried_their_area_is_found_after_the_start_gives_it_one(store):
+    first = submitted(HERE)
+    route(store, first)
+    case_id = store.case_of_report(first.data["id"])["id"]
+    store.cases.update_one({"_id": case_id}, {"$unset": {"area": ""}})
+    store.ensure_areas()
+    near = submitted(destination(*HERE, 50, 90))
+    route(store, near)
+    assert store.case(case_id)["report_ids"] == [first.data["id"], near.data["id"]]
+
+
+def test_the_start_drops_the_nearby_index_that_cases_no_longer_use(store):
+    store.cases.create_index([("category", 1), ("open", 1), ("location.lat", 1)])
+    store.ensure_indexes()
+    assert "category_1_open_1_location.lat_1" not in store.cases.index_information()

@@ -36,14 +36,16 @@ class CaseStoreDouble:
     def rules_in_force(self) -> list[routing.Rule]:
         return self.rules
 
-    def open_or_join(self, report_id, category, lat, lng, decide, correlation_id) -> None:
-        box = geo.box_around(lat, lng, geo.DUPLICATE_RADIUS_M)
-        nearby = [c for c in self.cases.values() if c["category"] == category and c["status"] in
-                  routing.OPEN_STATUSES and box.min_lat <= c["location"]["lat"] <= box.max_lat]
-        step = decide(nearby)
-        version = self.cases.get(step.case["id"], {}).get("version", 0) + 1
-        self.cases[step.case["id"]] = {**step.case, "version": version}
-        self.published += routing.case_events(step, correlation_id)
+    def open_or_join(self, submitted, route) -> None:
+        for submission in submitted:
+            location = submission.report["location"]
+            box = geo.box_around(location["lat"], location["lng"], geo.DUPLICATE_RADIUS_M)
+            nearby = [c for c in self.cases.values() if c["category"] == submission.report["category"]
+                      and c["status"] in routing.OPEN_STATUSES and box.min_lat <= c["location"]["lat"] <= box.max_lat]
+            step = route(submission.report, nearby)
+            version = self.cases.get(step.case["id"], {}).get("version", 0) + 1
+            self.cases[step.case["id"]] = {**step.case, "version": version}
+            self.published += routing.case_events(step, submission.correlation_id)
 
 
 def submitted(report_id: str = "r1", category: str = "env.garbage", at=HERE, **changes) -> Event:
@@ -53,7 +55,7 @@ def submitted(report_id: str = "r1", category: str = "env.garbage", at=HERE, **c
 
 
 def route(store: CaseStoreDouble, event: Event) -> None:
-    routing_handlers.report_submitted(event, store=store, clock_for=lambda basis: CalendarClock())
+    routing_handlers.reports_submitted([event], store=store, clock_for=lambda basis: CalendarClock())
 
 
 @pytest.fixture

@@ -177,6 +177,22 @@ def test_two_points_within_the_radius_always_share_a_neighbourhood_cell(latitude
         assert set(geo.neighbourhood_cells(*here)) & set(geo.neighbourhood_cells(*there)), (here, there)
 
 
+@pytest.mark.parametrize("latitude", [-33.9, 18.2, 35.06, 45.8, 59.9])
+def test_a_point_within_the_radius_always_lies_in_a_cell_around_another(latitude):
+    """The rule every nearby lookup rests on, tried on many pairs at the edge of the radius."""
+    rng = random.Random(latitude)
+    for _ in range(3000):
+        here = (latitude + rng.uniform(-0.05, 0.05), 118.3 + rng.uniform(-0.05, 0.05))
+        there = destination(*here, rng.uniform(0.9, 1.0) * geo.DUPLICATE_RADIUS_M, rng.uniform(0, 360))
+        assert geo.cell_of(*there) in geo.cells_around(*here), (here, there)
+
+
+def test_the_cells_around_a_point_reach_not_much_beyond_the_radius():
+    """Nearby lookups read few candidates: nothing 1 km away, in any direction."""
+    for bearing in range(0, 360, 15):
+        assert geo.cell_of(*destination(*HERE, 1_000, bearing)) not in geo.cells_around(*HERE)
+
+
 def test_points_far_apart_share_no_neighbourhood_cell():
     """Cells are small enough that distant reports never wait for each other."""
     there = destination(*HERE, 2_000, 45)
