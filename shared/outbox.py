@@ -10,7 +10,7 @@ Publishing at once. Whoever stored a change with its events (a request, an event
 hands them to its process's relay (`hand`) once the write, or the transaction it belongs to, has
 committed. The relay publishes what it is handed in batches with publisher confirms, without reading the
 store, and pulls the confirmed events from their documents in one write per collection every
-SETTLE_EVERY_S, a transaction of its own (so the store must offer transactions: a replica set); events
+SETTLE_EVERY_S, a statement per document that still holds them; events
 that a consumer's later write of the document usually pulls (`pull_delivered`: a report's submission, by
 its first case event) it leaves to that write for a third of the grace.
 
@@ -39,7 +39,7 @@ from pymongo.errors import ConnectionFailure
 from shared import metrics
 from shared.bus import BrokerUnavailable, EventPublisher
 from shared.events import Event
-from shared.store import after_commit, in_transaction
+from shared.store import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -264,15 +264,17 @@ class OutboxRelay:
                 self._unsettled.append(Published(now + item.settle_after_s, item.collection, item.document_id, ids))
 
     def _settle_handed(self, now: float) -> None:
-        """Pull the confirmed events whose time has come from their documents: one write per collection (an
-        event's id is in its own document only), which passes over a document whose events a consumer already
-        pulled (`pull_delivered`).
+        """Pull the confirmed events whose time has come from their documents: per collection, one read of which
+        of them still hold their events (a consumer may have pulled them, `pull_delivered`) and one write of a
+        statement per document that does.
 
-        The write is a transaction of its own: a multi-document update outside one that meets a transaction
-        which has written one of its documents waits for it on the embedded database holding the collection's
-        lock, and so holds up that transaction's next write of the collection, and itself, until the
-        transaction times out. Inside a transaction the meeting is a write conflict: the settle is run again
-        once the other has committed, holding nothing meanwhile."""
+        Statements of one document each, outside any transaction. A multi-document update that meets a
+        transaction which has written one of its documents waits for it on the embedded database holding the
+        collection's lock, and so holds up that transaction's next write of the collection, and itself, until
+        the transaction times out. A transaction of its own avoided that, but the embedded database passes every
+        transaction's statements through one registry: a settle in every relay put the service's own writes in
+        that queue, behind any transaction that waits, and a consumer's plain write of a document such a settle
+        had written waited, retrying, for as long as the queue stood (the pipeline bench's stalls)."""
         # With those whose time comes soon: a second's events are pulled in one write, not one write each.
         soon = now + SETTLE_EVERY_S / 2
         due = [published for published in self._unsettled if published.at <= soon]
@@ -343,12 +345,16 @@ class OutboxRelay:
 
 
 def _settle_together(documents: list[Published]) -> None:
-    """Pull the published events from their documents, all in one collection, in one transaction."""
+    """Pull the published events from those of their documents, all in one collection, that still hold them."""
     collection = documents[0].collection
-    ids = set().union(*(published.event_ids for published in documents))
-    holding = {"_id": {"$in": [published.document_id for published in documents]},
-               f"{OUTBOX_FIELD}.id": {"$in": sorted(ids)}}
-    in_transaction(collection.database, lambda session: collection.update_many(holding, _pulled(ids), session=session))
+    wanted: dict[object, set[str]] = defaultdict(set)
+    for published in documents:
+        wanted[published.document_id] |= published.event_ids
+    holding = collection.find({"_id": {"$in": list(wanted)}}, {f"{OUTBOX_FIELD}.id": 1})
+    writes = [UpdateOne({"_id": document["_id"]}, _pulled(ids)) for document in holding
+              if (ids := wanted[document["_id"]] & {raw["id"] for raw in document.get(OUTBOX_FIELD) or []})]
+    if writes:
+        collection.bulk_write(writes, ordered=False)
 
 
 def _pulled(event_ids: set[str], due: datetime | None = None, attempts: int | None = None) -> list[dict]:

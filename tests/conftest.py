@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pymongo import monitoring
 
 from shared.auth import issue_token
 from shared.config import Rate, Settings
@@ -56,6 +57,23 @@ def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) 
                    database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=TEST_RETRY_DELAYS_MS,
                    outbox_sweep_s=0.5, **{"rate_limit_writes": GENEROUS_RATE, "rate_limit_uploads": GENEROUS_RATE,
                                              "rate_limit_per_ip": GENEROUS_RATE, **overrides})
+
+
+class Commands(monitoring.CommandListener):
+    """The commands a client sends to one collection."""
+
+    def __init__(self, collection: str):
+        self.collection, self.seen = collection, []
+
+    def started(self, event):
+        if event.command.get(event.command_name) == self.collection:
+            self.seen.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
 
 
 @dataclass
