@@ -1,8 +1,11 @@
 """What the rate limits cost a write, beside 1,000 and 50,000 other counters.
 
-A write that a rate limit applies to costs RateLimiter.admit: one bulk write raising the caller's and the
-address's counters and one read of both (plus one more write when it is refused). Both are point
-operations on `_id`, so their cost should not grow with the counters other callers and addresses hold.
+A write that a rate limit applies to costs RateLimiter.admit. Far from its limits it is counted in the process
+(the process adds its counts to the store twice a second); a counter's first request in a process, and every
+request near a limit, costs one bulk write raising the caller's and the address's counters and one read of both
+(plus one more write when it is refused). Both are point operations on `_id`, so their cost should not grow
+with the counters other callers and addresses hold; the second row (a caller over its limit) is always the
+store's way.
 For comparison it times flask-limiter's MongoDB storage (`limits`, not a dependency of ours: `pip install
 'limits[mongodb]'` to see it), whose `find_one_and_update` the embedded database serves by scanning.
 
@@ -65,7 +68,7 @@ def timings(operations: dict[int, Callable[[int], object]], repeat: int) -> dict
 def report(what: str, taken: dict[int, list[float]]) -> None:
     for size, ms in taken.items():
         ms.sort()
-        print(f"  {what:<44} {size:>7,} counters: median {statistics.median(ms):6.2f} ms, "
+        print(f"  {what:<56} {size:>7,} counters: median {statistics.median(ms):6.2f} ms, "
               f"p90 {ms[int(len(ms) * 0.9)]:6.2f} ms")
 
 
@@ -85,7 +88,7 @@ def main() -> None:
             # 20 callers behind 5 addresses take turns, as a busy office would.
             admitted = {size: writes_by(limiter, lambda n: (f"vol-{n % 20}", f"10.0.0.{n % 5}"))
                         for size, limiter in limiters.items()}
-            report("admit: a write (caller + address)", timings(admitted, args.repeat))
+            report("admit: a write (caller + address), far from the limits", timings(admitted, args.repeat))
             over = {size: RateLimiter(limiter.counters, writes=Rate(1, "day"), uploads=None, per_address=PER_ADDRESS)
                     for size, limiter in limiters.items()}
             refused = {size: writes_by(limiter, lambda n: ("runaway", "10.0.1.1")) for size, limiter in over.items()}

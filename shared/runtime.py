@@ -5,6 +5,7 @@ of its own (`python -m services.<name>.worker`) runs the background work in thre
 """
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 
 from pymongo.database import Database
 
+from shared import ratelimit
 from shared.bus import EventConsumer, EventPublisher, broker_problem
 from shared.config import Settings, check_jwt_secret
 from shared.logs import configure_logging
@@ -100,5 +102,11 @@ def readiness_checks(settings: Settings, db: Database) -> list[Callable[[], str 
 
 
 def worker_main(service: str, build: Callable[[Settings, Database], BackgroundWork]) -> None:
-    """Entry point of a service's worker process: its consumer and relay, until SIGTERM."""
-    build(*bootstrap(service)).run_until_signalled()
+    """Entry point of a service's worker process: its consumer, relay and periodic work, until SIGTERM; and, for
+    every service, dropping the rate limit windows that are over."""
+    settings, db = bootstrap(service)
+    work = build(settings, db)
+    work.periodic["rate-limit-windows"] = every(
+        settings.periodic_interval_s, functools.partial(ratelimit.drop_ended_windows, db[ratelimit.COLLECTION]),
+        "rate limit windows dropped")
+    work.run_until_signalled()

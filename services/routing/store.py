@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -29,8 +29,10 @@ OPEN = "open"
 AREA = "area"
 SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
-# An opening lock only matters while a case is being opened; old ones are cleared away.
-LOCK_LIFETIME = timedelta(hours=1)
+# An opening lock matters only while a case is being opened, but it stays: one per category and lattice cell
+# reported in, which the city's area bounds. (Not a TTL index: the embedded database's TTL monitor keeps a read
+# snapshot open after it deletes, and the store stalls behind it; see shared.ratelimit.)
+LOCKS_TTL_INDEX = "at_1"
 DUPLICATE_KEY = 11000
 # How old the rules a process routes by may be: a change the office saves applies within this.
 RULES_MAX_AGE_S = 1.0
@@ -88,7 +90,7 @@ class CaseStore:
         for prefix in LISTED_BY:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
-        self.opening_locks.create_index("at", expireAfterSeconds=int(LOCK_LIFETIME.total_seconds()))
+        drop_index_if_present(self.opening_locks, LOCKS_TTL_INDEX)
 
     def ensure_areas(self) -> None:
         """Give the open cases stored before cases carried their area one, so that the nearby lookup finds them:

@@ -5,6 +5,8 @@ Windows are a day long (they start at midnight UTC), so a test's second of reque
 """
 import io
 import logging
+import uuid
+from datetime import timedelta
 
 import pymongo
 import pytest
@@ -13,7 +15,9 @@ from deploy.embedded_db import free_port
 from services.intake.app import create_app
 from shared.config import Rate
 from shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
-from tests.conftest import bearer, settings_for_test
+from shared.ratelimit import COLLECTION, RateLimiter, drop_ended_windows
+from shared.testing import wait_for
+from tests.conftest import Commands, bearer, settings_for_test
 from tests.service.conftest import LANSHAN_01, jpeg_bytes, upload_photo
 
 OFFICE_NAT = "10.20.30.40"  # one address many callers share
@@ -125,6 +129,108 @@ def test_two_processes_on_one_database_share_the_count(amqp_url, mongo_url):
     photo = upload_photo(first, volunteer)["id"]
     statuses = [post_report(client, volunteer, [photo]).status_code for client in (first, second, first, second)]
     assert statuses == [201, 201, 201, 429]
+
+
+@pytest.fixture
+def limiters(mongo_url):
+    """RateLimiters ("processes") over one fresh counters collection, each through a client that records the
+    commands it sends there."""
+    clients = []
+
+    def make(**limits) -> tuple[RateLimiter, Commands]:
+        database = f"test_limits_{uuid.uuid4().hex[:10]}" if not clients else clients[0][1]
+        commands = Commands(COLLECTION)
+        client = pymongo.MongoClient(mongo_url, event_listeners=[commands])
+        clients.append((client, database))
+        limits = {"writes": None, "uploads": None, "per_address": None, **limits}
+        return RateLimiter(client[database][COLLECTION], **limits, flush_every_s=None), commands
+
+    yield make
+    for client, _ in clients:
+        client.close()
+
+
+def stored_count(limiter: RateLimiter) -> int:
+    return sum(doc["count"] for doc in limiter.counters.find())
+
+
+def test_far_from_its_limit_a_busy_counter_is_written_at_each_flush_not_at_each_request(limiters):
+    """A shared address's counter under many writes: the store hears of them twice a second, not 200 times."""
+    limiter, commands = limiters(per_address=per_day(10_000))
+    quotas = limiter.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    admitted = [limiter.admit(quotas) for _ in range(200)]
+    assert not any(a.refused_by for a in admitted)
+    assert admitted[-1].usages[0].count == 200 and admitted[-1].usages[0].remaining == 9_800
+    assert commands.seen == ["update", "find"]  # the counter's first request, counted in the store at once
+    limiter.flush()
+    assert commands.seen[2:] == ["update", "find"]  # one write of all it counted, and one read back
+    assert stored_count(limiter) == 200
+
+
+def test_near_its_limit_every_request_is_counted_in_the_store_and_refused_on_its_count(limiters):
+    limiter, commands = limiters(writes=per_day(20))
+    quotas = limiter.quotas(upload=False, caller_id="vol-1", address="127.0.0.1")
+    answers = [limiter.admit(quotas) for _ in range(22)]
+    assert [bool(a.refused_by) for a in answers] == [False] * 20 + [True] * 2
+    # From the last fifth of the limit on (4 of 20), and every time it had counted half the room it last saw,
+    # the request went to the store: the refusals were judged on the store's own count.
+    assert commands.seen.count("update") >= 6 and stored_count(limiter) == 22
+
+
+def test_two_processes_counting_far_from_a_limit_see_each_other_at_their_flushes(limiters):
+    first, _ = limiters(per_address=per_day(1_000))
+    second, _ = limiters(per_address=per_day(1_000))
+    quotas = first.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    for _ in range(30):
+        first.admit(quotas)
+    for _ in range(10):
+        second.admit(quotas)
+    first.flush()
+    second.flush()
+    assert stored_count(first) == 40
+    assert second.admit(quotas).usages[0].count == 41  # the first's thirty, read back at the second's flush
+
+
+def test_the_process_flushes_what_it_counted_by_itself_and_then_rests(limiters):
+    limiter, _ = limiters(per_address=per_day(1_000))
+    limiter.flush_every_s = 0.05
+    quotas = limiter.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    for _ in range(25):
+        limiter.admit(quotas)
+    wait_for(lambda: stored_count(limiter) == 25, timeout=5, what="the counts flushed")
+    wait_for(lambda: limiter._flusher is None, timeout=5, what="the flushing thread at rest")
+
+
+def test_counts_not_flushed_while_the_store_is_away_are_flushed_once_it_answers(limiters):
+    limiter, _ = limiters(per_address=per_day(1_000))
+    quotas = limiter.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    limiter.admit(quotas)
+    counters = limiter.counters
+    nowhere = pymongo.MongoClient(f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=100, connect=False)
+    limiter.counters = nowhere["gone"][COLLECTION]
+    try:
+        for _ in range(5):
+            limiter.admit(quotas)
+        with pytest.raises(pymongo.errors.PyMongoError):
+            limiter.flush()
+    finally:
+        nowhere.close()
+    limiter.counters = counters
+    limiter.flush()
+    assert stored_count(limiter) == 6
+
+
+def test_windows_that_are_over_are_dropped_by_an_indexed_delete_not_a_ttl_index(limiters):
+    """An earlier version's TTL index goes: the embedded database's TTL monitor stalled the store."""
+    limiter, _ = limiters(writes=Rate(5, "second"), per_address=per_day(1_000))
+    limiter.counters.create_index("expires_at", expireAfterSeconds=0)
+    limiter.prepare()
+    assert "expireAfterSeconds" not in limiter.counters.index_information()["expires_at_1"]
+    limiter.admit(limiter.quotas(upload=False, caller_id="vol-1", address=OFFICE_NAT))  # a second's, a day's
+    ends = sorted(doc["expires_at"] for doc in limiter.counters.find())
+    assert drop_ended_windows(limiter.counters, ends[0] - timedelta(milliseconds=1)) == 0
+    assert drop_ended_windows(limiter.counters, ends[0] + timedelta(milliseconds=1)) == 1
+    assert [doc["expires_at"] for doc in limiter.counters.find()] == ends[1:]
 
 
 def test_a_bad_token_counts_against_its_address_and_is_still_answered_401(limited):

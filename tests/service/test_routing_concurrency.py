@@ -228,7 +228,9 @@ def test_a_case_stored_before_cases_carried_their_area_is_found_after_the_start_
     assert store.case(case_id)["report_ids"] == [first.data["id"], near.data["id"]]
 
 
-def test_the_start_drops_the_nearby_index_that_cases_no_longer_use(store):
+def test_the_start_drops_the_indexes_that_cases_and_opening_locks_no_longer_use(store):
     store.cases.create_index([("category", 1), ("open", 1), ("location.lat", 1)])
+    store.opening_locks.create_index("at", expireAfterSeconds=3600)  # a TTL index: the embedded store stalled
     store.ensure_indexes()
     assert "category_1_open_1_location.lat_1" not in store.cases.index_information()
+    assert list(store.opening_locks.index_information()) == ["_id_"]
