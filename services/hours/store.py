@@ -693,11 +693,14 @@ class HoursStore:
         self.reports.bulk_write([UpdateOne({"_id": report["id"]}, {"$setOnInsert": {
             "reporter_id": report["reporter_id"], "grid_id": report["grid_id"], "submitted_at": report["submitted_at"],
             "year": report["year"], "verified": False}}, upsert=True) for report, _ in reports], ordered=False)
+        longest = timedelta(hours=self.rules.patrol_longest_hours)
+        # One read for the whole batch: the patrols of its reporters over the span of its reports.
+        candidates = [_public(found) for found in self.patrols.find({
+            "volunteer_id": {"$in": sorted({report["reporter_id"] for report, _ in reports})},
+            "started_at": {"$gte": min(report["submitted_at"] for report, _ in reports) - longest,
+                           "$lte": max(report["submitted_at"] for report, _ in reports)}})]
         for report, correlation_id in reports:
-            earliest = report["submitted_at"] - timedelta(hours=self.rules.patrol_longest_hours)
-            for candidate in self.patrols.find({"volunteer_id": report["reporter_id"],
-                                                "started_at": {"$gte": earliest, "$lte": report["submitted_at"]}}):
-                patrol = _public(candidate)
+            for patrol in candidates:
                 if patrol["status"] == AWAITING_CONFIRMATION and domain.evidences(report, patrol):
                     try:
                         self._evidence_patrol(patrol["id"], report["id"], correlation_id)

@@ -439,6 +439,31 @@ def test_events_hours_hears_twice_change_nothing_the_second_time(city, amqp_url)
     assert summary(city, volunteer["id"])["verified_reports"] == 2
 
 
+def test_reports_heard_together_each_evidence_their_own_reporters_patrol(city, amqp_url):
+    """Hours reads the waiting patrols of a whole batch of reports at once; each report still evidences only the
+    patrol of its reporter, in its grid, while it ran."""
+    _, grid_id = spot_and_grid()
+    walkers = [register(city) for _ in range(2)]
+    started = [now() - timedelta(hours=5), now() - timedelta(hours=2)]
+    patrols = [patrol(city, token, grid_id, start, start + timedelta(hours=1)).json
+               for (_, token), start in zip(walkers, started, strict=True)]
+    assert [p["status"] for p in patrols] == ["awaiting_confirmation"] * 2
+    reports = {f"r-{uuid.uuid4().hex[:12]}": (volunteer["id"], start + timedelta(minutes=30))
+               for (volunteer, _), start in zip(walkers, started, strict=True)}
+    for report_id, (reporter_id, at) in reports.items():
+        event = Event.new("report.submitted", "intake", {"id": report_id, "reporter_id": reporter_id,
+                                                          "grid_id": grid_id, "submitted_at": iso(at)})
+        publish_raw(amqp_url, event.type, event.to_dict(), event.id)
+
+    def evidence_of(walked: dict, token: dict) -> str | None:
+        found = city["hours"].client.get(f"/v1/patrols/{walked['id']}", headers=token).json
+        return found["evidence_report_id"] if found["status"] == "credited" else None
+
+    for (report_id, _), walked, (_, token) in zip(reports.items(), patrols, walkers, strict=True):
+        assert wait_for(lambda walked=walked, token=token: evidence_of(walked, token),
+                        what="the patrol credited") == report_id
+
+
 # --- rankings, proofs, closing a year ---------------------------------------------------------
 
 def test_rankings_order_by_hours_with_shared_ranks_and_masked_names(city):
