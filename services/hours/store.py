@@ -694,7 +694,8 @@ class HoursStore:
             "reporter_id": report["reporter_id"], "grid_id": report["grid_id"], "submitted_at": report["submitted_at"],
             "year": report["year"], "verified": False}}, upsert=True) for report, _ in reports], ordered=False)
         longest = timedelta(hours=self.rules.patrol_longest_hours)
-        # One read for the whole batch: the patrols of its reporters over the span of its reports.
+        # One read for the whole batch: the patrols of its reporters over the span of its reports (seconds, as a
+        # rule; an old event swept up late widens it to days of those few volunteers' patrols, still few).
         candidates = [_public(found) for found in self.patrols.find({
             "volunteer_id": {"$in": sorted({report["reporter_id"] for report, _ in reports})},
             "started_at": {"$gte": min(report["submitted_at"] for report, _ in reports) - longest,
