@@ -78,15 +78,15 @@ def main() -> None:
         database = client[f"bench_index_cost_{uuid.uuid4().hex[:8]}"]
         try:
             collections = {count: indexed(database[f"indexes_{count}"], count, fields) for count in counts}
-            ids: dict[int, list[str]] = {count: [] for count in counts}
+            ids: dict[str, list[str]] = {collection.name: [] for collection in collections.values()}
 
             def insert(collection: Collection, n: int) -> None:
                 written = document(n, fields)
                 collection.insert_one(written)
-                ids[int(collection.name.split("_")[1])].append(written["_id"])
+                ids[collection.name].append(written["_id"])
 
             def id_of(collection: Collection, n: int) -> str:
-                return ids[int(collection.name.split("_")[1])][n]
+                return ids[collection.name][n]
 
             operations: dict[str, Callable[[Collection, int], object]] = {
                 "insert_one": insert,
