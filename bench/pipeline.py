@@ -279,6 +279,9 @@ def measure_rate(system: System, spots: Spots, people, rate: float, seconds: flo
           + (f" {dict(sent.errors)}" if sent.errors else ""))
     print(f"  POST -> case.dispatched at the subscriber: p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(latencies, default=float('nan')):.1f} ms; never arrived: {result.missing()}")
+    answered, onwards = cuts(result.answers_ms(), 50, 99), cuts(result.after_answer_ms(), 50, 99)
+    print(f"    of which the POST's answer p50 {answered[0]:.1f} ms, p99 {answered[1]:.1f} ms; "
+          f"answer -> subscriber p50 {onwards[0]:.1f} ms, p99 {onwards[1]:.1f} ms")
     print(f"  everything done {drained:.1f} s after the last dispatch arrived; store commands per report:")
     print_commands_per_report(delta, len(sent.at), system)
     print_cpu_per_report(cpu_used, len(sent.at), len(os.sched_getaffinity(0)))

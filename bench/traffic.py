@@ -75,6 +75,7 @@ class Spots:
 @dataclass
 class Sent:
     at: dict[str, float] = field(default_factory=dict)  # report id → perf_counter() when its POST began
+    answered: dict[str, float] = field(default_factory=dict)  # report id → perf_counter() when its 201 was read
     errors: Counter = field(default_factory=Counter)
     behind_ms: list[float] = field(default_factory=list)  # how late each POST began against the schedule
     first: float = 0.0
@@ -106,14 +107,15 @@ def send_paced(port: int, volunteers: list[Volunteer], spots: list[tuple[str, fl
             local.connection.request("POST", "/v1/reports", body, headers)
             response = local.connection.getresponse()
             payload = response.read()
-            outcome = response.status
+            outcome, answered = response.status, time.perf_counter()
         except (OSError, http.client.HTTPException) as exc:
             local.connection.close()  # http.client reconnects on the next request
             outcome = type(exc).__name__
         with lock:
             sent.behind_ms.append((began - due) * 1000)
             if outcome == 201:
-                sent.at[json.loads(payload)["id"]] = began
+                report_id = json.loads(payload)["id"]
+                sent.at[report_id], sent.answered[report_id] = began, answered
             else:
                 sent.errors[str(outcome)] += 1
 
@@ -199,6 +201,14 @@ class Latency:
 
     def latencies_ms(self) -> list[float]:
         return sorted((self.arrivals[r] - began) * 1000 for r, began in self.sent.at.items() if r in self.arrivals)
+
+    def answers_ms(self) -> list[float]:
+        """How long each accepted POST took to be answered: intake's share of the way."""
+        return sorted((self.sent.answered[r] - began) * 1000 for r, began in self.sent.at.items())
+
+    def after_answer_ms(self) -> list[float]:
+        """From the POST's answer to the department: the relays', the broker's and routing's share."""
+        return sorted((self.arrivals[r] - self.sent.answered[r]) * 1000 for r in self.sent.at if r in self.arrivals)
 
     def missing(self) -> int:
         return sum(1 for r in self.sent.at if r not in self.arrivals)
