@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -30,9 +31,14 @@ DELIVERY_LIMIT = 20
 # How long the consumer waits for more of what the broker is sending before it handles what has arrived:
 # enough for events published together (a case's opened and dispatched) to be handled together.
 GATHER_S = 0.002
-# How long a batched handler of work nobody is waiting for (a report's status following its case, what notify
-# and hours remember of a report) lets its events gather: a tenth of a second later, in far fewer writes.
-UNHURRIED_LINGER_S = 0.1
+# How long a batched handler of work nobody is waiting for (what notify and hours remember of a report, the
+# notices of its case) lets its events gather: half a second later, in a few writes a second instead of a few
+# a report (the pipeline bench: 12 store commands a report across the four services at 0.1 s, 8 at 0.5 s).
+UNHURRIED_LINGER_S = 0.5
+# ... unless its writes go where reports are being submitted: a batch there holds up every submission (and
+# the case it opens) meeting it in the store, so it stays small (`python -m bench.pipeline`: the reports
+# submitted while such a batch of half a second's case events was written took twice as long as the others).
+BESIDE_SUBMISSIONS_LINGER_S = 0.1
 
 
 class BrokerUnavailable(ConnectionError):
@@ -314,10 +320,14 @@ class EventConsumer(ConsumerMixin):
 
     def _gather(self, connection) -> None:
         """Take what else the broker has already sent, up to a prefetch's worth per queue, and what comes while a
-        queue that has something lingers."""
+        queue that has something lingers, until one queue has a prefetch's worth: the broker sends it nothing
+        more before those are acked, so lingering on would only slow it down."""
         limit = self.prefetch * len(self.subscriptions)
         started = time.monotonic()
         while len(self._arrived) < limit:
+            per_queue = Counter(subscription.queue for subscription, _ in self._arrived)
+            if per_queue and max(per_queue.values()) >= self.prefetch:
+                return
             until = started + max((subscription.linger_s for subscription, _ in self._arrived), default=0.0)
             try:
                 connection.drain_events(timeout=max(GATHER_S, until - time.monotonic()))

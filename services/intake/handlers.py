@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
+from shared.bus import BESIDE_SUBMISSIONS_LINGER_S, Subscription, handles_batches, subscriptions_from
 from shared.events import Event, MalformedEvent
 from shared.reference import ReferenceData
 
@@ -25,7 +25,7 @@ def _time(value, field: str) -> datetime | None:
         raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
 
 
-@handles_batches(linger_s=UNHURRIED_LINGER_S)
+@handles_batches(linger_s=BESIDE_SUBMISSIONS_LINGER_S)
 def cases_changed(events: list[Event], store: ReportStore, reference: ReferenceData) -> None:
     """`case.<action>.<department>`: every report of a case follows it, and its reporter sees the step. The
     events that arrived together are applied together (a case's `opened` and `dispatched` come as a pair)."""

@@ -1,5 +1,6 @@
 """The consumer base against the real broker: retry with back-off, parking, replay, batches."""
 import threading
+import time
 import uuid
 
 import pytest
@@ -14,10 +15,14 @@ from shared.testing import publish_raw, wait_for
 def consume(amqp_url):
     started = []
 
-    def start(handler, queue=None, batched=False):
+    def start(handler, queue=None, batched=False, linger_s=0.0, quiet_queues=0):
+        """Consume `queue` with `handler`, and `quiet_queues` more queues that nothing is published to."""
         queue = queue or f"test.{uuid.uuid4().hex[:8]}"
         key = f"report.test-{uuid.uuid4().hex[:8]}"
-        consumer = EventConsumer(amqp_url, [Subscription(queue, (key,), handler, batched)], (50, 100), prefetch=4)
+        quiet = [Subscription(f"test.{uuid.uuid4().hex[:8]}", (f"report.test-{uuid.uuid4().hex[:8]}",), handler)
+                 for _ in range(quiet_queues)]
+        consumer = EventConsumer(amqp_url, [Subscription(queue, (key,), handler, batched, linger_s), *quiet],
+                                 (50, 100), prefetch=4)
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
         wait_for(consumer.ready.is_set, timeout=20, what="consumer ready")
@@ -97,6 +102,31 @@ def test_events_that_arrived_while_the_handler_worked_reach_a_batched_handler_to
     busy.set()
     wait_for(lambda: len(calls) == 2, what="the others")
     assert calls == [[first.id], [e.id for e in waiting]]
+
+
+def test_a_lingering_handler_takes_what_comes_within_its_linger_as_one_batch(consume, amqp_url):
+    calls = []
+    _, key = consume(lambda events: calls.append([e.id for e in events]), batched=True, linger_s=2.0)
+    sent = [event(key) for _ in range(3)]
+    for one in sent:
+        publish_raw(amqp_url, key, one.to_dict(), one.id)
+        time.sleep(0.1)
+    wait_for(lambda: calls, what="the batch")
+    assert calls == [[e.id for e in sent]]
+
+
+def test_a_lingering_handler_stops_lingering_once_a_prefetch_has_come(consume, amqp_url):
+    """The broker sends no more until those are acked: lingering on would only hold the queue up."""
+    calls = []
+    _, key = consume(lambda events: calls.append([e.id for e in events]), batched=True, linger_s=30.0,
+                     quiet_queues=1)
+    sent = [event(key) for _ in range(6)]
+    began = time.monotonic()
+    for one in sent:
+        publish_raw(amqp_url, key, one.to_dict(), one.id)
+    wait_for(lambda: sum(map(len, calls)) == 4, timeout=10, what="a prefetch's worth (4) handled")
+    assert time.monotonic() - began < 10
+    assert calls == [[e.id for e in sent[:4]]]
 
 
 def test_a_failing_batch_is_handled_one_by_one_so_only_its_bad_event_is_retried_and_parked(consume, amqp_url):
