@@ -59,7 +59,7 @@ from shared.outbox import handoff_grace_s
 
 SERVICES = ("intake", "routing", "hours", "notify")
 # Where each service keeps events waiting to be published (shared/outbox.py: documents with a due time).
-OUTBOXES = {"intake": ("reports",), "routing": ("cases",), "hours": ("volunteers", "entries", "patrols")}
+OUTBOXES = {"intake": ("reports",), "routing": ("cases", "outbox"), "hours": ("volunteers", "entries", "patrols")}
 DUE_FIELD = "outbox_due"
 # An event still in its document this long after its write has been neither published and settled by the process
 # that stored it (within about a second) nor pulled by the consumer that hears of it: it was left waiting.

@@ -14,6 +14,12 @@ SETTLE_EVERY_S, a statement per document that still holds them; events
 that a consumer's later write of the document usually pulls (`pull_delivered`: a report's submission, by
 its first case event) it leaves to that write for a third of the grace.
 
+Events of a transaction. A writer in a transaction (routing opening and joining cases) stores the events of
+all the documents it changes in one document of their own in its database's `outbox` collection
+(`events_document`), inserted in the transaction: the transaction is then the atomicity, and once the broker
+has confirmed them the relay deletes that small document instead of rewriting each changed one, a write that
+costs the embedded database about as much per index as the change itself (`bench.index_cost`; `cases` has 16).
+
 Sweeping up. A document with pending events carries `outbox_due` under a sparse index: the grace
 (WOODPECKER_OUTBOX_GRACE_S, 30 s) after its write, or when a refused event's back-off ends. A service's
 worker relay sweeps its collections for documents past their due time: events whose process died before
@@ -32,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pymongo import UpdateOne
+from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure
 
@@ -50,6 +56,8 @@ ATTEMPTS_FIELD = "outbox_attempts"
 PENDING = {DUE_FIELD: {"$exists": True}}
 # The relay's bookkeeping inside a document: never part of what an API shows.
 OUTBOX_FIELDS = (OUTBOX_FIELD, DUE_FIELD, ATTEMPTS_FIELD)
+# The collection of documents that hold nothing but a transaction's events (`events_document`).
+EVENTS_COLLECTION = "outbox"
 # How long a stored event waits for the process that stored it to publish it before a worker's sweep does:
 # far longer than a handed event takes to be confirmed and settled, even behind a busy store, so that the
 # sweep takes only what was left behind (publishing an event twice is harmless, but it is work, and it would
@@ -91,6 +99,16 @@ def with_events(document: dict, *events: Event) -> dict:
     if not events:
         return document
     return {**document, OUTBOX_FIELD: [e.to_dict() for e in events], DUE_FIELD: _due()}
+
+
+def events_document(*events: Event) -> dict:
+    """A document of nothing but `events`, to insert into the database's EVENTS_COLLECTION in the transaction that
+    stores the changes they describe; hand it over as any other (`hand(relay, outbox, document["_id"], events)`)."""
+    return with_events({"_id": events[0].id}, *events)
+
+
+def _only_events(collection: Collection) -> bool:
+    return collection.name == EVENTS_COLLECTION
 
 
 def push_events(update: dict, *events: Event) -> dict:
@@ -151,11 +169,13 @@ class Handed:
 
 @dataclass(frozen=True)
 class Published:
-    """Confirmed events, to be pulled from their document once `at` (monotonic) has come."""
+    """Confirmed events, to be pulled from their document once `at` (monotonic) has come; `all_of_them` when they are
+    every event that was handed with the document."""
     at: float
     collection: Collection
     document_id: object
     event_ids: set[str]
+    all_of_them: bool
 
 
 class OutboxRelay:
@@ -260,8 +280,10 @@ class OutboxRelay:
         # A refused or returned event stays as stored, due after its grace: the sweep retries it with back-off.
         now = time.monotonic()
         for item in handed:
-            if ids := {event.id for event in item.events} & confirmed:
-                self._unsettled.append(Published(now + item.settle_after_s, item.collection, item.document_id, ids))
+            handed_ids = {event.id for event in item.events}
+            if ids := handed_ids & confirmed:
+                self._unsettled.append(Published(now + item.settle_after_s, item.collection, item.document_id, ids,
+                                                  ids == handed_ids))
 
     def _settle_handed(self, now: float) -> None:
         """Pull the confirmed events whose time has come from their documents: per collection, one read of which
@@ -323,16 +345,20 @@ class OutboxRelay:
                 continue
             outcome = self.publisher.publish(events)
             confirmed, held = set(outcome.confirmed), set(outcome.unroutable + outcome.refused)
-            collection.bulk_write([self._settle_swept(document, confirmed, held, now) for document in documents],
-                                  ordered=False)
+            collection.bulk_write([self._settle_swept(collection, document, confirmed, held, now)
+                                   for document in documents], ordered=False)
             confirmed_total += len(confirmed)
             waiting_total += len(events) - len(confirmed)
         metrics.outbox_pending.labels(self.service).set(waiting_total)
         return confirmed_total, full
 
-    def _settle_swept(self, document: dict, confirmed: set[str], held: set[str], now: datetime) -> UpdateOne:
-        """Pull what the broker confirmed; a document still holding a refused event waits out its back-off."""
+    def _settle_swept(self, collection: Collection, document: dict, confirmed: set[str], held: set[str],
+                      now: datetime) -> UpdateOne | DeleteOne:
+        """Pull what the broker confirmed (delete a document of nothing but events once all are confirmed); a
+        document still holding a refused event waits out its back-off."""
         ids = {raw["id"] for raw in document[OUTBOX_FIELD]}
+        if _only_events(collection) and ids <= confirmed:
+            return DeleteOne({"_id": document["_id"]})
         if not ids & held:
             return UpdateOne({"_id": document["_id"]}, _pulled(confirmed & ids))
         attempts = document.get(ATTEMPTS_FIELD, 0) + 1
@@ -347,6 +373,14 @@ class OutboxRelay:
 def _settle_together(documents: list[Published]) -> None:
     """Pull the published events from those of their documents, all in one collection, that still hold them."""
     collection = documents[0].collection
+    if _only_events(collection):
+        # Nothing is added to a document of events after its insert: once all of them are confirmed it goes, unread.
+        whole = {published.document_id for published in documents if published.all_of_them}
+        if whole:
+            collection.bulk_write([DeleteOne({"_id": document_id}) for document_id in whole], ordered=False)
+        documents = [published for published in documents if published.document_id not in whole]
+        if not documents:
+            return
     wanted: dict[object, set[str]] = defaultdict(set)
     for published in documents:
         wanted[published.document_id] |= published.event_ids

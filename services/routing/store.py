@@ -14,7 +14,15 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from shared import geo
 from shared.errors import NotFound
 from shared.events import Event, utcnow
-from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, push_events, with_events
+from shared.outbox import (
+    EVENTS_COLLECTION,
+    OUTBOX_FIELDS,
+    OutboxRelay,
+    ensure_outbox_index,
+    events_document,
+    hand,
+    push_events,
+)
 from shared.pagination import EPOCH, Position, newest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
@@ -64,6 +72,7 @@ class CaseStore:
         self.cases = db["cases"]
         self.rules = db["rules"]
         self.opening_locks = db["opening_locks"]
+        self.outbox = db[EVENTS_COLLECTION]  # the events of the cases a transaction opens and joins
         self._rules_read: tuple[float, list[Rule]] | None = None  # (monotonic time, rules) of the last read
 
     @classmethod
@@ -80,6 +89,7 @@ class CaseStore:
     def ensure_indexes(self) -> None:
         """Every query below is an equality prefix and at most one range over one of these (see bench/queries)."""
         ensure_outbox_index(self.cases)
+        ensure_outbox_index(self.outbox)
         # A report belongs to one case: the rule that makes a redelivered report open nothing.
         self.cases.create_index("report_ids", unique=True)
         self.cases.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
@@ -141,20 +151,24 @@ class CaseStore:
         optimistically(attempt_once, f"The cases near reports {', '.join(s.report['id'] for s in submitted)}")
 
     def _store_opening(self, opening: _Opening, session: ClientSession) -> None:
-        """The cases the reports opened, in one insert, and those they joined, in one write of conditional updates."""
-        opened = [with_events({"_id": case["id"], **_indexed(_without_id(case)), AREA: area_of(case)}, *events)
-                  for before, case, events in opening.changed() if before is None]
+        """The cases the reports opened, in one insert, those they joined, in one write of conditional updates, and
+        all their events in one document of the outbox collection (published, it is deleted rather than each case
+        rewritten)."""
+        changed = opening.changed()
+        opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: area_of(case)}
+                  for before, case, _ in changed if before is None]
         if opened:
             self.cases.insert_many(opened, session=session)
-        joined = [(before, case, events) for before, case, events in opening.changed() if before is not None]
+        joined = [(before, case) for before, case, _ in changed if before is not None]
         if joined:
             writes = [UpdateOne({"_id": before["id"], "version": before["version"]},
-                                push_events({"$set": _indexed(_changes(before, case))}, *events))
-                      for before, case, events in joined]
+                                {"$set": _indexed(_changes(before, case))}) for before, case in joined]
             if self.cases.bulk_write(writes, ordered=True, session=session).matched_count < len(writes):
-                raise LostRace(", ".join(before["id"] for before, _, _ in joined))
-        for _, case, events in opening.changed():
-            hand(self.relay, self.cases, case["id"], events)
+                raise LostRace(", ".join(before["id"] for before, _ in joined))
+        if events := [event for _, _, case_events in changed for event in case_events]:
+            document = events_document(*events)
+            self.outbox.insert_one(document, session=session)
+            hand(self.relay, self.outbox, document["_id"], events)
 
     def _reports_with_a_case(self, report_ids: list[str]) -> set[str]:
         return {report_id for d in self.cases.find({"report_ids": {"$in": report_ids}}, {"report_ids": 1})

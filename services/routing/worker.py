@@ -21,7 +21,7 @@ from .store import CaseStore
 def background_work(settings: Settings, db: Database) -> runtime.BackgroundWork:
     relay = runtime.outbox_relay(settings)
     store = CaseStore.prepared(db, reference.load(settings.reference_dir), relay)
-    relay.sweeps(store.cases)
+    relay.sweeps(store.cases, store.outbox)
     clocks = functools.partial(clock_for, calendar=reference.load_work_calendar(settings.reference_dir))
     consumer = EventConsumer(settings.amqp_url, handlers.subscriptions(store, clocks),
                              settings.retry_delays_ms, settings.prefetch)

@@ -20,12 +20,14 @@ from shared.events import EXCHANGE, UNROUTED, Event
 from shared.outbox import (
     ATTEMPTS_FIELD,
     DUE_FIELD,
+    EVENTS_COLLECTION,
     GRACE_VARIABLE,
     OUTBOX_FIELD,
     SETTLE_EVERY_S,
     OutboxRelay,
     back_off_s,
     consumer_first_s,
+    events_document,
     hand,
     handoff_grace_s,
     pull_delivered,
@@ -160,6 +162,72 @@ def test_events_handed_inside_a_transaction_go_out_only_once_it_commits(amqp_url
         time.sleep(0.5)
     assert [e["id"] for e in tap.events(bound)] == [committed.id]
     assert things.find_one({"_id": aborted.id}) is None
+
+
+@pytest.fixture
+def events_outbox(mongo_url):
+    """A database's collection of documents that hold nothing but a transaction's events, through a client that
+    records every command sent to it."""
+    commands = Commands(EVENTS_COLLECTION)
+    client = pymongo.MongoClient(mongo_url, event_listeners=[commands])
+    yield client[f"test_outbox_{uuid.uuid4().hex[:8]}"][EVENTS_COLLECTION], commands
+    client.close()
+
+
+def test_a_transactions_events_document_goes_out_once_it_commits_and_is_then_deleted_unread(
+        amqp_url, events_outbox, subscribe):
+    outbox, commands = events_outbox
+    bound = key()
+    tap = subscribe(bound)
+    web = OutboxRelay(EventPublisher(amqp_url, "routing"), "routing")
+    events = [Event.new(bound, "routing", {"n": n}) for n in range(3)]
+    document = events_document(*events)
+
+    def work(session):
+        outbox.insert_one(document, session=session)
+        hand(web, outbox, document["_id"], events)
+
+    with running(web):
+        in_transaction(outbox.database, work)
+        wait_for(lambda: len(tap.events(bound)) == 3, timeout=5, what="the transaction's events on the broker")
+        wait_for(lambda: outbox.count_documents({}) == 0, timeout=SETTLE_EVERY_S + 3, what="the document deleted")
+    assert [e["id"] for e in tap.events(bound)] == [e.id for e in events]
+    # The insert, the test's counting and one delete: the relay neither read nor rewrote the document.
+    assert set(commands.seen) == {"insert", "aggregate", "delete"} and commands.seen.count("delete") == 1
+
+
+def test_an_events_document_left_behind_goes_out_from_the_sweep_and_is_deleted(amqp_url, events_outbox, subscribe):
+    """A process that died between its transaction's commit and the publishing leaves the events document."""
+    outbox, _ = events_outbox
+    bound = key()
+    tap = subscribe(bound)
+    event = Event.new(bound, "routing", {})
+    outbox.insert_one(left_behind(events_document(event)))
+    worker = OutboxRelay(EventPublisher(amqp_url, "routing"), "routing", sweep_every_s=0.2).sweeps(outbox)
+    with running(worker):
+        wait_for(lambda: tap.events(bound), timeout=5, what="the event left behind")
+        wait_for(lambda: outbox.count_documents({}) == 0, what="its document deleted")
+    assert [e["id"] for e in tap.events(bound)] == [event.id]
+
+
+def test_an_events_document_keeps_a_refused_event_for_the_sweep_and_goes_once_it_is_taken(
+        amqp_url, events_outbox, refusing_key, subscribe):
+    outbox, _ = events_outbox
+    bound = key()
+    tap = subscribe(bound)
+    taken, refused = Event.new(bound, "routing", {}), Event.new(refusing_key, "routing", {})
+    document = events_document(taken, refused)
+    outbox.insert_one(left_behind(document))
+    worker = OutboxRelay(EventPublisher(amqp_url, "routing"), "routing", sweep_every_s=0.2).sweeps(outbox)
+    assert worker.sweep_once() == (1, False)
+    kept = outbox.find_one({"_id": document["_id"]})
+    assert [raw["id"] for raw in kept[OUTBOX_FIELD]] == [refused.id] and kept[ATTEMPTS_FIELD] == 1
+    outbox.update_one({"_id": document["_id"]}, {"$set": {OUTBOX_FIELD: [{**kept[OUTBOX_FIELD][0], "type": bound}],
+                                                          DUE_FIELD: datetime.now(UTC) - timedelta(seconds=1)}})
+    assert worker.sweep_once() == (1, False)  # the broker takes it now
+    assert outbox.count_documents({}) == 0
+    assert [e["id"] for e in tap.events(bound)] == [taken.id, refused.id]
+    worker.publisher.close()
 
 
 def test_settling_a_document_a_transaction_is_changing_waits_for_it_without_holding_it_up(

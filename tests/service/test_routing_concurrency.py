@@ -174,8 +174,11 @@ def route_together(store: CaseStore, *events: Event) -> None:
 
 
 def outbox_of(store: CaseStore, case_id: str) -> list[tuple[str, list[str], int]]:
-    return [(e["type"], e["data"]["report_ids"], e["data"]["case_version"])
-            for e in store.cases.find_one({"_id": case_id})["outbox"]]
+    """The case's events waiting to be published, in the order they were stored (transactions keep theirs in the
+    outbox collection, one document each)."""
+    events = [e for document in store.outbox.find() for e in document["outbox"] if e["data"]["case_id"] == case_id]
+    return sorted(((e["type"], e["data"]["report_ids"], e["data"]["case_version"]) for e in events),
+                  key=lambda step: step[2])
 
 
 def test_reports_of_one_problem_arriving_together_open_one_case_with_each_step_published(store):
