@@ -27,7 +27,7 @@ import requests
 
 from deploy.broker import provision
 from deploy.embedded_db import EmbeddedDatabase, free_port
-from shared.config import DEV_JWT_SECRET, Settings
+from shared.config import DEV_JWT_SECRET, Settings, mongo_url_variable
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -57,27 +57,56 @@ def bench_store() -> Iterator[BenchStore]:
             database.stop()
 
 
+class BenchStores(NamedTuple):
+    urls: dict[str, str]  # each service's MONGO_URL
+    described: str
+    server_pids: dict[str, int]  # each service's embedded database, whose CPU time a bench may count; none for MongoDB
+
+
+@contextlib.contextmanager
+def bench_stores(services: tuple[str, ...]) -> Iterator[BenchStores]:
+    """As `make up` runs them: the operator's MongoDB (MONGO_URL) for every service, or an embedded database of
+    each service's own."""
+    if url := os.environ.get("MONGO_URL"):
+        yield BenchStores(dict.fromkeys(services, url), f"MongoDB at {url}", {})
+        return
+    with tempfile.TemporaryDirectory(prefix="woodpecker-bench-db-") as directory, contextlib.ExitStack() as stack:
+        urls, pids = {}, {}
+        for service in services:
+            database = EmbeddedDatabase(Path(directory) / service, free_port(), Path(directory) / f"{service}.log")
+            pids[service] = database.start()
+            stack.callback(database.stop)
+            urls[service] = database.url
+        described = ", ".join(f"{service} {url}" for service, url in urls.items())
+        yield BenchStores(urls, f"an embedded database per service (--sync-on-commit): {described}", pids)
+
+
 def bench_databases(services: tuple[str, ...]) -> dict[str, str]:
     """A fresh database name per service, as <SERVICE>_DATABASE variables."""
     tag = uuid.uuid4().hex[:8]
     return {f"{service.upper()}_DATABASE": f"bench_{service}_{tag}" for service in services}
 
 
-def service_env(mongo_url: str, amqp_url: str, databases: dict[str, str]) -> dict[str, str]:
-    """The services' environment: this store and vhost, and the development secret the bench signs with."""
-    return {**os.environ, "MONGO_URL": mongo_url, "AMQP_URL": amqp_url, **databases,
+def service_env(mongo_url: str | dict[str, str], amqp_url: str, databases: dict[str, str]) -> dict[str, str]:
+    """The services' environment: this store (or each service's, by name) and vhost, and the development secret
+    the bench signs with."""
+    stores = ({"MONGO_URL": mongo_url} if isinstance(mongo_url, str)
+              else {mongo_url_variable(service): url for service, url in mongo_url.items()})
+    return {**os.environ, **stores, "AMQP_URL": amqp_url, **databases,
             "WOODPECKER_JWT_SECRET": DEV_JWT_SECRET, "WOODPECKER_ALLOW_DEV_SECRET": "1",
             # A bench is one address and a few callers at full speed: limits that never bind, still counted.
             **{f"WOODPECKER_RATE_LIMIT_{kind}": BENCH_RATE for kind in ("WRITES", "UPLOADS", "PER_IP")}}
 
 
-def drop_databases(mongo_url: str, names: dict[str, str]) -> None:
-    client = pymongo.MongoClient(mongo_url)
-    try:
-        for name in names.values():
+def drop_databases(mongo_url: str | dict[str, str], names: dict[str, str]) -> None:
+    """Drop the bench's databases (<SERVICE>_DATABASE: name), each from its service's store if given by service."""
+    for variable, name in names.items():
+        url = mongo_url if isinstance(mongo_url, str) else mongo_url[variable.removesuffix("_DATABASE").lower()]
+        client = pymongo.MongoClient(url)
+        try:
             client.drop_database(name)
-    finally:
-        client.close()
+        finally:
+            client.close()
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """The report pipeline as `make up` runs it, measured in one run: latency, store round trips, idleness, capacity.
 
 All four services run as in production (gunicorn web process and worker process each, bench/harness.py) on
-MONGO_URL or an embedded database of the bench's own, in a RabbitMQ vhost of the bench's own; every process
+MONGO_URL or, as `make up` runs them, an embedded database of each service's own (the bench's, on free ports),
+in a RabbitMQ vhost of the bench's own; every process
 counts the store commands it sends (pymongo's command monitoring, bench/counted.py). Volunteers POST reports
 at spots of their own (no report joins another's case), so each one opens a case that routing dispatches to
 the category's department; a plain pika subscriber stands in for the departments' systems
@@ -16,7 +17,7 @@ the category's department; a plain pika subscriber stands in for the departments
    second after the last POST at most a second's worth of reports awaits its dispatch.
 3. At each of `--rates` (20 and 50 reports/s): the time from a report's POST to its `case.dispatched` at the
    subscriber (p50, p99), the store commands per report of each service and thread, and the CPU time per
-   report of every process (the services', the embedded database's, the local broker's: bench/cpu.py), all
+   report of every process (the services', the embedded databases', the local broker's: bench/cpu.py), all
    counted until every service has done all its work (queues drained, outboxes empty).
 
 It prints figures and asserts nothing.
@@ -46,7 +47,7 @@ from bench.counted import read_counts
 from bench.harness import (
     ROOT,
     bench_databases,
-    bench_store,
+    bench_stores,
     bench_vhost,
     drop_databases,
     running,
@@ -92,16 +93,17 @@ class Waiting:
 class System:
     """The four services, their counts folder, and the bench's own view of their queues and outboxes."""
 
-    def __init__(self, stack: contextlib.ExitStack, mongo_url: str, amqp_url: str, counts: Path,
-                 services: tuple[str, ...], store_pid: int | None):
+    def __init__(self, stack: contextlib.ExitStack, mongo_urls: dict[str, str], amqp_url: str, counts: Path,
+                 services: tuple[str, ...], store_pids: dict[str, int]):
         self.amqp_url, self.counts = amqp_url, counts
         databases = bench_databases(services)
-        stack.callback(drop_databases, mongo_url, databases)
-        self.env = service_env(mongo_url, amqp_url, databases)
+        stack.callback(drop_databases, mongo_urls, databases)
+        self.env = service_env(mongo_urls, amqp_url, databases)
         self.services = {name: stack.enter_context(running(name, self.env, counts)) for name in services}
-        self.client = pymongo.MongoClient(mongo_url)
-        stack.callback(self.client.close)
-        self.databases = {name: self.client[databases[f"{name.upper()}_DATABASE"]] for name in services}
+        clients = {name: pymongo.MongoClient(mongo_urls[name]) for name in services}
+        for client in clients.values():
+            stack.callback(client.close)
+        self.databases = {name: clients[name][databases[f"{name.upper()}_DATABASE"]] for name in services}
         # The queues of the services that run (the others' are declared too, and fill with what nobody takes).
         self.queues = sorted(q for q in service_queues() if q.split(".", 1)[0] in services)
         # The bench looks at the queues only now and then, and a busy machine can hold it past a heartbeat.
@@ -114,8 +116,7 @@ class System:
         # the local broker's (if it runs here); the bench's own threads are counted apart.
         self.groups = {f"{name}-{role}": process.process.pid for name, service in self.services.items()
                        for role, process in (("web", service.web), ("worker", service.worker))}
-        if store_pid is not None:
-            self.groups["store"] = store_pid
+        self.groups.update({f"store-{name}": pid for name, pid in store_pids.items()})
         if (broker := next(iter(cpu.pids_named("beam.smp")), None)) is not None:
             self.groups["broker"] = cpu.process_group(broker) or broker
 
@@ -227,8 +228,11 @@ def print_cpu_per_report(used: Counter, reports: int, cores: int) -> None:
           + f"; the bench's sender {per_report.get('bench', 0.0):.1f}")
     total_ms = sum(working.values())
     ceilings = [f"{cores} cores are all busy at {1000 * cores / total_ms:.0f} reports/s"] if total_ms else []
-    if store_ms := working.get("store"):
-        ceilings.append(f"the store (one process) takes a whole core at {1000 / store_ms:.0f} reports/s")
+    stores = {name: ms for name, ms in working.items() if name.startswith("store")}
+    if stores:
+        busiest = max(stores, key=stores.get)
+        ceilings.append(f"the stores {sum(stores.values()):.1f} ms; the busiest ({busiest}, one process) takes a "
+                        f"whole core at {1000 / stores[busiest]:.0f} reports/s")
     print(f"  all of them: {total_ms:.1f} ms per report" + "".join(f"; {c}" for c in ceilings))
 
 
@@ -410,11 +414,11 @@ def main() -> None:
                "--services", ",".join(args.services)] + (["--no-capacity"] if args.no_capacity else [])
     print("reproduce: " + f"cd {shlex.quote(str(ROOT))} && " + shlex.join([python, "-m", "bench.pipeline", *options]))
     with contextlib.ExitStack() as stack:
-        mongo_url, store, store_pid = stack.enter_context(bench_store())
+        mongo_urls, store, store_pids = stack.enter_context(bench_stores(args.services))
         vhost, amqp_url = stack.enter_context(bench_vhost())
         counts = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="woodpecker-bench-counts-")))
         print(f"store: {store}; broker vhost {vhost}, deleted at the end", flush=True)
-        system = System(stack, mongo_url, amqp_url, counts, args.services, store_pid)
+        system = System(stack, mongo_urls, amqp_url, counts, args.services, store_pids)
         for name, service in system.services.items():
             print(f"  {name}: {service.describe()}")
         people = intake_volunteers(system.port("intake"), args.volunteers)

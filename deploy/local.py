@@ -1,9 +1,12 @@
 """`make up` / `make down` / `make reset`: the whole system as local processes (no Docker needed).
 
 Every service runs as it does in production: its gunicorn web process, and its worker process for
-the consumer, outbox relay and periodic work. They share a store through MONGO_URL; when it is unset,
-`make up` first starts the embedded database (deploy/embedded_db.py) with its data in .run/db/, which
-`make down` keeps and `make reset` wipes. Logs are .run/<name>.log.
+the consumer, outbox relay and periodic work. Each reaches its store through MONGO_URL (or its own
+<SERVICE>_MONGO_URL); when neither is set, `make up` first starts an embedded database for each service
+(deploy/embedded_db.py), with its data in .run/db/<service>/, which `make down` keeps and `make reset` wipes.
+One server per service because the embedded database is one Python process, so one core: the services'
+stores together would cap the whole pipeline at what one core serves (see the README's Performance).
+Logs are .run/<name>.log.
 """
 from __future__ import annotations
 
@@ -18,16 +21,29 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pymongo
+import pymongo.errors
+
 from deploy.broker import administrator, provision, service_user, vhost_of
-from deploy.embedded_db import DEFAULT_PORT, EmbeddedDatabase, EmbeddedDatabaseError, answers, is_running, stop_pids
+from deploy.embedded_db import (
+    DEFAULT_PORT,
+    EmbeddedDatabase,
+    EmbeddedDatabaseError,
+    answers,
+    free_port,
+    is_running,
+    stop_pids,
+)
 from shared.auth import issue_token
 from shared.bus import broker_problem
-from shared.config import SERVICE_PORTS, Settings, UnsafeConfiguration, check_jwt_secret
+from shared.config import SERVICE_PORTS, Settings, UnsafeConfiguration, check_jwt_secret, mongo_url_variable
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = Path(os.environ.get("WOODPECKER_RUN_DIR", ROOT / ".run"))
 DATA = RUN / "db"
-DB = "db"  # the embedded database's name among the processes (.run/db.pid, .run/db.log)
+DB = "db"  # the embedded databases' names among the processes: db-<service> (.run/db-intake.pid, .log, .url)
+# Where a single embedded database for all the services kept its data before each had its own (moved on `up`).
+SHARED_BEFORE = RUN / "db-shared-before"
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 60
 
@@ -61,21 +77,92 @@ def ensure_broker(amqp_url: str) -> None:
         time.sleep(1)
 
 
-def ensure_embedded_database() -> str:
-    """Start the embedded database unless it runs already; returns the MONGO_URL the services get."""
-    url_file = RUN / f"{DB}.url"
-    if (pid := _pid(DB)) and url_file.exists() and answers(url_file.read_text().strip(), timeout_s=2):
-        print(f"  {DB}: already running (pid {pid})")
+def database_name(service: str) -> str:
+    return f"{DB}-{service}"
+
+
+def database_port(service: str) -> int:
+    """WOODPECKER_DB_PORT (27017) for the first service, the next ports for the others."""
+    return int(os.environ.get("WOODPECKER_DB_PORT", DEFAULT_PORT)) + list(SERVICE_PORTS).index(service)
+
+
+def ensure_embedded_database(service: str) -> str:
+    """Start the service's embedded database unless it runs already; returns the MONGO_URL the service gets."""
+    name = database_name(service)
+    url_file = RUN / f"{name}.url"
+    if (pid := _pid(name)) and url_file.exists() and answers(url_file.read_text().strip(), timeout_s=2):
+        print(f"  {name}: already running (pid {pid})")
         return url_file.read_text().strip()
-    database = EmbeddedDatabase(DATA, int(os.environ.get("WOODPECKER_DB_PORT", DEFAULT_PORT)), RUN / f"{DB}.log")
+    database = EmbeddedDatabase(DATA / service, database_port(service), RUN / f"{name}.log")
     try:
         pid = database.start()
     except EmbeddedDatabaseError as exc:
-        sys.exit(f"The embedded database did not start. {exc}")
-    (RUN / f"{DB}.pid").write_text(str(pid))
+        sys.exit(f"The embedded database of {service} did not start. {exc}")
+    (RUN / f"{name}.pid").write_text(str(pid))
     url_file.write_text(database.url)
-    print(f"  {DB}: started (pid {pid}, {database.url}, log {RUN / DB}.log)")
+    print(f"  {name}: started (pid {pid}, {database.url}, log {RUN / name}.log)")
     return database.url
+
+
+def move_shared_data(urls: dict[str, str], env: dict[str, str]) -> None:
+    """Copy each service's database out of the one embedded database that served them all before (its data
+    directly in .run/db/) into the service's own, once; the old data stays in SHARED_BEFORE until `make reset`."""
+    if not SHARED_BEFORE.exists():
+        return
+    marker = SHARED_BEFORE / "moved"
+    if marker.exists():
+        return
+    print(f"  moving each service's data out of the embedded database all of them shared ({SHARED_BEFORE}) ...")
+    shared = EmbeddedDatabase(SHARED_BEFORE, free_port(), RUN / f"{DB}-shared-before.log")
+    try:
+        shared.start()
+    except EmbeddedDatabaseError as exc:
+        sys.exit(f"Could not open the earlier embedded database in {SHARED_BEFORE} to move its data. {exc}")
+    try:
+        for service, url in urls.items():
+            database = Settings.from_env(service, env).database
+            copied = copy_database(shared.url, url, database)
+            print(f"    {service}: {copied} documents of {database}")
+    finally:
+        shared.stop()
+    marker.write_text("each service's database was copied into .run/db/<service>/\n")
+
+
+def copy_database(source_url: str, target_url: str, name: str) -> int:
+    """Every collection of database `name`, with its indexes, from one server to another; returns the documents."""
+    source, target = pymongo.MongoClient(source_url), pymongo.MongoClient(target_url)
+    copied = 0
+    try:
+        for collection in source[name].list_collection_names():
+            into = target[name][collection]
+            for index in source[name][collection].list_indexes():
+                options = {k: v for k, v in index.items() if k not in ("key", "v", "ns")}
+                if options["name"] != "_id_":
+                    into.create_index(list(index["key"].items()), **options)
+            batch = []
+            for document in source[name][collection].find():
+                batch.append(document)
+                if len(batch) == 500:
+                    copied += _insert_missing(into, batch)
+                    batch = []
+            copied += _insert_missing(into, batch)
+    finally:
+        source.close()
+        target.close()
+    return copied
+
+
+def _insert_missing(collection, documents: list[dict]) -> int:
+    """Insert what the collection lacks (a move cut short and run again copies only the rest)."""
+    if not documents:
+        return 0
+    try:
+        collection.insert_many(documents, ordered=False)
+    except pymongo.errors.BulkWriteError as exc:
+        if any(error["code"] != 11000 for error in exc.details["writeErrors"]):
+            raise
+        return exc.details["nInserted"]
+    return len(documents)
 
 
 def provision_broker(settings: Settings) -> dict[str, str]:
@@ -121,10 +208,19 @@ def up() -> None:
     settings = Settings.from_env("intake", env)
     ensure_broker(settings.amqp_url)
     broker_urls = provision_broker(settings)
-    if not env.get("MONGO_URL"):
-        print("MONGO_URL is not set: starting the EMBEDDED DATABASE (SecantusDB, beta).")
-        env["MONGO_URL"] = ensure_embedded_database()
-        print(f"  Its data lives in {DATA} and survives `make down`; `make reset` wipes it.\n"
+    embedded = [] if env.get("MONGO_URL") else [s for s in SERVICE_PORTS if not env.get(mongo_url_variable(s))]
+    if embedded:
+        print("MONGO_URL is not set: starting the EMBEDDED DATABASE (SecantusDB, beta), one for each service.")
+        if (DATA / "WiredTiger").exists():  # one database for all the services, as `make up` ran it before
+            if pid := _pid(DB):
+                sys.exit(f"The embedded database of an earlier `make up` runs (pid {pid}), one for all the services. "
+                         "Run `make down`, then `make up`: it gives each service a database of its own and moves "
+                         "their data into them.")
+            DATA.rename(SHARED_BEFORE)
+        urls = {service: ensure_embedded_database(service) for service in embedded}
+        move_shared_data(urls, env)
+        env.update({mongo_url_variable(service): url for service, url in urls.items()})
+        print(f"  Their data lives in {DATA}/<service>/ and survives `make down`; `make reset` wipes it.\n"
               "  For production, run MongoDB: set MONGO_URL=mongodb://..., or use `docker compose up`.")
         if not env.get("WOODPECKER_JWT_SECRET"):
             print("  WOODPECKER_JWT_SECRET is not set: tokens are signed with the public development secret.")
@@ -169,18 +265,25 @@ def _stop(names: list[str]) -> None:
         (RUN / f"{name}.pid").unlink(missing_ok=True)
 
 
+def _is_database(name: str) -> bool:
+    return name == DB or name.startswith(f"{DB}-")  # `db` alone: the one database of an earlier `make up`
+
+
 def down() -> None:
     # The services first, so that none of them loses its store while it is still working.
-    _stop(sorted(p.stem for p in RUN.glob("*.pid") if p.stem != DB))
-    _stop([DB])
-    (RUN / f"{DB}.url").unlink(missing_ok=True)
+    names = sorted(p.stem for p in RUN.glob("*.pid"))
+    _stop([name for name in names if not _is_database(name)])
+    _stop([name for name in names if _is_database(name)])
+    for url_file in RUN.glob(f"{DB}*.url"):
+        url_file.unlink()
 
 
 def reset() -> None:
     down()
-    if DATA.exists():
-        shutil.rmtree(DATA)
-        print(f"  {DATA}: wiped")
+    for data in (DATA, SHARED_BEFORE):
+        if data.exists():
+            shutil.rmtree(data)
+            print(f"  {data}: wiped")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Configuration from the environment (CONTRACT: ports, AMQP_URL, MONGO_URL, WOODPECKER_JWT_SECRET).
 
-Every service reaches its store through MONGO_URL: MongoDB in production, or the embedded database
-that `make up` starts (and points MONGO_URL at) when the operator has not set one.
+Every service reaches its store through MONGO_URL, or through <SERVICE>_MONGO_URL where that is set (a
+service whose database lives elsewhere): MongoDB in production, or the embedded databases that `make up`
+starts, one per service, when the operator has set neither.
 """
 from __future__ import annotations
 
@@ -69,6 +70,11 @@ def _retry_delays(raw: str) -> tuple[int, ...]:
     return delays
 
 
+def mongo_url_variable(service: str) -> str:
+    """The variable that points one service at a store of its own, ahead of MONGO_URL."""
+    return f"{service.upper()}_MONGO_URL"
+
+
 @dataclass(frozen=True)
 class Settings:
     service: str
@@ -111,7 +117,7 @@ class Settings:
             service=service,
             port=int(env.get(f"{service.upper()}_PORT", SERVICE_PORTS[service])),
             amqp_url=env.get("AMQP_URL", DEFAULT_AMQP_URL),
-            mongo_url=env.get("MONGO_URL") or None,
+            mongo_url=env.get(mongo_url_variable(service)) or env.get("MONGO_URL") or None,
             jwt_secret=env.get("WOODPECKER_JWT_SECRET") or DEV_JWT_SECRET,
             database=env.get(f"{service.upper()}_DATABASE") or f"woodpecker_{service}",
             reference_dir=env.get("WOODPECKER_REFERENCE_DIR") or None,

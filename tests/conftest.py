@@ -19,11 +19,12 @@ from shared.store import connect
 from shared.testing import TEST_RETRY_DELAYS_MS, amqp_backend, mongo_backend, wait_for
 
 # The suite sets up its own backends and secrets: whatever the developer's shell exports for a running
-# system (MONGO_URL, AMQP_URL, WOODPECKER_JWT_SECRET, ports, databases) must not leak into it.
+# system (MONGO_URL and <SERVICE>_MONGO_URL, AMQP_URL, WOODPECKER_JWT_SECRET, ports, databases) must not leak
+# into it.
 # TEST_MONGO_URL and TEST_AMQP_URL are how a caller chooses the suite's backends.
 for _name in list(os.environ):
     if _name in ("MONGO_URL", "AMQP_URL", "WEB_CONCURRENCY", "GUNICORN_THREADS") or _name.startswith("WOODPECKER_") \
-            or _name.endswith(("_PORT", "_DATABASE")):
+            or _name.endswith(("_PORT", "_DATABASE")) or (_name.endswith("_MONGO_URL") and _name != "TEST_MONGO_URL"):
         del os.environ[_name]
 # The services refuse the public development secret outside `make up`'s embedded database; the tests sign
 # with a secret of their own, and every process they start inherits it.

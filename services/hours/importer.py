@@ -2,8 +2,8 @@
 
     python -m services.hours.importer ROSTER.xlsx [--by association:zhang]
 
-Reads MONGO_URL (and HOURS_DATABASE) like the service. Every bad row is printed with its row number and
-reason, good rows are registered, rows already registered change nothing; the volunteer.registered
+Reads HOURS_MONGO_URL or MONGO_URL (and HOURS_DATABASE) like the service. Every bad row is printed with its
+row number and reason, good rows are registered, rows already registered change nothing; the volunteer.registered
 events are published before the command ends (or, if the broker is away, by the hours worker once it is
 back). Exit status: 0 all rows imported, 1 some rows refused, 2 file unreadable.
 """

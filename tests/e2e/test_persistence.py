@@ -1,16 +1,19 @@
 """End to end: `make down && make up` on the embedded database keeps every report, case and photo.
 
-MONGO_URL is left unset, as on a developer's machine, so `deploy.local up` starts the embedded
-database itself; `down` must stop every process it started and keep the data, `reset` wipes it.
+MONGO_URL is left unset, as on a developer's machine, so `deploy.local up` starts an embedded
+database for each service itself; `down` must stop every process it started and keep the data, `reset`
+wipes it. A checkout whose `make up` ran one embedded database for all the services gets each service's
+data moved into its own.
 """
 import os
 import socket
 from pathlib import Path
 
+import pymongo
 import pytest
 import requests
 
-from deploy.embedded_db import free_port, is_running, port_in_use
+from deploy.embedded_db import EmbeddedDatabase, free_port, is_running, port_in_use
 from shared.testing import wait_for
 from tests.conftest import bearer
 from tests.e2e.conftest import SERVICES, local
@@ -23,14 +26,24 @@ pytestmark = pytest.mark.e2e
 def embedded_system(amqp_url, tmp_path):
     """The environment `make up` would see on a machine without MongoDB; `down` whatever the test leaves."""
     ports = {service: free_port() for service in SERVICES}
-    env = {k: v for k, v in os.environ.items() if k != "MONGO_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "MONGO_URL" and not k.endswith("_MONGO_URL")}
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
-    env.update(AMQP_URL=amqp_url, WOODPECKER_DB_PORT=str(free_port()), WOODPECKER_RUN_DIR=str(tmp_path / "run"))
+    env.update(AMQP_URL=amqp_url, WOODPECKER_DB_PORT=str(database_ports(set(ports.values()))[0]),
+               WOODPECKER_RUN_DIR=str(tmp_path / "run"))
     try:
         yield env, {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
     finally:
         stopped = local("down", env, timeout=120)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+def database_ports(taken: set[int]) -> list[int]:
+    """Free ports in a row, one for each service's embedded database (WOODPECKER_DB_PORT is the first)."""
+    while True:
+        first = free_port()
+        row = list(range(first, first + len(SERVICES)))
+        if not taken & set(row) and not any(port_in_use(port) for port in row):
+            return row
 
 
 def up(env: dict[str, str]) -> str:
@@ -74,14 +87,17 @@ def test_down_and_up_keep_reports_cases_and_photos(embedded_system):
     assert photo_before and report_before["status"] != "submitted"
 
     pids = {path.stem: int(path.read_text()) for path in run_dir.glob("*.pid")}
-    assert set(pids) >= {"db", "intake-web", "intake-worker", "routing-web", "routing-worker"}
+    assert set(pids) >= {"db-intake", "db-routing", "db-hours", "db-notify", "intake-web", "intake-worker",
+                         "routing-web", "routing-worker"}
     stopped = local("down", env, timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert [name for name, pid in pids.items() if is_running(pid)] == []
     assert not list(run_dir.glob("*.pid"))
-    listening = [*(int(env[f"{s.upper()}_PORT"]) for s in SERVICES), int(env["WOODPECKER_DB_PORT"])]
+    first_database = int(env["WOODPECKER_DB_PORT"])
+    listening = [*(int(env[f"{s.upper()}_PORT"]) for s in SERVICES),
+                 *range(first_database, first_database + len(SERVICES))]
     assert [port for port in listening if port_in_use(port)] == []  # gunicorn's workers too
-    assert (run_dir / "db").is_dir()
+    assert all((run_dir / "db" / service).is_dir() for service in SERVICES)
 
     up(env)
     assert report() == report_before
@@ -103,3 +119,36 @@ def test_up_names_the_database_port_when_it_is_taken(embedded_system):
     assert started.returncode != 0
     assert f"Port {env['WOODPECKER_DB_PORT']} is taken" in started.stderr, started.stdout + started.stderr
     assert not list(Path(env["WOODPECKER_RUN_DIR"]).glob("*.pid"))  # no service was started
+
+
+def test_up_moves_each_services_data_out_of_the_one_database_they_shared(embedded_system, tmp_path):
+    env, urls = embedded_system
+    run_dir = Path(env["WOODPECKER_RUN_DIR"])
+    shared = EmbeddedDatabase(run_dir / "db", free_port(), tmp_path / "shared.log")  # as `make up` kept it before
+    shared.start()
+    try:
+        client = pymongo.MongoClient(shared.url)
+        client["woodpecker_intake"]["reports"].insert_one({"_id": "r-1", "grid_id": "lanshan-01"})
+        client["woodpecker_intake"]["reports"].create_index("grid_id", name="by_grid")
+        client["woodpecker_routing"]["cases"].insert_one({"_id": "case-r-1", "report_ids": ["r-1"]})
+        client.close()
+    finally:
+        shared.stop()
+
+    output = up(env)
+    assert "moving each service's data" in output, output
+    intake = pymongo.MongoClient((run_dir / "db-intake.url").read_text())
+    routing = pymongo.MongoClient((run_dir / "db-routing.url").read_text())
+    try:
+        assert intake["woodpecker_intake"]["reports"].find_one({"_id": "r-1"}) == {"_id": "r-1",
+                                                                                    "grid_id": "lanshan-01"}
+        assert "by_grid" in intake["woodpecker_intake"]["reports"].index_information()
+        assert routing["woodpecker_routing"]["cases"].find_one({"_id": "case-r-1"})["report_ids"] == ["r-1"]
+        assert intake["woodpecker_routing"]["cases"].find_one({"_id": "case-r-1"}) is None  # each its own
+    finally:
+        intake.close()
+        routing.close()
+    assert not (run_dir / "db" / "WiredTiger").exists() and (run_dir / "db-shared-before").is_dir()
+
+    local("down", env, timeout=120)
+    assert "moving" not in up(env)  # once only

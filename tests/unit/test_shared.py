@@ -261,6 +261,13 @@ def test_the_environment_overrides_the_defaults():
     assert settings.mongo_url == "mongodb://db:27017"
 
 
+def test_a_service_of_its_own_store_takes_its_url_before_mongo_url():
+    env = {"MONGO_URL": "mongodb://db:27017", "INTAKE_MONGO_URL": "mongodb://intake-db:27017"}
+    assert Settings.from_env("intake", env).mongo_url == "mongodb://intake-db:27017"
+    assert Settings.from_env("routing", env).mongo_url == "mongodb://db:27017"
+    assert Settings.from_env("hours", {"HOURS_MONGO_URL": "mongodb://h:1"}).mongo_url == "mongodb://h:1"
+
+
 @pytest.mark.parametrize("mongo_url", [None, ""])
 def test_a_service_without_mongo_url_refuses_to_start_and_says_how_to_get_one(mongo_url):
     with pytest.raises(SystemExit, match="MONGO_URL is not set.*make up"):
