@@ -3,8 +3,9 @@
     python -m bench.counted DIR LABEL gunicorn ARGS...        a web process: each gunicorn worker counts its own
     python -m bench.counted DIR LABEL -m MODULE ARGS...       e.g. -m services.intake.worker
 
-Counts, and the time the commands took as the process saw it (sent to answered), are kept by database,
-thread, command and collection, and written twice a second to `DIR/LABEL-<pid>.json` (`read_counts` sums
+Counts, the time the commands took as the process saw it (sent to answered) and the documents their writes
+name (an insert's documents, an update's or delete's statements) are kept by database, thread, command and
+collection, and written twice a second to `DIR/LABEL-<pid>.json` (`read_counts` sums
 them). The listener is registered before the service creates any client, so nothing escapes it; a forked
 gunicorn worker starts counting afresh under its own pid.
 """
@@ -22,6 +23,8 @@ from pathlib import Path
 from pymongo import monitoring
 
 WRITE_EVERY_S = 0.5
+# The field of each write command that lists what it writes, one entry per document or statement.
+WRITTEN_FIELDS = {"insert": "documents", "update": "updates", "delete": "deletes"}
 # gunicorn's gthread workers answer requests on a ThreadPoolExecutor's threads.
 THREAD_KINDS = {"ThreadPoolExecutor": "request"}
 
@@ -38,6 +41,7 @@ class CommandCounter(monitoring.CommandListener):
         self.lock = threading.Lock()
         self.counts: Counter = Counter()
         self.micros: Counter = Counter()
+        self.written: Counter = Counter()
         self.keys: dict[int, tuple] = {}  # request id → key, until the answer comes
         self.pid: int | None = None
 
@@ -47,8 +51,10 @@ class CommandCounter(monitoring.CommandListener):
         target = event.command.get(event.command_name)
         key = (event.database_name, thread_kind(threading.current_thread().name), event.command_name,
                target if isinstance(target, str) else "")
+        written = event.command.get(WRITTEN_FIELDS.get(event.command_name, ""), ())
         with self.lock:
             self.counts[key] += 1
+            self.written[key] += len(written)
             self.keys[event.request_id] = key
 
     def succeeded(self, event) -> None:
@@ -67,7 +73,8 @@ class CommandCounter(monitoring.CommandListener):
         with self.lock:
             if self.pid == os.getpid():
                 return
-            self.pid, self.counts, self.micros, self.keys = os.getpid(), Counter(), Counter(), {}
+            self.pid, self.counts, self.micros, self.written = os.getpid(), Counter(), Counter(), Counter()
+            self.keys = {}
         threading.Thread(target=self._write_forever, name="bench-counter", daemon=True).start()
 
     def _write_forever(self) -> None:
@@ -75,27 +82,29 @@ class CommandCounter(monitoring.CommandListener):
         stop = threading.Event()
         while not stop.wait(WRITE_EVERY_S):
             with self.lock:
-                rows = [[*key, n, self.micros[key]] for key, n in self.counts.items()]
+                rows = [[*key, n, self.micros[key], self.written[key]] for key, n in self.counts.items()]
             temporary = path.with_suffix(".tmp")
             temporary.write_text(json.dumps({"label": self.label, "pid": os.getpid(), "counts": rows}))
             temporary.replace(path)
 
 
-def read_counts(directory: Path) -> tuple[Counter, Counter]:
-    """(label, pid, database, thread, command, collection) → (commands so far, their microseconds so far), over
-    every counted process."""
+def read_counts(directory: Path) -> tuple[Counter, Counter, Counter]:
+    """(label, pid, database, thread, command, collection) → (commands so far, their microseconds so far, the
+    documents they wrote so far), over every counted process."""
     counts: Counter = Counter()
     micros: Counter = Counter()
+    written: Counter = Counter()
     for path in directory.glob("*.json"):
         try:
-            written = json.loads(path.read_text())
+            file = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # replaced while we read it: the next reading has it
-        for database, thread, command, collection, n, spent in written["counts"]:
-            key = (written["label"], written["pid"], database, thread, command, collection)
+        for database, thread, command, collection, n, spent, documents in file["counts"]:
+            key = (file["label"], file["pid"], database, thread, command, collection)
             counts[key] += n
             micros[key] += spent
-    return counts, micros
+            written[key] += documents
+    return counts, micros, written
 
 
 def main() -> None:

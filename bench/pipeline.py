@@ -16,9 +16,10 @@ the category's department; a plain pika subscriber stands in for the departments
    larger in the step's second half than in its first, give or take a second's worth of reports, and a
    second after the last POST at most a second's worth of reports awaits its dispatch.
 3. At each of `--rates` (20 and 50 reports/s): the time from a report's POST to its `case.dispatched` at the
-   subscriber (p50, p99), the store commands per report of each service and thread, and the CPU time per
-   report of every process (the services', the embedded databases', the local broker's: bench/cpu.py), all
-   counted until every service has done all its work (queues drained, outboxes empty).
+   subscriber (p50, p99), the store commands per report of each service and thread (and the documents their
+   writes name), and the CPU time per report of every process (the services', the embedded databases', the
+   local broker's: bench/cpu.py), all counted until every service has done all its work (queues drained,
+   outboxes empty).
 
 It prints figures and asserts nothing.
 """
@@ -169,13 +170,14 @@ class System:
 
 @dataclass
 class Commands:
-    """Store commands so far, and the microseconds they took as their process saw them (sent to answered), by
-    (label, pid, database, thread, command, collection)."""
+    """Store commands so far, the microseconds they took as their process saw them (sent to answered), and the
+    documents their writes name, by (label, pid, database, thread, command, collection)."""
     counts: Counter
     micros: Counter
+    written: Counter
 
     def __sub__(self, earlier: Commands) -> Commands:
-        return Commands(self.counts - earlier.counts, self.micros - earlier.micros)
+        return Commands(self.counts - earlier.counts, self.micros - earlier.micros, self.written - earlier.written)
 
 
 def by(counts: Counter, key) -> Counter:
@@ -204,12 +206,14 @@ def print_commands_per_report(delta: Commands, reports: int, system: System) -> 
 
     counts = by(Counter({k: n for k, n in delta.counts.items() if k[2] in owned}), row)
     micros = by(Counter({k: n for k, n in delta.micros.items() if k[2] in owned}), row)
+    written = by(Counter({k: n for k, n in delta.written.items() if k[2] in owned}), row)
     print(f"  {'service':8} {'process':7} {'thread':18} {'command':17} {'collection':16} {'per report':>10} "
-          f"{'ms per report':>13}")
+          f"{'ms per report':>13} {'documents written':>17}")
     for key, n in sorted(counts.items()):
         service, process, thread, command, collection = key
+        documents = f"{written[key] / reports:>17.2f}" if written[key] else ""
         print(f"  {service:8} {process:7} {thread:18} {command:17} {collection:16} {n / reports:>10.2f} "
-              f"{micros[key] / 1000 / reports:>13.2f}")
+              f"{micros[key] / 1000 / reports:>13.2f} {documents}".rstrip())
     totals = by(counts, lambda service, *_: service)
     spent = by(micros, lambda service, *_: service)
     print("  per service, commands (ms): " + ", ".join(
