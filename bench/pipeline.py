@@ -20,6 +20,10 @@ the category's department; a plain pika subscriber stands in for the departments
    writes name), and the CPU time per report of every process (the services', the embedded databases', the
    local broker's: bench/cpu.py), all counted until every service has done all its work (queues drained,
    outboxes empty).
+4. Overload (`--overload`, 100 reports/s by default, for `--overload-seconds`): far more than the pipeline
+   carries. Intake refuses what its admission does not take (503, shared/admission.py); each second the bench
+   prints what waits, as in 2, and at the end how many reports were taken, how many refused, and how long
+   the taken ones took to reach the department.
 
 It prints figures and asserts nothing.
 """
@@ -56,7 +60,7 @@ from bench.harness import (
 )
 from bench.intake_throughput import intake_volunteers
 from bench.traffic import DispatchTap, Latency, Spots, cuts, send_paced
-from deploy.broker import service_queues
+from shared.bus import service_queues
 from shared.outbox import handoff_grace_s
 
 SERVICES = ("intake", "routing", "hours", "notify")
@@ -372,6 +376,14 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
     return step
 
 
+def measure_overload(system: System, spots: Spots, people, rate: float, seconds: float, senders: int) -> None:
+    print(f"\n4. overload: {rate:g} reports/s offered for {seconds:g} s", flush=True)
+    step = run_step(system, spots, people, rate, seconds, senders)
+    print(f"\n  taken {step.accepted / seconds:.1f} reports/s; refused {step.planned - step.accepted} of "
+          f"{step.planned}; the backlog's largest {max((n for _, n in step.backlog), default=0)}, "
+          f"{step.undispatched_at_end} taken reports not yet dispatched a second after the last POST")
+
+
 def measure_capacity(system: System, spots: Spots, people, first: float, step: float, seconds: float,
                      senders: int) -> None:
     print(f"\n2. capacity: the offered rate rises from {first:g} reports/s by {step:g} every {seconds:g} s", flush=True)
@@ -399,6 +411,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--volunteers", type=int, default=16, help="volunteers (one photo each) taking turns")
     parser.add_argument("--senders", type=int, default=16, help="concurrent HTTP connections of the sender")
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity ramp")
+    parser.add_argument("--overload", type=float, default=100.0, help="reports/s of the overload phase (0: none)")
+    parser.add_argument("--overload-seconds", type=float, default=30.0, help="how long the overload phase sends")
     parser.add_argument("--services", default=",".join(SERVICES),
                         help="the services to run (intake and routing at least: the report's way to the department)")
     args = parser.parse_args()
@@ -415,6 +429,7 @@ def main() -> None:
     print(f"machine: nproc={len(os.sched_getaffinity(0))}, Python {sys.version.split()[0]}")
     options = ["--rates", args.rates, "--seconds", f"{args.seconds:g}", "--idle", f"{args.idle:g}", "--first",
                f"{args.first:g}", "--step", f"{args.step:g}", "--step-seconds", f"{args.step_seconds:g}",
+               "--overload", f"{args.overload:g}", "--overload-seconds", f"{args.overload_seconds:g}",
                "--services", ",".join(args.services)] + (["--no-capacity"] if args.no_capacity else [])
     print("reproduce: " + f"cd {shlex.quote(str(ROOT))} && " + shlex.join([python, "-m", "bench.pipeline", *options]))
     with contextlib.ExitStack() as stack:
@@ -437,6 +452,8 @@ def main() -> None:
             measure_capacity(system, spots, people, args.first, args.step, args.step_seconds, args.senders)
         for rate in rates:
             measure_rate(system, spots, people, rate, args.seconds, args.senders)
+        if args.overload:
+            measure_overload(system, spots, people, args.overload, args.overload_seconds, args.senders)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -35,23 +34,11 @@ from urllib.parse import quote, unquote, urlparse
 
 import kombu
 
-from shared.bus import declare_exchange, declare_queue
+from shared.bus import declare_exchange, declare_queue, service_queues
 from shared.config import SERVICE_PORTS, Settings
 from shared.events import EXCHANGE, PUBLISHERS, UNROUTED
 
 ALTERNATE_EXCHANGE_POLICY = "woodpecker-unrouted"
-
-
-def service_queues() -> dict[str, tuple[str, ...]]:
-    """Every service's consumer queues and their routing keys, from the services' subscription tables."""
-    queues: dict[str, tuple[str, ...]] = {}
-    for service in SERVICE_PORTS:
-        try:
-            handlers = importlib.import_module(f"services.{service}.handlers")
-        except ModuleNotFoundError:
-            continue  # a service that consumes nothing yet
-        queues.update({queue: keys for queue, keys, _ in handlers.SUBSCRIPTIONS})
-    return queues
 
 
 def vhost_of(amqp_url: str) -> str:

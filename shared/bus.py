@@ -8,6 +8,7 @@ parked in `<queue>.dead`, where `python -m shared.deadletters` can list and repl
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ import kombu
 from kombu.mixins import ConsumerMixin
 
 from shared import logs, metrics
+from shared.config import SERVICE_PORTS
 from shared.events import EXCHANGE, Event, MalformedEvent, publisher_of, rfc3339, topic_matches, utcnow
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,18 @@ BESIDE_SUBMISSIONS_LINGER_S = 0.1
 
 class BrokerUnavailable(ConnectionError):
     pass
+
+
+def service_queues() -> dict[str, tuple[str, ...]]:
+    """Every service's consumer queues and their routing keys, from the services' subscription tables."""
+    queues: dict[str, tuple[str, ...]] = {}
+    for service in SERVICE_PORTS:
+        try:
+            handlers = importlib.import_module(f"services.{service}.handlers")
+        except ModuleNotFoundError:
+            continue  # a service that consumes nothing yet
+        queues.update({queue: keys for queue, keys, _ in handlers.SUBSCRIPTIONS})
+    return queues
 
 
 def declare_exchange(channel) -> None:

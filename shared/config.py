@@ -56,11 +56,15 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
-def _at_least_one(env: os._Environ | dict, name: str, default: int) -> int:
+def _at_least(env: os._Environ | dict, name: str, default: int, least: int) -> int:
     raw = env.get(name) or str(default)
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    if not raw.strip().isdigit() or int(raw) < least:
+        raise ValueError(f"{name} must be a whole number of at least {least}, got {raw!r}")
     return int(raw)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _retry_delays(raw: str) -> tuple[int, ...]:
@@ -107,6 +111,11 @@ class Settings:
     trusted_proxies: int = 0
     # The browser origins that may call the API (CORS); none: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
+    # New reports are refused (503, Retry-After) while the services' queues hold more ready messages than
+    # this (shared/admission.py); 0: never. About two seconds of the pipeline's work at its top rate here.
+    admission_backlog: int = 1000
+    # The queues counted; none named: every service's own (not the departments').
+    admission_queues: tuple[str, ...] = ()
     # Photos one web process decodes at once: one may take up to about 250 MB (bench/photo_memory.py).
     photo_concurrency: int = 2
 
@@ -133,7 +142,9 @@ class Settings:
             rate_limit_per_ip=_rate(env, "WOODPECKER_RATE_LIMIT_PER_IP", "600/minute"),
             trusted_proxies=int(env.get("WOODPECKER_TRUSTED_PROXIES", "0")),
             cors_origins=_origins(env.get("WOODPECKER_CORS_ORIGINS", "")),
-            photo_concurrency=_at_least_one(env, "WOODPECKER_PHOTO_CONCURRENCY", 2),
+            photo_concurrency=_at_least(env, "WOODPECKER_PHOTO_CONCURRENCY", 2, 1),
+            admission_backlog=_at_least(env, "WOODPECKER_ADMISSION_BACKLOG", 1000, 0),
+            admission_queues=_names(env.get("WOODPECKER_ADMISSION_QUEUES", "")),
         )
 
 

@@ -17,3 +17,8 @@ outbox_swept = Counter("woodpecker_outbox_swept_total",
                        "outage; none while all is well", ["service"])
 events_consumed = Counter("woodpecker_events_consumed_total", "Consumed events by outcome",
                           ["queue", "outcome"])
+admission_backlog = Gauge("woodpecker_admission_backlog_messages",
+                          "Ready messages in the services' queues at the admission's last reading", ["service"])
+admission_refused = Counter("woodpecker_admission_refused_total",
+                            "Requests answered 503 because the services' queues were over the admission's limit",
+                            ["service"])

@@ -39,10 +39,10 @@ def problem_response(description: str, headers: dict | None = None) -> dict:
             **({"headers": headers} if headers else {})}
 
 
+RETRY_AFTER_HEADER = {"Retry-After": {"description": "Seconds to wait", **SECONDS}}
 # What any operation may answer besides what it declares, and when.
 STORE_OR_BROKER_AWAY = problem_response("The database is briefly unavailable (or the service busy): nothing was "
-                                        "done; retry after Retry-After seconds",
-                                        {"Retry-After": {"description": "Seconds to wait", **SECONDS}})
+                                        "done; retry after Retry-After seconds", RETRY_AFTER_HEADER)
 
 
 def register_problem_responses(spec: APISpec) -> None:

@@ -52,12 +52,14 @@ def mongo_url() -> str:
 
 
 def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) -> Settings:
-    """Settings for one test service: its own database, fast back-off, rate limits that never bind."""
+    """Settings for one test service: its own database, fast back-off, rate limits and an admission that never
+    bind (the session's queues fill with what no test consumes)."""
     base = Settings.from_env(service, env={})
     return replace(base, amqp_url=amqp_url, mongo_url=mongo_url, jwt_secret=TEST_JWT_SECRET,
                    database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=TEST_RETRY_DELAYS_MS,
-                   outbox_sweep_s=0.5, **{"rate_limit_writes": GENEROUS_RATE, "rate_limit_uploads": GENEROUS_RATE,
-                                             "rate_limit_per_ip": GENEROUS_RATE, **overrides})
+                   outbox_sweep_s=0.5, **{"admission_backlog": 0, "rate_limit_writes": GENEROUS_RATE,
+                                             "rate_limit_uploads": GENEROUS_RATE, "rate_limit_per_ip": GENEROUS_RATE,
+                                             **overrides})
 
 
 class Commands(monitoring.CommandListener):

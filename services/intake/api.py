@@ -8,10 +8,11 @@ from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
 from shared import idempotency
+from shared.admission import Admission
 from shared.auth import current_caller, requires
 from shared.errors import Forbidden, NotFound, NotVisible
 from shared.logs import correlation_id
-from shared.openapi import link, links
+from shared.openapi import RETRY_AFTER_HEADER, link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
@@ -37,6 +38,7 @@ class Intake:
     grid_map: domain.GridMap
     photo_cleaner: PhotoCleaner
     photo_ids: PhotoIds
+    admission: Admission
 
 
 def intake() -> Intake:
@@ -105,11 +107,15 @@ def get_photo(photo_id: str):
 @reports.doc(**links(201, idempotency.REPLAYED,
                     GetReport=link("/v1/reports/{report_id}", "get", report_id="$response.body#/id")))
 @reports.alt_response(409, description="Idempotency-Key reused with a different body")
+@reports.alt_response(503, description="The services behind intake are far behind (their queues hold more than "
+                      "WOODPECKER_ADMISSION_BACKLOG messages), or the database briefly away: nothing was done; "
+                      "send the same request again after Retry-After seconds", headers=RETRY_AFTER_HEADER)
 @reports.doc(parameters=[idempotency.HEADER_PARAMETER])
 def submit_report(fields: dict):
     """Submit a report; the grid comes from the location, likely duplicates are linked."""
     caller = current_caller()
     ctx = intake()
+    ctx.admission.admit()
     at = now()
     location = fields["location"]
     grid = ctx.grid_map.locate(location["lat"], location["lng"])

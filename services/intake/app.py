@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Flask
 
 from shared import reference, runtime
+from shared.admission import Admission
 from shared.config import Settings
 from shared.photo_ids import PhotoIds
 from shared.web import create_service_app
@@ -26,5 +27,6 @@ def create_app(settings: Settings | None = None) -> Flask:
                              readiness=runtime.readiness_checks(settings, db))
     app.extensions["intake"] = api.Intake(store=store, reference=city, grid_map=GridMap(city.grids),
                                           photo_cleaner=PhotoCleaner(settings.photo_concurrency),
-                                          photo_ids=PhotoIds(settings.jwt_secret))
+                                          photo_ids=PhotoIds(settings.jwt_secret),
+                                          admission=Admission.from_settings(settings))
     return app
