@@ -59,7 +59,7 @@ from bench.harness import (
     service_env,
 )
 from bench.intake_throughput import intake_volunteers
-from bench.traffic import DispatchTap, Latency, Spots, cuts, send_paced
+from bench.traffic import DispatchTap, Latency, Sent, Spots, cuts, send_paced
 from shared.bus import service_queues
 from shared.outbox import handoff_grace_s
 
@@ -308,6 +308,7 @@ class Step:
     behind_p99_ms: float
     backlog: list[tuple[float, int]]  # (t, reports not yet dispatched + queued messages + stale outbox documents)
     undispatched_at_end: int
+    sending_s: float  # from the first taken report's POST to the last's
 
     @property
     def intake_keeps_up(self) -> bool:
@@ -334,8 +335,10 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
     done = threading.Event()
     result: dict = {}
 
+    taken = Sent()
+
     def send() -> None:
-        result["sent"] = send_paced(system.port("intake"), people, planned, rate, senders)
+        result["sent"] = send_paced(system.port("intake"), people, planned, rate, senders, taken)
         done.set()
 
     sender = threading.Thread(target=send, name="sender", daemon=True)
@@ -345,13 +348,12 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
     print(f"\n  {rate:g} reports/s offered for {seconds:g} s. Each second: t (s), reports not yet dispatched, "
           f"messages ready in {queues}; documents with events to publish / of those, stale (> {STALE_AFTER_S:g} s)",
           flush=True)
-    seen_sent = 0
     while not done.wait(1.0) or not samples:
         system.check_alive()
         waiting = system.waiting()
         dispatched = len(tap.snapshot()[1])
-        seen_sent = min(len(planned), int((time.monotonic() - started) * rate))
-        samples.append((time.monotonic() - started, waiting, seen_sent - dispatched))
+        # Those taken, not those offered: a report intake refused (503) is nobody's work.
+        samples.append((time.monotonic() - started, waiting, len(taken.at) - dispatched))
         print(f"    {samples[-1][0]:5.1f}  {max(0, samples[-1][2]):6d}  " +
               "  ".join(f"{waiting.queues[q]:4d}" for q in system.queues) + "  " +
               " ".join(f"{s}:{n}/{waiting.stale[s]}" for s, n in waiting.outboxes.items()), flush=True)
@@ -364,7 +366,8 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
     tap.close()
     p50, p99 = cuts(Latency(sent, arrivals, len(planned)).latencies_ms(), 50, 99)
     backlog = [(t, max(0, undispatched_then) + waiting_then.backlog) for t, waiting_then, undispatched_then in samples]
-    step = Step(rate, seconds, len(sent.at), len(planned), cuts(sent.behind_ms, 99)[0], backlog, undispatched)
+    step = Step(rate, seconds, len(sent.at), len(planned), cuts(sent.behind_ms, 99)[0], backlog, undispatched,
+                sent.last - sent.first)
     failed = f" (failed: {dict(sent.errors)})" if sent.errors else ""
     print(f"    end: POST -> case.dispatched p50 {p50:.0f} ms, p99 {p99:.0f} ms (of those that arrived); "
           f"accepted {step.accepted}/{step.planned}{failed}, POSTs p99 {step.behind_p99_ms:.0f} ms behind schedule; "
@@ -379,8 +382,10 @@ def run_step(system: System, spots: Spots, people, rate: float, seconds: float, 
 def measure_overload(system: System, spots: Spots, people, rate: float, seconds: float, senders: int) -> None:
     print(f"\n4. overload: {rate:g} reports/s offered for {seconds:g} s", flush=True)
     step = run_step(system, spots, people, rate, seconds, senders)
-    print(f"\n  taken {step.accepted / seconds:.1f} reports/s; refused {step.planned - step.accepted} of "
-          f"{step.planned}; the backlog's largest {max((n for _, n in step.backlog), default=0)}, "
+    taken_per_s = step.accepted / step.sending_s if step.sending_s else float("nan")
+    largest = max((n for _, n in step.backlog), default=0)
+    print(f"\n  taken {taken_per_s:.1f} reports/s over {step.sending_s:.0f} s; refused "
+          f"{step.planned - step.accepted} of {step.planned}; the backlog's largest {largest}, "
           f"{step.undispatched_at_end} taken reports not yet dispatched a second after the last POST")
 
 

@@ -83,10 +83,10 @@ class Sent:
 
 
 def send_paced(port: int, volunteers: list[Volunteer], spots: list[tuple[str, float, float]], rate: float,
-               senders: int) -> Sent:
+               senders: int, sent: Sent | None = None) -> Sent:
     """POST one report every 1/rate s (open loop: a pool of keep-alive connections, so a slow answer does
-    not delay the next report)."""
-    sent = Sent()
+    not delay the next report). `sent`, if given, is filled as the answers come (for a watcher meanwhile)."""
+    sent = Sent() if sent is None else sent
     lock = threading.Lock()
     local = threading.local()
     connections: list[http.client.HTTPConnection] = []

@@ -112,8 +112,8 @@ class Settings:
     # The browser origins that may call the API (CORS); none: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
     # New reports are refused (503, Retry-After) while the services' queues hold more ready messages than
-    # this (shared/admission.py); 0: never. About two seconds of the pipeline's work at its top rate here.
-    admission_backlog: int = 1000
+    # this (shared/admission.py); 0: never. A few seconds of the slowest consumer's work on a small machine.
+    admission_backlog: int = 200
     # The queues counted; none named: every service's own (not the departments').
     admission_queues: tuple[str, ...] = ()
     # Photos one web process decodes at once: one may take up to about 250 MB (bench/photo_memory.py).
@@ -143,7 +143,7 @@ class Settings:
             trusted_proxies=int(env.get("WOODPECKER_TRUSTED_PROXIES", "0")),
             cors_origins=_origins(env.get("WOODPECKER_CORS_ORIGINS", "")),
             photo_concurrency=_at_least(env, "WOODPECKER_PHOTO_CONCURRENCY", 2, 1),
-            admission_backlog=_at_least(env, "WOODPECKER_ADMISSION_BACKLOG", 1000, 0),
+            admission_backlog=_at_least(env, "WOODPECKER_ADMISSION_BACKLOG", 200, 0),
             admission_queues=_names(env.get("WOODPECKER_ADMISSION_QUEUES", "")),
         )
 

@@ -31,8 +31,10 @@ def system_env(amqp_url: str, mongo_url: str, run_dir: Path, tag: str) -> tuple[
     env = dict(os.environ)
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
     env.update({f"{s.upper()}_DATABASE": f"{tag}_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
+    # The modules' systems share the session's vhost: what one left in the queues (a worker killed on purpose)
+    # must not have the next one's intake refuse reports (the admission's own test: tests/service).
     env.update(AMQP_URL=amqp_url, MONGO_URL=mongo_url, WOODPECKER_RUN_DIR=str(run_dir),
-               WOODPECKER_OUTBOX_SWEEP_S="0.5")
+               WOODPECKER_OUTBOX_SWEEP_S="0.5", WOODPECKER_ADMISSION_BACKLOG="0")
     return env, {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
 
 

@@ -90,15 +90,16 @@ def test_a_limit_of_zero_turns_the_admission_off():
 
 def test_by_default_the_services_own_queues_are_watched_and_not_the_departments():
     gate = Admission.from_settings(Settings.from_env("intake", {}))
-    assert gate.limit == 1000
+    assert gate.limit == 200
     assert gate.read_depths.queues == tuple(service_queues())
     assert {"routing.report-submitted", "intake.case-events"} <= set(gate.read_depths.queues)
     assert not any(queue.startswith("dept.") for queue in gate.read_depths.queues)
 
 
 def test_the_environment_names_the_limit_and_the_queues():
+    queues = "routing.report-submitted, notify.case-events"
     settings = Settings.from_env("intake", {"WOODPECKER_ADMISSION_BACKLOG": "250",
-                                            "WOODPECKER_ADMISSION_QUEUES": "routing.report-submitted, notify.case-events"})
+                                            "WOODPECKER_ADMISSION_QUEUES": queues})
     gate = Admission.from_settings(settings)
     assert gate.limit == 250 and gate.read_depths.queues == ("routing.report-submitted", "notify.case-events")
 
