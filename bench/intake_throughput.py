@@ -5,8 +5,10 @@ against MONGO_URL or an embedded database of the bench's own and a RabbitMQ vhos
 bench/harness.py), and are loaded by the same keep-alive HTTP clients (one thread and one connection
 per simulated volunteer). The bare app parses the same JSON body and echoes it, so the ratio
 intake/bare shows what the service's own work (auth, validation, grid lookup, duplicate check,
-store, outbox) costs. With `--stored 1000,50000` intake is measured once per size, after a year of
-reports (mostly closed) has been loaded in bulk up to that many: the rate must not depend on it.
+store, outbox) costs. Intake runs alone: the queues its events feed fill with what nobody takes, so its
+admission (shared/admission.py, which would refuse reports behind them) is off. With `--stored
+1000,50000` intake is measured once per size, after a year of reports (mostly closed) has been loaded in
+bulk up to that many: the rate must not depend on it.
 It prints figures and asserts nothing.
 """
 from __future__ import annotations
@@ -285,7 +287,7 @@ def main() -> None:
     print(f"reproduce: {reproduce_command(args)}")
     with bench_store() as (mongo_url, store, _), bench_vhost() as (vhost, amqp_url):
         databases = bench_databases(("intake",))
-        env = service_env(mongo_url, amqp_url, databases)
+        env = {**service_env(mongo_url, amqp_url, databases), "WOODPECKER_ADMISSION_BACKLOG": "0"}
         print(f"gunicorn, deploy/gunicorn.conf.py; {store}; broker vhost {vhost}:", flush=True)
         try:
             results = [bench_intake(env, args), bench_bare(env, args)]
