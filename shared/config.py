@@ -47,8 +47,13 @@ def _rate(env: os._Environ | dict, name: str, default: str) -> Rate | None:
     return Rate(int(count), per)
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list's items, without the blanks."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 def _origins(raw: str) -> tuple[str, ...]:
-    origins = tuple(part.strip() for part in raw.split(",") if part.strip())
+    origins = _names(raw)
     for origin in origins:
         if not _ORIGIN.fullmatch(origin):
             raise ValueError(f"WOODPECKER_CORS_ORIGINS lists origins such as https://app.example.gov.cn or "
@@ -61,10 +66,6 @@ def _at_least(env: os._Environ | dict, name: str, default: int, least: int) -> i
     if not raw.strip().isdigit() or int(raw) < least:
         raise ValueError(f"{name} must be a whole number of at least {least}, got {raw!r}")
     return int(raw)
-
-
-def _names(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _retry_delays(raw: str) -> tuple[int, ...]:
