@@ -128,7 +128,9 @@ class Admission:
         while not self._stopped.is_set():
             if self.clock() - self._asked_at > IDLE_AFTER_S:
                 self._asked.clear()
-                self._asked.wait()
+                # Asked again between the look and the clear: its set() is gone, but _asked_at tells.
+                if self.clock() - self._asked_at > IDLE_AFTER_S:
+                    self._asked.wait()
                 continue
             try:
                 self.read_once()
