@@ -64,6 +64,23 @@ def per_document(clock: Clock, collections: dict[int, Collection], documents: in
     return {indexes: seconds * 1000 / documents for indexes, seconds in spent.items()}
 
 
+def insert_cost_ms(mongo_url: str, server_pid: int, documents: int = 300) -> float:
+    """How fast this machine runs the embedded database: the store's CPU per `insert_one` into a collection of
+    three indexes (other benches print it beside their figures, which move with it)."""
+    client = pymongo.MongoClient(mongo_url, tz_aware=True)
+    database = client[f"bench_machine_speed_{uuid.uuid4().hex[:8]}"]
+    try:
+        collection = indexed(database["indexes_3"], 3, 3)
+        clock = Clock(server_pid)
+        before = clock.now()
+        for n in range(documents):
+            collection.insert_one(document(n, 3))
+        return (clock.now() - before) * 1000 / documents
+    finally:
+        client.drop_database(database.name)
+        client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=1000)

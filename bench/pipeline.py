@@ -16,16 +16,18 @@ the category's department; a plain pika subscriber stands in for the departments
    larger in the step's second half than in its first, give or take a second's worth of reports, and a
    second after the last POST at most a second's worth of reports awaits its dispatch.
 3. At each of `--rates` (20 and 50 reports/s): the time from a report's POST to its `case.dispatched` at the
-   subscriber (p50, p99), the store commands per report of each service and thread (and the documents their
-   writes name), and the CPU time per report of every process (the services', the embedded databases', the
-   local broker's: bench/cpu.py), all counted until every service has done all its work (queues drained,
-   outboxes empty).
+   subscriber (p50, p99), split at the POST's answer and at its `report.submitted` reaching a subscriber
+   (intake's share, its relay's, routing's), the store commands per report of each service and thread (and
+   the documents their writes name), and the CPU time per report of every process (the services', the
+   embedded databases', the local broker's: bench/cpu.py), all counted until every service has done all its
+   work (queues drained, outboxes empty).
 4. Overload (`--overload`, 100 reports/s by default, for `--overload-seconds`): far more than the pipeline
    carries. Intake refuses what its admission does not take (503, shared/admission.py); each second the bench
    prints what waits, as in 2, and at the end how many reports were taken, how many refused, and how long
    the taken ones took to reach the department.
 
-It prints figures and asserts nothing.
+It prints figures and asserts nothing. First it prints how fast this machine runs the embedded database (the
+store's CPU for an insert, as `bench.index_cost` measures it): the same code's figures move with it.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ from bench.harness import (
     running,
     service_env,
 )
+from bench.index_cost import insert_cost_ms
 from bench.intake_throughput import intake_volunteers
 from bench.traffic import DispatchTap, Latency, Sent, Spots, cuts, send_paced
 from shared.bus import service_queues
@@ -269,19 +272,20 @@ def measure_rate(system: System, spots: Spots, people, rate: float, seconds: flo
     before = system.count_snapshot()
     cpu_before = system.cpu_snapshot()
     planned = spots.take(int(rate * seconds))
-    tap = DispatchTap(system.amqp_url, "case.dispatched.*")
+    tap = DispatchTap(system.amqp_url, "case.dispatched.*", "report.submitted")
     try:
         sent = send_paced(system.port("intake"), people, planned, rate, senders)
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline and not all(r in tap.snapshot()[1] for r in sent.at):
             time.sleep(0.05)
         _, arrivals = tap.snapshot()
+        submissions = tap.submitted()
     finally:
         tap.close()
     drained = system.wait_quiet()
     cpu_used = system.cpu_snapshot() - cpu_before
     delta = system.count_snapshot() - before
-    result = Latency(sent, arrivals, len(planned))
+    result = Latency(sent, arrivals, len(planned), submissions)
     latencies = result.latencies_ms()
     p50, p90, p99 = cuts(latencies, 50, 90, 99)
     window = sent.last - sent.first
@@ -294,6 +298,10 @@ def measure_rate(system: System, spots: Spots, people, rate: float, seconds: flo
     answered, onwards = cuts(result.answers_ms(), 50, 99), cuts(result.after_answer_ms(), 50, 99)
     print(f"    of which the POST's answer p50 {answered[0]:.1f} ms, p99 {answered[1]:.1f} ms; "
           f"answer -> subscriber p50 {onwards[0]:.1f} ms, p99 {onwards[1]:.1f} ms")
+    relayed, routed = cuts(result.to_submission_ms(), 50, 99), cuts(result.routing_ms(), 50, 99)
+    print(f"    answer -> report.submitted at a subscriber (intake's relay, the broker) p50 {relayed[0]:.1f} ms, "
+          f"p99 {relayed[1]:.1f} ms; report.submitted -> case.dispatched (routing, the broker) p50 "
+          f"{routed[0]:.1f} ms, p99 {routed[1]:.1f} ms")
     print(f"  everything done {drained:.1f} s after the last dispatch arrived; store commands per report:")
     print_commands_per_report(delta, len(sent.at), system)
     print_cpu_per_report(cpu_used, len(sent.at), len(os.sched_getaffinity(0)))
@@ -442,6 +450,10 @@ def main() -> None:
         vhost, amqp_url = stack.enter_context(bench_vhost())
         counts = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="woodpecker-bench-counts-")))
         print(f"store: {store}; broker vhost {vhost}, deleted at the end", flush=True)
+        if "intake" in store_pids:
+            print(f"machine speed: an insert into a collection of 3 indexes costs the embedded database "
+                  f"{insert_cost_ms(mongo_urls['intake'], store_pids['intake']):.2f} ms of CPU (`python -m "
+                  "bench.index_cost`; the figures below move with it)", flush=True)
         system = System(stack, mongo_urls, amqp_url, counts, args.services, store_pids)
         for name, service in system.services.items():
             print(f"  {name}: {service.describe()}")

@@ -157,6 +157,7 @@ class DispatchTap(EventTap):
     def __init__(self, amqp_url: str, *patterns: str):
         super().__init__(amqp_url, *patterns)
         self.arrivals: dict[str, float] = {}  # report id → perf_counter() when its case.dispatched arrived
+        self.submissions: dict[str, float] = {}  # report id → when its report.submitted arrived, if bound to it
         self.times: list[float] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -166,6 +167,10 @@ class DispatchTap(EventTap):
 
     def _on_message(self, channel, method, properties, body) -> None:
         now = time.perf_counter()
+        if method.routing_key == "report.submitted":
+            with self._lock:
+                self.submissions.setdefault(json.loads(body)["data"]["id"], now)
+            return
         if not method.routing_key.startswith("case.dispatched."):
             return
         report_id = json.loads(body)["data"]["report_ids"][0]
@@ -185,6 +190,10 @@ class DispatchTap(EventTap):
         with self._lock:
             return list(self.times), dict(self.arrivals)
 
+    def submitted(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.submissions)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
@@ -198,6 +207,7 @@ class Latency:
     sent: Sent
     arrivals: dict[str, float]
     planned: int
+    submissions: dict[str, float] = field(default_factory=dict)  # report.submitted at a subscriber, if watched
 
     def latencies_ms(self) -> list[float]:
         return sorted((self.arrivals[r] - began) * 1000 for r, began in self.sent.at.items() if r in self.arrivals)
@@ -209,6 +219,17 @@ class Latency:
     def after_answer_ms(self) -> list[float]:
         """From the POST's answer to the department: the relays', the broker's and routing's share."""
         return sorted((self.arrivals[r] - self.sent.answered[r]) * 1000 for r in self.sent.at if r in self.arrivals)
+
+    def to_submission_ms(self) -> list[float]:
+        """From the POST's answer to its report.submitted at a subscriber: intake's relay and the broker."""
+        return sorted((self.submissions[r] - self.sent.answered[r]) * 1000 for r in self.sent.at
+                      if r in self.submissions)
+
+    def routing_ms(self) -> list[float]:
+        """From report.submitted at a subscriber to case.dispatched at the department's: routing's share (its
+        consumer, its transaction, its relay) and the broker's second hop."""
+        return sorted((self.arrivals[r] - self.submissions[r]) * 1000 for r in self.sent.at
+                      if r in self.submissions and r in self.arrivals)
 
     def missing(self) -> int:
         return sum(1 for r in self.sent.at if r not in self.arrivals)
