@@ -15,7 +15,7 @@ from shared.events import Event
 from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, pull_delivered, with_events
 from shared.pagination import Position, newest_first
 from shared.scope import Scope
-from shared.store import LostRace, drop_index_if_present, optimistically
+from shared.store import LostRace, drop_index_if_present, if_unchanged_since, optimistically
 
 from .domain import OPEN_STATUSES, REPORT_SUBMITTED
 
@@ -154,10 +154,10 @@ class ReportStore:
                 changes = follow({**_public(documents[report_id]), **changed.get(report_id, {})})
                 if changes is not None:
                     changed[report_id] = {**changed.get(report_id, {}), **changes}
-            writes = [UpdateOne({"_id": report_id, "revision": documents[report_id]["revision"]}, pull_delivered(
-                documents[report_id], {"$set": _indexed(changes), "$inc": {"revision": 1}}, REPORT_SUBMITTED))
-                      for report_id, changes in changed.items()]
-            if writes and self.reports.bulk_write(writes, ordered=False).matched_count < len(writes):
+            writes = [UpdateOne({"_id": report_id}, if_unchanged_since(
+                pull_delivered(documents[report_id], {"$set": _indexed(changes)}, REPORT_SUBMITTED),
+                "revision", documents[report_id]["revision"])) for report_id, changes in changed.items()]
+            if writes and self.reports.bulk_write(writes, ordered=False).modified_count < len(writes):
                 raise LostRace(", ".join(changed))
             return [report_id for report_id in ids if report_id not in documents]
 

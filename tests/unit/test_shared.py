@@ -21,7 +21,7 @@ from shared.pagination import CURSOR_PATTERN, Position, decode_cursor, encode_cu
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceDataError
 from shared.scope import Scope
-from shared.store import LostRace, after_commit, connect, optimistically
+from shared.store import LostRace, after_commit, connect, if_unchanged_since, optimistically
 
 SECRET = "unit-test-secret-" + "x" * 48  # 64 bytes: long enough for HS256 and HS512
 
@@ -433,6 +433,24 @@ def test_a_lost_race_is_run_again_from_the_read():
         return outcome
 
     assert optimistically(attempt, "Case c1") == "written"
+
+
+def test_a_conditional_update_sets_and_unsets_each_field_only_at_the_revision_it_was_read_at():
+    update = if_unchanged_since({"$set": {"status": "$dispatched", "timeline": [1]}, "$unset": {"outbox_due": ""}},
+                                "revision", 4)
+    unchanged = {"$eq": ["$revision", 4]}
+    assert update == [{"$set": {
+        "status": {"$cond": [unchanged, {"$literal": "$dispatched"}, "$status"]},
+        "timeline": {"$cond": [unchanged, {"$literal": [1]}, "$timeline"]},
+        "outbox_due": {"$cond": [unchanged, "$$REMOVE", "$outbox_due"]},
+        "revision": {"$cond": [unchanged, 5, "$revision"]},
+    }}]
+
+
+@pytest.mark.parametrize("update", [{"$inc": {"n": 1}}, {"$set": {"a.b": 1}}, {"$set": {"revision": 9}}])
+def test_a_conditional_update_refuses_what_it_cannot_guard(update):
+    with pytest.raises(ValueError):
+        if_unchanged_since(update, "revision", 0)
 
 
 def test_a_race_lost_every_time_is_a_conflict_the_caller_can_retry():
