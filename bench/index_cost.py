@@ -70,12 +70,8 @@ def insert_cost_ms(mongo_url: str, server_pid: int, documents: int = 300) -> flo
     client = pymongo.MongoClient(mongo_url, tz_aware=True)
     database = client[f"bench_machine_speed_{uuid.uuid4().hex[:8]}"]
     try:
-        collection = indexed(database["indexes_3"], 3, 3)
-        clock = Clock(server_pid)
-        before = clock.now()
-        for n in range(documents):
-            collection.insert_one(document(n, 3))
-        return (clock.now() - before) * 1000 / documents
+        collections = {3: indexed(database["indexes_3"], 3, 3)}
+        return per_document(Clock(server_pid), collections, documents, lambda c, n: c.insert_one(document(n, 3)))[3]
     finally:
         client.drop_database(database.name)
         client.close()
