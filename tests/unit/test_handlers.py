@@ -79,13 +79,15 @@ def test_a_report_without_a_rule_waits_for_triage(cases):
     assert [e.type for e in cases.published] == ["case.opened.none"]
 
 
-def test_a_report_near_an_open_case_of_its_kind_joins_it(cases):
+def test_a_report_near_an_open_case_of_its_kind_joins_it_with_one_joined_event_and_no_opened(cases):
     route(cases, submitted("r1"))
+    opening = len(cases.published)
     route(cases, submitted("r2", at=(HERE[0] + 0.001, HERE[1])))  # about 110 m north
     assert list(cases.cases) == ["case-r1"] and cases.cases["case-r1"]["report_ids"] == ["r1", "r2"]
-    joined = cases.published[-1]
-    assert (joined.type, joined.data["report_ids"], joined.data["attached"]) == (
-        "case.opened.sanitation", ["r2"], True)
+    [joined] = cases.published[opening:]
+    assert (joined.type, joined.data["report_id"], joined.data["report_ids"]) == (
+        "case.joined.sanitation", "r2", ["r1", "r2"])
+    assert [e.type for e in cases.published].count("case.opened.sanitation") == 1
 
 
 @pytest.mark.parametrize("changes", [
