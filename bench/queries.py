@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -241,7 +241,7 @@ class Casework:
         if not step.actions:
             return
         self.case = {**step.case, "version": self.case["version"] + 1}
-        for event in routing.case_events(routing.Step(self.case, step.actions, step.report_ids), None):
+        for event in routing.case_events(replace(step, case=self.case), None):
             action, department = intake.parse_case_routing_key(event.routing_key)
             case_step = intake.CaseStep(event_id(self.rng), action, department, at, event.data)
             changes = intake.follow_case(self.report, case_step, self.city.department_name(department),

@@ -47,9 +47,12 @@ def vhost_of(amqp_url: str) -> str:
 
 
 def with_user(amqp_url: str, user: str, password: str) -> str:
+    """`amqp_url` as `user`, its vhost written as the AMQP URI spec has it: one path segment, percent-encoded
+    (`/%2F` for `/`). kombu also reads `//` as `/`, but pika reads it as the empty vhost and is refused."""
     parsed = urlparse(amqp_url)
     host = f"{parsed.hostname}:{parsed.port}" if parsed.port else parsed.hostname
-    return parsed._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}").geturl()
+    return parsed._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}",
+                           path="/" + quote(vhost_of(amqp_url), safe="")).geturl()
 
 
 def _in(vhost: str, name: str) -> str:

@@ -2,8 +2,9 @@
 """Receive your department's Woodpecker cases from RabbitMQ: a small subscriber to copy and adapt.
 
 Woodpecker's routing service publishes every step of a case to the topic exchange `woodpecker.events`
-with the routing key `case.<action>.<department>` (action: opened, dispatched, accepted, disputed,
-rectified, closed, reopened, rejected, overdue, extension_requested, extension_decided). This program
+with the routing key `case.<action>.<department>` (action: opened, joined, dispatched, accepted, disputed,
+rectified, closed, reopened, rejected, overdue, extension_requested, extension_decided; `joined`: another
+report of the same problem joined a case you already have, named by `report_id`). This program
 binds a durable queue of your own to `case.*.<your department code>`, prints one line per case event
 and acknowledges it only after it was handled. It needs only pika and the standard library.
 
@@ -84,7 +85,8 @@ def handle(event: dict, as_json: bool) -> None:
     data, parts = event["data"], str(event["type"]).split(".")
     action = parts[1] if len(parts) == 3 else event["type"]
     description = " ".join(str(data.get("description") or "").split())
-    print(f"[due {local_time(data.get('due_at'))}] {action} case {data.get('case_id')} "
+    joined = f" by report {data.get('report_id')}" if action == "joined" else ""
+    print(f"[due {local_time(data.get('due_at'))}] {action} case {data.get('case_id')}{joined} "
           f"({data.get('category')}): {description}", flush=True)
     if as_json:
         print(json.dumps(event, ensure_ascii=False), flush=True)

@@ -13,7 +13,7 @@ from shapely.geometry import Point, shape
 
 from shared.auth import Caller
 from shared.errors import InvalidFields
-from shared.events import Event
+from shared.events import Event, MalformedEvent
 from shared.geo import nearest_within
 from shared.reference import FIRST_YEAR, LAST_YEAR, Category, Grid
 from shared.scope import Scope
@@ -130,9 +130,10 @@ def report_submitted(report: dict, correlation_id: str | None) -> Event:
 
 # --- the report follows its case --------------------------------------------------------------
 
-# What each case action means for the reporter (None: the status stays, a timeline line is added).
+# What each case action means for the reporter (None: the status stays, a timeline line is added; `joined`:
+# the joining report takes up the case's status, CASE_STATUS_FOR_REPORT).
 CASE_ACTION_STATUS = {
-    "opened": None, "dispatched": IN_PROGRESS, "accepted": IN_PROGRESS, "disputed": IN_PROGRESS,
+    "opened": None, "joined": None, "dispatched": IN_PROGRESS, "accepted": IN_PROGRESS, "disputed": IN_PROGRESS,
     "rectified": RECTIFIED, "closed": CLOSED, "reopened": IN_PROGRESS, "rejected": REJECTED,
     "overdue": None, "extension_requested": None, "extension_decided": None,
 }
@@ -159,7 +160,9 @@ def case_step_note(action: str, data: dict, department_name: str | None, due_at:
     """The reporter's timeline line for a case step; a deadline is given in the city's time `zone`."""
     dept = department_name or "责任部门"
     if action == "opened":
-        return "已并入同一问题的案卷" if data.get("attached") else "已立案"
+        return "已立案"
+    if action == "joined":
+        return "已并入同一问题的案卷"
     if action == "dispatched":
         return f"已派遣至{dept}" + (f"，整改期限 {local_text(due_at, zone)}" if due_at else "")
     if action == "accepted":
@@ -180,6 +183,20 @@ def case_step_note(action: str, data: dict, department_name: str | None, due_at:
     if action == "extension_requested":
         return f"{dept}申请延期"
     return "延期申请已批准" if data.get("approved") else "延期申请未获批准"
+
+
+def reports_following(action: str, data: dict) -> list[str]:
+    """The reports a case step changes: every report of the case, except that a `joined` step changes only the
+    report that joined (the case goes on as it was; the other reporters learn nothing new from a duplicate)."""
+    report_ids = data.get("report_ids")
+    if not isinstance(report_ids, list) or not report_ids:
+        raise MalformedEvent("a case event must carry report_ids")
+    if action != "joined":
+        return [str(report_id) for report_id in report_ids]
+    joined = data.get("report_id")
+    if not isinstance(joined, str) or joined not in report_ids:
+        raise MalformedEvent("a case.joined event must carry the report_id of one of its report_ids")
+    return [joined]
 
 
 @dataclass(frozen=True)
@@ -208,7 +225,7 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
     status = CASE_ACTION_STATUS[step.action]
     if step.action == "rejected" and step.data.get("reason") == "duplicate":
         status = DUPLICATE
-    if step.action == "opened" and step.data.get("attached"):  # joining a case under way: take up its status
+    if step.action == "joined":  # joining a case under way: take up its status
         status = CASE_STATUS_FOR_REPORT.get(step.data.get("status"))
     changes: dict = {"case_id": step.data.get("case_id") or report.get("case_id")}
     if newer:

@@ -10,7 +10,7 @@ from shared.bus import BESIDE_SUBMISSIONS_LINGER_S, Subscription, handles_batche
 from shared.events import Event, MalformedEvent
 from shared.reference import ReferenceData
 
-from .domain import CaseStep, follow_case, parse_case_routing_key
+from .domain import CaseStep, follow_case, parse_case_routing_key, reports_following
 from .store import ReportStore
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def _time(value, field: str) -> datetime | None:
 
 @handles_batches(linger_s=BESIDE_SUBMISSIONS_LINGER_S)
 def cases_changed(events: list[Event], store: ReportStore, reference: ReferenceData) -> None:
-    """`case.<action>.<department>`: every report of a case follows it, and its reporter sees the step. The
+    """`case.<action>.<department>`: the reports of a case follow it, and their reporters see the step. The
     events that arrived together are applied together (a case's `opened` and `dispatched` come as a pair)."""
     follows = [follow for event in events for follow in _follows(event, reference)]
     for report_id in store.apply_case_steps(follows):
@@ -35,21 +35,19 @@ def cases_changed(events: list[Event], store: ReportStore, reference: ReferenceD
 
 
 def _follows(event: Event, reference: ReferenceData) -> Iterator[tuple[str, Callable[[dict], dict | None]]]:
-    """(report id, how the report follows the step) for each report of the event's case."""
+    """(report id, how the report follows the step) for each report the step changes."""
     try:
         action, department = parse_case_routing_key(event.type)
     except ValueError as exc:
         raise MalformedEvent(str(exc)) from exc
-    report_ids = event.data.get("report_ids")
-    if not isinstance(report_ids, list) or not report_ids:
-        raise MalformedEvent("a case event must carry report_ids")
+    report_ids = reports_following(action, event.data)
     step = CaseStep(event_id=event.id, action=action, department=department,
                     occurred_at=_time(event.occurred_at, "occurred_at"), data=event.data)
     due_at = _time(event.data.get("due_at"), "due_at")
     dept = reference.departments.get(department) if department else None
     follow = functools.partial(follow_case, step=step, department_name=dept.name_zh if dept else None, due_at=due_at,
                                zone=reference.timezone)
-    return ((str(report_id), follow) for report_id in report_ids)
+    return ((report_id, follow) for report_id in report_ids)
 
 
 # What intake consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).

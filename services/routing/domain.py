@@ -53,8 +53,8 @@ class Rule:
 class Step:
     case: dict
     actions: tuple[str, ...]
-    # Whom the events concern, when not every report of the case (a report joining it).
-    report_ids: tuple[str, ...] | None = None
+    # The report a `joined` step is about: the one that joined the case.
+    joined_report_id: str | None = None
 
 
 def visible_to(caller: Caller) -> Scope:
@@ -179,16 +179,17 @@ def route_report(report: dict, nearby: list[dict], rule: Rule | None, clock: Dea
     location = report["location"]
     existing = nearest_open_case(location["lat"], location["lng"], nearby)
     if existing is not None:
-        return attach_report(existing, report["id"])
+        return join_case(existing, report["id"])
     return open_case(f"case-{report['id']}", report, rule, clock, now)
 
 
-def attach_report(case: dict, report_id: str) -> Step:
-    """A likely duplicate joins the open case; its reporter hears the outcome too."""
+def join_case(case: dict, report_id: str) -> Step:
+    """A likely duplicate joins the open case, which goes on as it is: `joined`, never a second `opened`, so
+    that a department is not told of a case it already works as if it were new."""
     if report_id in case["report_ids"]:
         return Step(case, ())
-    _require(case, OPEN_STATUSES, "attach a report to")
-    return Step({**case, "report_ids": [*case["report_ids"], report_id]}, ("opened",), (report_id,))
+    _require(case, OPEN_STATUSES, "join a report to")
+    return Step({**case, "report_ids": [*case["report_ids"], report_id]}, ("joined",), report_id)
 
 
 def _dispatch(case: dict, actor: Actor, department: str, hours: float, basis: str, clock: DeadlineClock,
@@ -294,16 +295,16 @@ def mark_overdue(case: dict, now: datetime) -> Step:
 def case_events(step: Step, correlation_id: str | None) -> list[Event]:
     """One event per action of a step: `case.<action>.<department or none>`."""
     holder = step.case["department"] or "none"
-    report_ids = list(step.report_ids) if step.report_ids else None
-    return [Event.new(f"case.{action}.{holder}", "routing", event_data(step.case, action, report_ids), correlation_id)
+    return [Event.new(f"case.{action}.{holder}", "routing", event_data(step.case, action, step.joined_report_id),
+                      correlation_id)
             for action in step.actions]
 
 
-def event_data(case: dict, action: str, report_ids: list[str] | None = None) -> dict:
+def event_data(case: dict, action: str, joined_report_id: str | None = None) -> dict:
     """What `case.<action>.<department>` carries: the CONTRACT fields, plus what the step adds."""
     last = case["history"][-1] if case["history"] else {}
     data = {
-        "case_id": case["id"], "report_ids": report_ids or case["report_ids"], "category": case["category"],
+        "case_id": case["id"], "report_ids": case["report_ids"], "category": case["category"],
         "department": case["department"], "status": case["status"], "due_at": case["due_at"],
         "grid_id": case["grid_id"], "location": case["location"], "description": case["description"],
         "photo_ids": case["photo_ids"], "overdue": case["overdue"], "escalation_level": case["escalation_level"],
@@ -317,6 +318,7 @@ def event_data(case: dict, action: str, report_ids: list[str] | None = None) -> 
     if action.startswith("extension"):
         data["extension"] = case["extension"]
         data["approved"] = case["extension"]["status"] == "approved"
-    if action == "opened" and report_ids:
-        data["attached"] = True
+    if action == "joined":
+        data["report_id"] = joined_report_id
+        data["note"] = None  # a join writes no history: the last entry's note belongs to an earlier step
     return data

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -177,7 +178,7 @@ class CaseStore:
     def save(self, before: dict, after: dict, step: Step, correlation_id: str | None,
              session: ClientSession | None = None) -> None:
         """Write `after` and its events if the case is still as `before` left it (one winner)."""
-        events = case_events(Step(after, step.actions, step.report_ids), correlation_id)
+        events = case_events(replace(step, case=after), correlation_id)
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
                                        push_events({"$set": _indexed(_changes(before, after))}, *events),
                                        session=session)
@@ -305,8 +306,7 @@ class _Opening:
         first_read = next((case for case in stored if case["id"] == case_id), None)
         before, _, events = self._cases.get(case_id) or (first_read, None, [])
         after = {**step.case, "version": step.case["version"] + 1}
-        self._cases[case_id] = (before, after, [*events, *case_events(Step(after, step.actions, step.report_ids),
-                                                                      correlation_id)])
+        self._cases[case_id] = (before, after, [*events, *case_events(replace(step, case=after), correlation_id)])
 
     def changed(self) -> list[tuple[dict | None, dict, list[Event]]]:
         return list(self._cases.values())

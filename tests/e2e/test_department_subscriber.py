@@ -114,24 +114,27 @@ def publish(amqp_url: str, event: Event) -> None:
 
 
 def test_receives_only_its_departments_cases_in_order(start_subscriber, amqp_url):
-    subscriber = start_subscriber("--max-messages", "2", "--json")
+    subscriber = start_subscriber("--max-messages", "3", "--json")
     sanitation = EventTap(amqp_url, "case.*.sanitation")  # publish_raw is mandatory: someone must take it
     try:
         dispatched = case_event("dispatched", "traffic-police")
         elsewhere = case_event("dispatched", "sanitation")
+        joined = case_event("joined", "traffic-police", status="dispatched", report_id="r-joined")
         accepted = case_event("accepted", "traffic-police", due_at=None)
-        for event in (dispatched, elsewhere, accepted):
+        for event in (dispatched, elsewhere, joined, accepted):
             publish(amqp_url, event)
 
         assert subscriber.finish() == 0, subscriber.stderr
         assert [e["id"] for e in sanitation.events()] == [elsewhere.id]
     finally:
         sanitation.close()
-    assert [e["id"] for e in subscriber.events()] == [dispatched.id, accepted.id]
+    assert [e["id"] for e in subscriber.events()] == [dispatched.id, joined.id, accepted.id]
     assert subscriber.events()[0] == dispatched.to_dict()
     lines = [line for line in subscriber.stdout.splitlines() if not line.startswith("{")]
     assert lines == [
         f"[due 2026-05-11 14:00] dispatched case {dispatched.data['case_id']} (traffic.parking): "
+        "人行道上停放多辆机动车，影响通行",
+        f"[due 2026-05-11 14:00] joined case {joined.data['case_id']} by report r-joined (traffic.parking): "
         "人行道上停放多辆机动车，影响通行",
         f"[due no deadline] accepted case {accepted.data['case_id']} (traffic.parking): "
         "人行道上停放多辆机动车，影响通行",

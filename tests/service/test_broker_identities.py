@@ -1,14 +1,22 @@
 """Broker identities on the real broker: each service publishes only its own routing keys, a department
 reads only its own cases, and consumers park what a service had no right to send."""
+import os
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pika
 import pika.exceptions
 import pytest
 
-from deploy.broker import Rabbitmqctl, add_department, provision
+from deploy.broker import Rabbitmqctl, add_department, department_user, provision, vhost_of
 from shared.events import EXCHANGE
-from shared.testing import TEST_RETRY_DELAYS_MS
+from shared.testing import TEST_RETRY_DELAYS_MS, wait_for
+
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(Rabbitmqctl.found() is None, reason="needs rabbitmqctl as root beside RabbitMQ")
 
@@ -97,3 +105,49 @@ def test_a_department_may_only_name_queues_of_its_own(police):
     finally:
         if channel.connection.is_open:
             channel.connection.close()
+
+
+
+def printed_department_url(broker_url: str, code: str) -> str:
+    """What `python -m deploy.broker add-department <code>` prints for the broker at `broker_url`."""
+    done = subprocess.run([sys.executable, "-m", "deploy.broker", "add-department", code], cwd=REPOSITORY,
+                          env={**os.environ, "AMQP_URL": broker_url}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [url] = re.findall(r"^\s+(amqps?://\S+)$", done.stdout, re.MULTILINE)
+    return url
+
+
+@pytest.fixture(params=["default vhost", "named vhost"])
+def department_broker(request, amqp_url):
+    """(AMQP_URL as an operator sets it, the same broker as pika reads it, a department code no other test
+    uses): the default vhost `/` written `//` as in the services' own default, or this run's named vhost.
+    The department's user is deleted afterwards."""
+    if request.param == "default vhost":
+        operator_url, pika_url = (urlparse(amqp_url)._replace(path=path).geturl() for path in ("//", "/%2F"))
+    else:
+        operator_url = pika_url = amqp_url
+    code = f"test-{uuid.uuid4().hex[:8]}"
+    yield operator_url, pika_url, code
+    subprocess.run([Rabbitmqctl.found().path, "-q", "delete_user", department_user(code, vhost_of(operator_url))],
+                   check=False, capture_output=True)
+
+
+def test_the_printed_department_url_opens_with_pika_and_reads_the_departments_queue(department_broker):
+    operator_url, pika_url, code = department_broker
+    department = pika.BlockingConnection(pika.URLParameters(printed_department_url(operator_url, code)))
+    guest = pika.BlockingConnection(pika.URLParameters(pika_url))
+    try:
+        queue = f"dept.{code}.cases"
+        guest.channel().exchange_declare(EXCHANGE, "topic", durable=True)  # as provisioning declares it
+        channel = department.channel()
+        channel.queue_declare(queue, exclusive=True)  # gone with the connection, the default vhost's too
+        channel.queue_bind(queue, EXCHANGE, f"case.*.{code}")
+        # Straight to the department's queue: in the default vhost, the exchange may feed a running system's queues.
+        guest.channel().basic_publish("", queue, b'{"type": "case.dispatched"}')
+        method, _, body = wait_for(lambda: (got := channel.basic_get(queue, auto_ack=True))[0] and got,
+                                   what="the message in the department's queue")
+        assert body == b'{"type": "case.dispatched"}'
+    finally:
+        for connection in (department, guest):
+            if connection.is_open:
+                connection.close()

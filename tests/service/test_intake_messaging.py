@@ -89,6 +89,22 @@ def test_a_redelivered_case_event_changes_nothing_the_second_time(intake, amqp_u
     assert [s["note"] for s in after["timeline"]].count(before["timeline"][1]["note"]) == 1
 
 
+def test_a_report_that_joins_a_case_under_way_shows_the_cases_status_and_the_others_stay(intake, amqp_url, volunteer):
+    photo = upload_photo(intake.client, volunteer)["id"]
+    first, second = (submit_report(intake.client, volunteer, [photo])["id"] for _ in range(2))
+    send(amqp_url, case_event("opened", "traffic-police", [first], status="dispatched", case_version=1))
+    send(amqp_url, case_event("dispatched", "traffic-police", [first], status="dispatched", case_version=1))
+    wait_for(lambda: len(report_of(intake, first)["timeline"]) == 3, what="the case opened and dispatched")
+    before = report_of(intake, first)
+    send(amqp_url, case_event("joined", "traffic-police", [first, second], report_id=second, status="dispatched",
+                              case_version=2))
+    joined = wait_for(lambda: (r := report_of(intake, second))["status"] == "in_progress" and r,
+                      what="the joining report in progress")
+    assert (joined["case_id"], joined["department"]) == (f"case-{first}", "traffic-police")
+    assert [(s["status"], s["note"]) for s in joined["timeline"][1:]] == [("in_progress", "已并入同一问题的案卷")]
+    assert report_of(intake, first) == before
+
+
 def test_a_late_older_case_event_does_not_undo_a_newer_status(intake, amqp_url, volunteer):
     photo = upload_photo(intake.client, volunteer)["id"]
     rid = submit_report(intake.client, volunteer, [photo])["id"]

@@ -221,6 +221,22 @@ def test_a_nearby_report_of_the_same_kind_joins_the_open_case(city):
     wait_for(lambda: report_status(city, second["id"]) == "in_progress", what="the joined report in progress")
 
 
+def test_two_reports_of_one_problem_publish_one_opened_and_one_joined(city, subscribe):
+    everything = subscribe("case.*.*")
+    lat, lng = fresh_spot()
+    first = report(city, "traffic.parking", lat, lng)
+    case = case_for(city, first["id"])
+    second = report(city, "traffic.parking", lat + 0.001, lng)  # ~111 m away
+    of_the_case = lambda: everything.events(where=lambda e: e["data"]["case_id"] == case["id"])  # noqa: E731
+    published = wait_for(lambda: len(of_the_case()) >= 3 and of_the_case(), what="the case's three events")
+    assert sorted(e["type"] for e in published) == [
+        "case.dispatched.traffic-police", "case.joined.traffic-police", "case.opened.traffic-police"]
+    [joined] = [e["data"] for e in published if e["type"] == "case.joined.traffic-police"]
+    assert (joined["report_id"], joined["report_ids"], joined["status"]) == (
+        second["id"], [first["id"], second["id"]], "dispatched")
+    assert "attached" not in joined
+
+
 def test_a_category_without_a_rule_waits_for_triage(city):
     lat, lng = fresh_spot()
     submitted = report(city, "other", lat, lng)

@@ -190,7 +190,7 @@ def test_reports_of_one_problem_arriving_together_open_one_case_with_each_step_p
     assert (case["report_ids"], case["version"], case["status"]) == (ids, 3, "dispatched")
     assert outbox_of(store, case["_id"]) == [
         ("case.opened.traffic-police", [ids[0]], 1), ("case.dispatched.traffic-police", [ids[0]], 1),
-        ("case.opened.traffic-police", [ids[1]], 2), ("case.opened.traffic-police", [ids[2]], 3)]
+        ("case.joined.traffic-police", ids[:2], 2), ("case.joined.traffic-police", ids, 3)]
 
 
 def test_reports_arriving_together_join_a_stored_case_each_step_at_its_own_version(store):

@@ -79,13 +79,15 @@ def test_a_report_without_a_rule_waits_for_triage(cases):
     assert [e.type for e in cases.published] == ["case.opened.none"]
 
 
-def test_a_report_near_an_open_case_of_its_kind_joins_it(cases):
+def test_a_report_near_an_open_case_of_its_kind_joins_it_with_one_joined_event_and_no_opened(cases):
     route(cases, submitted("r1"))
+    opening = len(cases.published)
     route(cases, submitted("r2", at=(HERE[0] + 0.001, HERE[1])))  # about 110 m north
     assert list(cases.cases) == ["case-r1"] and cases.cases["case-r1"]["report_ids"] == ["r1", "r2"]
-    joined = cases.published[-1]
-    assert (joined.type, joined.data["report_ids"], joined.data["attached"]) == (
-        "case.opened.sanitation", ["r2"], True)
+    [joined] = cases.published[opening:]
+    assert (joined.type, joined.data["report_id"], joined.data["report_ids"]) == (
+        "case.joined.sanitation", "r2", ["r1", "r2"])
+    assert [e.type for e in cases.published].count("case.opened.sanitation") == 1
 
 
 @pytest.mark.parametrize("changes", [
@@ -173,6 +175,44 @@ def test_an_older_step_arriving_late_is_shown_but_does_not_set_the_status():
     assert sorted(entry["event"] for entry in report["timeline"][1:]) == ["case.accepted", "case.rectified"]
 
 
+def joined_event(case_status: str = "dispatched", version: int = 3) -> Event:
+    return case_event("joined", version=version, status=case_status, report_ids=["r1", "r2"], report_id="r2")
+
+
+def test_a_report_that_joins_a_case_under_way_takes_up_its_status_and_case():
+    store = ReportStoreDouble(a_report("r2"))
+    follow(store, joined_event("dispatched"))
+    report = store.reports["r2"]
+    assert (report["status"], report["case_id"], report["department"]) == ("in_progress", "case-r1", "sanitation")
+    assert (report["timeline"][-1]["note"], report["timeline"][-1]["event"]) == ("已并入同一问题的案卷", "case.joined")
+
+
+def test_a_report_joining_a_case_in_triage_stays_submitted():
+    store = ReportStoreDouble(a_report("r2"))
+    follow(store, case_event("joined", department="none", version=1, status="pending_triage",
+                             report_ids=["r1", "r2"], report_id="r2"))
+    report = store.reports["r2"]
+    assert (report["status"], report["case_id"], report["department"]) == ("submitted", "case-r1", None)
+
+
+def test_a_join_leaves_the_cases_other_reports_as_they_were():
+    store = ReportStoreDouble(a_report("r1"), a_report("r2"))
+    follow(store, case_event("opened", version=1, status="dispatched"), case_event("dispatched", version=1))
+    first = store.reports["r1"]
+    follow(store, joined_event("dispatched", version=2))
+    assert store.reports["r1"] == first
+    assert store.reports["r2"]["status"] == "in_progress"
+
+
+def test_a_redelivered_joined_event_changes_nothing_more():
+    store = ReportStoreDouble(a_report("r2"))
+    event = joined_event()
+    follow(store, event)
+    once = store.reports["r2"]
+    follow(store, event)
+    assert store.reports["r2"] == once
+
+
 def test_a_case_event_for_a_report_intake_does_not_have_is_not_an_error():
     follow(ReportStoreDouble(), case_event("dispatched"))  # logged; the event is done with
 
@@ -182,6 +222,8 @@ def test_a_case_event_for_a_report_intake_does_not_have_is_not_an_error():
     Event.new("case.dispatched.sanitation", "routing", {"case_id": "c"}),
     Event.new("case.dispatched.sanitation", "routing", {"report_ids": []}),
     Event.new("case.dispatched.sanitation", "routing", {"report_ids": ["r1"], "due_at": "next tuesday"}),
+    Event.new("case.joined.sanitation", "routing", {"report_ids": ["r1"]}),
+    Event.new("case.joined.sanitation", "routing", {"report_ids": ["r2"], "report_id": "r1"}),
 ])
 def test_a_case_event_intake_cannot_understand_is_malformed(event):
     store = ReportStoreDouble(a_report())

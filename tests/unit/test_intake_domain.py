@@ -19,10 +19,12 @@ from services.intake.domain import (
     likely_duplicate,
     new_report,
     parse_case_routing_key,
+    reports_following,
     weekly_summary,
 )
 from shared import geo, reference
 from shared.errors import InvalidFields
+from shared.events import MalformedEvent
 from shared.geo import box_around, distance_m
 from shared.reference import Category, Grid
 
@@ -331,6 +333,26 @@ def test_the_none_department_parses_as_none():
     assert parse_case_routing_key("case.opened.none") == ("opened", None)
 
 
+def test_a_joined_key_parses_like_the_other_case_actions():
+    assert parse_case_routing_key("case.joined.none") == ("joined", None)
+
+
+def test_a_joined_step_changes_only_the_report_that_joined():
+    assert reports_following("joined", {"report_ids": ["r1", "r2", "r3"], "report_id": "r3"}) == ["r3"]
+
+
+@pytest.mark.parametrize("action", ["opened", "dispatched", "closed"])
+def test_every_other_step_changes_every_report_of_the_case(action):
+    assert reports_following(action, {"report_ids": ["r1", "r2"], "report_id": "r2"}) == ["r1", "r2"]
+
+
+@pytest.mark.parametrize("data", [{"report_ids": ["r1", "r2"]}, {"report_ids": ["r1"], "report_id": "r2"},
+                                  {"report_ids": ["r1"], "report_id": ["r1"]}, {"report_id": "r1"}])
+def test_a_joined_step_that_does_not_name_one_of_its_reports_is_malformed(data):
+    with pytest.raises(MalformedEvent):
+        reports_following("joined", data)
+
+
 @pytest.mark.parametrize("key", ["case.dispatched", "case.exploded.sanitation", "report.dispatched.sanitation",
                                  "case.dispatched.sanitation.extra", "", "case"])
 def test_a_key_that_is_not_a_case_event_raises_value_error(key):
@@ -346,7 +368,7 @@ def test_a_key_with_an_empty_department_raises_value_error():
 # --- the report follows its case --------------------------------------------------------------
 
 EXPECTED_STATUS = {  # None: the status stays as it was
-    "opened": None, "dispatched": "in_progress", "accepted": "in_progress", "disputed": "in_progress",
+    "opened": None, "joined": None, "dispatched": "in_progress", "accepted": "in_progress", "disputed": "in_progress",
     "rectified": "rectified", "closed": "closed", "reopened": "in_progress", "rejected": "rejected",
     "overdue": None, "extension_requested": None, "extension_decided": None,
 }
@@ -589,11 +611,17 @@ def test_weekly_summary_totals_match_the_reports_of_the_week():
 @pytest.mark.parametrize("case_status, report_status", [
     ("pending_triage", domain.SUBMITTED), ("dispatched", domain.IN_PROGRESS), ("accepted", domain.IN_PROGRESS),
     ("rectified", domain.RECTIFIED), ("closed", domain.CLOSED)])
-def test_a_report_attached_to_a_case_under_way_takes_up_its_status(case_status, report_status):
-    changes = follow_case(a_report(domain.SUBMITTED), step("opened", status=case_status, attached=True),
+def test_a_report_joining_a_case_under_way_takes_up_its_status(case_status, report_status):
+    changes = follow_case(a_report(domain.SUBMITTED), step("joined", status=case_status, report_id="r1"),
                           department_name=None, due_at=None, zone=SHANGHAI)
     assert changes.get("status", domain.SUBMITTED) == report_status
     assert changes["timeline"][-1]["note"] == "已并入同一问题的案卷"
+
+
+def test_the_opened_step_of_a_new_case_reads_as_opened_to_its_reporter():
+    changes = follow_case(a_report(domain.SUBMITTED), step("opened", status="pending_triage"),
+                          department_name=None, due_at=None, zone=SHANGHAI)
+    assert changes["timeline"][-1]["note"] == "已立案"
 
 
 def test_a_new_case_opened_and_dispatched_at_once_leaves_the_opened_step_submitted():

@@ -25,12 +25,12 @@ from services.routing.domain import (
     Rule,
     Step,
     accept,
-    attach_report,
     case_events,
     check_rules,
     decide_extension,
     dispatch,
     dispute,
+    join_case,
     mark_overdue,
     match_rule,
     nearest_open_case,
@@ -38,6 +38,7 @@ from services.routing.domain import (
     rectify,
     reject,
     request_extension,
+    route_report,
     verify,
 )
 from shared import geo
@@ -443,22 +444,39 @@ def test_a_department_cannot_see_a_case_waiting_in_triage():
         accept(a_case(PENDING_TRIAGE), Actor(id="clerk-1", role="department", dept="sanitation"), NOW)
 
 
-# --- attaching a duplicate report -------------------------------------------------------------
+# --- a duplicate report joining a case ----------------------------------------------------------
 
-def test_attach_report_adds_the_report_once_and_announces_it_to_that_reporter_only():
+def test_a_report_joins_a_case_once_as_a_joined_step_about_that_report():
     case = a_case(DISPATCHED)
     before = copy.deepcopy(case)
-    step = attach_report(case, "r2")
+    step = join_case(case, "r2")
     assert step.case["report_ids"] == ["r1", "r2"]
-    assert (step.actions, step.report_ids) == (("opened",), ("r2",))
+    assert (step.actions, step.joined_report_id) == (("joined",), "r2")
     assert case == before
 
 
-def test_attaching_the_same_report_again_does_nothing():
-    once = attach_report(a_case(DISPATCHED), "r2").case
-    again = attach_report(once, "r2")
+def test_joining_the_same_report_again_does_nothing():
+    once = join_case(a_case(DISPATCHED), "r2").case
+    again = join_case(once, "r2")
     assert again.actions == ()
     assert again.case["report_ids"] == ["r1", "r2"]
+
+
+@pytest.mark.parametrize("status", [CLOSED, REJECTED])
+def test_a_report_cannot_join_a_case_that_is_over(status):
+    with pytest.raises(IllegalTransition):
+        join_case(a_case(status), "r2")
+
+
+def test_a_report_near_an_open_case_joins_it_and_opens_none():
+    report = a_report("r2")
+    step = route_report(report, [a_case(DISPATCHED) | {"location": report["location"]}], RULE, CLOCK, NOW)
+    assert (step.case["id"], step.actions, step.joined_report_id) == ("c1", ("joined",), "r2")
+
+
+def test_a_report_with_no_open_case_near_opens_one():
+    step = route_report(a_report("r2"), [], RULE, CLOCK, NOW)
+    assert (step.case["id"], step.actions, step.joined_report_id) == ("case-r2", ("opened", "dispatched"), None)
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -602,7 +620,7 @@ def test_event_data_carries_the_contract_fields_and_the_case_version():
 def test_a_plain_event_carries_none_of_the_extras():
     case = a_case(DISPATCHED)
     data = only_event(accept(case, holder(case), NOW))
-    assert not {"after_photo_ids", "reason", "extension", "approved", "attached"} & set(data)
+    assert not {"after_photo_ids", "reason", "extension", "approved", "report_id"} & set(data)
 
 
 def test_the_rectified_event_carries_the_after_photos():
@@ -629,17 +647,34 @@ def test_the_extension_decided_event_says_whether_it_was_approved(approved):
     assert (data["extension"], data["approved"]) == (step.case["extension"], approved)
 
 
-def test_the_attach_event_concerns_only_the_joining_report():
-    step = attach_report(a_case(DISPATCHED), "r2")
-    [event] = case_events(step, None)
-    assert (event.routing_key, event.source) == ("case.opened.sanitation", "routing")
-    assert (event.data["report_ids"], event.data["attached"]) == (["r2"], True)
+def test_a_join_publishes_one_joined_event_with_the_report_that_joined_and_all_the_case_reports():
+    case = a_case(DISPATCHED, version=4)
+    [event] = case_events(join_case(case, "r2"), None)
+    assert (event.routing_key, event.source) == ("case.joined.sanitation", "routing")
+    assert (event.data["report_id"], event.data["report_ids"]) == ("r2", ["r1", "r2"])
+    assert {k: event.data[k] for k in ("case_id", "category", "department", "status", "due_at", "grid_id",
+                                       "location", "description", "photo_ids", "case_version")} == {
+        "case_id": "c1", "category": "env.garbage", "department": "sanitation", "status": DISPATCHED,
+        "due_at": case["due_at"], "grid_id": "lanshan-01", "location": case["location"],
+        "description": "垃圾堆在路边", "photo_ids": ["p1", "p2"], "case_version": 4}
+    assert "attached" not in event.data
 
 
-def test_the_opening_event_of_a_new_case_is_not_an_attachment():
-    data = case_events(open_case("c1", a_report(), None, CLOCK, NOW), None)[0].data
-    assert "attached" not in data
-    assert data["report_ids"] == ["r1"]
+def test_a_join_to_a_case_in_triage_is_published_for_no_department():
+    assert keys(join_case(a_case(PENDING_TRIAGE), "r2")) == ["case.joined.none"]
+
+
+def test_a_joined_event_carries_no_note_of_an_earlier_step():
+    case = a_case(DISPATCHED)
+    case["history"] = [{"at": NOW, "actor": "office:o1", "action": "dispatched", "note": "内部备注"}]
+    assert only_event(join_case(case, "r2"))["note"] is None
+
+
+def test_opening_a_case_publishes_one_opened_event_for_its_one_report():
+    events = case_events(open_case("c1", a_report(), None, CLOCK, NOW), None)
+    assert [event.routing_key for event in events] == ["case.opened.none"]
+    assert events[0].data["report_ids"] == ["r1"]
+    assert not {"attached", "report_id"} & set(events[0].data)
 
 
 def test_a_step_without_actions_publishes_nothing():
