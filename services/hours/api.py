@@ -365,7 +365,8 @@ def proof_of_service(query: dict, volunteer_id: str):
     record = ctx.store.proof_for(volunteer_id, year, figures, lambda number: domain.proof_record(
         volunteer, {**row, "centihours": figures}, number, domain.proof_code(), grid.name if grid else "",
         ctx.rules.issuer, closed, at, ctx.zone))
-    pdf = render_proof(_printable(record, f"{request.url_root}v1/proofs/{record['code']}"))
+    # The configured address, never the request's Host: a forged one would get a genuine proof leading elsewhere.
+    pdf = render_proof(_printable(record, f"{current_app.config['HOURS_PUBLIC_URL']}/v1/proofs/{record['code']}"))
     return Response(pdf, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="proof-{record["number"]}.pdf"'})
 

@@ -15,6 +15,7 @@ from fontTools.ttLib import TTFont
 from pypdf import PdfReader
 
 from services.hours.proof import Proof, ProofLine, hours_text, render_proof
+from services.hours.settings import HoursSettings
 
 VERIFY_URL = "http://127.0.0.1:8003/v1/proofs/7K3M-Q9XD-2FHP"
 A4_POINTS = (595.28, 841.89)
@@ -307,6 +308,28 @@ def test_the_proof_tells_the_reader_to_scan_the_code_or_visit_the_address():
 
     assert "扫描左侧二维码，或在浏览器中访问以下网址，核验本证明的真伪：" in unwrapped(text)
     assert VERIFY_URL in text.splitlines()
+
+
+@pytest.mark.parametrize(("configured", "base"), [
+    (None, "http://127.0.0.1:8003"),  # where `make up` serves hours
+    ("https://woodpecker.linyi.example.cn", "https://woodpecker.linyi.example.cn"),
+    ("https://woodpecker.linyi.example.cn:8443/hours/", "https://woodpecker.linyi.example.cn:8443/hours"),
+])
+def test_the_link_leads_under_the_configured_public_address_with_its_port_and_path(configured, base):
+    env = {} if configured is None else {"HOURS_PUBLIC_URL": configured}
+
+    assert HoursSettings.from_env(env).public_url == base
+
+
+@pytest.mark.parametrize("configured", [
+    "ftp://hours.example.cn", "hours.example.cn", "//hours.example.cn", "https://", "javascript:alert(1)",
+    "https://user:secret@hours.example.cn", "https://hours.example.cn/?next=//elsewhere.example",
+    "https://hours.example.cn/#top", "https://hours.example.cn?", "https://hours.example.cn:99999",
+    "https://hours.example.cn:0", "https://hours example.cn", "https://hours.example.cn/\n",
+])
+def test_a_public_address_that_is_not_a_plain_http_base_is_refused(configured):
+    with pytest.raises(ValueError, match="HOURS_PUBLIC_URL"):
+        HoursSettings.from_env({"HOURS_PUBLIC_URL": configured})
 
 
 # --- long proofs ------------------------------------------------------------------------------
