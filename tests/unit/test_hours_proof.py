@@ -198,8 +198,10 @@ def test_a_character_the_font_lacks_is_printed_as_a_mark_and_named_by_its_code_p
     assert faint(inked_shares(pdf, "张〓〓")) == []
 
 
-def test_a_proof_the_font_covers_has_no_mark_and_no_note():
-    text = page_texts(render_proof(a_proof()))[0]
+@pytest.mark.parametrize("content", ["清扫；宣传", "清扫\t宣传\u2028敬老\r\n院", "清扫\u200b宣传\u200d敬老\ufeff院"],
+                         ids=["the font's own", "spaces the font lacks", "invisible format characters"])
+def test_a_proof_whose_every_character_can_be_drawn_has_no_mark_and_no_note(content):
+    text = page_texts(render_proof(a_proof(lines=[ProofLine("activity", 1, 2, content)])))[0]
 
     assert "〓" not in text
     assert "字库未收录" not in text

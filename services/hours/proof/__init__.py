@@ -8,6 +8,7 @@ Equal proofs make equal bytes (ReportLab's invariant mode), so that a proof is r
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, fields
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,6 +27,8 @@ from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Space
 
 from . import typeface
 
+# Everything is set in it, tables and the QR code's drawing included: ReportLab starts each of them in Helvetica,
+# which would be a font the PDF names without embedding it.
 FONT = typeface.FONT_NAME
 
 KIND_LABELS = {"patrol": "巡访", "activity": "志愿服务活动", "adjustment": "时长调整"}
@@ -98,14 +101,21 @@ def _paragraph(text: str, style: ParagraphStyle) -> Paragraph:
 
 
 def _printable(character: str) -> str:
-    return character if character.isspace() or typeface.font().outlines.has(character) else typeface.MISSING_MARK
+    """The character, or what stands for it where the font lacks it: a space for a space, nothing for an invisible
+    format character (a zero-width space, a direction mark), and the mark of a missing one for anything else."""
+    if typeface.font().outlines.has(character):
+        return character
+    if character.isspace():
+        return " "
+    return "" if unicodedata.category(character) == "Cf" else typeface.MISSING_MARK
 
 
 def _unprintable(proof: Proof) -> list[str]:
-    """The characters of the proof's own text (names, titles, codes) that the font lacks."""
+    """The characters of the proof's own text (names, titles, codes) printed as the mark of a missing one."""
     texts = [value for value in (getattr(proof, field.name) for field in fields(proof)) if isinstance(value, str)]
     texts += [line.content for line in proof.lines]
-    return sorted({character for text in texts for character in text if _printable(character) != character})
+    return sorted({character for text in texts for character in text
+                   if _printable(character) == typeface.MISSING_MARK != character})
 
 
 def _body(proof: Proof) -> Paragraph:
@@ -136,7 +146,7 @@ def _hours_table(proof: Proof) -> Table:
     rows.append([centered("合计"), [], centered(hours_text(proof.total_hours)), []])
     table = Table(rows, colWidths=COLUMN_WIDTHS, repeatRows=1)
     table.setStyle(TableStyle([
-        ("FONTNAME", (0, 0), (-1, -1), FONT),  # the font a cell starts in, although its paragraph sets its own
+        ("FONTNAME", (0, 0), (-1, -1), FONT),
         ("BOX", (0, 0), (-1, -1), 0.5, colors.black),
         ("LINEAFTER", (0, 0), (-2, -1), 0.5, colors.black),
         *[("LINEBELOW", (0, row), (-1, row), 0.5, colors.black) for row in ends_of_lines],
@@ -263,9 +273,8 @@ def _numbered_canvas(proof: Proof) -> type[Canvas]:
 
 def render_proof(proof: Proof) -> bytes:
     """The proof as an A4 PDF."""
-    typeface.font()
+    typeface.font()  # registered with ReportLab before any paragraph measures its text
     out = BytesIO()
-    # The canvas starts each page in the embedded font too: no reference to an unembedded Helvetica.
     document = SimpleDocTemplate(out, pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=30 * mm,
                                  bottomMargin=MARGIN, title=f"志愿服务证明 {proof.number}", author=proof.issuer,
                                  lang="zh-CN", invariant=True, initialFontName=FONT)
