@@ -351,7 +351,7 @@ def rankings(query: dict):
 @volunteers.doc(responses={200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}})
 def proof_of_service(query: dict, volunteer_id: str):
     """A proof of the year's service, free of charge, with a number and a verification code that anyone can
-    check at /v1/proofs/{code}. Asking again for unchanged figures gives the same proof."""
+    check at /v1/proofs/{code}. Asking again for unchanged figures gives the same proof, the same bytes."""
     ctx = hours()
     volunteer = _readable_volunteer(volunteer_id)
     year = query.get("year") or _this_year()
@@ -365,7 +365,12 @@ def proof_of_service(query: dict, volunteer_id: str):
     record = ctx.store.proof_for(volunteer_id, year, figures, lambda number: domain.proof_record(
         volunteer, {**row, "centihours": figures}, number, domain.proof_code(), grid.name if grid else "",
         ctx.rules.issuer, closed, at, ctx.zone))
-    pdf = render_proof(_printable(record, f"{request.url_root}v1/proofs/{record['code']}"))
+    # The configured address, never the request's Host: a forged one would get a genuine proof leading elsewhere.
+    verify_url = f"{current_app.config['HOURS_PUBLIC_URL']}/v1/proofs/{record['code']}"
+    pdf = ctx.store.proof_pdf(record["code"], verify_url)
+    if pdf is None:
+        pdf = render_proof(_printable(record, verify_url))
+        ctx.store.keep_proof_pdf(record["code"], verify_url, pdf)
     return Response(pdf, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="proof-{record["number"]}.pdf"'})
 

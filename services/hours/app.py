@@ -9,6 +9,7 @@ from shared.photo_ids import PhotoIds
 from shared.web import create_service_app
 
 from . import api
+from .settings import HoursSettings
 from .store import HoursStore
 
 DESCRIPTION = """Volunteers, patrols, the service-hour ledger and each volunteer's summary.
@@ -17,7 +18,8 @@ Every call needs `Authorization: Bearer <JWT>`; errors are `application/problem+
 token has `sub` = their volunteer id. The ledger is append-only: a correction is a reversing entry."""
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, hours_settings: HoursSettings | None = None) -> Flask:
+    hours_settings = hours_settings or HoursSettings.from_env()  # a malformed HOURS_PUBLIC_URL stops the start
     settings, db = runtime.bootstrap("hours", settings)
     city = reference.load(settings.reference_dir)
     rules = reference.load_service_hours(settings.reference_dir)
@@ -29,4 +31,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["hours"] = api.Hours(store=store, reference=city, rules=rules,
                                         calendar=reference.load_work_calendar(settings.reference_dir),
                                         photo_ids=PhotoIds(settings.jwt_secret))
+    app.config["HOURS_PUBLIC_URL"] = hours_settings.public_url
     return app

@@ -681,6 +681,15 @@ class HoursStore:
         self.proofs.insert_one({"_id": proof["code"], **{k: v for k, v in proof.items() if k != "code"}})
         return proof
 
+    def proof_pdf(self, code: str, verify_url: str) -> bytes | None:
+        """The PDF kept for this proof, if it was rendered with this verification link."""
+        found = self.db["proof_pdfs"].find_one({"_id": code, "verify_url": verify_url})
+        return found["pdf"] if found else None
+
+    def keep_proof_pdf(self, code: str, verify_url: str, pdf: bytes) -> None:
+        """Keep a proof's PDF (tens of kilobytes) apart from its record, which the public check reads."""
+        self.db["proof_pdfs"].replace_one({"_id": code}, {"verify_url": verify_url, "pdf": pdf}, upsert=True)
+
     def proof(self, code: str) -> dict | None:
         found = self.proofs.find_one({"_id": code})
         return {"code": found["_id"], **_without_id(found)} if found else None

@@ -1,6 +1,6 @@
-"""The proof of service PDF (services/hours/proof.py): it opens, its Chinese text extracts, its figures and
-labels are the proof's, its QR code leads to exactly the verification address, and long proofs flow over pages
-without losing anything."""
+"""The proof of service PDF (services/hours/proof): it opens, its Chinese text extracts and is drawn from a font
+embedded in it, its figures and labels are the proof's, its QR code leads to exactly the verification address,
+long proofs flow over pages without losing anything, and equal proofs are equal bytes."""
 from __future__ import annotations
 
 import io
@@ -11,9 +11,11 @@ from datetime import date
 import pypdfium2
 import pytest
 import zxingcpp
+from fontTools.ttLib import TTFont
 from pypdf import PdfReader
 
 from services.hours.proof import Proof, ProofLine, hours_text, render_proof
+from services.hours.settings import HoursSettings
 
 VERIFY_URL = "http://127.0.0.1:8003/v1/proofs/7K3M-Q9XD-2FHP"
 A4_POINTS = (595.28, 841.89)
@@ -85,6 +87,57 @@ def qr_codes_by_page(pdf: bytes) -> list[list[str]]:
         document.close()
 
 
+def inked_shares(pdf: bytes, text: str) -> list[tuple[str, float]]:
+    """Each character of `text` where it first stands on the first page, with the share of its box (as pdfium
+    places it, from the font's metrics) that pdfium paints dark: nearly none for a glyph it could not draw."""
+    scale = 3
+    page = pypdfium2.PdfDocument(pdf)[0]
+    characters = page.get_textpage()
+    found = characters.search(text, match_case=True).get_next()
+    assert found is not None, f"{text!r} is not in the page's text"
+    image = page.render(scale=scale).to_pil().convert("L")
+    shares = []
+    for index in range(found[0], found[0] + found[1]):
+        character = characters.get_text_range(index, 1)
+        if character.isspace():
+            continue  # the line break pdfium reads between two lines of a paragraph
+        left, bottom, right, top = characters.get_charbox(index, loose=True)
+        box = image.crop((round(left * scale), round((page.get_height() - top) * scale),
+                          round(right * scale), round((page.get_height() - bottom) * scale)))
+        shares.append((character, sum(box.histogram()[:128]) / (box.width * box.height)))
+    return shares
+
+
+def faint(shares: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The characters with too little ink to be a Chinese character or a letter."""
+    return [(character, share) for character, share in shares if share < 0.04]
+
+
+def fonts(pdf: bytes) -> list[dict]:
+    """Every font the pages use (the descendant of a composite font, which holds its descriptor)."""
+    found = []
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        for font in page["/Resources"]["/Font"].values():
+            font = font.get_object()
+            found.append(font["/DescendantFonts"][0].get_object() if font["/Subtype"] == "/Type0" else font)
+    return found
+
+
+def embedded_program(font: dict) -> bytes | None:
+    descriptor = font.get("/FontDescriptor")
+    for key in ("/FontFile2", "/FontFile3", "/FontFile"):
+        if descriptor is not None and key in descriptor.get_object():
+            return descriptor.get_object()[key].get_object().get_data()
+    return None
+
+
+def common_hanzi(count: int) -> str:
+    """The first `count` characters of GB 2312's first level: the commonest Chinese characters."""
+    rows = (bytes([row, cell]).decode("gb2312") for row in range(0xB0, 0xD8) for cell in range(0xA1, 0xFF)
+            if (row, cell) < (0xD7, 0xFA))
+    return "".join(character for _, character in zip(range(count), rows, strict=False))
+
+
 # --- the file ---------------------------------------------------------------------------------
 
 def test_the_proof_is_a_one_page_a4_pdf():
@@ -94,6 +147,64 @@ def test_the_proof_is_a_one_page_a4_pdf():
     pages = PdfReader(io.BytesIO(pdf)).pages
     assert len(pages) == 1
     assert (float(pages[0].mediabox.width), float(pages[0].mediabox.height)) == pytest.approx(A4_POINTS, abs=0.5)
+
+
+def test_equal_proofs_are_equal_bytes_and_another_proof_is_not():
+    assert render_proof(a_proof()) == render_proof(a_proof())
+    assert render_proof(a_proof(total_hours=38)) != render_proof(a_proof())
+
+
+# --- how it looks anywhere --------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["志愿服务证明", "张三丰", "兰山区金雀山街道文明实践志愿服务队"])
+def test_every_character_of_the_heading_and_the_volunteer_is_drawn_by_pdfium(text):
+    shares = inked_shares(render_proof(a_proof()), text)
+
+    assert [character for character, _ in shares] == list(text)
+    assert faint(shares) == []
+
+
+@pytest.mark.parametrize("proof", [
+    a_proof(),
+    # More than 256 characters: ReportLab embeds them as several subsets of the font.
+    a_proof(lines=[ProofLine("activity", 1, 2, common_hanzi(600))]),
+], ids=["one page", "600 distinct characters"])
+def test_every_font_is_embedded_as_a_subset_of_the_characters_drawn(proof):
+    used = fonts(render_proof(proof))
+
+    assert used
+    for font in used:
+        program = embedded_program(font)
+        assert program is not None, f"{font['/BaseFont']} is not embedded"
+        assert re.fullmatch(r"/[A-Z]{6}\+NotoSerifSC-Regular", font["/BaseFont"])
+        assert TTFont(io.BytesIO(program))["maxp"].numGlyphs <= 257  # of Noto Serif SC's 31,058
+
+
+def test_the_text_typed_by_people_is_drawn_in_full_on_every_page_of_a_long_proof():
+    content = common_hanzi(600)
+    pdf = render_proof(a_proof(lines=[ProofLine("activity", 1, 2, content)]))
+
+    assert content in stitched(page_texts(pdf))
+    assert faint(inked_shares(pdf, content[:40])) == []
+
+
+def test_a_character_the_font_lacks_is_printed_as_a_mark_and_named_by_its_code_point():
+    pdf = render_proof(a_proof(name="张𠮷𠮷", organization="😀志愿服务队"))
+    text = unwrapped(page_texts(pdf)[0])
+
+    assert "兹证明 张〓〓（" in text
+    assert "系〓志愿服务队志愿者" in text
+    assert "注：字库未收录的字以“〓”代替，依次为 U+1F600、U+20BB7。" in text
+    assert faint(inked_shares(pdf, "张〓〓")) == []
+
+
+@pytest.mark.parametrize("content", ["清扫；宣传", "清扫\t宣传\u2028敬老\r\n院", "清扫\u200b宣传\u200d敬老\ufeff院"],
+                         ids=["the font's own", "spaces the font lacks", "invisible format characters"])
+def test_a_proof_whose_every_character_can_be_drawn_has_no_mark_and_no_note(content):
+    text = page_texts(render_proof(a_proof(lines=[ProofLine("activity", 1, 2, content)])))[0]
+
+    assert "〓" not in text
+    assert "字库未收录" not in text
 
 
 # --- what it says -----------------------------------------------------------------------------
@@ -199,6 +310,28 @@ def test_the_proof_tells_the_reader_to_scan_the_code_or_visit_the_address():
 
     assert "扫描左侧二维码，或在浏览器中访问以下网址，核验本证明的真伪：" in unwrapped(text)
     assert VERIFY_URL in text.splitlines()
+
+
+@pytest.mark.parametrize(("configured", "base"), [
+    (None, "http://127.0.0.1:8003"),  # where `make up` serves hours
+    ("https://woodpecker.linyi.example.cn", "https://woodpecker.linyi.example.cn"),
+    ("https://woodpecker.linyi.example.cn:8443/hours/", "https://woodpecker.linyi.example.cn:8443/hours"),
+])
+def test_the_link_leads_under_the_configured_public_address_with_its_port_and_path(configured, base):
+    env = {} if configured is None else {"HOURS_PUBLIC_URL": configured}
+
+    assert HoursSettings.from_env(env).public_url == base
+
+
+@pytest.mark.parametrize("configured", [
+    "ftp://hours.example.cn", "hours.example.cn", "//hours.example.cn", "https://", "javascript:alert(1)",
+    "https://user:secret@hours.example.cn", "https://hours.example.cn/?next=//elsewhere.example",
+    "https://hours.example.cn/#top", "https://hours.example.cn?", "https://hours.example.cn:99999",
+    "https://hours.example.cn:0", "https://hours example.cn", "https://hours.example.cn/\n",
+])
+def test_a_public_address_that_is_not_a_plain_http_base_is_refused(configured):
+    with pytest.raises(ValueError, match="HOURS_PUBLIC_URL"):
+        HoursSettings.from_env({"HOURS_PUBLIC_URL": configured})
 
 
 # --- long proofs ------------------------------------------------------------------------------

@@ -1,16 +1,15 @@
 """The proof of service (志愿服务证明) a volunteer downloads: an A4 PDF laid out like the recommended format of
 民发〔2015〕149号 and 《志愿服务记录与证明出具办法（试行）》, with a QR code that leads to its online check.
 
-Chinese is set in STSong-Light, one of the CID fonts PDF readers supply themselves (Adobe-GB1), and Latin text
-(numbers, codes, the address) in Times-Roman, one of the standard 14. Nothing is embedded: the file stays small
-and its text extracts as Unicode, but a reader without any Chinese font (a bare Linux server) shows blanks.
-A reader that substitutes its own Chinese font keeps the Adobe font's widths, which spaces Latin letters
-oddly; hence Times for them, so that a verification code always reads as typed.
+Every character is set in Noto Serif SC, embedded as a subset of what the page draws (`typeface`), so that a
+school's or an employer's reader shows the same page as ours, whatever fonts it has. A character the font lacks
+(a rare one in a name, say) is printed as 〓 and listed by its code point on the page, never left out unseen.
+Equal proofs make equal bytes (ReportLab's invariant mode), so that a proof is rendered once and then kept.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, fields
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from io import BytesIO
@@ -23,15 +22,14 @@ from reportlab.lib.enums import TA_CENTER, TA_LEFT, TA_RIGHT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-FONT = "STSong-Light"
-LATIN_FONT = "Times-Roman"
-pdfmetrics.registerFont(UnicodeCIDFont(FONT))
-LATIN_RUN = re.compile(r"([!-~]+(?: +[!-~]+)*)")  # printable ASCII, words kept with the spaces between them
+from . import typeface
+
+# Everything is set in it, tables and the QR code's drawing included: ReportLab starts each of them in Helvetica,
+# which would be a font the PDF names without embedding it.
+FONT = typeface.FONT_NAME
 
 KIND_LABELS = {"patrol": "巡访", "activity": "志愿服务活动", "adjustment": "时长调整"}
 MARGIN = 25 * mm
@@ -97,13 +95,27 @@ FOOTER = _style("footer", 9, 12)
 
 
 def _paragraph(text: str, style: ParagraphStyle) -> Paragraph:
-    """A paragraph of plain text: Latin runs set in the Latin font, and everything else escaped, because names
-    and titles typed by people must not be taken for reportlab's paragraph markup."""
-    runs = LATIN_RUN.split(text)
-    # split() on one group alternates: text between Latin runs at even indexes, the Latin runs at odd ones.
-    markup = "".join(f'<font face="{LATIN_FONT}">{escape(run)}</font>' if index % 2 else escape(run)
-                     for index, run in enumerate(runs))
-    return Paragraph(markup, style)
+    """A paragraph of plain text, escaped, because names and titles typed by people must not be taken for
+    reportlab's paragraph markup; a character the font lacks is printed as the mark of a missing one."""
+    return Paragraph(escape("".join(map(_printable, text))), style)
+
+
+def _printable(character: str) -> str:
+    """The character, or what stands for it where the font lacks it: a space for a space, nothing for an invisible
+    format character (a zero-width space, a direction mark), and the mark of a missing one for anything else."""
+    if typeface.font().outlines.has(character):
+        return character
+    if character.isspace():
+        return " "
+    return "" if unicodedata.category(character) == "Cf" else typeface.MISSING_MARK
+
+
+def _unprintable(proof: Proof) -> list[str]:
+    """The characters of the proof's own text (names, titles, codes) printed as the mark of a missing one."""
+    texts = [value for value in (getattr(proof, field.name) for field in fields(proof)) if isinstance(value, str)]
+    texts += [line.content for line in proof.lines]
+    return sorted({character for text in texts for character in text
+                   if _printable(character) == typeface.MISSING_MARK != character})
 
 
 def _body(proof: Proof) -> Paragraph:
@@ -128,11 +140,13 @@ def _hours_table(proof: Proof) -> Table:
                      first])
         for piece in rest:
             continued.append(len(rows) - 1)
-            rows.append(["", "", "", piece])
+            # An empty list draws nothing, where "" would draw an empty string that text extraction reads as a space.
+            rows.append([[], [], [], piece])
         ends_of_lines.append(len(rows) - 1)
-    rows.append([centered("合计"), "", centered(hours_text(proof.total_hours)), ""])
+    rows.append([centered("合计"), [], centered(hours_text(proof.total_hours)), []])
     table = Table(rows, colWidths=COLUMN_WIDTHS, repeatRows=1)
     table.setStyle(TableStyle([
+        ("FONTNAME", (0, 0), (-1, -1), FONT),
         ("BOX", (0, 0), (-1, -1), 0.5, colors.black),
         ("LINEAFTER", (0, 0), (-2, -1), 0.5, colors.black),
         *[("LINEBELOW", (0, row), (-1, row), 0.5, colors.black) for row in ends_of_lines],
@@ -194,6 +208,14 @@ def _seal_note(proof: Proof) -> Paragraph:
     return _paragraph(f"{proof.year}年度服务时长尚未结算，以上数据截至出具日期。", NOTE)
 
 
+def _missing_note(missing: list[str]) -> list[Paragraph]:
+    """What each 〓 stands for, by code point: the reader can tell a gap in the type from the name itself."""
+    if not missing:
+        return []
+    code_points = "、".join(f"U+{ord(character):04X}" for character in missing)
+    return [_paragraph(f"注：字库未收录的字以“{typeface.MISSING_MARK}”代替，依次为 {code_points}。", NOTE)]
+
+
 def _closing(proof: Proof) -> KeepTogether:
     """特此证明, the issuer with room for its seal, and how to check the proof: never split over two pages."""
     return KeepTogether([
@@ -206,7 +228,8 @@ def _closing(proof: Proof) -> KeepTogether:
 def _verification(proof: Proof) -> Table:
     qr = QrCodeWidget(proof.verify_url, barLevel="M")
     left, bottom, right, top = qr.getBounds()
-    drawing = Drawing(QR_SIDE, QR_SIDE, transform=[QR_SIDE / (right - left), 0, 0, QR_SIDE / (top - bottom), 0, 0])
+    drawing = Drawing(QR_SIDE, QR_SIDE, transform=[QR_SIDE / (right - left), 0, 0, QR_SIDE / (top - bottom), 0, 0],
+                      initialFontName=FONT)
     drawing.add(qr)
     how_to_verify = [
         _paragraph(f"验证码：{proof.code}", CELL),
@@ -215,7 +238,8 @@ def _verification(proof: Proof) -> Table:
         _paragraph("本证明依据志愿服务记录免费出具。", CELL),
     ]
     table = Table([[drawing, how_to_verify]], colWidths=[QR_SIDE + 4 * mm, None])
-    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("LEFTPADDING", (0, 0), (0, 0), 0)]))
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("LEFTPADDING", (0, 0), (0, 0), 0),
+                               ("FONTNAME", (0, 0), (-1, -1), FONT)]))
     return table
 
 
@@ -249,12 +273,15 @@ def _numbered_canvas(proof: Proof) -> type[Canvas]:
 
 def render_proof(proof: Proof) -> bytes:
     """The proof as an A4 PDF."""
+    typeface.font()  # registered with ReportLab before any paragraph measures its text
     out = BytesIO()
     document = SimpleDocTemplate(out, pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=30 * mm,
-                                 bottomMargin=MARGIN, title=f"志愿服务证明 {proof.number}", author=proof.issuer)
+                                 bottomMargin=MARGIN, title=f"志愿服务证明 {proof.number}", author=proof.issuer,
+                                 lang="zh-CN", invariant=True, initialFontName=FONT)
     document.build(
         [_paragraph("志愿服务证明", TITLE), _paragraph(f"编号：{proof.number}", NUMBER), _body(proof),
-         Spacer(0, 4 * mm), _hours_table(proof), Spacer(0, 2 * mm), _seal_note(proof), _closing(proof)],
+         Spacer(0, 4 * mm), _hours_table(proof), Spacer(0, 2 * mm), _seal_note(proof),
+         *_missing_note(_unprintable(proof)), _closing(proof)],
         canvasmaker=_numbered_canvas(proof),
     )
     return out.getvalue()
