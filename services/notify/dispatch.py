@@ -85,7 +85,10 @@ class Dispatcher:
         except Exception:  # the store may be away: the lease runs out and the delivery is tried again
             log.exception("delivery attempt failed to complete", extra={"delivery_id": delivery["id"]})
         finally:
-            self.store.release_lease(_key(delivery), self.holder)
+            try:
+                self.store.release_lease(_key(delivery), self.holder)
+            except Exception:  # the store is away: the lease runs out by itself
+                log.exception("delivery lease not released", extra={"delivery_id": delivery["id"]})
             with self._lock:
                 self._in_flight.discard(_key(delivery))
             self._wake.set()
