@@ -1,13 +1,14 @@
 """Notices per second through one notify worker: to the inbox, and to local webhook receivers with every
-receiver alive and then with 1 of 10 dead.
+receiver alive and then with 1 of 8 dead.
 
 The notify service runs as `make up` runs it (its web process and one worker process) on a store and a
-broker vhost of the bench's own. Each notice is an `hours.credited` event published on the broker for a
-volunteer: the worker renders it, stores the inbox item (and a delivery when the volunteer has a webhook),
-and the dispatcher posts the signed webhook. Ten receivers (real HTTP servers in this process) each serve
-one volunteer; a dead receiver accepts the connection and never answers, so every attempt at it waits out
-the webhook timeout (NOTIFY_WEBHOOK_TIMEOUT_S, 2 s here). The figure that matters: the live receivers' rate
-with one dead must stay within a tenth of their rate with all ten alive.
+broker vhost of the bench's own. An inbox notice is an `hours.credited` event published on the broker for a
+volunteer; a webhook notice is a `case.accepted.<department>` event: the worker renders it, stores the inbox
+item and a delivery, and the dispatcher posts the signed webhook. Eight receivers (real HTTP servers in this
+process) each serve one department (a volunteer's webhook may only be https to a public address); a dead
+receiver accepts the connection and never answers, so every attempt at it waits out the attempt deadline
+(NOTIFY_ATTEMPT_DEADLINE_S, 2 s here). The figure that matters: the live receivers' rate with one dead must stay
+within a tenth of their rate with all eight alive.
 
     python -m bench.notify [--notices 1000] [--webhooks 500]
 """
@@ -28,7 +29,9 @@ from shared.config import DEV_JWT_SECRET
 from shared.events import Event
 from shared.store import connect
 
-RECEIVERS = 10
+RECEIVERS = 8
+DEPARTMENTS = ("sanitation", "urban-management", "community-affairs", "traffic-police", "municipal-works",
+               "market-regulation", "housing-construction", "public-security")
 TIMEOUT_S = 2
 
 
@@ -67,6 +70,14 @@ def credited(volunteer_id: str) -> Event:
         "note": "网格巡访", "recorded_at": "2026-11-24T08:00:00.000Z"})
 
 
+def accepted(department: str) -> Event:
+    case_id = uuid.uuid4().hex
+    return Event.new(f"case.accepted.{department}", "routing", {
+        "case_id": case_id, "report_ids": [f"r-{case_id}"], "category": "env.garbage", "department": department,
+        "status": "accepted", "due_at": None, "grid_id": "lanshan-01", "location": {"lat": 35.06, "lng": 118.31},
+        "description": "垃圾堆放", "photo_ids": [], "overdue": False, "escalation_level": 0, "note": ""})
+
+
 def publish_all(publisher: EventPublisher, events: list[Event]) -> float:
     started = time.perf_counter()
     for start in range(0, len(events), 100):
@@ -83,11 +94,11 @@ def inbox_rate(db, publisher: EventPublisher, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def webhook_rate(publisher: EventPublisher, receivers: list[Receiver], volunteers: list[str], count: int) -> float:
+def webhook_rate(publisher: EventPublisher, receivers: list[Receiver], count: int) -> float:
     """The live receivers' notices per second: from the first publish to the last live arrival."""
     for receiver in receivers:
         receiver.arrivals.clear()
-    events = [credited(volunteers[n % RECEIVERS]) for n in range(count)]
+    events = [accepted(DEPARTMENTS[n % RECEIVERS]) for n in range(count)]
     expected = {i: sum(1 for n in range(count) if n % RECEIVERS == i) for i in range(RECEIVERS)}
     live = [i for i, receiver in enumerate(receivers) if not receiver.dead]
     started = publish_all(publisher, events)
@@ -109,7 +120,7 @@ def main() -> None:
         print(f"Store: {described}")
         databases = bench_databases(("notify",))
         env = {**service_env(mongo_url, amqp_url, databases), "NOTIFY_ALLOWED_NETWORKS": "127.0.0.0/8",
-               "NOTIFY_WEBHOOK_TIMEOUT_S": str(TIMEOUT_S), "NOTIFY_SUSPEND_AFTER": "1000000"}
+               "NOTIFY_ATTEMPT_DEADLINE_S": str(TIMEOUT_S), "NOTIFY_SUSPEND_AFTER": "1000000"}
         db = connect(mongo_url, databases["NOTIFY_DATABASE"])
         try:
             with running("notify", env) as notify:
@@ -118,17 +129,17 @@ def main() -> None:
                 print(f"  inbox: {inbox_rate(db, publisher, args.notices):.1f} notices/s "
                       f"({args.notices} notices)", flush=True)
                 receivers = [Receiver() for _ in range(RECEIVERS)]
-                volunteers = [f"hook-{uuid.uuid4().hex[:6]}-{i}" for i in range(RECEIVERS)]
-                for volunteer, receiver in zip(volunteers, receivers, strict=True):
-                    token = issue_token(DEV_JWT_SECRET, volunteer, "volunteer")
-                    requests.put(f"http://127.0.0.1:{notify.port}/v1/subscriptions/volunteer:{volunteer}",
+                token = issue_token(DEV_JWT_SECRET, "office-bench", "office")
+                for department, receiver in zip(DEPARTMENTS, receivers, strict=True):
+                    requests.put(f"http://127.0.0.1:{notify.port}/v1/subscriptions/department:{department}",
                                  headers={"Authorization": f"Bearer {token}"}, json={"webhook_url": receiver.url},
                                  timeout=10).raise_for_status()
-                alive = webhook_rate(publisher, receivers, volunteers, args.webhooks)
-                print(f"  webhooks, 10 of 10 receivers alive: {alive:.1f} notices/s", flush=True)
+                alive = webhook_rate(publisher, receivers, args.webhooks)
+                print(f"  webhooks, {RECEIVERS} of {RECEIVERS} receivers alive: {alive:.1f} notices/s", flush=True)
                 receivers[0].dead = True
-                one_dead = webhook_rate(publisher, receivers, volunteers, args.webhooks)
-                print(f"  webhooks, 1 of 10 dead: the 9 live receivers get {one_dead:.1f} notices/s "
+                one_dead = webhook_rate(publisher, receivers, args.webhooks)
+                print(f"  webhooks, 1 of {RECEIVERS} dead: the {RECEIVERS - 1} live receivers get "
+                      f"{one_dead:.1f} notices/s "
                       f"({one_dead / alive * RECEIVERS / (RECEIVERS - 1):.2f} of their rate with all alive, "
                       "per receiver)", flush=True)
         finally:

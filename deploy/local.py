@@ -34,6 +34,8 @@ from deploy.embedded_db import (
     is_running,
     stop_pids,
 )
+from services.notify.sealing import DEV_SECRET_KEY, sealer_from
+from services.notify.settings import NotifySettings
 from shared.auth import issue_token
 from shared.bus import broker_problem
 from shared.config import SERVICE_PORTS, Settings, UnsafeConfiguration, check_jwt_secret, mongo_url_variable
@@ -225,8 +227,12 @@ def up() -> None:
         if not env.get("WOODPECKER_JWT_SECRET"):
             print("  WOODPECKER_JWT_SECRET is not set: tokens are signed with the public development secret.")
             env["WOODPECKER_ALLOW_DEV_SECRET"] = "1"
+        if not env.get("NOTIFY_SECRET_KEY"):
+            print("  NOTIFY_SECRET_KEY is not set: webhook secrets are sealed with the public development key.")
+            env.update(NOTIFY_SECRET_KEY=DEV_SECRET_KEY, WOODPECKER_ALLOW_DEV_SECRET="1")
     try:
         check_jwt_secret(Settings.from_env("intake", env))
+        sealer_from(NotifySettings.from_env(env), Settings.from_env("notify", env))
     except UnsafeConfiguration as refused:
         sys.exit(str(refused))
     host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")

@@ -29,6 +29,8 @@ for _name in list(os.environ):
 # The services refuse the public development secret outside `make up`'s embedded database; the tests sign
 # with a secret of their own, and every process they start inherits it.
 TEST_JWT_SECRET = os.environ["WOODPECKER_JWT_SECRET"] = f"woodpecker-test-secret-{uuid.uuid4().hex}"
+# Notify refuses to start without the key that seals its webhook secrets, as the services do without the JWT secret.
+os.environ["NOTIFY_SECRET_KEY"] = f"notify-test-key-{uuid.uuid4().hex}"
 # The tests write quickly, from one address and a few callers: the services they start get limits that never
 # bind (the same counting, so its cost and its failures still show); tests of the limits set their own.
 GENEROUS_RATE = Rate(100_000, "minute")

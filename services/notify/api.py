@@ -8,14 +8,12 @@ from flask import current_app
 from flask_smorest import Blueprint
 
 from shared.auth import current_caller, requires
-from shared.errors import InvalidFields, NotFound
-from shared.openapi import link, links
+from shared.openapi import RETRY_AFTER_HEADER, link, links
 from shared.pagination import decode_cursor, page
-from shared.reference import ReferenceData
 
 from . import domain, schemas
 from .store import NotifyStore
-from .webhooks import TargetPolicy, UnsafeTarget, check_url
+from .subscriptions import Subscriptions
 
 INBOX_READERS = ("volunteer", "grid_leader", "department", "office")
 RECIPIENT_PARAMETER = {"in": "path", "name": "recipient", "required": True,
@@ -32,8 +30,7 @@ deliveries = Blueprint("deliveries", __name__, url_prefix="/v1/deliveries",
 @dataclass
 class Notify:
     store: NotifyStore
-    reference: ReferenceData
-    policy: TargetPolicy
+    subscriptions: Subscriptions
 
 
 def notify() -> Notify:
@@ -89,21 +86,19 @@ def mark_all_read():
 @requires(*INBOX_READERS)
 @subscriptions.arguments(schemas.SubscriptionInSchema, required=False)
 @subscriptions.response(200, schemas.SubscriptionSchema)
+@subscriptions.alt_response(429, description="Too many confirmation mails to this recipient or address today",
+                            headers=RETRY_AFTER_HEADER)
 @subscriptions.doc(parameters=[RECIPIENT_PARAMETER])
 def save_subscription(body: dict, recipient: str):
-    """Set how a recipient hears (the office, or the recipient itself): an email address, a webhook URL
-    (https or http; private addresses refused), the routing-key patterns those two receive, the language and
-    per-kind preferences. The answer carries the webhook secret; saving resumes a suspended receiver."""
-    ctx = notify()
-    caller = current_caller()
-    domain.may_manage(caller, recipient)
-    domain.check_recipient_exists(recipient, ctx.reference)
-    if body["webhook_url"]:
-        try:
-            check_url(body["webhook_url"], ctx.policy)
-        except UnsafeTarget as refused:
-            raise InvalidFields(str(refused), {"webhook_url": [str(refused)]}) from None
-    return ctx.store.save_subscription(recipient, body, now(), f"{caller.role}:{caller.id}")
+    """Set how a recipient hears (the office, or the recipient itself): an email address, a webhook URL, the
+    routing-key patterns those two receive, the language and per-kind preferences. Saving resumes a suspended
+    receiver.
+
+    An email address set by a volunteer (or for one) gets a code by mail and nothing else until the code is
+    confirmed (`POST .../email/confirm`); addresses staff set for staff need no proof. Webhooks of volunteers and
+    grid leaders are https to public addresses only. The answer that creates the subscription, or gives it a
+    webhook it did not have, carries the new webhook `secret`: the only time it is shown."""
+    return notify().subscriptions.save(current_caller(), recipient, body, now())
 
 
 @subscriptions.route("/<recipient>", methods=["GET"])
@@ -111,22 +106,44 @@ def save_subscription(body: dict, recipient: str):
 @subscriptions.response(200, schemas.SubscriptionSchema)
 @subscriptions.doc(parameters=[RECIPIENT_PARAMETER])
 def get_subscription(recipient: str):
-    """A recipient's subscription, with its secret (the office, or the recipient itself)."""
-    domain.may_manage(current_caller(), recipient)
-    found = notify().store.subscription(recipient)
-    if found is None:
-        raise NotFound(f"No subscription for {recipient}.")
-    return found
+    """A recipient's subscription (the office, or the recipient itself); never its secret."""
+    return notify().subscriptions.read(current_caller(), recipient)
 
 
 @subscriptions.route("/<recipient>/secret", methods=["POST"])
 @requires(*INBOX_READERS)
 @subscriptions.response(200, schemas.SubscriptionSchema)
+@subscriptions.alt_response(409, description="Another rotation came at the same moment")
 @subscriptions.doc(parameters=[RECIPIENT_PARAMETER])
 def rotate_secret(recipient: str):
-    """A new webhook secret; deliveries from now on are signed with it."""
-    domain.may_manage(current_caller(), recipient)
-    return notify().store.rotate_secret(recipient, now())
+    """A new webhook secret, in this answer only. For the overlap window (NOTIFY_SECRET_OVERLAP_S) every POST is
+    signed with both, the new one first, so the receiver can switch without losing a notice."""
+    return notify().subscriptions.rotate_secret(current_caller(), recipient, now())
+
+
+@subscriptions.route("/<recipient>/email/confirm", methods=["POST"])
+@requires(*INBOX_READERS)
+@subscriptions.arguments(schemas.ConfirmationCodeSchema)
+@subscriptions.response(200, schemas.SubscriptionSchema)
+@subscriptions.alt_response(422, description="No address waits for a code, or the code is wrong, spent or expired")
+@subscriptions.doc(parameters=[RECIPIENT_PARAMETER])
+def confirm_email(body: dict, recipient: str):
+    """Prove the subscription's email address with the code mailed to it: the mail that waited goes now. A code
+    works once, for a day, and for five tries at most."""
+    return notify().subscriptions.confirm_email(current_caller(), recipient, body["code"], now())
+
+
+@subscriptions.route("/<recipient>/email/confirmation", methods=["POST"])
+@requires(*INBOX_READERS)
+@subscriptions.response(200, schemas.SubscriptionSchema)
+@subscriptions.alt_response(409, description="No unconfirmed address waits for a code")
+@subscriptions.alt_response(429, description="Too many confirmation mails to this recipient or address today",
+                            headers=RETRY_AFTER_HEADER)
+@subscriptions.doc(parameters=[RECIPIENT_PARAMETER])
+def send_confirmation(recipient: str):
+    """Mail a new code to the address waiting to be proven (409 if none waits). At most three confirmation
+    mails go to a recipient, and to an address, in a day (429 with Retry-After past that)."""
+    return notify().subscriptions.send_confirmation(current_caller(), recipient, now())
 
 
 # --- deliveries -----------------------------------------------------------------------------------

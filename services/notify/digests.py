@@ -60,9 +60,9 @@ class GridDigest:
         written = 0
         for grid in self.city.grids.values():
             context = self.summary(grid.id, grid.name, week, monday, start, end)
-            notice = Notice(f"grid:{grid.id}", DIGEST_KIND, "digest.weekly", context)
-            written += self.writer.write([notice], f"digest:{grid.id}:{week}", DIGEST_KIND, now.isoformat(),
-                                         {k: v for k, v in context.items() if not k.endswith("_items")}, now)
+            notice = Notice(f"grid:{grid.id}", DIGEST_KIND, "digest.weekly", context,
+                            {k: v for k, v in context.items() if not k.endswith("_items")})
+            written += self.writer.write([notice], f"digest:{grid.id}:{week}", DIGEST_KIND, now.isoformat(), now)
         self.store.record_digests_done(week, now)
         return written
 

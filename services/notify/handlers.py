@@ -52,19 +52,20 @@ def _heard(data: dict) -> dict:
 
 @handles_batches(linger_s=UNHURRIED_LINGER_S)
 def cases_changed(events: list[Event], context: Context) -> None:
-    """`case.<action>.<department>`: its reporters, its department and the office hear what concerns them; the
-    events that arrived together are read about and written down together."""
+    """`case.<action>.<department>`: its reporters, its department and the office hear what concerns them
+    (`case.joined.*`: the reporter of the report that joined, and the department); the events that arrived
+    together are read about and written down together."""
     steps = [_case_step(event) for event in events]
     heard_reports = context.store.heard_reports([r for _, _, _, data in steps for r in data["report_ids"]])
     reporters = {report_id: report["reporter_id"] for report_id, report in heard_reports.items()}
     heard, follows = [], []
     for event, action, department, data in steps:
-        hears = action in domain.REPORTER_KINDS or (action == "opened" and data.get("attached"))
-        if hears and (unknown := [r for r in data["report_ids"] if r not in reporters]):
+        told = [report_id for report_id, _ in domain.reporters_told(action, data)]
+        if unknown := [r for r in told if r not in reporters]:
             raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
         notices = domain.case_notices(action, department, event.type, data, reporters, context.city,
                                       context.city.timezone, context.links, _time(data.get("due_at"), "due_at"))
-        heard.append(Heard(notices, event.id, event.type, event.occurred_at, data))
+        heard.append(Heard(notices, event.id, event.type, event.occurred_at))
         if isinstance(data.get("case_version"), int):
             follows.append((data["report_ids"], {
                 "status": data.get("status"), "case_id": data["case_id"],
@@ -85,6 +86,8 @@ def _case_step(event: Event) -> tuple[Event, str, str | None, dict]:
     report_ids = data.get("report_ids")
     if not isinstance(report_ids, list) or not report_ids or not isinstance(data.get("case_id"), str):
         raise MalformedEvent("a case event must carry case_id and report_ids")
+    if action == "joined" and data.get("report_id") not in report_ids:
+        raise MalformedEvent("case.joined must carry report_id, the report that joined, among its report_ids")
     return event, action, None if holder == "none" else holder, data
 
 
@@ -93,7 +96,7 @@ def volunteer_event(event: Event, context: Context) -> None:
     if event.type == "volunteer.registered":
         return  # nothing to tell: the association registered them
     notices = domain.volunteer_notices(event.type, event.data, context.links)
-    context.writer.write(notices, event.id, event.type, event.occurred_at, event.data, datetime.now(UTC))
+    context.writer.write(notices, event.id, event.type, event.occurred_at, datetime.now(UTC))
 
 
 # What notify consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).

@@ -1,7 +1,8 @@
 """Sending a notice as an email: over SMTP when SMTP_URL is set, otherwise as .eml files in an outbox folder.
 
-`send` blocks on the network for up to a few timeouts: call it from the notify worker's own executor, never from a
-consumer's thread, so that one slow mail server holds up nothing else.
+`send` blocks on the network up to its deadline (connecting, TLS, the whole conversation), however slowly the server
+answers: call it from the notify worker's own mail threads, never from a consumer's thread, so that one slow mail
+server holds up nothing else.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from email.utils import format_datetime, getaddresses, parseaddr
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from shared.outbound import Deadline
 
 
 class MailSettingsError(ValueError):
@@ -56,7 +59,7 @@ class Mailer(Protocol):
     def describe(self) -> str: ...
 
 
-def mailer_from(smtp_url: str | None, sender: str, outbox_dir: Path, timeout_s: float = 10.0, *,
+def mailer_from(smtp_url: str | None, sender: str, outbox_dir: Path, deadline_s: float = 10.0, *,
                 tls_context: ssl.SSLContext | None = None) -> Mailer:
     """The mailer SMTP_URL asks for; without one, files in `outbox_dir`, so that `make up` shows what it would send.
 
@@ -66,7 +69,7 @@ def mailer_from(smtp_url: str | None, sender: str, outbox_dir: Path, timeout_s: 
         raise MailSettingsError(f"the mail sender {sender!r} has no email address")
     if not smtp_url:
         return FileMailer(sender, outbox_dir)
-    return SmtpMailer(smtp_relay_from(smtp_url), sender, timeout_s, tls_context or ssl.create_default_context())
+    return SmtpMailer(smtp_relay_from(smtp_url), sender, deadline_s, tls_context or ssl.create_default_context())
 
 
 Security = Literal["starttls", "tls", "none"]
@@ -150,10 +153,10 @@ def _address_of(mailbox: str) -> str:
 class SmtpMailer:
     """One SMTP connection per mail: notices are few, and a fresh connection never finds a stale one to recover."""
 
-    def __init__(self, relay: SmtpRelay, sender: str, timeout_s: float, tls_context: ssl.SSLContext) -> None:
+    def __init__(self, relay: SmtpRelay, sender: str, deadline_s: float, tls_context: ssl.SSLContext) -> None:
         self.relay = relay
         self.sender = sender
-        self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
         self.tls_context = tls_context
 
     def describe(self) -> str:
@@ -164,38 +167,49 @@ class SmtpMailer:
             message = message_from(mail, self.sender)
         except UnsendableMail as unsendable:
             return MailResult.failed(str(unsendable), permanent=True)
-        try:
-            self._deliver(message, _address_of(mail.to))
-        except smtplib.SMTPRecipientsRefused as refused:
-            code, reply = next(iter(refused.recipients.values()))
-            return MailResult.failed(f"recipient refused: {code} {_text(reply)}", permanent=500 <= code < 600)
-        except smtplib.SMTPAuthenticationError as denied:
-            return MailResult.failed(f"SMTP authentication failed: {denied.smtp_code} {_text(denied.smtp_error)}")
-        except smtplib.SMTPSenderRefused as refused:
-            # 530 is "authenticate first" or "STARTTLS first": our settings, not this mail, are at fault.
-            permanent = 500 <= refused.smtp_code < 600 and refused.smtp_code != 530
-            return MailResult.failed(f"sender refused: {refused.smtp_code} {_text(refused.smtp_error)}",
-                                     permanent=permanent)
-        except smtplib.SMTPDataError as refused:
-            return MailResult.failed(f"message refused: {refused.smtp_code} {_text(refused.smtp_error)}",
-                                     permanent=500 <= refused.smtp_code < 600)
-        except smtplib.SMTPResponseException as failure:
-            return MailResult.failed(f"SMTP error: {failure.smtp_code} {_text(failure.smtp_error)}")
-        except smtplib.SMTPException as failure:  # before OSError, its base: a disconnect, a missing extension
-            return MailResult.failed(f"SMTP: {failure}")
-        except ssl.SSLError as failure:
-            return MailResult.failed(f"TLS with {self.relay.host}:{self.relay.port} failed: {failure}")
-        except OSError as failure:  # refused, timed out, unknown host
-            return MailResult.failed(f"cannot reach {self.relay.host}:{self.relay.port}: "
-                                     f"{type(failure).__name__}: {failure}")
+        with Deadline(self.deadline_s) as deadline:
+            try:
+                self._deliver(message, _address_of(mail.to), deadline)
+            except (smtplib.SMTPException, OSError) as failure:  # ssl.SSLError and TimeoutError are OSErrors
+                if deadline.passed:
+                    return MailResult.failed(f"no complete answer from {self.relay.host}:{self.relay.port} within "
+                                             f"the {deadline.seconds:g} s deadline")
+                return self._failure(failure)
         return MailResult.sent()
 
-    def _deliver(self, message: EmailMessage, recipient: str) -> None:
+    def _failure(self, failure: smtplib.SMTPException | OSError) -> MailResult:
+        if isinstance(failure, smtplib.SMTPRecipientsRefused):
+            code, reply = next(iter(failure.recipients.values()))
+            return MailResult.failed(f"recipient refused: {code} {_text(reply)}", permanent=500 <= code < 600)
+        if isinstance(failure, smtplib.SMTPAuthenticationError):
+            return MailResult.failed(f"SMTP authentication failed: {failure.smtp_code} {_text(failure.smtp_error)}")
+        if isinstance(failure, smtplib.SMTPSenderRefused):
+            # 530 is "authenticate first" or "STARTTLS first": our settings, not this mail, are at fault.
+            permanent = 500 <= failure.smtp_code < 600 and failure.smtp_code != 530
+            return MailResult.failed(f"sender refused: {failure.smtp_code} {_text(failure.smtp_error)}",
+                                     permanent=permanent)
+        if isinstance(failure, smtplib.SMTPDataError):
+            return MailResult.failed(f"message refused: {failure.smtp_code} {_text(failure.smtp_error)}",
+                                     permanent=500 <= failure.smtp_code < 600)
+        if isinstance(failure, smtplib.SMTPResponseException):
+            return MailResult.failed(f"SMTP error: {failure.smtp_code} {_text(failure.smtp_error)}")
+        if isinstance(failure, smtplib.SMTPException):  # before OSError, its base: a disconnect, a missing extension
+            return MailResult.failed(f"SMTP: {failure}")
+        if isinstance(failure, ssl.SSLError):
+            return MailResult.failed(f"TLS with {self.relay.host}:{self.relay.port} failed: {failure}")
+        # refused, timed out, unknown host
+        return MailResult.failed(f"cannot reach {self.relay.host}:{self.relay.port}: {type(failure).__name__}: "
+                                 f"{failure}")
+
+    def _deliver(self, message: EmailMessage, recipient: str, deadline: Deadline) -> None:
         if self.relay.security == "tls":
-            smtp = smtplib.SMTP_SSL(self.relay.host, self.relay.port, timeout=self.timeout_s, context=self.tls_context)
+            smtp: smtplib.SMTP = SmtpsWithin(deadline, self.tls_context)
         else:
-            smtp = smtplib.SMTP(self.relay.host, self.relay.port, timeout=self.timeout_s)
+            smtp = SmtpWithin(deadline)
         try:
+            code, greeting = smtp.connect(self.relay.host, self.relay.port)
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, greeting)
             if self.relay.security == "starttls":
                 self._start_tls(smtp)
             if self.relay.username and self.relay.password:
@@ -212,6 +226,35 @@ class SmtpMailer:
                 "the server does not offer STARTTLS; refusing to send in clear (use ?starttls=false for a local relay)")
         smtp.starttls(context=self.tls_context)
         smtp.ehlo()
+
+
+class SmtpWithin(smtplib.SMTP):
+    """SMTP whose connection is made within `deadline` and shut down when it passes (STARTTLS included)."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        super().__init__(timeout=deadline.seconds)
+
+    def _get_socket(self, host: str, port: int, timeout: float):
+        self._host = host  # as SMTP(host) would have set it: STARTTLS checks the certificate against it
+        return self.deadline.connection((host, port))
+
+
+class SmtpsWithin(smtplib.SMTP_SSL):
+    """SMTP over TLS from the start, within `deadline` like SmtpWithin (the handshake included)."""
+
+    def __init__(self, deadline: Deadline, context: ssl.SSLContext) -> None:
+        self.deadline = deadline
+        super().__init__(timeout=deadline.seconds, context=context)
+
+    def _get_socket(self, host: str, port: int, timeout: float):
+        self._host = host
+        plain = self.deadline.connection((host, port))
+        try:
+            return self.context.wrap_socket(plain, server_hostname=self._host)
+        except BaseException:
+            plain.close()
+            raise
 
 
 def _close_quietly(smtp: smtplib.SMTP) -> None:

@@ -6,7 +6,16 @@ from marshmallow import Schema, fields, validate
 from shared.pagination import PageQuery
 from shared.schemas import Timestamp
 
-from .domain import CHANNELS, DELIVERY_STATUSES, KINDS, LANGUAGES, PATTERN_PATTERN, RECIPIENT_PATTERN
+from .domain import (
+    CHANNELS,
+    CODE_DIGITS,
+    DELIVERY_KINDS,
+    DELIVERY_STATUSES,
+    KINDS,
+    LANGUAGES,
+    PATTERN_PATTERN,
+    RECIPIENT_PATTERN,
+)
 
 URL_PATTERN = r"^https?://[^\s]{1,2040}$"
 
@@ -66,20 +75,24 @@ class SubscriptionInSchema(Schema):
 class SubscriptionSchema(Schema):
     recipient = fields.String(required=True, metadata={"example": "department:traffic-police"})
     email = fields.String(required=True, allow_none=True)
+    email_confirmed = fields.Boolean(required=True, metadata={
+        "description": "whether mail goes to `email`: an address a volunteer sets waits for the code mailed to it"})
     webhook_url = fields.String(required=True, allow_none=True)
     events = fields.List(fields.String(), required=True)
     language = fields.String(required=True, validate=validate.OneOf(LANGUAGES))
     preferences = fields.Dict(keys=fields.String(), values=fields.Nested(PreferenceSchema), required=True)
-    secret = fields.String(required=True, metadata={
-        "description": "signs webhook POSTs (X-Woodpecker-Signature); keep it on the receiver",
+    secret = fields.String(metadata={
+        "description": "signs webhook POSTs (X-Woodpecker-Signature); keep it on the receiver. Only in the answer "
+                       "that made it (the subscription's creation, a webhook added, a rotation): never shown again",
         "example": "whsec_3q2+7w…"})
     suspended = fields.List(fields.String(validate=validate.OneOf(CHANNELS)), required=True, metadata={
         "description": "channels suspended after repeated failures; saving the subscription resumes them"})
     updated_at = Timestamp(required=True)
 
 
-class RecipientPathSchema(Schema):
-    recipient = fields.String(required=True, validate=validate.Regexp(RECIPIENT_PATTERN))
+class ConfirmationCodeSchema(Schema):
+    code = fields.String(required=True, validate=validate.Regexp(f"^[0-9]{{{CODE_DIGITS}}}$"), metadata={
+        "description": "the code mailed to the address", "example": "04817263"})
 
 
 class AttemptSchema(Schema):
@@ -94,7 +107,7 @@ class DeliverySchema(Schema):
     event_id = fields.String(required=True)
     recipient = fields.String(required=True, metadata={"example": "department:traffic-police"})
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS), metadata={"example": "webhook"})
-    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    kind = fields.String(required=True, validate=validate.OneOf(DELIVERY_KINDS))
     target = fields.String(required=True, metadata={"example": "https://cases.traffic-police.example/hook"})
     status = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATUSES), metadata={"example": "delivered"})
     created_at = Timestamp(required=True)

@@ -11,13 +11,13 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.errors import NotFound
 from shared.pagination import Position, newest_first
 
 from . import domain
-from .domain import PENDING, SUSPENDED
+from .domain import CONFIRMATION_KIND, EMAIL, HELD, PENDING, SUSPENDED
 
 DELIVERIES_LISTED_BY = ((), ("status",), ("recipient",), ("recipient", "status"))
 DUPLICATE_KEY = 11000
@@ -49,6 +49,10 @@ class NotifyStore:
         self.inbox = db["inbox"]
         self.deliveries = db["deliveries"]
         self.subscriptions = db["subscriptions"]
+        # One document per recipient and channel while an attempt is under way, whichever process makes it.
+        self.leases = db["delivery_leases"]
+        # When the last confirmation mails went, per recipient and per (keyed) address.
+        self.confirmations_sent = db["confirmations_sent"]
 
     @classmethod
     def prepared(cls, db: Database) -> NotifyStore:
@@ -154,62 +158,171 @@ class NotifyStore:
     # --- subscriptions ------------------------------------------------------------------------------
 
     def subscription(self, recipient: str) -> dict | None:
-        found = self.subscriptions.find_one({"_id": recipient})
-        return _subscription(found) if found else None
+        """The stored subscription, sealed secrets and all (`domain.public_subscription` is what callers see)."""
+        return self.subscriptions.find_one({"_id": recipient})
 
-    def save_subscription(self, recipient: str, fields: dict, at: datetime, by: str) -> dict:
-        """Create or replace; the secret survives a save, and saving resumes a suspended receiver."""
-        existing = self.subscription(recipient)
-        secret = existing["secret"] if existing else domain.new_secret()
-        self.subscriptions.update_one({"_id": recipient}, {"$set": {
-            **fields, "secret": secret, "updated_at": at, "updated_by": by, "suspended": [], "failures": {}}},
-            upsert=True)
-        # What waits goes where the recipient now says, or nowhere: an address they removed (or that was
-        # compromised) must not keep receiving for the rest of the retry window.
-        for channel, target in ((domain.EMAIL, fields.get("email")), (domain.WEBHOOK, fields.get("webhook_url"))):
-            waiting = {"recipient": recipient, "channel": channel, "status": {"$in": [PENDING, SUSPENDED]}}
-            if target:
-                self.deliveries.update_many(waiting, {"$set": {"target": target}})
-            else:
-                self.deliveries.update_many(waiting, {"$set": {"status": domain.FAILED, "next_attempt_at": None}})
-        self.deliveries.update_many({"recipient": recipient, "status": SUSPENDED},
-                                    {"$set": {"status": PENDING, "next_attempt_at": at}})
+    def save_subscription(self, recipient: str, changes: dict, unset: tuple[str, ...]) -> dict:
+        """Create or replace the subscription's fields with `changes`, removing those named in `unset`."""
+        self.subscriptions.update_one({"_id": recipient}, {"$set": changes, **(
+            {"$unset": {name: "" for name in unset}} if unset else {})}, upsert=True)
         return self.subscription(recipient)
 
-    def rotate_secret(self, recipient: str, at: datetime) -> dict:
-        written = self.subscriptions.update_one({"_id": recipient}, {"$set": {"secret": domain.new_secret(),
-                                                                            "updated_at": at}})
-        if written.matched_count == 0:
-            raise NotFound(f"No subscription for {recipient}.")
-        return self.subscription(recipient)
+    def rotate_secret(self, recipient: str, current: str | None, changes: dict) -> bool:
+        """Write a new secret over `current` (the sealed one read before): False if another rotation came first."""
+        return self.subscriptions.update_one({"_id": recipient, "secret_sealed": current},
+                                             {"$set": changes}).modified_count == 1
+
+    def seal_plaintext_secrets(self, seal) -> int:
+        """Subscriptions saved before secrets were sealed: each plaintext secret sealed (`seal(secret, recipient)`)
+        and removed; returns how many. Run at start; a secret sealed meanwhile by another process is left alone."""
+        sealed = 0
+        for document in self.subscriptions.find({"secret": {"$exists": True}}, {"secret": 1}):
+            written = self.subscriptions.update_one(
+                {"_id": document["_id"], "secret": document["secret"]},
+                {"$set": {"secret_sealed": seal(document["secret"], document["_id"])}, "$unset": {"secret": ""}})
+            sealed += written.modified_count
+        return sealed
+
+    def settle_unproven_addresses(self, confirmed_prefixes: tuple[str, ...]) -> None:
+        """Addresses saved before they had to be proven: staff recipients' (`confirmed_prefixes`) count as
+        confirmed, anyone else's waits for its owner to ask for a code. Run at start."""
+        for prefix in confirmed_prefixes:
+            self.subscriptions.update_many({"_id": {"$regex": f"^{prefix}"}, "email_confirmed": {"$exists": False}},
+                                           {"$set": {"email_confirmed": True}})
+        self.subscriptions.update_many({"email_confirmed": {"$exists": False}}, {"$set": {"email_confirmed": False}})
 
     def subscriptions_of(self, recipients: set[str]) -> dict[str, dict]:
         found = self.subscriptions.find({"_id": {"$in": sorted(recipients)}}) if recipients else []
-        return {d["_id"]: _subscription(d) for d in found}
+        return {d["_id"]: d for d in found}
+
+    # --- proving an address ---------------------------------------------------------------------------
+
+    def take_confirmation_slot(self, key: str, now: datetime) -> bool:
+        """Count one confirmation mail against `key` (a recipient or an address) unless CONFIRMATIONS_PER_DAY went
+        in the last day; False when none may go. One conditional write, so two requests never both get the
+        last slot: the upsert of a document whose condition fails is a duplicate key."""
+        limit = domain.CONFIRMATIONS_PER_DAY
+        since = now - domain.CONFIRMATION_WINDOW
+        try:
+            self.confirmations_sent.update_one(
+                {"_id": key, "$or": [{f"sent.{limit - 1}": {"$exists": False}}, {"sent.0": {"$lte": since}}]},
+                {"$push": {"sent": {"$each": [now], "$slice": -limit}}}, upsert=True)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def next_confirmation_slot(self, keys: list[str]) -> datetime | None:
+        """When the earliest of `keys`' counted mails leaves the window (for Retry-After)."""
+        oldest = [d["sent"][0] for d in self.confirmations_sent.find({"_id": {"$in": keys}}, {"sent": 1}) if d["sent"]]
+        return max(oldest) + domain.CONFIRMATION_WINDOW if oldest else None
+
+    def start_confirmation(self, recipient: str, confirmation: dict, mail: dict) -> None:
+        """Wait for `confirmation` (its address, the code's hash, expiry), and queue the mail that carries it in
+        place of any earlier code's mail still waiting (its code no longer works)."""
+        self.subscriptions.update_one({"_id": recipient}, {"$set": {"confirmation": confirmation}})
+        self.deliveries.update_many({"recipient": recipient, "channel": EMAIL, "kind": CONFIRMATION_KIND,
+                                     "status": {"$in": [PENDING, SUSPENDED]}},
+                                    {"$set": {"status": domain.FAILED, "next_attempt_at": None}})
+        self.deliveries.insert_one(mail)
+
+    def spend_guess(self, recipient: str, code_hash: str) -> bool:
+        """One of the waiting code's guesses, if any is left."""
+        return self.subscriptions.update_one(
+            {"_id": recipient, "confirmation.code_hash": code_hash,
+             "confirmation.guesses": {"$lt": domain.GUESSES_PER_CODE}},
+            {"$inc": {"confirmation.guesses": 1}}).modified_count == 1
+
+    def confirm_email(self, recipient: str, confirmation: dict, at: datetime) -> bool:
+        """The address of `confirmation` (as read) is proven: once, however many requests bring the code."""
+        written = self.subscriptions.update_one(
+            {"_id": recipient, "email": confirmation["address"], "confirmation.code_hash": confirmation["code_hash"]},
+            {"$set": {"email_confirmed": True, "email_confirmed_at": at}, "$unset": {"confirmation": ""}})
+        return written.modified_count == 1
+
+    # --- what waits when an address changes -------------------------------------------------------------
+
+    def fail_waiting(self, recipient: str, channel: str) -> None:
+        """The recipient removed the channel's address: what waits for it goes nowhere."""
+        self.deliveries.update_many({"recipient": recipient, "channel": channel,
+                                     "status": {"$in": [PENDING, SUSPENDED, HELD]}},
+                                    {"$set": {"status": domain.FAILED, "next_attempt_at": None}})
+
+    def retarget_waiting(self, recipient: str, channel: str, target: str) -> None:
+        """What waits goes to `target` (a confirmation mail stays with the address it proves)."""
+        self.deliveries.update_many({"recipient": recipient, "channel": channel,
+                                     "status": {"$in": [PENDING, SUSPENDED, HELD]}, "kind": {"$ne": CONFIRMATION_KIND}},
+                                    {"$set": {"target": target}})
+
+    def hold_waiting_mail(self, recipient: str, address: str) -> None:
+        """Mail waits for the new, unproven address (never sent to it before it is proven)."""
+        self.deliveries.update_many({"recipient": recipient, "channel": EMAIL, "status": {"$in": [PENDING, SUSPENDED]},
+                                     "kind": {"$ne": CONFIRMATION_KIND}},
+                                    {"$set": {"status": HELD, "target": address, "next_attempt_at": None}})
+
+    def release_held_mail(self, recipient: str, at: datetime) -> None:
+        """The address is proven: the mail that waited for it goes now."""
+        self.deliveries.update_many({"recipient": recipient, "channel": EMAIL, "status": HELD},
+                                    {"$set": {"status": PENDING, "next_attempt_at": at}})
+
+    def release_held_mail_of_confirmed(self, recipients: set[str], at: datetime) -> None:
+        """Mail held a moment ago for an address that was proven meanwhile: released (the proof's own release ran
+        before the mail was held)."""
+        for document in self.subscriptions.find({"_id": {"$in": sorted(recipients)}}, {"email_confirmed": 1}):
+            if document.get("email_confirmed"):
+                self.release_held_mail(document["_id"], at)
+
+    def resume_suspended(self, recipient: str, at: datetime) -> None:
+        self.deliveries.update_many({"recipient": recipient, "status": SUSPENDED},
+                                    {"$set": {"status": PENDING, "next_attempt_at": at}})
 
     # --- deliveries ---------------------------------------------------------------------------------
 
-    def claim_due(self, now: datetime, lease_s: float, limit: int, busy_targets: set[str]) -> list[dict]:
-        """Due deliveries this worker takes for `lease_s` (another worker skips them meanwhile), at most one per
-        target and none for a target already being tried: one slow receiver holds one thread, never a queue.
+    def claim_due(self, now: datetime, lease_s: float, free: dict[str, int], busy: set[tuple[str, str]],
+                  holder: str) -> list[dict]:
+        """Due deliveries this dispatcher takes, at most `free[channel]` of each channel and one per recipient and
+        channel: for each, the recipient's lease on that channel (no other dispatcher, in any process, attempts
+        it meanwhile) and the delivery itself, both for `lease_s`. `busy`: what this dispatcher has under way.
 
-        Every due delivery is looked at (only its target), so a receiver with a long backlog cannot hide the
-        others' deliveries behind it."""
-        claimed, targets = [], set(busy_targets)
+        Every due delivery is looked at (only its recipient and channel), so a receiver with a long backlog cannot
+        hide the others' deliveries behind it."""
+        claimed, taken = [], set(busy)
+        left = dict(free)
         due = self.deliveries.find({"status": PENDING, "next_attempt_at": {"$lte": now}},
-                                   {"target": 1, "next_attempt_at": 1})
+                                   {"recipient": 1, "channel": 1, "next_attempt_at": 1})
         for candidate in due:
-            if candidate["target"] in targets:
+            channel, key = candidate["channel"], (candidate["recipient"], candidate["channel"])
+            if left.get(channel, 0) <= 0 or key in taken or not self.take_lease(key, holder, now, lease_s):
                 continue
-            taken = self.deliveries.update_one(
+            claim = self.deliveries.update_one(
                 {"_id": candidate["_id"], "status": PENDING, "next_attempt_at": candidate["next_attempt_at"]},
                 {"$set": {"next_attempt_at": now + timedelta(seconds=lease_s)}})
-            if taken.modified_count:
-                claimed.append(_public(self.deliveries.find_one({"_id": candidate["_id"]})))
-                targets.add(candidate["target"])
-            if len(claimed) >= limit:
+            if not claim.modified_count:
+                self.release_lease(key, holder)
+                continue
+            claimed.append(_public(self.deliveries.find_one({"_id": candidate["_id"]})))
+            taken.add(key)
+            left[channel] -= 1
+            if not any(count > 0 for count in left.values()):
                 break
         return claimed
+
+    def take_lease(self, key: tuple[str, str], holder: str, now: datetime, lease_s: float) -> bool:
+        """The lease on a recipient's channel, if it is free or has run out: one conditional write (the upsert
+        of a document whose condition fails is a duplicate key)."""
+        try:
+            self.leases.update_one({"_id": _lease_id(key), "expires_at": {"$lte": now}},
+                                   {"$set": {"holder": holder, "expires_at": now + timedelta(seconds=lease_s)}},
+                                   upsert=True)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def release_lease(self, key: tuple[str, str], holder: str) -> None:
+        self.leases.delete_one({"_id": _lease_id(key), "holder": holder})
+
+    def hold(self, delivery: dict, target: str | None) -> None:
+        self.deliveries.update_one({"_id": delivery["id"]}, {"$set": {
+            "status": HELD, "next_attempt_at": None, **({"target": target} if target else {})}})
 
     def record_attempt(self, delivery: dict, attempt: dict, changes: dict) -> None:
         self.deliveries.update_one({"_id": delivery["id"]}, {"$push": {"attempts": {"$each": [attempt], "$slice": -50}},
@@ -249,8 +362,8 @@ class NotifyStore:
         return self.delivery(delivery_id)
 
 
-def _subscription(document: dict) -> dict:
-    return {"recipient": document["_id"], **{k: v for k, v in document.items() if k != "_id"}}
+def _lease_id(key: tuple[str, str]) -> str:
+    return "|".join(key)
 
 
 def new_inbox_item(notice_id: str, recipient: str, event_id: str, event_type: str, kind: str, rendered: Any,

@@ -28,6 +28,7 @@ KINDS: tuple[str, ...] = (
     "hours.credited", "hours.reversed",
     "volunteer.level_changed", "volunteer.minimum_at_risk",
     "grid.digest",
+    "email.confirmation",
 )
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
@@ -71,21 +72,22 @@ _ITEMS = [
 
 SAMPLE_CONTEXTS: dict[str, dict] = {
     "report.dispatched": {
-        "report_id": _REPORT, "case_id": _CASE, "category_name": "环境脏乱差、暴露垃圾", "department_name": "环卫处",
-        "due_at": "2026-11-26 08:31", "description": "金雀山路与沂蒙路交叉口东北角垃圾堆放两天未清运。",
-        "link": f"{_SITE}/reports/{_REPORT}"},
+        "report_id": _REPORT, "case_id": _CASE, "status": "dispatched", "category_name": "环境脏乱差、暴露垃圾",
+        "department_name": "环卫处", "due_at": "2026-11-26 08:31", "link": f"{_SITE}/reports/{_REPORT}"},
     "report.rectified": {
-        "report_id": _REPORT, "case_id": _CASE, "category_name": "环境脏乱差、暴露垃圾", "department_name": "环卫处",
-        "note": "已清运垃圾并冲洗地面，增设分类垃圾桶一组。", "link": f"{_SITE}/reports/{_REPORT}"},
+        "report_id": _REPORT, "case_id": _CASE, "status": "rectified", "category_name": "环境脏乱差、暴露垃圾",
+        "department_name": "环卫处", "due_at": "2026-11-26 08:31", "note": "已清运垃圾并冲洗地面，增设分类垃圾桶一组。",
+        "link": f"{_SITE}/reports/{_REPORT}"},
     "report.closed": {
-        "report_id": _REPORT, "case_id": _CASE, "category_name": "环境脏乱差、暴露垃圾",
-        "note": "现场核查已整改到位。", "link": f"{_SITE}/reports/{_REPORT}"},
+        "report_id": _REPORT, "case_id": _CASE, "status": "closed", "category_name": "环境脏乱差、暴露垃圾",
+        "department_name": "环卫处", "due_at": "2026-11-26 08:31", "link": f"{_SITE}/reports/{_REPORT}"},
     "report.rejected": {
-        "report_id": _REPORT, "case_id": _CASE, "category_name": "乱贴乱画小广告", "reason": "out_of_scope",
-        "note": "该处为私人住宅院内，不属于公共区域。", "link": f"{_SITE}/reports/{_REPORT}"},
+        "report_id": _REPORT, "case_id": _CASE, "status": "rejected", "category_name": "乱贴乱画小广告",
+        "department_name": "", "due_at": None, "reason": "out_of_scope", "note": "该处为私人住宅院内，不属于公共区域。",
+        "link": f"{_SITE}/reports/{_REPORT}"},
     "report.joined": {
         "report_id": _REPORT, "case_id": _CASE, "category_name": "车辆乱停乱放", "status": "accepted",
-        "link": f"{_SITE}/reports/{_REPORT}"},
+        "department_name": "交警支队", "due_at": "2026-11-26 08:31", "link": f"{_SITE}/reports/{_REPORT}"},
     "case.event": {
         "action": "dispatched", "case_id": _CASE, "category_name": "环境脏乱差、暴露垃圾", "department_name": "环卫处",
         "status": "dispatched", "due_at": "2026-11-26 08:31", "grid_name": "金雀山街道一网格",
@@ -115,6 +117,7 @@ SAMPLE_CONTEXTS: dict[str, dict] = {
         "grid_name": "金雀山街道一网格", "week": "2026-W48", "period": "11月23日至11月29日",
         "new": 7, "open": 3, "overdue": 1, "closed": 5, "open_items": _ITEMS, "overdue_items": _ITEMS[:1],
         "link": f"{_SITE}/grids/jinqueshan-1/digests/2026-W48"},
+    "email.confirmation": {"code": "04817263", "expires_at": "2026-11-27 09:12", "link": f"{_SITE}/me/notifications"},
 }
 
 # Besides each sample, `check()` renders these variations of it, so that a branch the sample does not
@@ -126,7 +129,7 @@ _VARIATIONS: dict[str, tuple[dict, ...]] = {
                            ("pending_triage", "dispatched", "rectified", "closed", "rejected")),
     "case.event": tuple({"action": a} for a in
                         ("accepted", "disputed", "rectified", "closed", "reopened", "rejected",
-                         "extension_requested", "extension_decided", "opened"))
+                         "extension_requested", "extension_decided", "opened", "joined"))
     + ({"action": "overdue", "overdue": True, "escalation_level": 2, "note": "已逾期 6 小时。"},
        {"action": "disputed", "status": "pending_triage", "department_name": None, "due_at": None}),
     "hours.credited": ({"kind": "activity", "hours": 4}, {"kind": "adjustment", "hours": 1, "note": ""}),

@@ -1,7 +1,12 @@
 """Notify through HTTP with the real broker, beside intake, routing and hours: who hears what, once, on the
-channels they chose; signed webhooks to real receivers; mail to a real SMTP server; retries and suspension."""
+channels they chose, and only what is theirs; signed webhooks to real receivers; mail to a real SMTP server, to
+proven addresses only; retries, suspension and secrets.
+
+Loopback is a private address: the receivers here are departments' (staff webhooks, which the deployment may let
+reach 127.0.0.0/8); a volunteer's webhook may only be https to a public address, which no test can run."""
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -52,7 +57,7 @@ def mailbox():
 @pytest.fixture(scope="module")
 def city(amqp_url, mongo_url, mailbox, tmp_path_factory):
     _, port = mailbox
-    env = {"NOTIFY_ALLOWED_NETWORKS": "127.0.0.0/8", "NOTIFY_WEBHOOK_TIMEOUT_S": "2",
+    env = {"NOTIFY_ALLOWED_NETWORKS": "127.0.0.0/8", "NOTIFY_ATTEMPT_DEADLINE_S": "2",
            "NOTIFY_SUSPEND_AFTER": str(SUSPEND_AFTER), "SMTP_URL": f"smtp://127.0.0.1:{port}?starttls=false",
            "NOTIFY_MAIL_DIR": str(tmp_path_factory.mktemp("mail")), "NOTIFY_LINK_BASE": "https://linyi.example"}
     saved = {k: os.environ.get(k) for k in env}
@@ -73,6 +78,7 @@ class Receiver:
 
     def __init__(self, answers=(200,), hang_s: float = 0):
         self.received: list[dict] = []
+        self.arrivals: list[float] = []  # when each request came in, before any hanging
         self.answers = list(answers)
         self.hang_s = hang_s
         receiver = self
@@ -80,6 +86,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.arrivals.append(time.monotonic())
                 if receiver.hang_s:
                     time.sleep(receiver.hang_s)
                 receiver.received.append({"headers": dict(self.headers), "body": body, "at": time.monotonic()})
@@ -195,23 +202,38 @@ def test_an_event_delivered_twice_reaches_the_inbox_once(city, amqp_url):
     assert "重复" in next(i for i in inbox(city, reporter) if i["kind"] == "report.rejected")["body"]
 
 
-def test_a_report_that_joins_a_case_under_way_hears_it_and_then_its_outcome(city):
-    first, second = bearer("volunteer"), bearer("volunteer")
-    lat, lng = fresh_spot()
-    photo = upload_photo(city["intake"].client, first)["id"]
-    one = city["intake"].client.post("/v1/reports", headers=first, json={
-        "category": "traffic.parking", "description": "路口乱停车辆堵塞通道", "location": {"lat": lat, "lng": lng},
-        "photo_ids": [photo]}).json
-    case = case_of(city, one["id"])
-    photo = upload_photo(city["intake"].client, second)["id"]
-    two = city["intake"].client.post("/v1/reports", headers=second, json={
-        "category": "traffic.parking", "description": "同一路口仍有车辆违停",
-        "location": {"lat": lat, "lng": lng + 0.0002}, "photo_ids": [photo]}).json
-    wait_for(lambda: two["id"] in case_of(city, one["id"])["report_ids"], what="the second report joining")
-    wait_for(lambda: kinds(city, second) == ["report.joined"], what="the joiner told")
-    close_case(city, case["id"])
-    for reporter in (first, second):
-        wait_for(lambda reporter=reporter: "report.closed" in kinds(city, reporter), what="the closure told")
+def heard_report(amqp_url, city, reporter_id: str, grid_id: str = "lanshan-01") -> str:
+    """A report notify has heard of (as intake would announce it), without routing making a case of it."""
+    report_id = f"r-{uuid.uuid4().hex[:12]}"
+    event = Event.new("report.submitted", "intake", {
+        "id": report_id, "reporter_id": reporter_id, "grid_id": grid_id, "category": "traffic.parking",
+        "submitted_at": "2026-11-24T08:00:00Z", "description": "只属于上报人自己的描述"})
+    publish_raw(amqp_url, event.routing_key, event.to_dict(), message_id=event.id)
+    wait_for(lambda: city["notify"].app.extensions["notify"].store.heard_reports([report_id]),
+             what="the report heard of")
+    return report_id
+
+
+def test_the_reporter_of_a_report_joining_a_case_under_way_hears_it_and_the_department_hears_the_join(
+        city, amqp_url):
+    first_id, joiner_id = f"vol-{uuid.uuid4().hex[:8]}", f"vol-{uuid.uuid4().hex[:8]}"
+    first, joiner = heard_report(amqp_url, city, first_id), heard_report(amqp_url, city, joiner_id)
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    event = Event.new("case.joined.traffic-police", "routing", {
+        "case_id": case_id, "report_ids": [first, joiner], "report_id": joiner, "category": "traffic.parking",
+        "department": "traffic-police", "status": "accepted", "due_at": "2026-11-26T00:31:00Z",
+        "grid_id": "lanshan-01", "location": {"lat": 35.06123, "lng": 118.31543},
+        "description": "FIRST-REPORTERS-WORDS 第一位上报人的描述", "photo_ids": ["photo-of-the-first"],
+        "overdue": False, "escalation_level": 0, "rework_count": 0, "case_version": 3,
+        "note": "STAFF-NOTE 派给二中队"})
+    publish_raw(amqp_url, event.routing_key, event.to_dict(), message_id=event.id)
+    told = wait_for(lambda: inbox(city, bearer("volunteer", joiner_id)), what="the joiner told")
+    assert [item["kind"] for item in told] == ["report.joined"]
+    assert "FIRST-REPORTERS-WORDS" not in told[0]["body"] and "STAFF-NOTE" not in told[0]["body"]
+    assert told[0]["link"].endswith(f"/reports/{joiner}")
+    assert inbox(city, bearer("volunteer", first_id)) == []
+    wait_for(lambda: any(i["event_type"] == "case.joined.traffic-police" and i["link"].endswith(case_id)
+                         for i in inbox(city, POLICE)), what="the department told of the join")
 
 
 def test_the_department_and_the_office_hear_what_concerns_them(city):
@@ -270,11 +292,12 @@ def test_a_muted_kind_stays_out_of_the_inbox_but_an_outcome_cannot_be_muted(city
 
 # --- webhooks and mail ------------------------------------------------------------------------------
 
-def test_a_department_receives_a_correctly_signed_webhook_and_an_email(city, mailbox):
+def test_a_department_receives_a_correctly_signed_webhook_with_its_case_and_an_email(city, mailbox):
     box, _ = mailbox
     with receiving() as receiver:
         saved = subscribe(city, "department:traffic-police", who=POLICE, webhook_url=receiver.url,
                           email="duty@traffic-police.example", events=["case.dispatched.*"])
+        assert saved["email_confirmed"] is True  # staff set staff addresses: no proof asked
         submitted = report(city, bearer("volunteer"))
         wait_for(lambda: any(submitted["id"] in r["body"].decode() for r in receiver.received),
                  what="the webhook POST")
@@ -284,6 +307,7 @@ def test_a_department_receives_a_correctly_signed_webhook_and_an_email(city, mai
         assert not verify(saved["secret"], headers, post["body"] + b" ", time.time())
         payload = json.loads(post["body"])
         assert payload["event_type"] == "case.dispatched.traffic-police" and payload["kind"] == "case.event"
+        assert payload["data"]["description"] == submitted["description"]  # its own case, whole
         assert headers["x-woodpecker-event-id"] == payload["event_id"]
     mail = wait_for(lambda: next((m for m in box.messages if m["To"] == "duty@traffic-police.example"), None),
                     what="the email")
@@ -291,79 +315,105 @@ def test_a_department_receives_a_correctly_signed_webhook_and_an_email(city, mai
     subscribe(city, "department:traffic-police", who=POLICE)  # leave no receiver behind for other tests
 
 
+# Each delivery test below has a department (and a category that goes to it) of its own.
+def department_report(city, category: str) -> dict:
+    return report(city, bearer("volunteer"), category=category)
+
+
 def test_a_receiver_that_fails_twice_gets_the_notice_on_the_third_try(city):
-    recipient_id = f"vol-{uuid.uuid4().hex[:8]}"
-    reporter = bearer("volunteer", recipient_id)
+    recipient = "department:sanitation"
     with receiving(answers=(500, 503, 200)) as receiver:
-        subscribe(city, f"volunteer:{recipient_id}", who=reporter, webhook_url=receiver.url)
-        report(city, reporter)
-        delivered = wait_for(lambda: [d for d in deliveries(city, recipient=f"volunteer:{recipient_id}")
+        subscribe(city, recipient, webhook_url=receiver.url, events=["case.dispatched.*"])
+        department_report(city, "env.garbage")
+        delivered = wait_for(lambda: [d for d in deliveries(city, recipient=recipient)
                                       if d["status"] == "delivered"], timeout=30, what="delivery on the third try")
         assert [a["status_code"] for a in delivered[0]["attempts"]] == [500, 503, 200]
         assert all(a["latency_ms"] >= 0 for a in delivered[0]["attempts"]) and len(receiver.received) == 3
+    subscribe(city, recipient)
 
 
-def test_a_receiver_that_never_answers_does_not_delay_another(city):
-    slow_id, fast_id = f"vol-{uuid.uuid4().hex[:8]}", f"vol-{uuid.uuid4().hex[:8]}"
-    slow, fast = bearer("volunteer", slow_id), bearer("volunteer", fast_id)
+def test_a_receiver_that_never_answers_is_given_up_at_the_deadline_and_does_not_delay_another(city):
+    slow, fast = "department:market-regulation", "department:housing-construction"
     with receiving(hang_s=10) as dead, receiving() as alive:
-        subscribe(city, f"volunteer:{slow_id}", who=slow, webhook_url=dead.url)
-        subscribe(city, f"volunteer:{fast_id}", who=fast, webhook_url=alive.url)
-        report(city, slow)
-        time.sleep(0.5)  # the dead receiver's delivery is under way
+        subscribe(city, slow, webhook_url=dead.url, events=["case.dispatched.*"])
+        subscribe(city, fast, webhook_url=alive.url, events=["case.dispatched.*"])
+        department_report(city, "market.disorder")
+        wait_for(lambda: dead.arrivals, what="the dead receiver's attempt under way")
         started = time.monotonic()
-        report(city, fast)
+        department_report(city, "site.construction")
         wait_for(lambda: alive.received, timeout=20, what="the live receiver's POST")
-        assert alive.received[0]["at"] - started < 2  # within the dead one's 2 s timeout, not after it
-    subscribe(city, f"volunteer:{slow_id}", who=slow)
+        assert alive.received[0]["at"] - started < 2  # within the dead one's 2 s deadline, not after it
+        failed = wait_for(lambda: [a for d in deliveries(city, recipient=slow) for a in d["attempts"]],
+                          what="the dead receiver's attempt recorded")
+        assert failed[0]["error"] == "no complete answer within the 2 s deadline"
+        assert 1900 <= failed[0]["latency_ms"] < 2500
+    subscribe(city, slow)
+    subscribe(city, fast)
 
 
 def test_a_receiver_that_keeps_failing_is_suspended_until_its_subscription_is_saved(city):
-    recipient_id = f"vol-{uuid.uuid4().hex[:8]}"
-    reporter = bearer("volunteer", recipient_id)
-    recipient = f"volunteer:{recipient_id}"
+    recipient = "department:public-security"
     with receiving(answers=(500,)) as receiver:
-        subscribe(city, recipient, who=reporter, webhook_url=receiver.url)
-        report(city, reporter)
-        wait_for(lambda: city["notify"].client.get(f"/v1/subscriptions/{recipient}", headers=reporter)
+        subscribe(city, recipient, webhook_url=receiver.url, events=["case.dispatched.*"])
+        department_report(city, "civility.dogs")
+        wait_for(lambda: city["notify"].client.get(f"/v1/subscriptions/{recipient}", headers=OFFICE)
                  .json["suspended"] == ["webhook"], timeout=30, what="the receiver suspended")
         wait_for(lambda: {d["status"] for d in deliveries(city, recipient=recipient)} == {"suspended"},
                  what="its delivery held")
         assert len(receiver.received) == SUSPEND_AFTER
         receiver.answers = [200]
-        resumed = subscribe(city, recipient, who=reporter, webhook_url=receiver.url)
+        resumed = subscribe(city, recipient, webhook_url=receiver.url, events=["case.dispatched.*"])
         assert resumed["suspended"] == []
         wait_for(lambda: {d["status"] for d in deliveries(city, recipient=recipient)} == {"delivered"},
                  timeout=20, what="the held notice delivered after the save")
+    subscribe(city, recipient)
 
 
 def test_the_office_retries_a_failed_delivery_by_hand(city):
-    recipient_id = f"vol-{uuid.uuid4().hex[:8]}"
-    reporter = bearer("volunteer", recipient_id)
+    recipient = "department:municipal-works"
     with receiving(answers=(500,)) as receiver:
-        subscribe(city, f"volunteer:{recipient_id}", who=reporter, webhook_url=receiver.url)
-        report(city, reporter)
-        delivery = wait_for(lambda: next(iter(deliveries(city, recipient=f"volunteer:{recipient_id}")), None),
-                            what="the delivery")
+        subscribe(city, recipient, webhook_url=receiver.url, events=["case.dispatched.*"])
+        department_report(city, "infra.damaged")
+        delivery = wait_for(lambda: next(iter(deliveries(city, recipient=recipient)), None), what="the delivery")
         wait_for(lambda: receiver.received, what="the first attempt")
         receiver.answers = [200]
         retried = city["notify"].client.post(f"/v1/deliveries/{delivery['id']}/retry", headers=OFFICE)
         assert retried.status_code == 200
         wait_for(lambda: city["notify"].client.get("/v1/deliveries", headers=OFFICE, query_string={
-            "recipient": f"volunteer:{recipient_id}", "status": "delivered"}).json["items"], what="delivered")
-    assert city["notify"].client.post(f"/v1/deliveries/{delivery['id']}/retry", headers=reporter).status_code == 403
+            "recipient": recipient, "status": "delivered"}).json["items"], what="delivered")
+    assert city["notify"].client.post(f"/v1/deliveries/{delivery['id']}/retry",
+                                      headers=bearer("volunteer")).status_code == 403
+    subscribe(city, recipient)
 
 
-def test_private_receivers_are_refused_unless_the_operator_allows_them(amqp_url, mongo_url):
+def test_private_receivers_are_refused_unless_the_operator_allows_them_and_nothing_internal_is_named(
+        amqp_url, mongo_url):
     strict = create_app(settings_for_test("notify", amqp_url, mongo_url),
-                        NotifySettings.from_env({"NOTIFY_ALLOWED_NETWORKS": ""}))
+                        NotifySettings.from_env({"NOTIFY_ALLOWED_NETWORKS": "",
+                                                 "NOTIFY_SECRET_KEY": os.environ["NOTIFY_SECRET_KEY"]}))
     client = strict.test_client()
     for url in ("http://127.0.0.1:8080/hook", "http://localhost/hook", "http://10.0.0.8/hook",
                 "http://169.254.169.254/latest/meta-data", "ftp://receiver.example/hook"):
         response = client.put("/v1/subscriptions/department:traffic-police", headers=POLICE,
                               json={"webhook_url": url})
         assert response.status_code == 422, url
+        assert response.content_type == "application/problem+json"
         assert "webhook_url" in response.json["errors"], url
+    named = client.put("/v1/subscriptions/department:traffic-police", headers=POLICE,
+                       json={"webhook_url": "http://localhost/hook"}).json
+    assert "127.0.0.1" not in json.dumps(named) and "loopback" not in json.dumps(named)
+
+
+@pytest.mark.parametrize("url, refusal", [
+    ("http://hooks.example/volunteer", "only https:// URLs are accepted"),
+    ("https://127.0.0.1:8443/hook", "loopback"),  # although the deployment allows 127.0.0.0/8 for staff
+])
+def test_a_volunteers_or_grid_leaders_webhook_is_https_to_a_public_address_only(city, url, refusal):
+    volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
+    for recipient, who in ((f"volunteer:{volunteer_id}", bearer("volunteer", volunteer_id)),
+                           ("grid:lanshan-02", bearer("grid_leader", grid="lanshan-02"))):
+        response = city["notify"].client.put(f"/v1/subscriptions/{recipient}", headers=who, json={"webhook_url": url})
+        assert response.status_code == 422 and refusal in response.json["errors"]["webhook_url"][0], response.json
 
 
 def test_only_the_office_or_the_recipient_manages_a_subscription(city):
@@ -371,25 +421,219 @@ def test_only_the_office_or_the_recipient_manages_a_subscription(city):
                                      headers=bearer("department", dept="sanitation"), json={}).status_code == 403
     assert city["notify"].client.put("/v1/subscriptions/department:nowhere", headers=OFFICE,
                                      json={}).status_code == 422
-    first = subscribe(city, "grid:lanshan-01", who=bearer("grid_leader", grid="lanshan-01"))
+    subscribe(city, "grid:lanshan-01", who=bearer("grid_leader", grid="lanshan-01"))
     rotated = city["notify"].client.post("/v1/subscriptions/grid:lanshan-01/secret", headers=OFFICE).json
-    assert rotated["secret"] != first["secret"] and rotated["secret"].startswith("whsec_")
+    assert rotated["secret"].startswith("whsec_")
+    assert city["notify"].client.post("/v1/subscriptions/grid:lanshan-01/secret",
+                                      headers=bearer("volunteer")).status_code == 403
 
 
 def test_a_new_webhook_url_takes_over_what_waits_and_a_removed_one_gets_nothing_more(city):
-    recipient_id = f"vol-{uuid.uuid4().hex[:8]}"
-    reporter = bearer("volunteer", recipient_id)
-    recipient = f"volunteer:{recipient_id}"
+    recipient = "department:urban-management"
     with receiving(answers=(500,)) as old, receiving() as new:
-        subscribe(city, recipient, who=reporter, webhook_url=old.url)
-        report(city, reporter)
+        subscribe(city, recipient, webhook_url=old.url, events=["case.dispatched.*"])
+        department_report(city, "env.flyers")
         wait_for(lambda: old.received, what="the first attempt at the old URL")
-        subscribe(city, recipient, who=reporter, webhook_url=new.url)
+        subscribe(city, recipient, webhook_url=new.url, events=["case.dispatched.*"])
         wait_for(lambda: new.received, timeout=20, what="the waiting notice at the new URL")
         assert {d["target"] for d in deliveries(city, recipient=recipient)} == {new.url}
         tried_old = len(old.received)
-        subscribe(city, recipient, who=reporter)  # no webhook any more
-        report(city, reporter)
-        wait_for(lambda: len(inbox(city, reporter)) == 2, what="the second notice in the inbox")
+        subscribe(city, recipient)  # no webhook any more
+        department_report(city, "env.flyers")
+        wait_for(lambda: len([i for i in inbox(city, bearer("department", dept="urban-management"))
+                              if i["event_type"] == "case.dispatched.urban-management"]) >= 2,
+                 what="the second notice in the inbox")
         time.sleep(1)
         assert len(old.received) == tried_old and len(new.received) == 1
+
+
+# --- webhook secrets -------------------------------------------------------------------------------------
+
+def test_a_secret_is_shown_once_when_made_and_when_rotated_and_stored_sealed(city):
+    recipient = "department:community-affairs"
+    client = city["notify"].client
+    created = subscribe(city, recipient, who=bearer("department", dept="community-affairs"))
+    assert created["secret"].startswith("whsec_")
+    assert "secret" not in client.get(f"/v1/subscriptions/{recipient}", headers=OFFICE).json
+    assert "secret" not in subscribe(city, recipient, language="en")
+    rotated = client.post(f"/v1/subscriptions/{recipient}/secret", headers=OFFICE).json
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
+    assert "secret" not in client.get(f"/v1/subscriptions/{recipient}", headers=OFFICE).json
+    stored = json.dumps(city["notify"].app.extensions["notify"].store.subscription(recipient), default=str)
+    assert created["secret"] not in stored and rotated["secret"] not in stored
+    assert "secret_sealed" in stored
+
+
+def test_after_a_rotation_both_secrets_sign_so_the_receiver_may_switch_without_losing_a_notice(city):
+    recipient = "department:community-affairs"
+    with receiving() as receiver:
+        subscribe(city, recipient, webhook_url=receiver.url, events=["case.dispatched.*"])
+        before = city["notify"].client.post(f"/v1/subscriptions/{recipient}/secret", headers=OFFICE).json["secret"]
+        after = city["notify"].client.post(f"/v1/subscriptions/{recipient}/secret", headers=OFFICE).json["secret"]
+        department_report(city, "order.public-place")
+        post = wait_for(lambda: next(iter(receiver.received), None), what="the signed POST")
+        signatures = post["headers"]["X-Woodpecker-Signature"].split(",")
+        assert len(signatures) == 2
+        for secret in (after, before):
+            assert verify(secret, post["headers"], post["body"], time.time())
+    subscribe(city, recipient)
+
+
+def test_a_secret_stored_in_plain_text_before_is_sealed_at_start_and_still_signs(city, amqp_url, mongo_url):
+    store = city["notify"].app.extensions["notify"].store
+    recipient = "department:sanitation"
+    with receiving() as receiver:
+        subscribe(city, recipient, webhook_url=receiver.url, events=["case.dispatched.*"])
+        store.subscriptions.update_one({"_id": recipient}, {"$set": {"secret": "whsec_stored-in-plain-text"},
+                                                            "$unset": {"secret_sealed": ""}})
+        again = create_app(city["notify"].settings)  # a process starting on the same store
+        assert again.extensions["notify"].store.subscription(recipient).get("secret") is None
+        department_report(city, "env.garbage-sorting")
+        post = wait_for(lambda: next(iter(receiver.received), None), what="the signed POST")
+        assert verify("whsec_stored-in-plain-text", post["headers"], post["body"], time.time())
+    subscribe(city, recipient)
+
+
+# --- proving an email address ----------------------------------------------------------------------------
+
+def mails_to(box, address: str) -> list:
+    return [m for m in box.messages if m["To"] == address]
+
+
+def code_in(mail) -> str:
+    return re.search(r"\b(\d{8})\b", mail.get_content()).group(1)
+
+
+def confirm(city, recipient: str, who, code: str):
+    return city["notify"].client.post(f"/v1/subscriptions/{recipient}/email/confirm", headers=who,
+                                      json={"code": code})
+
+
+def test_a_volunteers_address_gets_a_code_and_nothing_else_until_it_is_confirmed(city, mailbox):
+    box, _ = mailbox
+    volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
+    volunteer, recipient = bearer("volunteer", volunteer_id), f"volunteer:{volunteer_id}"
+    address = f"{volunteer_id}@volunteers.example"
+    saved = subscribe(city, recipient, who=volunteer, email=address)
+    assert saved["email_confirmed"] is False
+    [confirmation] = wait_for(lambda: mails_to(box, address), what="the confirmation mail")
+    code = code_in(confirmation)
+    assert volunteer_id not in confirmation.get_content() + str(confirmation["Subject"]).replace(address, "")
+    report(city, volunteer)
+    wait_for(lambda: [d for d in deliveries(city, recipient=recipient, status="held")], what="the notice held")
+    time.sleep(1)
+    assert len(mails_to(box, address)) == 1  # the code, and nothing else
+    wrong = confirm(city, recipient, volunteer, f"{(int(code) + 1) % 10**8:08d}")
+    assert wrong.status_code == 422 and wrong.content_type == "application/problem+json"
+    assert confirm(city, recipient, bearer("volunteer"), code).status_code == 403
+    confirmed = confirm(city, recipient, volunteer, code)
+    assert confirmed.status_code == 200 and confirmed.json["email_confirmed"] is True
+    notice = wait_for(lambda: mails_to(box, address)[1:], what="the held notice mailed")
+    assert "派遣" in notice[0]["Subject"]
+    assert confirm(city, recipient, volunteer, code).status_code == 422  # used once
+
+
+def test_a_code_allows_five_guesses_then_a_new_one_must_be_asked_for(city, mailbox):
+    box, _ = mailbox
+    volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
+    volunteer, recipient = bearer("volunteer", volunteer_id), f"volunteer:{volunteer_id}"
+    address = f"{volunteer_id}@volunteers.example"
+    subscribe(city, recipient, who=volunteer, email=address)
+    code = code_in(wait_for(lambda: mails_to(box, address), what="the code")[0])
+    wrong = f"{(int(code) + 1) % 10**8:08d}"
+    for _ in range(5):
+        assert confirm(city, recipient, volunteer, wrong).status_code == 422
+    spent = confirm(city, recipient, volunteer, code)
+    assert spent.status_code == 422 and "ask for a new one" in spent.json["errors"]["code"][0]
+    assert city["notify"].client.post(f"/v1/subscriptions/{recipient}/email/confirmation",
+                                      headers=volunteer).status_code == 200
+    fresh = code_in(wait_for(lambda: mails_to(box, address)[1:], what="the new code")[0])
+    assert confirm(city, recipient, volunteer, fresh).json["email_confirmed"] is True
+
+
+def test_confirmation_mails_are_bounded_per_recipient_and_per_address(city, mailbox):
+    volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
+    volunteer, recipient = bearer("volunteer", volunteer_id), f"volunteer:{volunteer_id}"
+    for n in range(3):
+        subscribe(city, recipient, who=volunteer, email=f"{volunteer_id}-{n}@volunteers.example")
+    refused = city["notify"].client.put(f"/v1/subscriptions/{recipient}", headers=volunteer,
+                                        json={"email": f"{volunteer_id}-3@volunteers.example"})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert city["notify"].client.post(f"/v1/subscriptions/{recipient}/email/confirmation",
+                                      headers=volunteer).status_code == 429
+    stranger = f"stranger-{uuid.uuid4().hex[:8]}@elsewhere.example"
+    for _ in range(3):
+        other = f"vol-{uuid.uuid4().hex[:8]}"
+        subscribe(city, f"volunteer:{other}", who=bearer("volunteer", other), email=stranger)
+    other = f"vol-{uuid.uuid4().hex[:8]}"
+    assert city["notify"].client.put(f"/v1/subscriptions/volunteer:{other}", headers=bearer("volunteer", other),
+                                     json={"email": stranger}).status_code == 429
+
+
+def test_a_changed_address_never_receives_what_waited_before_it_is_proven(city, mailbox):
+    box, _ = mailbox
+    volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
+    volunteer, recipient = bearer("volunteer", volunteer_id), f"volunteer:{volunteer_id}"
+    first, second = f"{volunteer_id}-a@volunteers.example", f"{volunteer_id}-b@volunteers.example"
+    subscribe(city, recipient, who=volunteer, email=first)
+    confirm(city, recipient, volunteer, code_in(wait_for(lambda: mails_to(box, first), what="the code")[0]))
+    with receiving():
+        subscribe(city, recipient, who=volunteer, email=second)
+    report(city, volunteer)
+    wait_for(lambda: [d for d in deliveries(city, recipient=recipient, status="held")], what="the notice held")
+    time.sleep(1)
+    assert len(mails_to(box, first)) == 1 and len(mails_to(box, second)) == 1  # the codes alone
+    confirm(city, recipient, volunteer, code_in(mails_to(box, second)[0]))
+    wait_for(lambda: mails_to(box, second)[1:], what="the notice at the proven address")
+    assert len(mails_to(box, first)) == 1
+
+
+def test_a_grid_leader_proves_the_grids_address_but_the_office_answers_for_the_one_it_sets(city):
+    leader = bearer("grid_leader", grid="lanshan-03")
+    assert subscribe(city, "grid:lanshan-03", who=leader,
+                     email=f"leader-{uuid.uuid4().hex[:6]}@grid.example")["email_confirmed"] is False
+    assert subscribe(city, "grid:lanshan-03", email="lanshan-03@office.example")["email_confirmed"] is True
+
+
+def test_a_reporters_mail_holds_nothing_of_the_first_reporters_words(city, mailbox, amqp_url):
+    box, _ = mailbox
+    joiner_id = f"vol-{uuid.uuid4().hex[:8]}"
+    joiner, recipient = bearer("volunteer", joiner_id), f"volunteer:{joiner_id}"
+    address = f"{joiner_id}@volunteers.example"
+    subscribe(city, recipient, who=joiner, email=address)
+    confirm(city, recipient, joiner, code_in(wait_for(lambda: mails_to(box, address), what="the code")[0]))
+    first, joined = heard_report(amqp_url, city, "someone-else"), heard_report(amqp_url, city, joiner_id)
+    event = Event.new("case.joined.traffic-police", "routing", {
+        "case_id": f"case-{uuid.uuid4().hex[:8]}", "report_ids": [first, joined], "report_id": joined,
+        "category": "traffic.parking", "department": "traffic-police", "status": "dispatched", "due_at": None,
+        "grid_id": "lanshan-01", "location": {"lat": 35.06123, "lng": 118.31543},
+        "description": "FIRST-REPORTERS-WORDS", "photo_ids": ["photo-of-the-first"], "note": "STAFF-NOTE",
+        "case_version": 2})
+    publish_raw(amqp_url, event.routing_key, event.to_dict(), message_id=event.id)
+    [mail] = wait_for(lambda: mails_to(box, address)[1:], what="the joined notice mailed")
+    text = mail.get_content() + str(mail["Subject"])
+    assert joined in text and not any(leak in text for leak in ("FIRST-REPORTERS-WORDS", "STAFF-NOTE", first,
+                                                                 "photo-of-the-first", "35.06"))
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/subscriptions/volunteer:{id}", []),
+    ("/v1/subscriptions/volunteer:{id}", {"email": 5}),
+    ("/v1/subscriptions/volunteer:{id}", {"email": "not an address"}),
+    ("/v1/subscriptions/volunteer:{id}", {"email": "a@b.example\r\nBcc: all@c.example"}),
+    ("/v1/subscriptions/volunteer:{id}", {"preferences": {"report.closed": 1}}),
+    ("/v1/subscriptions/volunteer:{id}", {"webhook_url": "https://" + "a" * 3000}),
+    ("/v1/subscriptions/volunteer:{id}/email/confirm", {"code": "1234"}),
+    ("/v1/subscriptions/volunteer:{id}/email/confirm", {"code": 12345678}),
+    ("/v1/subscriptions/volunteer:{id}/email/confirm", {"code": "12345678"}),
+    ("/v1/subscriptions/volunteer:{id}/email/confirm", {}),
+    ("/v1/subscriptions/volunteer:{id}/email/confirmation", None),
+])
+def test_bad_input_gets_a_4xx_problem(city, path, body):
+    volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
+    url = path.format(id=volunteer_id)
+    client, who = city["notify"].client, bearer("volunteer", volunteer_id)
+    response = client.put(url, headers=who, json=body) if path.endswith("{id}") else client.post(
+        url, headers=who, json=body)
+    assert 400 <= response.status_code < 500, response.json
+    assert response.content_type == "application/problem+json"

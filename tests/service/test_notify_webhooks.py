@@ -1,4 +1,5 @@
-"""Webhook POSTs against real servers on 127.0.0.1: signing, answers, timeouts, pinning, and the SSRF refusals.
+"""Webhook POSTs against real servers on 127.0.0.1: signing, answers, deadlines, pinning, and the SSRF refusals
+(the checks and the deadline are the shared outbound client's, shared/outbound.py).
 
 Loopback is a private address, so the tests that deliver allow 127.0.0.0/8 as a deployment would allow a local
 receiver; the refusal tests run without that allowance against the same live server, which must see nothing.
@@ -16,14 +17,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from services.notify.webhooks import MAX_RESPONSE_BYTES, TargetPolicy, UnsafeTarget, check_url, post, sign, verify
+from services.notify.webhooks import post, sign, signature_header, verify
+from shared.outbound import MAX_ANSWER_BYTES, TargetPolicy, UnsafeTarget, check_url, fetch
 
 SECRET = "shared-secret"
 BODY = b'{"id": "evt-1"}'
 SIGNED_AT = 1_800_000_000
 PUBLIC = "93.184.216.34"
-LOOPBACK_ALLOWED = TargetPolicy.from_setting("127.0.0.0/8", timeout_s=2.0)
-NO_ALLOWANCE = TargetPolicy(timeout_s=2.0)
+LOOPBACK_ALLOWED = TargetPolicy.from_setting("127.0.0.0/8", deadline_s=2.0)
+NO_ALLOWANCE = TargetPolicy(deadline_s=2.0)
 
 
 class FakeResolver:
@@ -167,7 +169,7 @@ def test_verify_rejects(headers, body, now):
 # --- delivering --------------------------------------------------------------------------------------------------
 
 def test_post_delivers_a_signed_request_that_the_receiver_verifies(receiver):
-    attempt = post(receiver.url(), SECRET, "evt-1", BODY, LOOPBACK_ALLOWED, now=lambda: SIGNED_AT + 0.7)
+    attempt = post(receiver.url(), [SECRET], "evt-1", BODY, LOOPBACK_ALLOWED, now=lambda: SIGNED_AT + 0.7)
 
     assert (attempt.delivered, attempt.status_code, attempt.error) == (True, 204, None)
     assert attempt.latency_ms > 0
@@ -184,36 +186,119 @@ def test_post_delivers_a_signed_request_that_the_receiver_verifies(receiver):
 
 
 def test_a_server_error_is_not_delivered(receiver):
-    attempt = post(receiver.url("/answer/500"), SECRET, "evt-1", BODY, LOOPBACK_ALLOWED)
+    attempt = post(receiver.url("/answer/500"), [SECRET], "evt-1", BODY, LOOPBACK_ALLOWED)
 
     assert (attempt.delivered, attempt.status_code, attempt.error) == (False, 500, "HTTP 500")
 
 
 def test_a_redirect_is_not_followed(receiver):
-    attempt = post(receiver.url("/answer/302"), SECRET, "evt-1", BODY, LOOPBACK_ALLOWED)
+    attempt = post(receiver.url("/answer/302"), [SECRET], "evt-1", BODY, LOOPBACK_ALLOWED)
 
     assert (attempt.delivered, attempt.status_code, attempt.error) == (False, 302, "redirect not followed")
     assert [request.path for request in receiver.received] == ["/answer/302"]
 
 
-def test_a_receiver_that_never_answers_times_out_after_the_policy_timeout():
-    listener = socket.create_server(("127.0.0.1", 0))  # the kernel accepts connections; nobody ever answers
-    policy = TargetPolicy.from_setting("127.0.0.0/8", timeout_s=0.5)
-    with listener:
-        started = time.monotonic()
-        attempt = post(f"http://127.0.0.1:{listener.getsockname()[1]}/hook", SECRET, "evt-1", BODY, policy)
-        elapsed = time.monotonic() - started
+# --- the deadline: the whole attempt, however the receiver behaves -------------------------------------------------
 
-    assert (attempt.delivered, attempt.status_code, attempt.error) == (False, None, "timeout")
-    assert 0.45 <= elapsed < 2.0
-    assert 450 <= attempt.latency_ms < 2000
+DEADLINE_S = 1.0
+# What the clock may add to the deadline: thread start-up, the close, a loaded machine.
+MARGIN_S = 0.5
+DEADLINE = TargetPolicy.from_setting("127.0.0.0/8", deadline_s=DEADLINE_S)
+
+
+def timed_post(url: str) -> tuple:
+    started = time.monotonic()
+    attempt = post(url, [SECRET], "evt-1", BODY, DEADLINE)
+    return attempt, time.monotonic() - started
+
+
+def test_a_receiver_that_never_answers_is_given_up_at_the_deadline():
+    listener = socket.create_server(("127.0.0.1", 0))  # the kernel accepts connections; nobody ever answers
+    with listener:
+        attempt, elapsed = timed_post(f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+
+    assert (attempt.delivered, attempt.status_code) == (False, None)
+    assert attempt.error == "no complete answer within the 1 s deadline"
+    assert DEADLINE_S - 0.05 <= elapsed < DEADLINE_S + MARGIN_S
+
+
+def test_a_receiver_that_drips_its_answer_a_byte_at_a_time_is_given_up_at_the_deadline(raw_server):
+    def drip(connection: socket.socket, test_over: threading.Event) -> None:
+        connection.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+            if test_over.wait(0.2):  # each byte well within any per-read timeout
+                return
+            with contextlib.suppress(OSError):
+                connection.sendall(bytes([byte]))
+
+    port = raw_server(drip)
+
+    attempt, elapsed = timed_post(f"http://127.0.0.1:{port}/hook")
+
+    assert (attempt.delivered, attempt.status_code) == (False, None)
+    assert attempt.error == "no complete answer within the 1 s deadline"
+    assert elapsed < DEADLINE_S + MARGIN_S
+
+
+def test_a_receiver_that_drips_its_tls_handshake_is_given_up_at_the_deadline(raw_server):
+    def drip_hello(connection: socket.socket, test_over: threading.Event) -> None:
+        connection.recv(65536)  # the ClientHello; the "ServerHello" comes a byte at a time, never whole
+        for byte in b"\x16\x03\x03\x40\x00" + b"\x02" * 64:
+            if test_over.wait(0.2):
+                return
+            with contextlib.suppress(OSError):
+                connection.sendall(bytes([byte]))
+
+    port = raw_server(drip_hello)
+    started = time.monotonic()
+
+    attempt = post(f"https://receiver.example:{port}/hook", [SECRET], "evt-1", BODY, DEADLINE,
+                   resolve=FakeResolver("127.0.0.1"))
+
+    assert attempt.error == "no complete answer within the 1 s deadline"
+    assert time.monotonic() - started < DEADLINE_S + MARGIN_S
+
+
+def test_a_receiver_that_resets_the_connection_fails_at_once_with_that_said(raw_server):
+    def reset(connection: socket.socket, test_over: threading.Event) -> None:
+        connection.recv(65536)
+        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        connection.close()
+
+    port = raw_server(reset)
+
+    attempt, elapsed = timed_post(f"http://127.0.0.1:{port}/hook")
+
+    assert (attempt.delivered, attempt.status_code) == (False, None)
+    assert attempt.error in ("connection reset by the other side", "connection closed without an answer")
+    assert elapsed < DEADLINE_S
+
+
+def test_a_healthy_receiver_answers_meanwhile(receiver):
+    """Deadlines are per attempt: an attempt stuck on a dead receiver holds nothing of another one's."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener:
+        stuck = threading.Thread(target=timed_post, args=(f"http://127.0.0.1:{listener.getsockname()[1]}/hook",))
+        stuck.start()
+        attempt, elapsed = timed_post(receiver.url())
+        stuck.join(5)
+
+    assert attempt.delivered and elapsed < DEADLINE_S / 2
+
+
+def test_the_shared_client_returns_a_bounded_answer_body(receiver):
+    answer = fetch("GET", receiver.url("/answer/200"), LOOPBACK_ALLOWED)
+
+    assert (answer.status_code, answer.error, answer.body) == (200, None, b"")
+    assert [request.command for request in receiver.received] == ["GET"]
 
 
 def test_a_closed_port_is_connection_refused():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]  # free once closed: nothing listens there
 
-    attempt = post(f"http://127.0.0.1:{port}/hook", SECRET, "evt-1", BODY, LOOPBACK_ALLOWED)
+    attempt = post(f"http://127.0.0.1:{port}/hook", [SECRET], "evt-1", BODY, LOOPBACK_ALLOWED)
 
     assert (attempt.delivered, attempt.status_code, attempt.error) == (False, None, "connection refused")
 
@@ -223,13 +308,13 @@ def test_an_endless_answer_body_is_read_only_up_to_the_limit(raw_server):
         connection.recv(65536)
         with contextlib.suppress(OSError):  # the client may hang up before taking the last bytes
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n"
-                               + b"x" * (MAX_RESPONSE_BYTES + 1))
+                               + b"x" * (MAX_ANSWER_BYTES + 1))
         test_over.wait(10)  # the rest never comes: reading past the limit would wait for the timeout
 
     port = raw_server(endless_answer)
-    policy = TargetPolicy.from_setting("127.0.0.0/8", timeout_s=3.0)
+    policy = TargetPolicy.from_setting("127.0.0.0/8", deadline_s=3.0)
 
-    attempt = post(f"http://127.0.0.1:{port}/hook", SECRET, "evt-1", BODY, policy)
+    attempt = post(f"http://127.0.0.1:{port}/hook", [SECRET], "evt-1", BODY, policy)
 
     assert attempt.delivered
     assert attempt.latency_ms < 1500
@@ -240,7 +325,7 @@ def test_an_endless_answer_body_is_read_only_up_to_the_limit(raw_server):
 def test_http_connects_to_the_checked_address_with_the_urls_host_header(receiver):
     resolver = FakeResolver("127.0.0.1")  # the real DNS knows no receiver.example: a second lookup would fail
 
-    attempt = post(receiver.url(host="receiver.example"), SECRET, "evt-1", BODY, LOOPBACK_ALLOWED, resolve=resolver)
+    attempt = post(receiver.url(host="receiver.example"), [SECRET], "evt-1", BODY, LOOPBACK_ALLOWED, resolve=resolver)
 
     assert attempt.delivered, attempt.error
     [request] = receiver.received
@@ -259,7 +344,7 @@ def test_https_connects_to_the_checked_address_and_names_the_urls_host_in_sni(ra
     port = raw_server(tls_listener)
     resolver = FakeResolver("127.0.0.1")
 
-    attempt = post(f"https://receiver.example:{port}/hook", SECRET, "evt-1", BODY, LOOPBACK_ALLOWED,
+    attempt = post(f"https://receiver.example:{port}/hook", [SECRET], "evt-1", BODY, LOOPBACK_ALLOWED,
                    resolve=resolver)
 
     assert not attempt.delivered  # the listener hangs up after the ClientHello
@@ -333,7 +418,7 @@ def tls_receiver(certificate) -> Iterator[Receiver]:
 def test_https_delivers_to_the_pinned_address_when_the_certificate_names_the_urls_host(tls_receiver, certificate):
     trusting = ssl.create_default_context(cafile=certificate[1])
 
-    attempt = post(tls_receiver.url(host="receiver.example", scheme="https"), SECRET, "evt-1", BODY,
+    attempt = post(tls_receiver.url(host="receiver.example", scheme="https"), [SECRET], "evt-1", BODY,
                    LOOPBACK_ALLOWED, resolve=FakeResolver("127.0.0.1"), tls_context=trusting)
 
     assert attempt.delivered, attempt.error
@@ -344,7 +429,7 @@ def test_https_delivers_to_the_pinned_address_when_the_certificate_names_the_url
 def test_https_refuses_a_certificate_for_another_host(tls_receiver, certificate):
     trusting = ssl.create_default_context(cafile=certificate[1])
 
-    attempt = post(tls_receiver.url(host="impostor.example", scheme="https"), SECRET, "evt-1", BODY,
+    attempt = post(tls_receiver.url(host="impostor.example", scheme="https"), [SECRET], "evt-1", BODY,
                    LOOPBACK_ALLOWED, resolve=FakeResolver("127.0.0.1"), tls_context=trusting)
 
     assert not attempt.delivered
@@ -353,7 +438,7 @@ def test_https_refuses_a_certificate_for_another_host(tls_receiver, certificate)
 
 
 def test_https_refuses_a_certificate_no_trusted_authority_signed(tls_receiver):
-    attempt = post(tls_receiver.url(host="receiver.example", scheme="https"), SECRET, "evt-1", BODY,
+    attempt = post(tls_receiver.url(host="receiver.example", scheme="https"), [SECRET], "evt-1", BODY,
                    LOOPBACK_ALLOWED, resolve=FakeResolver("127.0.0.1"))
 
     assert not attempt.delivered
@@ -380,9 +465,10 @@ def test_internal_targets_are_refused_by_check_url_and_by_post_before_any_connec
                                                                                      url, reason):
     url = url.format(port=receiver.port)
 
-    with pytest.raises(UnsafeTarget, match=reason):
+    with pytest.raises(UnsafeTarget) as refused:
         check_url(url, NO_ALLOWANCE)
-    attempt = post(url, SECRET, "evt-1", BODY, NO_ALLOWANCE)
+    assert reason in refused.value.detail
+    attempt = post(url, [SECRET], "evt-1", BODY, NO_ALLOWANCE)
 
     assert (attempt.delivered, attempt.status_code) == (False, None)
     assert attempt.error.startswith("refused target: ") and reason in attempt.error
@@ -406,15 +492,22 @@ def test_internal_targets_are_refused_by_check_url_and_by_post_before_any_connec
     ("http://192.0.2.1/", "private"),  # documentation range: not on the internet
 ])
 def test_other_non_public_addresses_are_refused(url, reason):
-    with pytest.raises(UnsafeTarget, match=reason):
+    with pytest.raises(UnsafeTarget) as refused:
         check_url(url, NO_ALLOWANCE)
+    assert reason in refused.value.detail
 
 
 @pytest.mark.parametrize("answer", [("10.1.2.3",), (PUBLIC, "10.1.2.3"), ("fd12::1", PUBLIC)],
                          ids=["private", "public-then-private", "private-then-public"])
-def test_a_name_resolving_to_any_private_address_is_refused(answer):
-    with pytest.raises(UnsafeTarget, match=r"receiver\.example resolves to \S+, which is a private address"):
+def test_a_name_resolving_to_any_private_address_is_refused_without_saying_what_it_resolved_to(answer):
+    with pytest.raises(UnsafeTarget) as refused:
         check_url("https://receiver.example/hook", NO_ALLOWANCE, resolve=FakeResolver(*answer))
+
+    assert str(refused.value) == ("receiver.example does not resolve to a public internet address; only public "
+                                  "internet addresses are accepted")
+    assert not any(address in str(refused.value) for address in ("10.1.2.3", "fd12", "private"))
+    assert refused.value.detail.startswith("receiver.example resolves to ")  # for the delivery log only
+    assert refused.value.detail.endswith(", which is a private address")
 
 
 @pytest.mark.parametrize("url", ["https://receiver.example/hook", "http://receiver.example:8080/hook?token=1",
@@ -429,11 +522,21 @@ def test_public_address_literals_are_accepted_without_a_lookup(url):
     check_url(url, NO_ALLOWANCE, resolve=unresolvable)
 
 
-def test_a_name_that_does_not_resolve_is_refused():
-    with pytest.raises(UnsafeTarget, match="cannot be resolved"):
-        check_url("https://receiver.example/hook", NO_ALLOWANCE, resolve=unresolvable)
-    with pytest.raises(UnsafeTarget, match="cannot be resolved"):
-        check_url("https://receiver.example/hook", NO_ALLOWANCE, resolve=FakeResolver())
+def test_a_name_that_does_not_resolve_is_refused_in_the_same_words_as_one_resolving_inside():
+    for resolve in (unresolvable, FakeResolver(), FakeResolver("10.1.2.3")):
+        with pytest.raises(UnsafeTarget, match="^receiver.example does not resolve to a public internet address"):
+            check_url("https://receiver.example/hook", NO_ALLOWANCE, resolve=resolve)
+
+
+def test_a_strict_policy_takes_https_to_public_addresses_only_whatever_the_deployment_allows():
+    strict = LOOPBACK_ALLOWED.strict()
+
+    with pytest.raises(UnsafeTarget, match="only https:// URLs are accepted"):
+        check_url(f"http://{PUBLIC}/hook", strict)
+    with pytest.raises(UnsafeTarget, match="loopback"):
+        check_url("https://127.0.0.1:8443/hook", strict)
+    check_url(f"https://{PUBLIC}/hook", strict)
+    check_url("http://127.0.0.1:8080/hook", LOOPBACK_ALLOWED)
 
 
 @pytest.mark.parametrize("url, reason", [
@@ -461,7 +564,7 @@ def test_malformed_urls_are_refused(url, reason):
 
 
 def test_post_refuses_a_malformed_url_without_raising():
-    attempt = post("ftp://receiver.example/hook", SECRET, "evt-1", BODY, NO_ALLOWANCE, resolve=FakeResolver(PUBLIC))
+    attempt = post("ftp://receiver.example/hook", [SECRET], "evt-1", BODY, NO_ALLOWANCE, resolve=FakeResolver(PUBLIC))
 
     assert attempt.error == "refused target: only http:// and https:// URLs are accepted"
     assert not attempt.delivered
@@ -472,10 +575,11 @@ def test_dns_rebinding_is_refused_at_send_time(receiver, no_connections):
     check_url(url, NO_ALLOWANCE, resolve=FakeResolver(PUBLIC))  # what the subscription was saved with
     rebound = FakeResolver("127.0.0.1")  # what the same name answers when the event is sent
 
-    attempt = post(url, SECRET, "evt-1", BODY, NO_ALLOWANCE, resolve=rebound)
+    attempt = post(url, [SECRET], "evt-1", BODY, NO_ALLOWANCE, resolve=rebound)
 
     assert not attempt.delivered
     assert attempt.error.startswith("refused target: receiver.example resolves to 127.0.0.1")
+    assert attempt.permanent
     assert rebound.looked_up == ["receiver.example"]
     assert receiver.received == []
 
@@ -498,9 +602,9 @@ def test_the_allowance_applies_to_ipv4_mapped_forms_of_an_allowed_address():
     check_url("http://[::ffff:127.0.0.1]/hook", LOOPBACK_ALLOWED)
 
 
-def test_from_setting_reads_nothing_as_no_allowance_and_keeps_the_timeout():
+def test_from_setting_reads_nothing_as_no_allowance_and_keeps_the_deadline():
     assert TargetPolicy.from_setting(None) == TargetPolicy()
-    assert TargetPolicy.from_setting("  ", timeout_s=2.5) == TargetPolicy(timeout_s=2.5)
+    assert TargetPolicy.from_setting("  ", deadline_s=2.5) == TargetPolicy(deadline_s=2.5)
 
 
 @pytest.mark.parametrize("setting, named", [("127.0.0.0/8,10.1.0.0/33", "10.1.0.0/33"), ("intranet", "intranet"),
@@ -510,7 +614,25 @@ def test_from_setting_names_a_bad_network(setting, named):
         TargetPolicy.from_setting(setting)
 
 
-def test_a_timeout_must_be_positive():
+def test_a_deadline_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
-        TargetPolicy(timeout_s=0)
+        TargetPolicy(deadline_s=0)
 
+
+# --- rotating a secret: both signatures for a while ----------------------------------------------------------------
+
+def test_during_the_overlap_both_signatures_are_sent_and_a_receiver_with_either_secret_accepts(receiver):
+    attempt = post(receiver.url(), ["new-secret", "old-secret"], "evt-1", BODY, LOOPBACK_ALLOWED,
+                   now=lambda: SIGNED_AT)
+
+    assert attempt.delivered
+    [request] = receiver.received
+    assert request.headers["X-Woodpecker-Signature"] == (f"{sign('new-secret', SIGNED_AT, BODY)},"
+                                                         f"{sign('old-secret', SIGNED_AT, BODY)}")
+    for secret in ("new-secret", "old-secret"):
+        assert verify(secret, request.headers, request.body, now=SIGNED_AT)
+    assert not verify("another-secret", request.headers, request.body, now=SIGNED_AT)
+
+
+def test_outside_the_overlap_the_header_keeps_its_single_signature_form():
+    assert signature_header([SECRET], SIGNED_AT, BODY) == sign(SECRET, SIGNED_AT, BODY)

@@ -1,12 +1,15 @@
-"""Who hears what, and on which channels, without I/O."""
-from datetime import UTC, datetime
+"""Who hears what, what each may see, and on which channels, without I/O."""
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.notify import domain
 from services.notify.domain import Notice
+from services.notify.templates import Templates
 from shared import reference
 from shared.auth import Caller
+from shared.outbound import TargetPolicy
 
 CITY = reference.load(None)
 LINKS = domain.Links("https://linyi.example/")
@@ -28,11 +31,17 @@ def test_every_reporter_of_the_case_hears_its_outcome(action, kind):
     assert heard == [("volunteer:u1", kind), ("volunteer:u2", kind)]
 
 
-def test_a_report_joining_a_case_under_way_hears_that_and_the_others_do_not():
-    joined = notices("opened", report_ids=["r2"], attached=True)
-    assert [(n.recipient, n.kind) for n in joined if n.recipient.startswith("volunteer:")] == [
-        ("volunteer:u2", "report.joined")]
+def test_the_reporter_of_a_report_joining_a_case_under_way_hears_that_and_the_others_do_not():
+    joined = notices("joined", report_ids=["r1", "r2"], report_id="r2")
+    assert [(n.recipient, n.kind) for n in joined] == [("volunteer:u2", "report.joined"),
+                                                       ("department:traffic-police", "case.event")]
+    assert next(n for n in joined if n.recipient == "department:traffic-police").context["action"] == "joined"
     assert not [n for n in notices("opened") if n.recipient.startswith("volunteer:")]
+
+
+def test_an_opened_case_marked_attached_is_no_longer_a_join():
+    heard = notices("opened", report_ids=["r2"], attached=True)
+    assert [(n.recipient, n.kind) for n in heard] == [("department:traffic-police", "case.event")]
 
 
 def test_the_department_hears_its_case_and_the_office_what_needs_it():
@@ -104,3 +113,174 @@ def test_back_off_doubles_with_jitter_and_gives_up_after_the_window():
                                datetime(2026, 11, 25, 0, 0, 1, tzinfo=UTC), 86400, 0.5)
     assert old["status"] == "failed"
     assert domain.after_attempt({"created_at": created}, False, True, created, 86400, 0.5)["status"] == "failed"
+
+
+# --- what each recipient may see ----------------------------------------------------------------------
+
+# What the first reporter wrote and where, the case's photos and reports, and the staff's own notes: a case event
+# carries all of it, and none of it may reach another reporter.
+FIRST_REPORTERS_CASE = {
+    "case_id": "c7", "report_ids": ["r-first", "r-other", "r-joiner"], "report_id": "r-joiner",
+    "category": "traffic.parking", "department": "traffic-police", "status": "accepted",
+    "due_at": "2026-11-26T00:31:00Z", "grid_id": "lanshan-01",
+    "location": {"lat": 35.0612345, "lng": 118.3154321, "address": "金雀山路17号楼下东侧"},
+    "description": "FIRST-REPORTERS-OWN-WORDS 楼下那辆车每天都停在盲道上",
+    "photo_ids": ["photo-first-1", "photo-first-2"],
+    "after_photo_ids": ["photo-after-1"], "overdue": False, "escalation_level": 0, "rework_count": 0,
+    "case_version": 5, "note": "STAFF-NOTE 请交警二中队处理，联系人王队长 13900000000",
+    "extension": {"hours": 24, "reason": "STAFF-EXTENSION-REASON 需协调拖车", "status": "requested"},
+}
+FORBIDDEN_TO_REPORTERS = ("FIRST-REPORTERS-OWN-WORDS", "35.06", "118.31", "金雀山路17号", "photo-first", "photo-after",
+                          "r-first", "r-other", "STAFF-NOTE", "STAFF-EXTENSION-REASON", "lanshan-01")
+REPORTERS = {"r-first": "u-first", "r-other": "u-other", "r-joiner": "u-joiner"}
+
+
+def reporter_notice(action: str, **data) -> Notice:
+    heard = domain.case_notices(action, "traffic-police", f"case.{action}.traffic-police",
+                                {**FIRST_REPORTERS_CASE, **data}, REPORTERS, CITY, CITY.timezone, LINKS,
+                                datetime(2026, 11, 26, 0, 31, tzinfo=UTC))
+    return next(n for n in heard if n.recipient == "volunteer:u-joiner")
+
+
+@pytest.mark.parametrize("action", ["joined", "dispatched", "closed", "accepted_then_dispatched"])
+def test_a_reporters_notice_and_webhook_hold_nothing_of_the_other_reports_the_place_photos_or_staff_notes(action):
+    notice = reporter_notice("dispatched" if action == "accepted_then_dispatched" else action)
+    shown = json.dumps([notice.context, notice.data], ensure_ascii=False)
+    for language in ("zh", "en"):
+        rendered = Templates().render(notice.kind, language, notice.context)
+        shown += rendered.title + rendered.body + rendered.link
+    assert [leak for leak in FORBIDDEN_TO_REPORTERS if leak in shown] == []
+    assert notice.data["report_id"] == "r-joiner" and notice.data["case_id"] == "c7"
+
+
+def test_a_reporter_sees_the_cases_public_status():
+    notice = reporter_notice("joined")
+    assert notice.data == {"report_id": "r-joiner", "case_id": "c7", "status": "accepted",
+                           "category": "traffic.parking", "department": "traffic-police",
+                           "due_at": "2026-11-26T00:31:00Z"}
+    assert notice.context["department_name"] == CITY.departments["traffic-police"].name_zh
+    assert notice.context["due_at"] == "2026-11-26 08:31"
+
+
+@pytest.mark.parametrize("action, outcome", [
+    ("rectified", {"note": "已拖移车辆"}),
+    ("rejected", {"reason": "out_of_scope", "note": "私人院内"}),
+])
+def test_a_reporter_hears_the_public_outcome_the_department_gives_them_and_no_other_note(action, outcome):
+    notice = reporter_notice(action, report_ids=["r-first", "r-joiner"], note=outcome["note"],
+                             **({"reason": outcome["reason"]} if "reason" in outcome else {}))
+    assert {k: notice.data[k] for k in outcome} == outcome
+    assert "STAFF-NOTE" not in json.dumps(notice.data, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("kind", sorted(domain.OUTCOMES))
+def test_the_reporters_templates_render_from_what_a_reporter_may_see_alone(kind):
+    """Rendered with strict variables: a template that used anything else (a description, a location) fails."""
+    action = {v: k for k, v in domain.REPORTER_KINDS.items()}.get(kind, "joined")
+    context = reporter_notice(action).context
+    for language in ("zh", "en"):
+        assert Templates().render(kind, language, context).link == "https://linyi.example/reports/r-joiner"
+
+
+def test_the_department_holding_the_case_sees_the_case_events_fields():
+    heard = domain.case_notices("accepted", "traffic-police", "case.accepted.traffic-police",
+                                {**FIRST_REPORTERS_CASE, "internal_trace": "x"}, REPORTERS, CITY, CITY.timezone,
+                                LINKS, None)
+    [department] = heard
+    assert department.data == {k: v for k, v in FIRST_REPORTERS_CASE.items()}
+    assert department.context["description"] == FIRST_REPORTERS_CASE["description"]
+
+
+def test_the_office_sees_everything():
+    heard = domain.case_notices("overdue", "traffic-police", "case.overdue.traffic-police",
+                                {**FIRST_REPORTERS_CASE, "internal_trace": "x"}, REPORTERS, CITY, CITY.timezone,
+                                LINKS, None)
+    office = next(n for n in heard if n.recipient == "office")
+    assert office.data == {**FIRST_REPORTERS_CASE, "internal_trace": "x"}
+
+
+def test_a_volunteer_hears_their_own_entry_and_not_who_recorded_it():
+    entry = {"id": "e1", "volunteer_id": "v9", "hours": 2.5, "kind": "patrol", "source": "patrol", "source_id": "p1",
+             "service_date": "2026-11-24", "recorded_by": "association:assoc-7", "rule_version": "2026-1",
+             "note": "巡访", "recorded_at": "2026-11-24T08:00:00Z"}
+    [notice] = domain.volunteer_notices("hours.credited", entry, LINKS)
+    assert notice.data == {k: v for k, v in entry.items() if k not in ("recorded_by", "rule_version")}
+    assert "recorded_by" not in notice.context
+
+
+# --- addresses, webhooks and deliveries ------------------------------------------------------------------
+
+OFFICER, POLICE = Caller("o1", "office"), Caller("p1", "department", dept="traffic-police")
+VOLUNTEER, LEADER = Caller("u1", "volunteer"), Caller("l1", "grid_leader", grid="lanshan-01")
+
+
+@pytest.mark.parametrize("caller, recipient, needed", [
+    (VOLUNTEER, "volunteer:u1", True),
+    (LEADER, "volunteer:l1", True),
+    (LEADER, "grid:lanshan-01", True),  # a grid leader is a volunteer, not staff
+    (OFFICER, "volunteer:u1", True),  # a volunteer's own mailbox: only its owner can prove it
+    (OFFICER, "grid:lanshan-01", False),
+    (OFFICER, "department:traffic-police", False),
+    (OFFICER, "office", False),
+    (POLICE, "department:traffic-police", False),
+])
+def test_who_must_prove_an_address(caller, recipient, needed):
+    assert domain.needs_confirmation(caller, recipient) is needed
+
+
+def test_volunteers_and_grid_leaders_webhooks_are_https_to_public_addresses_only():
+    staff = TargetPolicy.from_setting("127.0.0.0/8", deadline_s=3)
+    for recipient in ("volunteer:u1", "grid:lanshan-01"):
+        assert domain.webhook_policy(recipient, staff) == TargetPolicy(https_only=True, deadline_s=3)
+    for recipient in ("department:traffic-police", "office"):
+        assert domain.webhook_policy(recipient, staff) is staff
+
+
+MAIL = {"channel": "email", "kind": "report.closed", "target": "old@a.example"}
+HOOK = {"channel": "webhook", "kind": "case.event", "target": "https://old.example/hook"}
+CONFIRMATION = {"channel": "email", "kind": domain.CONFIRMATION_KIND, "target": "new@a.example"}
+
+
+@pytest.mark.parametrize("delivery, subscription, expected", [
+    (MAIL, {"email": "new@a.example", "email_confirmed": True}, ("send", "new@a.example")),
+    (MAIL, {"email": "new@a.example", "email_confirmed": False}, ("hold", "new@a.example")),
+    (MAIL, {"email": None}, ("drop", None)),
+    (MAIL, None, ("drop", None)),
+    (HOOK, {"webhook_url": "https://new.example/hook"}, ("send", "https://new.example/hook")),
+    (HOOK, {"webhook_url": None}, ("drop", None)),
+    (CONFIRMATION, {"email": "new@a.example", "confirmation": {"address": "new@a.example"}},
+     ("send", "new@a.example")),
+    (CONFIRMATION, {"email": "other@a.example", "confirmation": {"address": "other@a.example"}}, ("drop", None)),
+    (CONFIRMATION, {"email": "new@a.example", "email_confirmed": True}, ("drop", None)),
+], ids=["confirmed", "unproven", "removed", "no-subscription", "webhook", "webhook-removed", "confirmation",
+        "confirmation-superseded", "confirmation-done"])
+def test_where_a_due_delivery_goes_is_decided_by_the_subscription_as_it_is_now(delivery, subscription, expected):
+    assert domain.destination(delivery, subscription) == expected
+
+
+def test_new_mail_waits_for_an_unproven_address_and_a_suspended_channel_keeps_its_deliveries_aside():
+    assert domain.first_status("email", {"email": "a@b.example", "email_confirmed": False}) == "held"
+    assert domain.first_status("email", {"email": "a@b.example", "email_confirmed": True}) == "pending"
+    assert domain.first_status("webhook", {"suspended": ["webhook"]}) == "suspended"
+
+
+def test_both_secrets_sign_during_the_overlap_window_only():
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    assert domain.signing_secrets("new", "old", now + timedelta(seconds=1), now) == ["new", "old"]
+    assert domain.signing_secrets("new", "old", now, now) == ["new"]
+    assert domain.signing_secrets("new", None, None, now) == ["new"]
+
+
+def test_a_code_is_eight_random_digits():
+    codes = {domain.new_code() for _ in range(50)}
+    assert all(len(code) == 8 and code.isdigit() for code in codes) and len(codes) > 45
+
+
+def test_a_code_is_taken_only_for_the_address_waiting_and_only_before_it_expires():
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    waiting = {"address": "a@b.example", "code_hash": "h", "expires_at": now + timedelta(hours=1), "guesses": 0}
+    assert domain.waiting_confirmation({"email": "a@b.example", "confirmation": waiting}, now) == waiting
+    for document in ({"email": "other@b.example", "confirmation": waiting}, {"email": "a@b.example"}, None,
+                     {"email": "a@b.example", "confirmation": {**waiting, "expires_at": now}}):
+        with pytest.raises(domain.InvalidFields):
+            domain.waiting_confirmation(document, now)

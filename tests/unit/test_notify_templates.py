@@ -40,7 +40,7 @@ def items(count: int) -> list[dict]:
 # --- the shipped templates ------------------------------------------------------------------------
 
 def test_there_is_a_sample_and_a_shipped_file_for_every_kind_in_every_language_and_nothing_else():
-    assert len(KINDS) == 14 and set(SAMPLE_CONTEXTS) == set(KINDS)
+    assert len(KINDS) == 15 and set(SAMPLE_CONTEXTS) == set(KINDS)
     shipped = {path.relative_to(SHIPPED_DIR) for path in SHIPPED_DIR.rglob("*.txt")}
     assert shipped == {Path(language, f"{kind}.txt") for language in LANGUAGES for kind in KINDS}
 
@@ -65,7 +65,11 @@ def test_english_is_not_the_chinese_text(kind):
     en = SHIPPED.render(kind, "en", SAMPLE_CONTEXTS[kind])
 
     assert zh.title != en.title and zh.body != en.body
-    assert en.body.splitlines()[-1].startswith("Details:") and zh.body.splitlines()[-1].startswith("查看详情：")
+    if kind == "email.confirmation":
+        assert en.body.splitlines()[-1].startswith("Notification settings:")
+        assert zh.body.splitlines()[-1].startswith("通知设置：")
+    else:
+        assert en.body.splitlines()[-1].startswith("Details:") and zh.body.splitlines()[-1].startswith("查看详情：")
 
 
 def test_the_shipped_templates_pass_the_start_check():
@@ -88,7 +92,7 @@ def test_a_dispatched_report_without_a_deadline_says_nothing_of_one():
 
 
 def test_text_is_plain_not_html_escaped():
-    rendered = SHIPPED.render("report.dispatched", "zh", sample("report.dispatched", description='<b>"A&B"</b>'))
+    rendered = SHIPPED.render("case.event", "zh", sample("case.event", description='<b>"A&B"</b>'))
 
     assert '<b>"A&B"</b>' in rendered.body
 
