@@ -7,6 +7,10 @@ from marshmallow import ValidationError, fields
 
 from shared.events import rfc3339
 
+# No time of the programme lies outside these years; outside them a time is a mistake or a probe (year 1 with a
+# positive offset is before the first instant Python can hold in UTC).
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2999
+
 
 class Timestamp(fields.AwareDateTime):
     """RFC 3339 in UTC with `Z` on the way out; any offset accepted on the way in, kept as UTC."""
@@ -26,4 +30,6 @@ class Timestamp(fields.AwareDateTime):
             moment = super()._deserialize(value, attr, data, **kwargs)
         except ValidationError:
             raise ValidationError("Not an RFC 3339 time with an offset, e.g. 2026-11-23T08:30:00Z.") from None
+        if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+            raise ValidationError(f"A time between the years {EARLIEST_YEAR} and {LATEST_YEAR}, not {moment.year}.")
         return moment.astimezone(UTC)
