@@ -10,13 +10,16 @@ from shared.events import rfc3339
 # No time of the programme lies outside these years; outside them a time is a mistake or a probe (year 1 with a
 # positive offset is before the first instant Python can hold in UTC).
 EARLIEST_YEAR, LATEST_YEAR = 1970, 2999
+# The same bound, as the API's documents say it (a date-time's first four characters).
+YEAR_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
 
 
 class Timestamp(fields.AwareDateTime):
     """RFC 3339 in UTC with `Z` on the way out; any offset accepted on the way in, kept as UTC."""
 
     def __init__(self, **kwargs):
-        super().__init__(format="iso", default_timezone=None, **kwargs)
+        metadata = {"pattern": YEAR_PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(format="iso", default_timezone=None, metadata=metadata, **kwargs)
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
