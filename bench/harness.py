@@ -95,7 +95,8 @@ def service_env(mongo_url: str | dict[str, str], amqp_url: str, databases: dict[
     return {**os.environ, **stores, "AMQP_URL": amqp_url, **databases,
             "WOODPECKER_JWT_SECRET": DEV_JWT_SECRET, "WOODPECKER_ALLOW_DEV_SECRET": "1",
             # A bench is one address and a few callers at full speed: limits that never bind, still counted.
-            **{f"WOODPECKER_RATE_LIMIT_{kind}": BENCH_RATE for kind in ("WRITES", "UPLOADS", "PER_IP")}}
+            **{f"WOODPECKER_RATE_LIMIT_{kind}": BENCH_RATE
+               for kind in ("WRITES", "UPLOADS", "PER_IP", "READS", "EXPORTS", "READS_PER_IP")}}
 
 
 def drop_databases(mongo_url: str | dict[str, str], names: dict[str, str]) -> None:

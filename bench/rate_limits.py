@@ -27,7 +27,7 @@ import pymongo
 
 from bench.harness import bench_store
 from shared.config import Rate
-from shared.ratelimit import COLLECTION, RateLimiter
+from shared.ratelimit import COLLECTION, WRITE, RateLimiter
 
 WRITES, PER_ADDRESS = Rate(60, "minute"), Rate(600, "minute")
 
@@ -50,7 +50,7 @@ def writes_by(limiter: RateLimiter, who: Callable[[int], tuple[str, str]]) -> Ca
 
     def write(n: int) -> object:
         caller, address = who(n)
-        return limiter.admit(limiter.quotas(upload=False, caller_id=caller, address=address))
+        return limiter.admit(limiter.quotas(kind=WRITE, caller_id=caller, address=address))
 
     return write
 

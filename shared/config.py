@@ -68,6 +68,17 @@ def _at_least(env: os._Environ | dict, name: str, default: int, least: int) -> i
     return int(raw)
 
 
+def _seconds(env: os._Environ | dict, name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise ValueError(f"{name} must be a number of seconds from 0 to 3600, got {raw!r}")
+    return seconds
+
+
 def _retry_delays(raw: str) -> tuple[int, ...]:
     delays = tuple(int(part) for part in raw.split(",") if part.strip())
     if not delays or any(d <= 0 for d in delays):
@@ -108,6 +119,11 @@ class Settings:
     rate_limit_writes: Rate | None = Rate(60, "minute")
     rate_limit_uploads: Rate | None = Rate(30, "minute")
     rate_limit_per_ip: Rate | None = Rate(600, "minute")
+    # Reads (GET) per caller, spreadsheet and PDF downloads per caller (costly to build: counted apart), and both
+    # per client address: generous, so that only a loop or a crawler meets them.
+    rate_limit_reads: Rate | None = Rate(600, "minute")
+    rate_limit_exports: Rate | None = Rate(30, "minute")
+    rate_limit_reads_per_ip: Rate | None = Rate(3000, "minute")
     # How many proxies of ours append to X-Forwarded-For; 0 trusts none: the client is the peer address.
     trusted_proxies: int = 0
     # The browser origins that may call the API (CORS); none: no CORS headers at all.
@@ -117,6 +133,11 @@ class Settings:
     admission_backlog: int = 200
     # The queues counted; none named: every service's own (not the departments').
     admission_queues: tuple[str, ...] = ()
+    # How often each process writes its audit entries (0: each before its answer), and how long they are kept.
+    audit_flush_s: float = 0.5
+    audit_retention_days: int = 180
+    # The largest JSON body a request may send (uploads have their own bound).
+    json_body_limit: int = 256 * 1024
     # Photos one web process decodes at once: one may take up to about 250 MB (bench/photo_memory.py).
     photo_concurrency: int = 2
 
@@ -141,9 +162,15 @@ class Settings:
             rate_limit_writes=_rate(env, "WOODPECKER_RATE_LIMIT_WRITES", "60/minute"),
             rate_limit_uploads=_rate(env, "WOODPECKER_RATE_LIMIT_UPLOADS", "30/minute"),
             rate_limit_per_ip=_rate(env, "WOODPECKER_RATE_LIMIT_PER_IP", "600/minute"),
+            rate_limit_reads=_rate(env, "WOODPECKER_RATE_LIMIT_READS", "600/minute"),
+            rate_limit_exports=_rate(env, "WOODPECKER_RATE_LIMIT_EXPORTS", "30/minute"),
+            rate_limit_reads_per_ip=_rate(env, "WOODPECKER_RATE_LIMIT_READS_PER_IP", "3000/minute"),
             trusted_proxies=int(env.get("WOODPECKER_TRUSTED_PROXIES", "0")),
             cors_origins=_origins(env.get("WOODPECKER_CORS_ORIGINS", "")),
             photo_concurrency=_at_least(env, "WOODPECKER_PHOTO_CONCURRENCY", 2, 1),
+            audit_flush_s=_seconds(env, "WOODPECKER_AUDIT_FLUSH_S", 0.5),
+            audit_retention_days=_at_least(env, "WOODPECKER_AUDIT_RETENTION_DAYS", 180, 1),
+            json_body_limit=_at_least(env, "WOODPECKER_JSON_BODY_LIMIT", 256 * 1024, 1024),
             admission_backlog=_at_least(env, "WOODPECKER_ADMISSION_BACKLOG", 200, 0),
             admission_queues=_names(env.get("WOODPECKER_ADMISSION_QUEUES", "")),
         )

@@ -47,6 +47,9 @@ from shared.store import drop_index_if_present
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# What a request is, for the limits: each kind has its caller's limit; writes and uploads share the address's
+# writes limit, reads and exports (spreadsheets, PDFs: costly to build) the address's reads limit.
+WRITE, UPLOAD, READ, EXPORT = "write", "upload", "read", "export"
 COLLECTION = "rate_limits"
 EXPIRES_FIELD = "expires_at"
 EXPIRES_INDEX = "expires_at_1"
@@ -59,14 +62,15 @@ STALE_AFTER_S = 2 * FLUSH_S
 NEAR_SHARE = 0.2
 NEAR_AT_LEAST = 2
 # What each limit counts, for the problem's detail.
-_COUNTED = {"writes": "writes", "uploads": "uploads", "address": "writes and uploads"}
+_COUNTED = {"writes": "writes", "uploads": "uploads", "address": "writes and uploads", "reads": "reads",
+            "exports": "spreadsheet and PDF downloads", "read_address": "reads"}
 
 
 @dataclass(frozen=True)
 class Quota:
     """One limit as it applies to one request: `rate` for `key` ("caller:vol-1", "address:203.0.113.5")."""
 
-    limit: str  # writes, uploads or address
+    limit: str  # writes, uploads, address, reads, exports or read_address
     rate: Rate
     key: str
 
@@ -183,10 +187,12 @@ class RateLimiter:
     """A service's limits, counted in its database's `rate_limits` collection."""
 
     def __init__(self, counters: Collection, *, writes: Rate | None, uploads: Rate | None, per_address: Rate | None,
+                 reads: Rate | None = None, exports: Rate | None = None, reads_per_address: Rate | None = None,
                  flush_every_s: float | None = FLUSH_S):
         """`flush_every_s`: None flushes only when asked (`flush`), for tests that count the store's commands."""
         self.counters = counters
         self.writes, self.uploads, self.per_address = writes, uploads, per_address
+        self.reads, self.exports, self.reads_per_address = reads, exports, reads_per_address
         self.flush_every_s = flush_every_s
         self._tallies: dict[str, Tally] = {}
         self._lock = threading.Lock()
@@ -200,7 +206,9 @@ class RateLimiter:
         client = pymongo.MongoClient(settings.mongo_url, tz_aware=True, connect=False, serverSelectionTimeoutMS=500,
                                      connectTimeoutMS=500, socketTimeoutMS=3_000)
         return cls(client[settings.database][COLLECTION], writes=settings.rate_limit_writes,
-                   uploads=settings.rate_limit_uploads, per_address=settings.rate_limit_per_ip)
+                   uploads=settings.rate_limit_uploads, per_address=settings.rate_limit_per_ip,
+                   reads=settings.rate_limit_reads, exports=settings.rate_limit_exports,
+                   reads_per_address=settings.rate_limit_reads_per_ip)
 
     def prepare(self) -> None:
         """The index by which a worker finds the windows that are over (windows are in `_id`, so a late removal
@@ -209,18 +217,28 @@ class RateLimiter:
             drop_index_if_present(self.counters, EXPIRES_INDEX)
         self.counters.create_index(EXPIRES_FIELD, name=EXPIRES_INDEX)
 
-    def applies(self, *, upload: bool) -> bool:
-        return bool((self.uploads if upload else self.writes) or self.per_address)
+    def _rates(self, kind: str) -> tuple[tuple[str, Rate | None], tuple[str, Rate | None]]:
+        """(the caller's limit, the address's limit) that a request of `kind` counts against."""
+        if kind in (WRITE, UPLOAD):
+            return (("uploads", self.uploads) if kind == UPLOAD else ("writes", self.writes)), \
+                ("address", self.per_address)
+        return (("exports", self.exports) if kind == EXPORT else ("reads", self.reads)), \
+            ("read_address", self.reads_per_address)
 
-    def quotas(self, *, upload: bool, caller_id: str | None, address: str) -> list[Quota]:
-        """An upload counts against its caller's uploads limit, any other write against the writes limit, and
-        both against the address's limit. Without a trusted caller the caller is its address."""
-        limit, rate = ("uploads", self.uploads) if upload else ("writes", self.writes)
+    def applies(self, *, kind: str) -> bool:
+        return any(rate for _, rate in self._rates(kind))
+
+    def quotas(self, *, kind: str, caller_id: str | None, address: str) -> list[Quota]:
+        """A request counts against its caller's limit of its kind (an upload against the uploads limit, any other
+        write against the writes limit, an export against the exports limit, any other read against the reads
+        limit), and against its address's limit (writes and uploads together, reads and exports together).
+        Without a trusted caller the caller is its address."""
+        (limit, rate), (address_limit, address_rate) = self._rates(kind)
         quotas = []
         if rate:
             quotas.append(Quota(limit, rate, f"caller:{caller_id}" if caller_id else address_key(address)))
-        if self.per_address:
-            quotas.append(Quota("address", self.per_address, address_key(address)))
+        if address_rate:
+            quotas.append(Quota(address_limit, address_rate, address_key(address)))
         return quotas
 
     def admit(self, quotas: Sequence[Quota]) -> Admission:

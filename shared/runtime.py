@@ -11,11 +11,11 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pymongo.database import Database
 
-from shared import ratelimit
+from shared import audit, ratelimit
 from shared.bus import EventConsumer, EventPublisher, broker_problem
 from shared.config import Settings, check_jwt_secret
 from shared.logs import configure_logging
@@ -103,10 +103,14 @@ def readiness_checks(settings: Settings, db: Database) -> list[Callable[[], str 
 
 def worker_main(service: str, build: Callable[[Settings, Database], BackgroundWork]) -> None:
     """Entry point of a service's worker process: its consumer, relay and periodic work, until SIGTERM; and, for
-    every service, dropping the rate limit windows that are over."""
+    every service, dropping the rate limit windows that are over and the audit entries past their retention."""
     settings, db = bootstrap(service)
     work = build(settings, db)
     work.periodic["rate-limit-windows"] = every(
         settings.periodic_interval_s, functools.partial(ratelimit.drop_ended_windows, db[ratelimit.COLLECTION]),
         "rate limit windows dropped")
+    work.periodic["audit-retention"] = every(
+        settings.periodic_interval_s, functools.partial(audit.drop_expired, db[audit.COLLECTION],
+                                                        retention=timedelta(days=settings.audit_retention_days)),
+        "audit entries past their retention dropped")
     work.run_until_signalled()

@@ -7,9 +7,11 @@ blueprints already use for validation, so the docs cannot drift from the code.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 import swagger_ui_bundle
 from apispec import APISpec, BasePlugin
@@ -23,11 +25,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import logs, metrics
-from shared.auth import current_caller
+from shared.audit import NOT_ENTERED, AuditLog, audit_blueprint, audit_entry
+from shared.auth import Caller, current_caller
 from shared.config import DEV_JWT_SECRET, Settings
 from shared.errors import DomainError, Unauthorized, UnsupportedMediaType, problem, problem_from
 from shared.openapi import ErrorResponses, ProblemSchema, problem_response, register_problem_responses
-from shared.ratelimit import WRITE_METHODS, RateLimiter
+from shared.ratelimit import EXPORT, READ, UPLOAD, WRITE, WRITE_METHODS, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,18 @@ CORS_RESPONSE_HEADERS = ["Retry-After", "Idempotent-Replayed", "X-Request-Id", "
                          "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
 CORS_MAX_AGE_S = 600  # how long a browser may reuse a preflight's answer
 
+# What a caller may send as X-Request-Id (it reaches our logs and the correlation id of events): anything else is
+# replaced by an id of our own.
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# A JSON body nested deeper than this is refused before anything walks it (recursion in a parser, a validator,
+# a fingerprint); no body of ours comes near.
+MAX_JSON_DEPTH = 32
+# A problem lists at most this many fields, each with at most this many messages, each at most this long: an
+# answer to a body of a million unknown keys stays small.
+MOST_ERROR_FIELDS, MOST_ERROR_MESSAGES, LONGEST_ERROR_TEXT = 20, 3, 300
+# Endpoints no limit counts: probes, metrics and the API's own documents.
+UNLIMITED_BLUEPRINTS = ("health", "api-docs")
+
 _HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
                405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
                422: "invalid-fields", 429: "rate-limited", 503: "unavailable"}
@@ -55,6 +70,38 @@ def accepts_multipart(view: Callable) -> Callable:
 
 def _takes_multipart(view: Callable | None) -> bool:
     return getattr(view, "_woodpecker_multipart", False)
+
+
+def serves_export(view: Callable) -> Callable:
+    """Mark a view that always answers a document costly to build (a PDF): it counts against the exports limit.
+    Any view asked for `format=xlsx` does too."""
+    view._woodpecker_export = True
+    return view
+
+
+def request_kind(view: Callable | None, method: str, wanted_format: str | None) -> str:
+    """What a request counts as for the rate limits: an upload, a write, an export or a read."""
+    if method in WRITE_METHODS:
+        return UPLOAD if _takes_multipart(view) else WRITE
+    return EXPORT if getattr(view, "_woodpecker_export", False) or wanted_format == "xlsx" else READ
+
+
+def json_depth_exceeds(value, most: int) -> bool:
+    """Whether `value` (parsed JSON) nests containers deeper than `most`, found without recursion."""
+    level = [value]
+    for _ in range(most):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return False
+    return any(isinstance(item, dict | list) for item in level)
+
+
+def bounded_errors(errors: dict[str, list[str]]) -> tuple[dict[str, list[str]], int]:
+    """At most MOST_ERROR_FIELDS fields of `errors`, their messages cut short; and how many fields were left out."""
+    shown = {field[:LONGEST_ERROR_TEXT]: [text[:LONGEST_ERROR_TEXT] for text in texts[:MOST_ERROR_MESSAGES]]
+             for field, texts in list(errors.items())[:MOST_ERROR_FIELDS]}
+    return shown, max(0, len(errors) - MOST_ERROR_FIELDS)
 
 
 def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
@@ -90,11 +137,12 @@ class ProblemApi(Api):
         detail = error.description or ""
         messages = (getattr(error, "data", None) or {}).get("messages")
         if messages:
-            errors = _flatten(messages)
+            errors, left_out = bounded_errors(_flatten(messages))
+            more = f" ({left_out} more fields not listed)" if left_out else ""
             if status == 422:
-                detail = "Some fields are invalid; see errors."
+                detail = f"Some fields are invalid; see errors{more}."
             elif status == 400:
-                detail = "; ".join(m for texts in errors.values() for m in texts)
+                detail = "; ".join(m for texts in errors.values() for m in texts) + more
         headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after")}
         return problem(status, _HTTP_SLUGS.get(status, "http-error"), error.name, detail, errors, headers)
 
@@ -118,9 +166,11 @@ class RateLimitDocs(BasePlugin):
 
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs) -> None:
         rule = kwargs.get("rule")
-        upload = _takes_multipart(self.app.view_functions.get(rule.endpoint)) if rule else False
+        if rule is None or rule.endpoint.split(".")[0] in UNLIMITED_BLUEPRINTS:
+            return
+        view = self.app.view_functions.get(rule.endpoint)
         for method, operation in (operations or {}).items():
-            if method.upper() in WRITE_METHODS and self.limiter.applies(upload=upload):
+            if self.limiter.applies(kind=request_kind(view, method.upper(), None)):
                 operation.setdefault("responses", {})[429] = "RATE_LIMITED"
 
 
@@ -190,24 +240,29 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     app.add_url_rule(f"{DOCS_ASSETS}/<path:filename>", "docs_assets",
                      lambda filename: send_from_directory(swagger_ui_bundle.swagger_ui_path, filename))
     limiter = RateLimiter.from_settings(settings)
-    _prepare_rate_limits(limiter)
+    audit = AuditLog.from_settings(settings)
+    _prepare_in_store(limiter, audit)
     app.extensions["rate_limits"] = limiter
+    app.extensions["audit"] = audit
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [RateLimitDocs(app, limiter), ErrorResponses()]})
     api.register_blueprint(_readiness_blueprint(list(readiness)))
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
-    _install_request_hooks(app, settings.service, limiter)
+    api.register_blueprint(audit_blueprint(audit))
+    _install_request_hooks(app, settings, limiter, audit)
     _install_error_handlers(app)
     if settings.cors_origins:
         _allow_cross_origin(app, settings.cors_origins)
     return app
 
 
-def _prepare_rate_limits(limiter: RateLimiter) -> None:
+def _prepare_in_store(limiter: RateLimiter, audit: AuditLog) -> None:
     try:
         limiter.prepare()
+        audit.prepare()
     except PyMongoError as exc:
-        log.warning("rate limit windows will not expire until a process of this service finds the store at start",
+        log.warning("rate limit windows and audit entries will not expire, nor audit entries be listed quickly, until "
+                    "a process of this service finds the store at start",
                     extra={"error": f"{exc.__class__.__name__}: {exc}"})
 
 
@@ -228,21 +283,26 @@ def _allow_cross_origin(app: Flask, origins: Iterable[str]) -> None:
         return response
 
 
-def _install_request_hooks(app: Flask, service: str, limiter: RateLimiter) -> None:
+def _install_request_hooks(app: Flask, settings: Settings, limiter: RateLimiter, audit: AuditLog) -> None:
+    service = settings.service
+
     # Flask runs these in order: the request id first (a 429 carries it too), then the rate limits (a
-    # request over its limit costs no more work), then the media type.
+    # request over its limit costs no more work), then the media type and the body.
     @app.before_request
     def begin():
         g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.started_at = datetime.now(UTC)
+        sent = request.headers.get("X-Request-Id", "")
+        g.request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
         g.log_token = logs.correlation_id.set(g.request_id)
 
     @app.before_request
     def limit_rate():
-        if request.method not in WRITE_METHODS or request.url_rule is None:
+        if request.url_rule is None or request.method == "OPTIONS" \
+                or request.endpoint.split(".")[0] in UNLIMITED_BLUEPRINTS or request.endpoint == "docs_assets":
             return None
-        quotas = limiter.quotas(upload=_takes_multipart(app.view_functions.get(request.endpoint)),
-                                caller_id=_token_subject(), address=request.remote_addr or "unknown")
+        kind = request_kind(app.view_functions.get(request.endpoint), request.method, request.args.get("format"))
+        quotas = limiter.quotas(kind=kind, caller_id=_token_subject(), address=request.remote_addr or "unknown")
         if not quotas:
             return None
         try:
@@ -266,6 +326,39 @@ def _install_request_hooks(app: Flask, service: str, limiter: RateLimiter) -> No
             if request.content_length and request.mimetype != wanted:
                 raise UnsupportedMediaType(f"Send the body as {wanted}, not {request.mimetype or 'untyped'}.")
 
+    @app.before_request
+    def read_json_body():
+        """A JSON body is bounded in size (413) and depth (400) before any view, validator or fingerprint reads
+        it; what is read here is what they get (Flask keeps the parsed body)."""
+        if request.routing_exception is not None or request.method not in ("POST", "PUT", "PATCH") \
+                or _takes_multipart(app.view_functions.get(request.endpoint)):
+            return None
+        request.max_content_length = settings.json_body_limit
+        try:
+            body = request.get_json(silent=True)  # malformed JSON: the view's validation says so, as always
+        except RecursionError:
+            body = None
+            deep = True
+        else:
+            deep = json_depth_exceeds(body, MAX_JSON_DEPTH)
+        if deep:
+            return problem(400, "malformed-request", "Bad Request",
+                           f"The JSON body nests more than {MAX_JSON_DEPTH} levels deep.")
+        return None
+
+    @app.after_request
+    def enter_in_audit(response: Response) -> Response:
+        if request.method in WRITE_METHODS and request.url_rule is not None \
+                and response.status_code not in NOT_ENTERED:
+            caller = _caller_or_none()
+            audit.record(audit_entry(
+                at=g.get("started_at") or datetime.now(UTC), service=service, method=request.method,
+                rule=request.url_rule.rule, path=request.path, view_args=request.view_args or {},
+                status=response.status_code, created_id=_created_id(response),
+                actor=caller.id if caller else None, role=caller.role if caller else None,
+                remote=request.remote_addr, request_id=g.get("request_id")))
+        return response
+
     @app.after_request
     def finish(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
@@ -283,12 +376,26 @@ def _install_request_hooks(app: Flask, service: str, limiter: RateLimiter) -> No
             logs.correlation_id.reset(g.log_token)
 
 
-def _token_subject() -> str | None:
-    """Whom a valid token names; None without one (the view then answers the bad token with its 401)."""
+def _created_id(response: Response) -> str | None:
+    """The id a creating request's answer names (what `object` of its audit entry points at)."""
+    if response.status_code != 201 or not response.is_json:
+        return None
+    body = response.get_json(silent=True)
+    created = body.get("id") if isinstance(body, dict) else None
+    return str(created) if isinstance(created, str | int) else None
+
+
+def _caller_or_none() -> Caller | None:
     try:
-        return current_caller().id
+        return current_caller()
     except Unauthorized:
         return None
+
+
+def _token_subject() -> str | None:
+    """Whom a valid token names; None without one (the view then answers the bad token with its 401)."""
+    caller = _caller_or_none()
+    return caller.id if caller else None
 
 
 def _install_error_handlers(app: Flask) -> None:

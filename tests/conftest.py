@@ -34,7 +34,8 @@ os.environ["NOTIFY_SECRET_KEY"] = f"notify-test-key-{uuid.uuid4().hex}"
 # The tests write quickly, from one address and a few callers: the services they start get limits that never
 # bind (the same counting, so its cost and its failures still show); tests of the limits set their own.
 GENEROUS_RATE = Rate(100_000, "minute")
-for _name in ("WOODPECKER_RATE_LIMIT_WRITES", "WOODPECKER_RATE_LIMIT_UPLOADS", "WOODPECKER_RATE_LIMIT_PER_IP"):
+for _name in ("WOODPECKER_RATE_LIMIT_WRITES", "WOODPECKER_RATE_LIMIT_UPLOADS", "WOODPECKER_RATE_LIMIT_PER_IP",
+              "WOODPECKER_RATE_LIMIT_READS", "WOODPECKER_RATE_LIMIT_EXPORTS", "WOODPECKER_RATE_LIMIT_READS_PER_IP"):
     os.environ[_name] = str(GENEROUS_RATE)
 # The tests leave events behind on purpose (a process killed after its write, a broker cut off): a short grace
 # lets the workers' sweeps take them up within seconds rather than the production half-minute.
@@ -61,7 +62,11 @@ def settings_for_test(service: str, amqp_url: str, mongo_url: str, **overrides) 
                    database=f"test_{service}_{uuid.uuid4().hex[:10]}", retry_delays_ms=TEST_RETRY_DELAYS_MS,
                    outbox_sweep_s=0.5, **{"admission_backlog": 0, "rate_limit_writes": GENEROUS_RATE,
                                              "rate_limit_uploads": GENEROUS_RATE, "rate_limit_per_ip": GENEROUS_RATE,
-                                             **overrides})
+                                             "rate_limit_reads": GENEROUS_RATE, "rate_limit_exports": GENEROUS_RATE,
+                                             "rate_limit_reads_per_ip": GENEROUS_RATE,
+                                             # each audit entry written before the answer: nothing is left in a
+                                             # process's buffer when the session stops its database
+                                             "audit_flush_s": 0.0, **overrides})
 
 
 class Commands(monitoring.CommandListener):

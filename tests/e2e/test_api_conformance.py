@@ -67,5 +67,6 @@ def test_the_document_tells_the_truth(city, service, role):
          f"{urls[service]}/openapi.json", "--header", f"Authorization: {token}", "--checks", "all",
          "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
          "--no-color"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"})
     assert run.returncode == 0, f"{service} as {role}:\n{run.stdout[-20000:]}\n{run.stderr[-2000:]}"

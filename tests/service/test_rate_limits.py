@@ -15,7 +15,7 @@ from deploy.embedded_db import free_port
 from services.intake.app import create_app
 from shared.config import Rate
 from shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
-from shared.ratelimit import COLLECTION, RateLimiter, drop_ended_windows
+from shared.ratelimit import COLLECTION, WRITE, RateLimiter, drop_ended_windows
 from shared.testing import wait_for
 from tests.conftest import Commands, bearer, settings_for_test
 from tests.service.conftest import LANSHAN_01, jpeg_bytes, upload_photo
@@ -108,18 +108,38 @@ def test_uploads_have_their_own_limit_apart_from_other_writes(limited):
     assert_rate_limited(post_report(client, volunteer, [uploads[1].json["id"]]), "more than 1 writes per day")
 
 
-def test_reads_health_metrics_and_docs_are_not_limited_nor_counted(limited):
+def test_reads_spend_none_of_the_writes_and_health_metrics_and_docs_are_never_limited(limited):
     client = limited(rate_limit_writes=per_day(1), rate_limit_uploads=per_day(1), rate_limit_per_ip=per_day(2))
     volunteer = bearer("volunteer")
     photo = upload_photo(client, volunteer)["id"]
-    reads = [("/v1/reports", volunteer), (f"/v1/photos/{photo}", volunteer), ("/v1/categories", volunteer),
-             ("/healthz", {}), ("/readyz", {}), ("/metrics", {}), ("/openapi.json", {}), ("/docs", {})]
+    reads = [("/v1/reports", volunteer), (f"/v1/photos/{photo}", volunteer), ("/v1/categories", volunteer)]
+    unlimited = [("/healthz", {}), ("/readyz", {}), ("/metrics", {}), ("/openapi.json", {}), ("/docs", {})]
     for _ in range(3):
         for path, headers in reads:
+            assert client.get(path, headers=headers).status_code == 200, path
+        for path, headers in unlimited:
             response = client.get(path, headers=headers)
             assert response.status_code not in (429, 500), path
             assert "RateLimit-Limit" not in response.headers, path
     assert post_report(client, volunteer, [photo]).status_code == 201  # the write and the address's second
+
+
+def test_reads_have_their_own_limits_per_caller_and_per_address(limited):
+    client = limited(rate_limit_reads=per_day(2), rate_limit_reads_per_ip=per_day(3))
+    first, second = bearer("volunteer"), bearer("volunteer")
+    answers = [client.get("/v1/categories", headers=first, environ_base={"REMOTE_ADDR": OFFICE_NAT})
+               for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert_rate_limited(answers[2], "more than 2 reads per day from this caller")
+    assert answers[0].headers["RateLimit-Limit"] == "2"
+    # A colleague behind the same address has the address's third read, then the address is spent.
+    colleague = [client.get("/v1/categories", headers=second, environ_base={"REMOTE_ADDR": OFFICE_NAT})
+                 for _ in range(2)]
+    assert [a.status_code for a in colleague] == [200, 429]
+    assert_rate_limited(colleague[1], "more than 3 reads per day from this network address")
+    # Without a token (the public proof check, say) a caller is its address.
+    anonymous = [client.get("/v1/categories", environ_base={"REMOTE_ADDR": "203.0.113.77"}) for _ in range(3)]
+    assert [a.status_code for a in anonymous] == [401, 401, 429]
 
 
 def test_two_processes_on_one_database_share_the_count(amqp_url, mongo_url):
@@ -157,7 +177,7 @@ def stored_count(limiter: RateLimiter) -> int:
 def test_far_from_its_limit_a_busy_counter_is_written_at_each_flush_not_at_each_request(limiters):
     """A shared address's counter under many writes: the store hears of them twice a second, not 200 times."""
     limiter, commands = limiters(per_address=per_day(10_000))
-    quotas = limiter.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    quotas = limiter.quotas(kind=WRITE, caller_id=None, address=OFFICE_NAT)
     admitted = [limiter.admit(quotas) for _ in range(200)]
     assert not any(a.refused_by for a in admitted)
     assert admitted[-1].usages[0].count == 200 and admitted[-1].usages[0].remaining == 9_800
@@ -169,7 +189,7 @@ def test_far_from_its_limit_a_busy_counter_is_written_at_each_flush_not_at_each_
 
 def test_near_its_limit_every_request_is_counted_in_the_store_and_refused_on_its_count(limiters):
     limiter, commands = limiters(writes=per_day(20))
-    quotas = limiter.quotas(upload=False, caller_id="vol-1", address="127.0.0.1")
+    quotas = limiter.quotas(kind=WRITE, caller_id="vol-1", address="127.0.0.1")
     answers = [limiter.admit(quotas) for _ in range(22)]
     assert [bool(a.refused_by) for a in answers] == [False] * 20 + [True] * 2
     # From the last fifth of the limit on (4 of 20), and every time it had counted half the room it last saw,
@@ -180,7 +200,7 @@ def test_near_its_limit_every_request_is_counted_in_the_store_and_refused_on_its
 def test_two_processes_counting_far_from_a_limit_see_each_other_at_their_flushes(limiters):
     first, _ = limiters(per_address=per_day(1_000))
     second, _ = limiters(per_address=per_day(1_000))
-    quotas = first.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    quotas = first.quotas(kind=WRITE, caller_id=None, address=OFFICE_NAT)
     for _ in range(30):
         first.admit(quotas)
     for _ in range(10):
@@ -194,7 +214,7 @@ def test_two_processes_counting_far_from_a_limit_see_each_other_at_their_flushes
 def test_the_process_flushes_what_it_counted_by_itself_and_then_rests(limiters):
     limiter, _ = limiters(per_address=per_day(1_000))
     limiter.flush_every_s = 0.05
-    quotas = limiter.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    quotas = limiter.quotas(kind=WRITE, caller_id=None, address=OFFICE_NAT)
     for _ in range(25):
         limiter.admit(quotas)
     wait_for(lambda: stored_count(limiter) == 25, timeout=5, what="the counts flushed")
@@ -203,7 +223,7 @@ def test_the_process_flushes_what_it_counted_by_itself_and_then_rests(limiters):
 
 def test_counts_not_flushed_while_the_store_is_away_are_flushed_once_it_answers(limiters):
     limiter, _ = limiters(per_address=per_day(1_000))
-    quotas = limiter.quotas(upload=False, caller_id=None, address=OFFICE_NAT)
+    quotas = limiter.quotas(kind=WRITE, caller_id=None, address=OFFICE_NAT)
     limiter.admit(quotas)
     counters = limiter.counters
     nowhere = pymongo.MongoClient(f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=100, connect=False)
@@ -226,7 +246,7 @@ def test_windows_that_are_over_are_dropped_by_an_indexed_delete_not_a_ttl_index(
     limiter.counters.create_index("expires_at", expireAfterSeconds=0)
     limiter.prepare()
     assert "expireAfterSeconds" not in limiter.counters.index_information()["expires_at_1"]
-    limiter.admit(limiter.quotas(upload=False, caller_id="vol-1", address=OFFICE_NAT))  # a second's, a day's
+    limiter.admit(limiter.quotas(kind=WRITE, caller_id="vol-1", address=OFFICE_NAT))  # a second's, a day's
     ends = sorted(doc["expires_at"] for doc in limiter.counters.find())
     assert drop_ended_windows(limiter.counters, ends[0] - timedelta(milliseconds=1)) == 0
     assert drop_ended_windows(limiter.counters, ends[0] + timedelta(milliseconds=1)) == 1
@@ -282,7 +302,9 @@ def test_openapi_documents_the_429_on_limited_operations_only(intake):
     limited = {"429": {"$ref": "#/components/responses/RATE_LIMITED"}}
     assert spec["paths"]["/v1/photos"]["post"]["responses"].items() >= limited.items()
     assert spec["paths"]["/v1/reports"]["post"]["responses"].items() >= limited.items()
-    assert "429" not in spec["paths"]["/v1/reports"]["get"]["responses"]
+    assert spec["paths"]["/v1/reports"]["get"]["responses"].items() >= limited.items()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert "429" not in spec["paths"][path]["get"]["responses"], path
     rate_limited = spec["components"]["responses"]["RATE_LIMITED"]
     assert set(rate_limited["content"]) == {PROBLEM_MEDIA_TYPE}
     assert "Retry-After" in rate_limited["headers"]

@@ -2,7 +2,7 @@
 import pytest
 
 from shared.config import Rate, Settings
-from shared.ratelimit import Admission, Quota, RateLimiter, Usage, address_key
+from shared.ratelimit import UPLOAD, WRITE, Admission, Quota, RateLimiter, Usage, address_key
 
 
 def test_the_defaults_leave_room_for_a_batch_and_allow_no_origin():
@@ -59,9 +59,9 @@ def test_a_request_over_two_limits_retries_once_both_have_a_new_window():
 
 def test_without_a_caller_the_callers_limit_counts_the_address():
     limiter = RateLimiter(None, writes=Rate(60, "minute"), uploads=Rate(30, "minute"), per_address=None)
-    assert limiter.quotas(upload=False, caller_id=None, address="10.0.0.1") == [
+    assert limiter.quotas(kind=WRITE, caller_id=None, address="10.0.0.1") == [
         Quota("writes", Rate(60, "minute"), "address:10.0.0.1")]
-    assert limiter.quotas(upload=True, caller_id="vol-1", address="10.0.0.1") == [
+    assert limiter.quotas(kind=UPLOAD, caller_id="vol-1", address="10.0.0.1") == [
         Quota("uploads", Rate(30, "minute"), "caller:vol-1")]
 
 
