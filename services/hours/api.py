@@ -17,7 +17,7 @@ from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import FIRST_YEAR, LAST_YEAR, ReferenceData, ServiceHoursRules, WorkCalendar
 from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
-from shared.web import accepts_multipart
+from shared.web import accepts_multipart, serves_export
 
 from . import domain, schemas
 from .proof import Proof, ProofLine, render_proof
@@ -345,6 +345,7 @@ def rankings(query: dict):
 
 
 @volunteers.route("/<string(length=24):volunteer_id>/proof", methods=["GET"])
+@serves_export
 @requires("volunteer", "association", "office")
 @volunteers.arguments(schemas.ProofQuerySchema, location="query")
 @volunteers.response(200, content_type="application/pdf", description="The proof of service (志愿服务证明)")

@@ -2,12 +2,14 @@
 its host is, and each proof is rendered once, then served as kept until its figures change."""
 import re
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from services.hours import api
 from services.hours.app import create_app
 from services.hours.settings import HoursSettings
+from shared.config import Rate
 from tests.conftest import bearer, settings_for_test
 from tests.unit.test_hours_proof import page_texts, qr_codes_by_page
 
@@ -22,8 +24,24 @@ def settings(amqp_url, mongo_url):
 
 
 @pytest.fixture(scope="module")
-def hours(settings):
-    return create_app(settings, HoursSettings(public_url=PUBLIC_URL)).test_client()
+def apps(settings):
+    """Hours web apps made by the test (`make(settings, public_url)`): at the end of the module, before the session's
+    database goes, their relays stop and their rate limit counts are written."""
+    made = []
+
+    def make(settings, public_url: str = PUBLIC_URL):
+        made.append(create_app(settings, HoursSettings(public_url=public_url)))
+        return made[-1].test_client()
+
+    yield make
+    for app in made:
+        app.extensions["hours"].store.relay.stop()
+        app.extensions["rate_limits"].flush()
+
+
+@pytest.fixture(scope="module")
+def hours(settings, apps):
+    return apps(settings)
 
 
 @pytest.fixture
@@ -96,10 +114,10 @@ def test_a_proof_is_rendered_once_then_served_as_kept_until_its_figures_change(h
     assert renders == [f"{PUBLIC_URL}/v1/proofs/{code_of(first)}", f"{PUBLIC_URL}/v1/proofs/{code_of(changed)}"]
 
 
-def test_a_proof_kept_under_another_public_address_is_rendered_anew_for_this_one(settings, hours, renders):
+def test_a_proof_kept_under_another_public_address_is_rendered_anew_for_this_one(settings, apps, hours, renders):
     volunteer_id, token = volunteer_with_hours(hours, 2)
     kept = proof(hours, volunteer_id, token)
-    moved = create_app(settings, HoursSettings(public_url="https://hours.linyi.example.cn")).test_client()
+    moved = apps(settings, "https://hours.linyi.example.cn")
 
     anew = proof(moved, volunteer_id, token)
 
@@ -113,3 +131,15 @@ def test_hours_does_not_start_with_a_malformed_public_address(settings, monkeypa
 
     with pytest.raises(ValueError, match="HOURS_PUBLIC_URL"):
         create_app(settings)
+
+
+def test_proofs_count_against_the_downloads_limit_not_the_reads(settings, apps):
+    limited = apps(replace(settings, rate_limit_exports=Rate(1, "day"), rate_limit_reads=Rate(1000, "day")))
+    volunteer_id, token = volunteer_with_hours(limited, 2)
+
+    assert limited.get(f"/v1/volunteers/{volunteer_id}/proof", headers=token).status_code == 200
+    refused = limited.get(f"/v1/volunteers/{volunteer_id}/proof", headers=token)
+
+    assert refused.status_code == 429
+    assert "spreadsheet and PDF downloads" in refused.json["detail"]
+    assert limited.get(f"/v1/volunteers/{volunteer_id}/summary", headers=token).status_code == 200
