@@ -206,15 +206,16 @@ def crediting(count: int) -> None:
         env = service_env(mongo_url, amqp_url, databases)
         store = HoursStore.prepared(connect(mongo_url, databases["HOURS_DATABASE"]), rules)
         now = datetime.now(UTC)
-        started, ended = now - timedelta(hours=2), now - timedelta(minutes=30)
+        # One report credits an hour of its patrol at once (the demo's evidence_hours_per_report): an hour's patrol.
+        started, ended = now - timedelta(hours=1, minutes=30), now - timedelta(minutes=30)
         try:
             with running("hours", env) as hours:
                 print(f"  {hours.describe()}", flush=True)
                 waiting = [register(hours.port, n) for n in range(count)]
                 for volunteer_id in waiting:
-                    claim = domain.PatrolClaim(volunteer_id, grid, started, ended, 1.5,
+                    claim = domain.PatrolClaim(volunteer_id, grid, started, ended, 1.0,
                                                started.astimezone(city.timezone).date())
-                    store.record_patrol(claim, "bench", now, None, "bench", None)
+                    store.record_patrol(claim, False, "bench", now, None, "bench", None)
                 events = [Event.new("report.submitted", "intake", {
                     "id": uuid.uuid4().hex, "reporter_id": volunteer_id, "grid_id": grid,
                     "submitted_at": rfc3339(now - timedelta(hours=1))}) for volunteer_id in waiting]
@@ -254,7 +255,7 @@ def http_patrols(port: int, store: HoursStore, grid: str, count: int, now: datet
         token = issue_token(DEV_JWT_SECRET, volunteer_id, "volunteer")
         return requests.post(f"http://127.0.0.1:{port}/v1/patrols", timeout=30,
                              headers={"Authorization": f"Bearer {token}"},
-                             json={"grid_id": grid, "started_at": rfc3339(now - timedelta(hours=2)),
+                             json={"grid_id": grid, "started_at": rfc3339(now - timedelta(hours=1, minutes=30)),
                                    "ended_at": rfc3339(now - timedelta(minutes=30))}).status_code
 
     clock = time.perf_counter()

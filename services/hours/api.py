@@ -183,7 +183,7 @@ PATROL_LINKS = {"GetPatrol": link("/v1/patrols/{patrol_id}", "get", patrol_id="$
 
 
 @patrols.route("", methods=["POST"])
-@requires("volunteer")
+@requires("volunteer", "grid_leader")
 @patrols.arguments(schemas.PatrolCreateSchema)
 @patrols.response(201, schemas.PatrolSchema)
 @patrols.doc(**links(201, idempotency.REPLAYED, **PATROL_LINKS))
@@ -192,15 +192,20 @@ PATROL_LINKS = {"GetPatrol": link("/v1/patrols/{patrol_id}", "get", patrol_id="$
                                        "another body")
 @patrols.doc(parameters=[idempotency.HEADER_PARAMETER])
 def record_patrol(fields: dict):
-    """Record a patrol you walked. Credited at once when you submitted a report in its grid while it ran;
-    otherwise it waits for the grid leader or the association (beyond 8 hours a day: the association)."""
+    """Record a patrol you walked (a volunteer, or a grid leader registered as one). Each distinct report you
+    submitted in its grid while it ran credits up to an hour of it at once (`evidence_hours_per_report`); the
+    rest waits for the grid leader or the association (beyond 8 hours a day, or a grid leader's own patrol in
+    their grid: the association)."""
     caller = current_caller()
     ctx = hours()
     _known_grid(fields["grid_id"])
     at = now()
     claim = domain.claim_patrol(caller.id, fields["grid_id"], fields["started_at"], fields["ended_at"], at,
                                 ctx.rules, ctx.calendar, ctx.zone)
-    stored, created = ctx.store.record_patrol(claim, who(caller), at, idempotency.requested_key(caller.id),
+    by_its_leader = domain.walked_by_its_grid_leader(caller, claim.grid_id,
+                                                     ctx.reference.grids[claim.grid_id].leader_id)
+    stored, created = ctx.store.record_patrol(claim, by_its_leader, who(caller), at,
+                                              idempotency.requested_key(caller.id),
                                               idempotency.fingerprint(request.get_json()), correlation_id.get())
     return stored, 201, idempotency.replay_header(created)
 
@@ -246,9 +251,11 @@ def _decide(patrol_id: str, confirm: bool, note: str) -> dict:
 @requires("grid_leader", "association")
 @patrols.arguments(schemas.DecisionSchema)
 @patrols.response(200, schemas.PatrolSchema)
+@patrols.alt_response(403, description="Your own patrol, or one only the association decides")
 @patrols.alt_response(409, description="The patrol is not waiting")
 def confirm_patrol(body: dict, patrol_id: str):
-    """Confirm a waiting patrol: its hours are credited. Beyond the daily cap only the association may."""
+    """Confirm a waiting patrol: its waiting hours are credited. Nobody confirms their own patrol; beyond the
+    daily cap, and for a grid leader's patrol in their own grid, only the association may."""
     return _decide(patrol_id, True, body["note"])
 
 
@@ -256,9 +263,11 @@ def confirm_patrol(body: dict, patrol_id: str):
 @requires("grid_leader", "association")
 @patrols.arguments(schemas.DeclineSchema)
 @patrols.response(200, schemas.PatrolSchema)
+@patrols.alt_response(403, description="Your own patrol, or one only the association decides")
 @patrols.alt_response(409, description="The patrol is not waiting")
 def decline_patrol(body: dict, patrol_id: str):
-    """Decline a waiting patrol, saying why: nothing is credited."""
+    """Decline a waiting patrol, saying why: its waiting hours are declined and what its reports credited at
+    once is taken back (reversing entries); what a person confirmed before stands."""
     return _decide(patrol_id, False, body["note"])
 
 
@@ -268,10 +277,12 @@ def decline_patrol(body: dict, patrol_id: str):
 @requires("association")
 @ledger.arguments(schemas.AdjustmentSchema)
 @ledger.response(201, schemas.EntrySchema)
-@ledger.alt_response(409, description="The Idempotency-Key was used with another body")
+@ledger.alt_response(409, description="The Idempotency-Key was used with another body (another volunteer, "
+                                      "other hours)")
 @ledger.doc(parameters=[idempotency.HEADER_PARAMETER])
 def adjust_hours(fields: dict):
-    """Credit (or, negative, debit) hours with a reason: a new ledger entry, never an edit."""
+    """Credit (or, negative, debit) hours with a reason: a new ledger entry, never an edit. Hours are whole
+    hundredths of an hour."""
     caller = current_caller()
     ctx = hours()
     domain.check_adjustment(fields["hours"])
@@ -284,7 +295,7 @@ def adjust_hours(fields: dict):
     service_date = fields.get("service_date") or domain.local_today(at, ctx.zone)
     document = domain.entry(fields["volunteer_id"], round(fields["hours"], 2), domain.ADJUSTMENT, "adjustment",
                             key or domain.new_id(), service_date, at, who(caller), ctx.rules, fields["reason"])
-    stored, created = ctx.store.record_entry(document, fingerprint, correlation_id.get())
+    stored, created = ctx.store.record_entry(document, key, fingerprint, correlation_id.get())
     return stored, 201, idempotency.replay_header(created)
 
 
@@ -408,10 +419,12 @@ def verify_proof(code: str):
 @records.alt_response(409, description="Service of the year may still be recorded, or it is already closed")
 def close_year(year: int):
     """Close a year once nothing more can be credited into it (its recording and publicity windows after
-    31 December have passed): each volunteer's figures are sealed, and proofs of it stay valid."""
+    31 December have passed): hours still waiting in it (patrols' waiting time, activities' publicised or held
+    hours) are declined with the reason 年度已结账, each volunteer's figures are sealed, and proofs of it stay
+    valid."""
     ctx = hours()
     domain.refuse_open_year(year, now(), ctx.zone, ctx.rules, ctx.calendar)
-    return ctx.store.close_year(year, who(current_caller()), now())
+    return ctx.store.close_year(year, domain.year_span(year, ctx.zone), who(current_caller()), now())
 
 
 # --- activities -------------------------------------------------------------------------------
@@ -450,7 +463,9 @@ def list_activities(query: dict):
     """Activities, newest first: what is publicised now, for anyone in the association to see."""
     wanted = {k: query[k] for k in ("status", "grid_id") if k in query}
     items = hours().store.list_activities(wanted, decode_cursor(query.get("cursor")), query["limit"])
-    return page(items, query["limit"], "starts_at")
+    result = page(items, query["limit"], "starts_at")
+    result["items"] = [domain.shown_activity(a, current_caller()) for a in result["items"]]
+    return result
 
 
 def _activity(activity_id: str) -> dict:
@@ -465,8 +480,9 @@ def _activity(activity_id: str) -> dict:
 @activities.response(200, schemas.ActivitySchema)
 @activities.doc(**links(200, **ACTIVITY_LINKS))
 def get_activity(activity_id: str):
-    """One activity, with its participants' hours and any objections."""
-    return _activity(activity_id)
+    """One activity, with its participants' hours and any objections (who raised one: for the association and
+    the office only)."""
+    return domain.shown_activity(_activity(activity_id), current_caller())
 
 
 @activities.route("/<activity_id>/complete", methods=["POST"])
@@ -492,21 +508,24 @@ def complete_activity(body: dict, activity_id: str):
                                     ctx.calendar, ctx.zone)
         return {**changes, "summary": body["summary"], "photo_ids": body["photo_ids"], "completed_by": who(caller)}
 
-    return ctx.store.complete_activity(activity_id, complete)
+    return domain.shown_activity(ctx.store.complete_activity(activity_id, complete), caller)
 
 
 @activities.route("/<activity_id>/objections", methods=["POST"])
 @requires("volunteer", "grid_leader", "association", "office")
 @activities.arguments(schemas.ObjectionCreateSchema)
 @activities.response(201, schemas.ObjectionSchema)
-@activities.alt_response(409, description="The publicity window is over, or the hours are held or decided")
+@activities.alt_response(409, description="The publicity window is over, the hours are held or decided, or an "
+                                          "objection to them was dismissed already")
 def object_to_activity(body: dict, activity_id: str):
     """Object to a participant's publicised hours (anyone in the association, during the window): the hours
-    are held until the association decides."""
+    are held until the association decides. A participant's hours are objected to once: after a dismissal
+    the association has decided. Who objected is shown to the association and the office only."""
     caller = current_caller()
     at = now()
-    return hours().store.raise_objection(activity_id, lambda activity: domain.new_objection(
-        activity, body["volunteer_id"], body["reason"], who(caller), at, hours().zone)), 201
+    objection = hours().store.raise_objection(activity_id, lambda activity: domain.new_objection(
+        activity, body["volunteer_id"], body["reason"], who(caller), at, hours().zone))
+    return domain.shown_objection(objection, caller), 201
 
 
 @activities.route("/<activity_id>/objections/<objection_id>/decision", methods=["POST"])
@@ -532,14 +551,30 @@ def decide_objection(body: dict, activity_id: str, objection_id: str):
 @spot_checks.alt_response(409, description="The Idempotency-Key was used with another body")
 @spot_checks.doc(parameters=[idempotency.HEADER_PARAMETER])
 def draw_spot_check(fields: dict):
-    """Draw a reproducible random sample of the year's credited entries to check (the same seed over the same
-    ledger draws the same entries); fewer than `size` when the year holds fewer."""
+    """Draw a random sample of the year's credited entries to check; fewer than `size` when the year holds
+    fewer. The server draws the seed and records it on the check (the same seed over the same ledger draws the
+    same entries), and every check drawn stays listed (`GET /v1/spot-checks`)."""
     caller = current_caller()
-    items = hours().store.sample(fields["year"], fields["size"], fields["seed"])
-    check = {"id": domain.new_id(), **fields, "created_by": who(caller), "created_at": now(), "items": items}
+    seed = domain.spot_check_seed()
+    items = hours().store.sample(fields["year"], fields["size"], seed)
+    check = {"id": domain.new_id(), **fields, "seed": seed, "created_by": who(caller), "created_at": now(),
+             "items": items}
     stored, created = hours().store.create_spot_check(check, idempotency.requested_key(caller.id),
                                                       idempotency.fingerprint(request.get_json()))
     return stored, 201, idempotency.replay_header(created)
+
+
+@spot_checks.route("", methods=["GET"])
+@requires("office", "association")
+@spot_checks.arguments(schemas.SpotCheckQuerySchema, location="query")
+@spot_checks.response(200, schemas.SpotCheckPageSchema)
+def list_spot_checks(query: dict):
+    """Every spot check drawn (of `year`), newest first, with its seed and how far it got: a sample drawn
+    again stays on the list for anyone auditing."""
+    items = hours().store.list_spot_checks(query.get("year"), decode_cursor(query.get("cursor")), query["limit"])
+    result = page(items, query["limit"], "created_at")
+    result["items"] = [domain.spot_check_listed(check) for check in result["items"]]
+    return result
 
 
 @spot_checks.route("/<check_id>", methods=["GET"])

@@ -22,12 +22,19 @@ from shared.scope import Scope
 PATROL, ACTIVITY, ADJUSTMENT, REVERSAL = "patrol", "activity", "adjustment", "reversal"
 KINDS = (PATROL, ACTIVITY, ADJUSTMENT, REVERSAL)
 
-# A patrol is credited at once when a report evidences it; otherwise it waits for a grid leader or the
-# association; one that would take its day past the daily cap waits for the association alone.
+# A patrol's time is credited, waiting for a person, or declined, in parts (docs/service-hours.md, "The credit
+# policy"): each distinct report that evidences it credits a bounded part at once; the rest waits in
+# awaiting_confirmation (the grid's leader or the association) or awaiting_approval (the association alone).
+# Its status says where its time is: waiting while any of it waits, else credited while any of it is credited,
+# else declined.
 CREDITED, AWAITING_CONFIRMATION, AWAITING_APPROVAL, DECLINED = (
     "credited", "awaiting_confirmation", "awaiting_approval", "declined")
 PATROL_STATUSES = (CREDITED, AWAITING_CONFIRMATION, AWAITING_APPROVAL, DECLINED)
 WAITING = (AWAITING_CONFIRMATION, AWAITING_APPROVAL)
+# Who records the at-once credit that a report evidences.
+BY_EVIDENCE = "system:evidence"
+# Why a year's close declines the hours still waiting in it.
+YEAR_CLOSED = "年度已结账"
 
 # A client's clock may run a little ahead of ours; beyond this a patrol "ending" later is in the future.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -46,6 +53,12 @@ def hours_of(centi: int) -> float:
     return centi / 100
 
 
+def whole_hundredths(hours: float) -> bool:
+    """Hours are counted in hundredths of an hour: 0.004 is not a figure anyone could credit, and rounding it
+    silently to 0 would hide a caller's mistake."""
+    return abs(hours * 100 - round(hours * 100)) < 1e-6
+
+
 # --- patrols ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class PatrolClaim:
 
 def claim_patrol(volunteer_id: str, grid_id: str, started_at: datetime, ended_at: datetime, now: datetime,
                  rules: ServiceHoursRules, calendar: WorkCalendar, zone: ZoneInfo) -> PatrolClaim:
-    """The patrol's credit: actual time only, rounded down to the rounding step, at least the minimum, not in
+    """The patrol's time: actual time only, rounded down to the rounding step, at least the minimum, not in
     the future, recorded within the working-day window after the service date. Refused with the fields."""
     started_at, ended_at = started_at.astimezone(UTC), ended_at.astimezone(UTC)
     duration = ended_at - started_at
@@ -108,35 +121,248 @@ def refuse_over_daily_limit(day_centihours: int, hours: float, rules: ServiceHou
                             {"participants": [f"{who}: the day would hold {total:g} hours"]})
 
 
-def daily_status(day_centihours: int, hours: float, rules: ServiceHoursRules, evidenced: bool) -> str:
-    """Where a new patrol goes given what its day already holds (credited and waiting)."""
+def beyond_daily_cap(day_centihours: int, hours: float, rules: ServiceHoursRules) -> bool:
+    """Policy row "a day's hours": past the daily limit a patrol is refused; past the daily cap it waits for the
+    association, evidenced or not. `day_centihours`: what the day already holds, credited and waiting."""
     total = hours_of(day_centihours + centihours(hours))
     if total > rules.daily_limit_hours:
         raise InvalidFields(f"At most {rules.daily_limit_hours:g} hours of service count on one day; "
                             f"this patrol would make {total:g}.",
                             {"ended_at": [f"the day would hold {total:g} hours, over {rules.daily_limit_hours:g}"]})
-    if total > rules.daily_cap_hours:
-        return AWAITING_APPROVAL
-    return CREDITED if evidenced else AWAITING_CONFIRMATION
+    return total > rules.daily_cap_hours
+
+
+def walked_by_its_grid_leader(caller: Caller, grid_id: str, grid_leader_id: str | None) -> bool:
+    """A patrol of the grid's own leader (by their token's grid, or the grid's leader in the reference data)."""
+    return (caller.role == "grid_leader" and caller.grid == grid_id) or caller.id == grid_leader_id
+
+
+def waiting_status(beyond_cap: bool, by_its_grid_leader: bool) -> str:
+    """Policy row "who confirms": a patrol's waiting time waits for the association alone beyond the daily cap,
+    and when the grid's own leader walked it (nobody confirms their own); otherwise for the grid's leader or
+    the association."""
+    return AWAITING_APPROVAL if beyond_cap or by_its_grid_leader else AWAITING_CONFIRMATION
+
+
+def patrol_status(patrol: dict) -> str:
+    """Waiting while any of its time waits; else credited while any of it is credited; else declined."""
+    if centihours(patrol["waiting_hours"]) > 0:
+        return waiting_status(patrol["beyond_daily_cap"], patrol["by_its_grid_leader"])
+    return CREDITED if centihours(patrol["credited_hours"]) > 0 else DECLINED
+
+
+def patrol_sessions(patrol: dict) -> int:
+    """A patrol counts as one session of service (in proofs) while any of its time is credited."""
+    return 1 if centihours(patrol["credited_hours"]) > 0 else 0
 
 
 def evidences(report: dict, patrol: dict) -> bool:
-    """A report by the patrolling volunteer, in the patrol's grid, submitted while the patrol ran."""
+    """Policy row "evidence": a report by the patrolling volunteer, in the patrol's grid, submitted while it
+    ran, that evidences no patrol yet (a report evidences one patrol only) and was not withdrawn (its case
+    rejected, or a duplicate of its reporter's own report)."""
     return (report["reporter_id"] == patrol["volunteer_id"] and report["grid_id"] == patrol["grid_id"]
-            and patrol["started_at"] <= report["submitted_at"] <= patrol["ended_at"])
+            and patrol["started_at"] <= report["submitted_at"] <= patrol["ended_at"]
+            and report.get("patrol_id") is None and report.get("withdrawn") is None)
+
+
+def evidence_credit(waiting_centihours: int, rules: ServiceHoursRules) -> int:
+    """Policy row "credited at once": each distinct evidencing report credits at once up to
+    `evidence_hours_per_report` of the patrol's waiting time (centihours); the rest waits for a person."""
+    return min(waiting_centihours, centihours(rules.evidence_hours_per_report))
+
+
+def parted_patrol(patrol: dict) -> dict:
+    """A patrol stored before its time was kept in parts, read as one: all of it credited, waiting or declined."""
+    if "credits" in patrol:
+        return patrol
+    amount = patrol["hours"]
+    return {**patrol, "beyond_daily_cap": patrol["status"] == AWAITING_APPROVAL, "by_its_grid_leader": False,
+            "credits": [], "credited_hours": amount if patrol["status"] == CREDITED else 0.0,
+            "waiting_hours": amount if patrol["status"] in WAITING else 0.0,
+            "declined_hours": amount if patrol["status"] == DECLINED else 0.0}
+
+
+def _with_parts(patrol: dict, credited: int, waiting: int, declined: int, **changes) -> dict:
+    changed = {**patrol, **changes, "credited_hours": hours_of(credited), "waiting_hours": hours_of(waiting),
+               "declined_hours": hours_of(declined)}
+    return {**changed, "status": patrol_status(changed)}
+
+
+def _parts_of(patrol: dict) -> tuple[int, int, int]:
+    return (centihours(patrol["credited_hours"]), centihours(patrol["waiting_hours"]),
+            centihours(patrol["declined_hours"]))
+
+
+def new_patrol(claim: PatrolClaim, evidence: list[str], day_centihours: int, by_its_grid_leader: bool,
+               recorded_by: str, now: datetime, rules: ServiceHoursRules) -> tuple[dict, list[dict]]:
+    """A recorded patrol and the entries that credit at once what its reports (`evidence`, oldest first)
+    evidence; the rest of its time waits. Beyond the daily cap nothing is credited at once."""
+    beyond_cap = beyond_daily_cap(day_centihours, claim.hours, rules)
+    patrol = _with_parts({
+        "id": new_id(), "volunteer_id": claim.volunteer_id, "grid_id": claim.grid_id,
+        "started_at": claim.started_at, "ended_at": claim.ended_at, "hours": claim.hours,
+        "service_date": claim.service_date.isoformat(), "recorded_at": now, "recorded_by": recorded_by,
+        "beyond_daily_cap": beyond_cap, "by_its_grid_leader": by_its_grid_leader, "credits": [],
+        "evidence_report_id": None, "entry_id": None, "decided_by": None, "decided_at": None,
+        "decision_note": None}, 0, centihours(claim.hours), 0)
+    entries = []
+    for report_id in evidence:
+        evidenced = with_evidence(patrol, report_id, now, rules)
+        if evidenced is None:
+            break
+        patrol, credit = evidenced
+        entries.append(credit)
+    return patrol, entries
+
+
+def _part(credit: dict, report_id: str | None) -> dict:
+    return {"entry_id": credit["id"], "hours": credit["hours"], "report_id": report_id,
+            "recorded_at": credit["recorded_at"], "recorded_by": credit["recorded_by"], "reversal_id": None,
+            "reversal_note": None}
+
+
+def with_evidence(patrol: dict, report_id: str, now: datetime,
+                  rules: ServiceHoursRules) -> tuple[dict, dict] | None:
+    """The patrol with the part that one more evidencing report credits at once, and that part's entry; None
+    when none of its time waits, or it waits beyond the daily cap (for the association, evidenced or not)."""
+    credited, waiting, declined = _parts_of(patrol)
+    amount = evidence_credit(waiting, rules)
+    if patrol["beyond_daily_cap"] or amount <= 0:
+        return None
+    credit = entry(patrol["volunteer_id"], hours_of(amount), PATROL, "report", report_id,
+                   date.fromisoformat(patrol["service_date"]), now, BY_EVIDENCE, rules,
+                   f"网格巡访 {patrol['grid_id']}：上报 {report_id} 佐证", patrol_id=patrol["id"])
+    changed = _with_parts(patrol, credited + amount, waiting - amount, declined,
+                          credits=[*patrol["credits"], _part(credit, report_id)],
+                          evidence_report_id=patrol["evidence_report_id"] or report_id,
+                          entry_id=patrol["entry_id"] or credit["id"])
+    return changed, credit
+
+
+def confirmed(patrol: dict, by: str, note: str, now: datetime, rules: ServiceHoursRules) -> tuple[dict, dict]:
+    """A person confirms the patrol's waiting time: credited in one entry. A patrol confirmed before, some of
+    whose credit was taken back since, is confirmed again under a numbered source (`<patrol id>/2`)."""
+    credited, waiting, declined = _parts_of(patrol)
+    confirmations = sum(1 for part in patrol["credits"] if part["report_id"] is None)
+    source_id = patrol["id"] if confirmations == 0 else f"{patrol['id']}/{confirmations + 1}"
+    credit = entry(patrol["volunteer_id"], hours_of(waiting), PATROL, "patrol", source_id,
+                   date.fromisoformat(patrol["service_date"]), now, by, rules, f"网格巡访 {patrol['grid_id']}",
+                   patrol_id=patrol["id"])
+    changed = _with_parts(patrol, credited + waiting, 0, declined,
+                          credits=[*patrol["credits"], _part(credit, None)],
+                          entry_id=patrol["entry_id"] or credit["id"], decided_by=by, decided_at=now,
+                          decision_note=note)
+    return changed, credit
+
+
+def _taken_back(patrol: dict, part: dict, note: str, by: str, now: datetime, rules: ServiceHoursRules) -> dict:
+    original = {"id": part["entry_id"], "volunteer_id": patrol["volunteer_id"], "hours": part["hours"],
+                "kind": PATROL, "service_date": patrol["service_date"]}
+    return {**reversal_of(original, note, by, now, rules), "patrol_id": patrol["id"]}
+
+
+def _with_part_reversed(credits: list[dict], entry_id: str, reversal: dict) -> list[dict]:
+    return [{**part, "reversal_id": reversal["id"], "reversal_note": reversal["note"]}
+            if part["entry_id"] == entry_id else part for part in credits]
+
+
+def declined(patrol: dict, by: str, note: str, now: datetime, rules: ServiceHoursRules) -> tuple[dict, list[dict]]:
+    """A person declines the patrol: its waiting time is declined, and what its reports credited at once is
+    taken back (reversals), since a person's judgement of the patrol overrides the automatic one; what a
+    person confirmed before stands (the association reverses an entry itself if need be)."""
+    credited, waiting, refused = _parts_of(patrol)
+    credits, reversals = patrol["credits"], []
+    for part in patrol["credits"]:
+        if part["report_id"] is not None and part["reversal_id"] is None:
+            reversal = _taken_back(patrol, part, f"巡访 {patrol['id']} 未获确认：{note}", by, now, rules)
+            credits = _with_part_reversed(credits, part["entry_id"], reversal)
+            reversals.append(reversal)
+    taken = sum(centihours(-reversal["hours"]) for reversal in reversals)
+    changed = _with_parts(patrol, credited - taken, 0, refused + waiting + taken, credits=credits, decided_by=by,
+                          decided_at=now, decision_note=note)
+    return changed, reversals
+
+
+def evidence_withdrawn(patrol: dict, report_id: str, why: str, now: datetime,
+                       rules: ServiceHoursRules) -> tuple[dict, dict] | None:
+    """Policy row "withdrawn evidence": what a report credited at once is taken back when the report is
+    withdrawn (a reversal whose note says which report and why), and that time waits for a person again: the
+    patrol may still have been walked. None when the report's part stands no more (or never did)."""
+    part = next((p for p in patrol["credits"] if p["report_id"] == report_id and p["reversal_id"] is None), None)
+    if part is None:
+        return None
+    note = f"上报 {report_id} {why}：其佐证自动计入的 {part['hours']:g} 小时退回待人工确认"
+    reversal = _taken_back(patrol, part, note, BY_EVIDENCE, now, rules)
+    credited, waiting, declined_ = _parts_of(patrol)
+    amount = centihours(part["hours"])
+    changed = _with_parts(patrol, credited - amount, waiting + amount, declined_,
+                          credits=_with_part_reversed(patrol["credits"], part["entry_id"], reversal))
+    return changed, reversal
+
+
+def credit_reversed(patrol: dict, reversal: dict) -> dict | None:
+    """A person reversed one of the patrol's entries (`POST /v1/entries/{id}/reverse`, a failed spot check):
+    that part is declined, not returned to waiting. None when the entry is no part of the patrol."""
+    part = next((p for p in patrol["credits"] if p["entry_id"] == reversal["reverses"]), None)
+    if part is None or part["reversal_id"] is not None:
+        return None
+    credited, waiting, declined_ = _parts_of(patrol)
+    amount = centihours(part["hours"])
+    return _with_parts(patrol, credited - amount, waiting, declined_ + amount,
+                       credits=_with_part_reversed(patrol["credits"], part["entry_id"], reversal))
+
+
+def closed_with_its_year(patrol: dict, now: datetime) -> dict:
+    """Policy row "a year's close": the time still waiting is declined, "年度已结账"; what was credited stays."""
+    credited, waiting, declined_ = _parts_of(patrol)
+    return _with_parts(patrol, credited, 0, declined_ + waiting, decided_by="system:year-close", decided_at=now,
+                       decision_note=YEAR_CLOSED)
 
 
 def may_decide_patrol(caller: Caller, patrol: dict) -> None:
-    """Grid leaders confirm their grid's patrols; beyond the daily cap only the association decides."""
+    """Policy row "who confirms": nobody decides their own patrol; grid leaders confirm their grid's patrols;
+    beyond the daily cap, and for a grid leader's patrol in their own grid, only the association decides."""
+    if caller.id == patrol["volunteer_id"]:
+        raise Forbidden("Nobody confirms or declines their own patrol: a grid leader's own patrol is decided by "
+                        "the association.")
     if patrol["status"] not in WAITING:
         raise Conflict(f"This patrol is {patrol['status']}; only a waiting patrol can be confirmed or declined.")
     if caller.role == "association":
         return
     if patrol["status"] == AWAITING_APPROVAL:
-        raise Forbidden("Hours beyond the daily cap need the association's approval.")
+        raise Forbidden("This patrol's hours need the association's approval (beyond the daily cap, or walked "
+                        "by the grid's own leader).")
     if caller.role == "grid_leader" and caller.grid == patrol["grid_id"]:
         return
     raise Forbidden("Only the grid's leader or the association can confirm or decline this patrol.")
+
+
+# --- withdrawn reports and verified reports -----------------------------------------------------
+
+def rejection_reason(reason: object) -> str:
+    """Why a rejected case's reports are withdrawn, as a reversal's note says it."""
+    return f"所在案卷被驳回（{reason}）" if isinstance(reason, str) and reason else "所在案卷被驳回"
+
+
+def self_duplicate_of(joining: dict, others: list[dict]) -> str | None:
+    """Policy row "distinct evidence": a report that joins a case in which its reporter already has a report
+    is no distinct evidence; the id of that earlier report (the first submitted), else None."""
+    earlier = sorted((r for r in others if r["reporter_id"] == joining["reporter_id"] and r["id"] != joining["id"]),
+                     key=lambda r: (r["submitted_at"], r["id"]))
+    return earlier[0]["id"] if earlier else None
+
+
+def self_duplicate_reason(case_id: str, earlier_report_id: str) -> str:
+    return f"与本人在案卷 {case_id} 中的上报 {earlier_report_id} 重复"
+
+
+def verified_reporters(reports: list[dict]) -> dict[str, int]:
+    """Policy row "verified reports": a case closed after re-check counts once for each of its reporters,
+    however many of its reports are theirs, in the year of their first report in it (reporter → year)."""
+    years: dict[str, int] = {}
+    for report in sorted(reports, key=lambda r: (r["submitted_at"], r["id"])):
+        years.setdefault(report["reporter_id"], report["year"])
+    return years
 
 
 # --- the ledger -------------------------------------------------------------------------------
@@ -151,14 +377,17 @@ def new_id() -> str:
 
 def entry(volunteer_id: str, hours: float, kind: str, source: str, source_id: str, service_date: date,
           recorded_at: datetime, recorded_by: str, rules: ServiceHoursRules, note: str,
-          reverses: str | None = None) -> dict:
-    """A ledger entry. Entries are never changed: a correction is another entry that reverses it."""
+          reverses: str | None = None, patrol_id: str | None = None) -> dict:
+    """A ledger entry. Entries are never changed: a correction is another entry that reverses it. A patrol's
+    entries name it (`patrol_id`): the part its reports credited at once has the report as its source."""
     document = {"id": new_id(), "volunteer_id": volunteer_id, "hours": hours, "kind": kind, "source": source,
                 "source_id": source_id, "service_date": service_date.isoformat(), "year": service_date.year,
                 "recorded_at": recorded_at, "recorded_by": recorded_by, "rule_version": rules.rule_version,
                 "note": note, "draw": secrets.randbelow(DRAWS)}
     if reverses is not None:
         document["reverses"] = reverses
+    if patrol_id is not None:
+        document["patrol_id"] = patrol_id
     return document
 
 
@@ -167,7 +396,8 @@ def reversal_of(original: dict, reason: str, by: str, now: datetime, rules: Serv
     if original["kind"] == REVERSAL:
         raise Conflict("A reversal cannot itself be reversed; record an adjustment instead.")
     reversal = entry(original["volunteer_id"], -original["hours"], REVERSAL, REVERSAL, original["id"],
-                     date.fromisoformat(original["service_date"]), now, by, rules, reason, reverses=original["id"])
+                     date.fromisoformat(original["service_date"]), now, by, rules, reason, reverses=original["id"],
+                     patrol_id=original.get("patrol_id"))
     return {**reversal, "reversed_kind": original["kind"]}
 
 
@@ -177,6 +407,10 @@ def counted_kind(document: dict) -> str:
 
 
 def check_adjustment(hours: float) -> None:
+    """Policy row "adjustments": whole hundredths of an hour, non-zero, at most 1,000 either way."""
+    if not whole_hundredths(hours):
+        raise InvalidFields(f"Hours are whole hundredths of an hour (e.g. 2.25); {hours!r} is not.",
+                            {"hours": ["whole hundredths of an hour, at most two decimals"]})
     if hours == 0 or abs(hours) > LARGEST_ADJUSTMENT_HOURS:
         raise InvalidFields("An adjustment is a non-zero number of hours, at most 1000 either way.",
                             {"hours": [f"non-zero, between -{LARGEST_ADJUSTMENT_HOURS:g} and "
@@ -192,8 +426,9 @@ def public_entry(document: dict) -> dict:
     shown = {k: document[k] for k in ("id", "volunteer_id", "hours", "kind", "source", "source_id", "service_date",
                                       "recorded_by", "rule_version", "note")}
     shown["recorded_at"] = rfc3339(document["recorded_at"])
-    if "reverses" in document:
-        shown["reverses"] = document["reverses"]
+    for optional in ("reverses", "patrol_id"):
+        if optional in document:
+            shown[optional] = document[optional]
     return shown
 
 
@@ -263,17 +498,21 @@ def volunteers_visible_to(caller: Caller) -> Scope | None:
 
 
 def may_read_volunteer(caller: Caller, volunteer: dict) -> bool:
+    """Everyone reads their own record (a grid leader is a volunteer too); staff and grid leaders more."""
+    if caller.id == volunteer["id"]:
+        return True
     if caller.role == "volunteer":
-        return caller.id == volunteer["id"]
+        return False
     scope = volunteers_visible_to(caller)
     return scope is not None and scope.admits(volunteer)
 
 
 def patrols_visible_to(caller: Caller) -> Scope:
+    """A volunteer's own patrols; a grid leader's grid's and their own (walked anywhere); everything for staff."""
     if caller.role == "volunteer":
         return Scope.any_of({"volunteer_id": caller.id})
     if caller.role == "grid_leader":
-        return Scope.any_of({"grid_id": caller.grid})
+        return Scope.any_of({"grid_id": caller.grid}, {"volunteer_id": caller.id})
     return Scope.everything()
 
 
@@ -348,6 +587,11 @@ def proof_verdict(proof: dict, row: dict | None, closed: bool) -> dict:
             "issued_on": proof["issued_on"], "sealed": closed, "detail": detail}
 
 
+def year_span(year: int, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The city's local year as [start, end) in UTC: service dates are the city's local dates."""
+    return (datetime(year, 1, 1, tzinfo=zone).astimezone(UTC), datetime(year + 1, 1, 1, tzinfo=zone).astimezone(UTC))
+
+
 def refuse_open_year(year: int, now: datetime, zone: ZoneInfo, rules: ServiceHoursRules,
                      calendar: WorkCalendar) -> None:
     """A year closes once nothing more can be credited into it: its last day's service may still be recorded
@@ -384,8 +628,9 @@ ACTIVITY_STATUSES = (PLANNED, PUBLICISED, CONFIRMED)
 # A participant's hours: publicised, held by an objection, credited, or declined when an objection is upheld.
 HELD = "held"
 PARTICIPANT_STATUSES = (PUBLICISED, HELD, CREDITED, DECLINED)
-OPEN, UPHELD, DISMISSED = "open", "upheld", "dismissed"
-OBJECTION_STATUSES = (OPEN, UPHELD, DISMISSED)
+# An objection lapses when its year closes before the association decides it (the hours are declined then).
+OPEN, UPHELD, DISMISSED, LAPSED = "open", "upheld", "dismissed", "lapsed"
+OBJECTION_STATUSES = (OPEN, UPHELD, DISMISSED, LAPSED)
 LONGEST_ACTIVITY = timedelta(hours=24)
 ACTIVITY_ORGANISERS = ("association", "office", "grid_leader")
 
@@ -452,10 +697,35 @@ def new_objection(activity: dict, volunteer_id: str, reason: str, by: str, now: 
     participant = next((p for p in activity["participants"] if p["volunteer_id"] == volunteer_id), None)
     if participant is None:
         raise InvalidFields("Not a participant of this activity.", {"volunteer_id": ["not listed as a participant"]})
+    if any(o["volunteer_id"] == volunteer_id and o["status"] == DISMISSED for o in activity.get("objections", [])):
+        raise Conflict("The association already decided on an objection to this participant's hours and dismissed "
+                       "it: they cannot be objected to again.")
     if participant["status"] != PUBLICISED:
         raise Conflict(f"This participant's hours are {participant['status']} already.")
     return {"id": new_id(), "volunteer_id": volunteer_id, "reason": reason, "raised_by": by, "raised_at": now,
             "status": OPEN, "decided_by": None, "decided_at": None, "note": None}
+
+
+def shown_objection(objection: dict, caller: Caller) -> dict:
+    """Who raised an objection is for the association and the office only: not for other readers, and so never
+    for the participant objected to."""
+    return objection if caller.role in STAFF else {**objection, "raised_by": None}
+
+
+def shown_activity(activity: dict, caller: Caller) -> dict:
+    return {**activity, "objections": [shown_objection(o, caller) for o in activity.get("objections", [])]}
+
+
+def activity_closed_with_its_year(activity: dict, now: datetime) -> tuple[dict, list[tuple[str, float]]]:
+    """Policy row "a year's close": the activity's hours still publicised or held are declined, "年度已结账",
+    and its open objections lapse; returns the changes and each declined participant's hours."""
+    released = [(p["volunteer_id"], p["hours"]) for p in activity["participants"] if p["status"] in (PUBLICISED, HELD)]
+    participants = [{**p, "status": DECLINED} if p["status"] in (PUBLICISED, HELD) else p
+                    for p in activity["participants"]]
+    objections = [{**o, "status": LAPSED, "decided_by": "system:year-close", "decided_at": now, "note": YEAR_CLOSED}
+                  if o["status"] == OPEN else o for o in activity.get("objections", [])]
+    changes = {"participants": participants, "objections": objections, "status": CONFIRMED, "confirmed_at": now}
+    return changes, released
 
 
 def participant_credit(activity: dict, participant: dict, now: datetime, rules: ServiceHoursRules) -> dict:
@@ -467,6 +737,24 @@ def participant_credit(activity: dict, participant: dict, now: datetime, rules: 
 # --- spot checks (抽查) --------------------------------------------------------------------------
 
 PASSED, FAILED = "passed", "failed"
+
+
+# Seeds are drawn from [0, 2^53): any of them fits a JSON number exactly.
+SEEDS = 2 ** 53
+
+
+def spot_check_seed() -> int:
+    """Policy row "spot checks": the server draws the seed (and records it on the check), so that nobody can
+    redraw until a sample suits them unseen; every check drawn stays listed."""
+    return secrets.randbelow(SEEDS)
+
+
+def spot_check_listed(check: dict) -> dict:
+    """A check as the list shows it: what was drawn, by whom and with which seed, and how far it got."""
+    items = check["items"]
+    return {**{k: check[k] for k in ("id", "year", "size", "seed", "created_by", "created_at")},
+            "drawn": len(items), "checked": sum(1 for i in items if i["result"] is not None),
+            "failed": sum(1 for i in items if i["result"] == FAILED)}
 
 
 def sample_points(seed: int):

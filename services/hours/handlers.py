@@ -5,13 +5,14 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
-from shared.events import Event, MalformedEvent
+from shared.events import Event, MalformedEvent, utcnow
 
+from . import domain
 from .store import HoursStore
 
 
 class ReportNotYetHeard(Exception):
-    """A case closed for a report whose report.submitted has not reached hours yet: retried later."""
+    """A case event names a report whose report.submitted has not reached hours yet: retried later."""
 
 
 def _time(value, field: str) -> datetime:
@@ -36,20 +37,55 @@ def _heard(data: dict, zone: ZoneInfo) -> dict:
             "submitted_at": submitted_at, "year": submitted_at.astimezone(zone).year}
 
 
-def case_closed(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
-    """`case.closed.*`: each of the case's reports counts once as verified for its reporter."""
-    report_ids = event.data.get("report_ids")
-    if not isinstance(report_ids, list) or not all(isinstance(r, str) for r in report_ids) or not report_ids:
+def _case(data: dict) -> tuple[str, list[str]]:
+    case_id, report_ids = data.get("case_id"), data.get("report_ids")
+    if not isinstance(case_id, str) or not case_id:
+        raise MalformedEvent("a case event must carry case_id")
+    if not isinstance(report_ids, list) or not report_ids or not all(isinstance(r, str) for r in report_ids):
         raise MalformedEvent("a case event must carry report_ids")
-    unknown = store.case_closed(report_ids)
+    return case_id, report_ids
+
+
+def case_closed(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
+    """`case.closed.*`: the case counts one verified report for each of its reporters."""
+    case_id, report_ids = _case(event.data)
+    reports = store.reports_of(report_ids)
+    for reporter_id, year in domain.verified_reporters(list(reports.values())).items():
+        store.count_verified(case_id, reporter_id, year)
+    if unknown := sorted(set(report_ids) - set(reports)):
+        raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
+
+
+def case_rejected(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
+    """`case.rejected.*`: each of the case's reports is withdrawn as evidence, with the rejection's reason."""
+    _, report_ids = _case(event.data)
+    why = domain.rejection_reason(event.data.get("reason"))
+    unknown = [r for r in report_ids if not store.withdraw_report(r, why, utcnow(), event.correlation_id)]
     if unknown:
         raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
+
+
+def case_joined(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
+    """`case.joined.*`: a report that joins a case where its reporter already has a report is withdrawn as
+    evidence (no distinct evidence of anything)."""
+    case_id, report_ids = _case(event.data)
+    joining = event.data.get("report_id")
+    if not isinstance(joining, str) or not joining:
+        raise MalformedEvent("case.joined must carry report_id")
+    reports = store.reports_of(sorted({*report_ids, joining}))
+    if unknown := sorted({*report_ids, joining} - set(reports)):
+        raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
+    earlier = domain.self_duplicate_of(reports[joining], list(reports.values()))
+    if earlier is not None:
+        store.withdraw_report(joining, domain.self_duplicate_reason(case_id, earlier), utcnow(), event.correlation_id)
 
 
 # What hours consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
 SUBSCRIPTIONS = (
     ("hours.report-submitted", ("report.submitted",), reports_submitted),
     ("hours.case-closed", ("case.closed.*",), case_closed),
+    ("hours.case-rejected", ("case.rejected.*",), case_rejected),
+    ("hours.case-joined", ("case.joined.*",), case_joined),
 )
 
 

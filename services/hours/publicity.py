@@ -1,5 +1,6 @@
 """The publicity watch: once an activity's publicity window (公示期) has ended, the hours nobody objected to
-are credited.
+are credited. Hours still publicised when their year closes are declined by the close (store.close_year), so
+nothing stays for the watch to try forever.
 
 Several hours processes may watch at once and restart at any time: each participant is credited in a
 transaction that first writes their volunteer's document, and the ledger takes one entry per activity and
@@ -23,6 +24,8 @@ class PublicityWatch:
     def __init__(self, store: HoursStore, zone: ZoneInfo):
         self.store = store
         self.zone = zone
+        # What this watcher has warned of already: it tries again every round, and warns once.
+        self.warned: set[tuple[str, str]] = set()
 
     def check(self, now: datetime) -> int:
         """Credit what is due by `now`; returns how many participants this watcher credited."""
@@ -33,9 +36,11 @@ class PublicityWatch:
                     continue
                 try:
                     credited += self.store.confirm_participant(activity["id"], participant["volunteer_id"], now, None)
-                except DomainError as refused:  # e.g. the year was closed meanwhile: the office must see to it
-                    log.warning("publicised hours not credited", extra={
-                        "activity_id": activity["id"], "volunteer_id": participant["volunteer_id"],
-                        "reason": refused.detail})
+                except DomainError as refused:  # e.g. the year is being closed: its close declines these hours
+                    if (activity["id"], participant["volunteer_id"]) not in self.warned:
+                        self.warned.add((activity["id"], participant["volunteer_id"]))
+                        log.warning("publicised hours not credited", extra={
+                            "activity_id": activity["id"], "volunteer_id": participant["volunteer_id"],
+                            "reason": refused.detail})
             self.store.settle_declined(activity["id"], now)
         return credited

@@ -1,7 +1,7 @@
 """Hours' HTTP shapes (CONTRACT "hours")."""
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
 from shared.pagination import PageQuery
 from shared.photo_ids import photo_id_field
@@ -91,15 +91,19 @@ class EntrySchema(Schema):
     hours = fields.Float(required=True, metadata={"description": "negative for a reversal or a debit",
                                                   "example": 2.5})
     kind = fields.String(required=True, validate=validate.OneOf(KINDS), metadata={"example": "patrol"})
-    source = fields.String(required=True, metadata={"description": "what credited it: patrol, adjustment, reversal",
-                                                    "example": "patrol"})
+    source = fields.String(required=True, metadata={
+        "description": "what credited it: report (a patrol's part its report evidenced), patrol (a patrol's time a "
+                       "person confirmed), activity, adjustment, reversal", "example": "patrol"})
     source_id = fields.String(required=True, metadata={"example": "0f1e2d3c4b5a697887a6b5c4"})
     service_date = fields.String(required=True, metadata={"format": "date", "example": DATE_EXAMPLE})
     recorded_at = Timestamp(required=True)
     recorded_by = fields.String(required=True, metadata={"example": "association:assoc-1"})
-    rule_version = fields.String(required=True, metadata={"example": "linyi-2026.1"})
+    rule_version = fields.String(required=True, metadata={"example": "linyi-2026.2"})
     note = fields.String(required=True, metadata={"example": "网格巡访 lanshan-01"})
     reverses = fields.String(metadata={"description": "the entry this one reverses", "example": None})
+    patrol_id = fields.String(metadata={"description": "the patrol a patrol entry (or its reversal) credits: the "
+                                                       "part its report evidenced has the report as its source",
+                                        "example": "0f1e2d3c4b5a697887a6b5c4"})
 
 
 class LedgerQuerySchema(PageQuery):
@@ -114,7 +118,8 @@ class EntryPageSchema(Schema):
 class AdjustmentSchema(Schema):
     volunteer_id = text(1, 64, "6b0563189074648134dcbce3", required=True)
     hours = fields.Float(required=True, validate=validate.Range(-LARGEST_ADJUSTMENT_HOURS, LARGEST_ADJUSTMENT_HOURS),
-                         metadata={"description": "non-zero; negative debits", "example": 2})
+                         metadata={"description": "non-zero, whole hundredths of an hour; negative debits",
+                                   "multipleOf": 0.01, "example": 2})
     reason = text(2, 500, "补录 11 月 20 日文明交通劝导活动时长（纸质签到表）", required=True)
     service_date = fields.Date(metadata={"description": "the day the service was given; today by default",
                                          "example": DATE_EXAMPLE})
@@ -132,6 +137,18 @@ class PatrolCreateSchema(Schema):
     ended_at = Timestamp(required=True, metadata={"example": "2026-11-24T03:10:00Z"})
 
 
+class PatrolCreditSchema(Schema):
+    entry_id = fields.String(required=True, metadata={"example": "a1b2c3d4e5f60718293a4b5c"})
+    hours = fields.Float(required=True, metadata={"example": 1.0})
+    report_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the report that evidenced this part (credited at once); null: a person confirmed it"})
+    recorded_at = Timestamp(required=True)
+    recorded_by = fields.String(required=True, metadata={"example": "system:evidence"})
+    reversal_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the entry that took this part back, if one did"})
+    reversal_note = fields.String(required=True, allow_none=True, metadata={"description": "why it was taken back"})
+
+
 class PatrolSchema(Schema):
     id = fields.String(required=True, metadata={"example": "0f1e2d3c4b5a697887a6b5c4"})
     volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
@@ -141,10 +158,21 @@ class PatrolSchema(Schema):
     hours = fields.Float(required=True, metadata={"description": "actual time, rounded down to the half hour",
                                                   "example": 2.0})
     service_date = fields.String(required=True, metadata={"format": "date", "example": DATE_EXAMPLE})
-    status = fields.String(required=True, validate=validate.OneOf(PATROL_STATUSES), metadata={"example": "credited"})
+    status = fields.String(required=True, validate=validate.OneOf(PATROL_STATUSES), metadata={
+        "description": "awaiting_* while any of its time waits for a person; else credited while any of it is "
+                       "credited; else declined", "example": "credited"})
+    credited_hours = fields.Float(required=True, metadata={
+        "description": "credited: the parts its reports evidenced at once and what a person confirmed",
+        "example": 1.0})
+    waiting_hours = fields.Float(required=True, metadata={"description": "waiting for the grid leader or the "
+                                                                         "association", "example": 1.0})
+    declined_hours = fields.Float(required=True, metadata={"example": 0.0})
+    credits = fields.List(fields.Nested(PatrolCreditSchema), required=True, metadata={
+        "description": "each ledger entry that credited part of it, and whether it was taken back"})
     evidence_report_id = fields.String(required=True, allow_none=True, metadata={
-        "description": "the report that evidenced it, submitted in its grid while it ran"})
-    entry_id = fields.String(required=True, allow_none=True, metadata={"description": "its ledger entry once credited"})
+        "description": "the first report that evidenced it, submitted in its grid while it ran"})
+    entry_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "its first ledger entry once anything is credited (all of them: credits)"})
     recorded_at = Timestamp(required=True)
     recorded_by = fields.String(required=True, metadata={"example": "volunteer:6b0563189074648134dcbce3"})
     decided_by = fields.String(required=True, allow_none=True)
@@ -246,6 +274,11 @@ class ClosedYearSchema(Schema):
     closed_by = fields.String(required=True, metadata={"example": "office:office-1"})
     volunteers = fields.Integer(required=True, metadata={"description": "volunteers whose figures were sealed",
                                                          "example": 1840})
+    declined_patrols = fields.Integer(required=True, metadata={
+        "description": "patrols whose time still waiting was declined with the close (年度已结账)", "example": 3})
+    declined_participants = fields.Integer(required=True, metadata={
+        "description": "activity participants whose publicised or held hours were declined with the close",
+        "example": 0})
 
 
 # --- activities -----------------------------------------------------------------------------------
@@ -292,7 +325,9 @@ class ObjectionSchema(Schema):
     id = fields.String(required=True, metadata={"example": "9a8b7c6d5e4f30211f0e9d8c"})
     volunteer_id = fields.String(required=True, metadata={"example": "6b0563189074648134dcbce3"})
     reason = fields.String(required=True, metadata={"example": "该志愿者当天未到场"})
-    raised_by = fields.String(required=True, metadata={"example": "volunteer:5c0563189074648134dcbce1"})
+    raised_by = fields.String(required=True, allow_none=True, metadata={
+        "description": "for the association and the office; null for everyone else",
+        "example": "volunteer:5c0563189074648134dcbce1"})
     raised_at = Timestamp(required=True)
     status = fields.String(required=True, validate=validate.OneOf(OBJECTION_STATUSES), metadata={"example": "open"})
     decided_by = fields.String(required=True, allow_none=True)
@@ -346,8 +381,13 @@ class ObjectionDecisionSchema(Schema):
 class SpotCheckCreateSchema(Schema):
     year = fields.Integer(required=True, validate=YEAR, metadata={"example": 2026})
     size = fields.Integer(required=True, validate=validate.Range(1, 500), metadata={"example": 30})
-    seed = fields.Integer(required=True, validate=validate.Range(0, 2 ** 53), metadata={
-        "description": "the same seed over the same ledger draws the same entries", "example": 20261124})
+
+    @pre_load
+    def _server_draws_the_seed(self, data: object, **kwargs) -> object:
+        """A caller who sends a seed hears why it is refused, not just "unknown field"."""
+        if isinstance(data, dict) and "seed" in data:
+            raise ValidationError("The server draws the seed and records it on the check; send none.", "seed")
+        return data
 
 
 class CheckedEntrySchema(Schema):
@@ -371,7 +411,9 @@ class SpotCheckSchema(Schema):
     id = fields.String(required=True, metadata={"example": "5d4c3b2a19f8e7d6c5b4a392"})
     year = fields.Integer(required=True, metadata={"example": 2026})
     size = fields.Integer(required=True, metadata={"example": 30})
-    seed = fields.Integer(required=True, metadata={"example": 20261124})
+    seed = fields.Integer(required=True, metadata={
+        "description": "drawn by the server: the same seed over the same ledger draws the same entries",
+        "example": 4811390245981123})
     created_by = fields.String(required=True, metadata={"example": "office:office-1"})
     created_at = Timestamp(required=True)
     items = fields.List(fields.Nested(CheckedEntrySchema), required=True)
@@ -381,3 +423,24 @@ class SpotCheckResultSchema(Schema):
     entry_id = text(1, 64, "a1b2c3d4e5f60718293a4b5c", required=True)
     passed = fields.Boolean(required=True, metadata={"example": False})
     note = text(2, 500, "签到表无该志愿者签名", required=True)
+
+
+class SpotCheckQuerySchema(PageQuery):
+    year = fields.Integer(validate=YEAR, metadata={"example": 2026})
+
+
+class SpotCheckListedSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "5d4c3b2a19f8e7d6c5b4a392"})
+    year = fields.Integer(required=True, metadata={"example": 2026})
+    size = fields.Integer(required=True, metadata={"example": 30})
+    seed = fields.Integer(required=True, metadata={"example": 4811390245981123})
+    created_by = fields.String(required=True, metadata={"example": "office:office-1"})
+    created_at = Timestamp(required=True)
+    drawn = fields.Integer(required=True, metadata={"description": "entries drawn", "example": 30})
+    checked = fields.Integer(required=True, metadata={"description": "entries with a result", "example": 12})
+    failed = fields.Integer(required=True, metadata={"description": "entries that failed (reversed)", "example": 1})
+
+
+class SpotCheckPageSchema(Schema):
+    items = fields.List(fields.Nested(SpotCheckListedSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)

@@ -8,6 +8,7 @@ always equal the sum of the ledger.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -29,24 +30,32 @@ from shared.scope import Scope
 from shared.store import LostRace, in_transaction, optimistically
 
 from . import domain
-from .domain import ACTIVITY, AWAITING_CONFIRMATION, CREDITED, DECLINED, PATROL, PatrolClaim, centihours
+from .domain import ACTIVITY, CREDITED, DECLINED, PATROL, PatrolClaim, centihours
 
 log = logging.getLogger(__name__)
 HIDDEN_FIELDS = ("_id", "version", "phone_key", idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
 VOLUNTEERS_LISTED_BY = ((), ("organization",), ("grid_id",), ("star_level",), ("organization", "grid_id"),
                         ("grid_id", "star_level"), ("organization", "star_level"))
 PATROLS_LISTED_BY = ((), ("volunteer_id",), ("grid_id",), ("status",), ("volunteer_id", "status"),
-                     ("grid_id", "status"))
+                     ("grid_id", "status"), ("volunteer_id", "grid_id"))
 ACTIVITIES_LISTED_BY = ((), ("status",), ("grid_id",), ("grid_id", "status"))
 # Kinds of service that fill a day (adjustments correct the ledger; they are not time spent on a day).
 DAY_KINDS = (PATROL, ACTIVITY)
 IMPORT_BATCH = 500
+# What changes in a patrol once it is recorded: where its time is, and who decided it.
+PATROL_STATE = ("status", "credited_hours", "waiting_hours", "declined_hours", "credits", "beyond_daily_cap",
+                "by_its_grid_leader", "evidence_report_id", "entry_id", "decided_by", "decided_at", "decision_note")
 # What rankings order by, and the field of a year row that holds it.
 RANKED_BY = {"hours": "centihours", "reports": "verified_reports"}
 # Rankings walk down from the top in bands of the measure: [2^k, 2^(k+1)), highest first, then everything below 1.
 TOP_BAND = 2 ** 20
 FINE_BELOW = 64
 BAND_RATIO = 2 ** 0.25
+
+
+def _patrol(document: dict | None) -> dict | None:
+    public = _public(document)
+    return None if public is None else domain.parted_patrol(public)
 
 
 def _public(document: dict | None) -> dict | None:
@@ -100,6 +109,8 @@ class HoursStore:
         self.proofs = db["proofs"]
         self.activities = db["activities"]
         self.spot_checks = db["spot_checks"]
+        # One document per closed case and reporter: what counted a verified report.
+        self.verified_cases = db["verified_cases"]
 
     @classmethod
     def prepared(cls, db: Database, rules: ServiceHoursRules, relay: OutboxRelay | None = None) -> HoursStore:
@@ -130,6 +141,8 @@ class HoursStore:
         self.entries.create_index([("volunteer_id", ASCENDING), ("year", ASCENDING), ("recorded_at", DESCENDING)])
         self.entries.create_index([("year", ASCENDING), ("draw", ASCENDING)])
         idempotency.ensure_index(self.spot_checks)
+        for prefix in ((), ("year",)):
+            self.spot_checks.create_index([*((f, ASCENDING) for f in prefix), ("created_at", DESCENDING)])
         self.patrols.create_index([("volunteer_id", ASCENDING), ("started_at", ASCENDING)])
         for prefix in PATROLS_LISTED_BY:
             self.patrols.create_index([*((f, ASCENDING) for f in prefix), ("started_at", DESCENDING)])
@@ -211,9 +224,15 @@ class HoursStore:
         document = self.volunteers.find_one({"_id": volunteer_id}, {"totals.years": 1}) or {}
         return sorted(int(y) for y in document.get("totals", {}).get("years", {}))
 
-    def record_entry(self, document: dict, fingerprint: str, correlation_id: str | None) -> tuple[dict, bool]:
-        """An adjustment: credit it, or answer with the entry its source (the request's key) already made."""
-        document = {**document, idempotency.FINGERPRINT_FIELD: fingerprint}
+    def record_entry(self, document: dict, key: str | None, fingerprint: str,
+                     correlation_id: str | None) -> tuple[dict, bool]:
+        """An adjustment: credit it, or answer with the entry its Idempotency-Key already made. The key is the
+        entry's own (a unique index), so a key used for one volunteer credits nobody else: the same key with
+        another body is a 409."""
+        if key is not None and (earlier := self.entries.find_one({idempotency.KEY_FIELD: key})) is not None:
+            return _replayed(earlier, fingerprint), False
+        document = {**document, idempotency.FINGERPRINT_FIELD: fingerprint,
+                    **({idempotency.KEY_FIELD: key} if key else {})}
 
         def work(session: ClientSession) -> tuple[dict, bool]:
             self._lock_volunteer(document["volunteer_id"], session)
@@ -221,11 +240,18 @@ class HoursStore:
                 return _stored(document), True
             return self._entry_of_source(document, session), False
 
-        stored, created = in_transaction(self.db, work)
+        try:
+            stored, created = in_transaction(self.db, work)
+        except DuplicateKeyError:
+            earlier = self.entries.find_one({idempotency.KEY_FIELD: key}) if key else None
+            if earlier is None:
+                raise
+            return _replayed(earlier, fingerprint), False
         return (_public(stored), True) if created else (_replayed(stored, fingerprint), False)
 
     def reverse(self, entry_id: str, make_reversal: Callable[[dict], dict], correlation_id: str | None) -> dict:
-        """Reverse an entry once: a second request for the same entry is a 409 naming the first reversal."""
+        """Reverse an entry once: a second request for the same entry is a 409 naming the first reversal. A
+        patrol's entry reversed this way is declined in the patrol too (a person decided it)."""
         original = self.entry(entry_id)
         if original is None:
             raise NotFound(f"No ledger entry {entry_id}.")
@@ -233,9 +259,14 @@ class HoursStore:
 
         def work(session: ClientSession) -> dict:
             self._lock_volunteer(original["volunteer_id"], session)
-            if not self._credit(session, reversal, correlation_id):
+            patrol = self._patrol_in(original["patrol_id"], session) if original.get("patrol_id") else None
+            after = domain.credit_reversed(patrol, reversal) if patrol else None
+            sessions = (domain.patrol_sessions(after) - domain.patrol_sessions(patrol)) if after else None
+            if not self._credit(session, reversal, correlation_id, sessions=sessions):
                 earlier = self._entry_of_source(reversal, session)
                 raise Conflict(f"Entry {entry_id} was already reversed by entry {earlier['_id']}.")
+            if after:
+                self._store_patrol(session, patrol, after)
             return reversal
 
         return in_transaction(self.db, work)
@@ -251,8 +282,11 @@ class HoursStore:
             raise NotFound(f"No volunteer {volunteer_id}.")
 
     def _credit(self, session: ClientSession, document: dict, correlation_id: str | None,
-                from_pending: bool = False) -> bool:
-        """Append the entry and add it to the totals, once per source; False when its source already credited."""
+                waiting_moves: bool = False, sessions: int | None = None) -> bool:
+        """Append the entry and add it to the totals, once per source; False when its source already credited.
+        `waiting_moves`: its hours move between waiting and credited (a confirmation, evidence taken back), so
+        the day already holds them; `sessions`: the sessions of service it adds (by default one, or minus one
+        for a reversal)."""
         if self._entry_of_source(document, session) is not None:
             return False
         self._refuse_closed_year(document["year"], session)
@@ -260,13 +294,15 @@ class HoursStore:
         self.entries.insert_one(with_events(_stored(document), credited), session=session)
         hand(self.relay, self.entries, document["id"], [credited])
         amount = centihours(document["hours"])
-        self._add_to_totals(session, document, amount, pending=-amount if from_pending else 0,
+        if sessions is None:
+            sessions = -1 if document["kind"] == domain.REVERSAL else 1
+        self._add_to_totals(session, document, amount, pending=-amount if waiting_moves else 0, sessions=sessions,
                             correlation_id=correlation_id)
-        if domain.counted_kind(document) in DAY_KINDS and not from_pending:
+        if domain.counted_kind(document) in DAY_KINDS and not waiting_moves:
             self._add_to_day(session, document["volunteer_id"], document["service_date"], amount)
         return True
 
-    def _add_to_totals(self, session: ClientSession, document: dict, amount: int, pending: int,
+    def _add_to_totals(self, session: ClientSession, document: dict, amount: int, pending: int, sessions: int,
                        correlation_id: str | None) -> None:
         """The volunteer's running totals and their year's row (rankings, proofs), in the entry's transaction."""
         volunteer_id, year = document["volunteer_id"], document["year"]
@@ -284,7 +320,6 @@ class HoursStore:
         if event:
             hand(self.relay, self.volunteers, volunteer_id, [event])
         kind = domain.counted_kind(document)
-        sessions = -1 if document["kind"] == domain.REVERSAL else 1
         self.year_totals.update_one(
             {"_id": _year_id(volunteer_id, year)},
             {"$inc": {"centihours": amount, f"kinds.{kind}.centihours": amount, f"kinds.{kind}.sessions": sessions},
@@ -296,28 +331,40 @@ class HoursStore:
         return {"volunteer_id": volunteer["_id"], "year": year, "name": volunteer["name"],
                 "organization": volunteer["organization"], "grid_id": volunteer["grid_id"]}
 
+    def _year_closed(self, year: int, session: ClientSession | None = None) -> bool:
+        return self.years.find_one({"_id": year}, {"_id": 1}, session=session) is not None
+
     def _refuse_closed_year(self, year: int, session: ClientSession) -> None:
-        if self.years.find_one({"_id": year}, {"_id": 1}, session=session) is not None:
+        if self._year_closed(year, session):
             raise Conflict(f"{year} has been closed: its figures are sealed. Record a correction in the current year.")
 
     def _add_to_day(self, session: ClientSession, volunteer_id: str, day: str, amount: int) -> None:
         self.days.update_one({"_id": _day_id(volunteer_id, day)}, {"$inc": {"centihours": amount}}, upsert=True,
                              session=session)
 
+    def _move_waiting(self, session: ClientSession, volunteer_id: str, day: str, amount: int) -> None:
+        """Hours that start (positive) or stop (negative) waiting for a person: the volunteer's pending hours,
+        and the day, which holds waiting hours as well as credited ones."""
+        self.volunteers.update_one({"_id": volunteer_id}, {"$inc": {"totals.pending": amount}}, session=session)
+        self._add_to_day(session, volunteer_id, day, amount)
+
     # --- patrols ----------------------------------------------------------------------------------
 
     def patrol(self, patrol_id: str) -> dict | None:
-        return _public(self.patrols.find_one({"_id": patrol_id}))
+        return _patrol(self.patrols.find_one({"_id": patrol_id}))
+
+    def _patrol_in(self, patrol_id: str, session: ClientSession) -> dict | None:
+        return _patrol(self.patrols.find_one({"_id": patrol_id}, session=session))
 
     def list_patrols(self, wanted: dict, scope: Scope, after: Position | None, limit: int) -> list[dict]:
-        return [_public(d) for d in newest_first(self.patrols, scope.within(wanted), "started_at", limit, after)]
+        return [_patrol(d) for d in newest_first(self.patrols, scope.within(wanted), "started_at", limit, after)]
 
-    def record_patrol(self, claim: PatrolClaim, recorded_by: str, now: datetime, key: str | None, fingerprint: str,
-                      correlation_id: str | None) -> tuple[dict, bool]:
-        """Record a patrol: refused if it overlaps the volunteer's other service, credited at once when a report
-        evidences it, otherwise waiting; past the daily cap it waits for the association."""
+    def record_patrol(self, claim: PatrolClaim, by_its_grid_leader: bool, recorded_by: str, now: datetime,
+                      key: str | None, fingerprint: str, correlation_id: str | None) -> tuple[dict, bool]:
+        """Record a patrol: refused if it overlaps the volunteer's other service; what its reports evidence is
+        credited at once, within the policy's bound, and the rest waits for a person."""
         if key is not None and (earlier := self.patrols.find_one({idempotency.KEY_FIELD: key})) is not None:
-            return _replayed(earlier, fingerprint), False
+            return domain.parted_patrol(_replayed(earlier, fingerprint)), False
 
         def work(session: ClientSession) -> dict:
             try:
@@ -327,24 +374,20 @@ class HoursStore:
                                 "you.") from None
             domain.refuse_overlap(claim.started_at, claim.ended_at,
                                   self._busy(claim.volunteer_id, claim.started_at, claim.ended_at, session))
-            evidence = self.reports.find_one({"reporter_id": claim.volunteer_id, "grid_id": claim.grid_id,
-                                              "submitted_at": {"$gte": claim.started_at, "$lte": claim.ended_at}},
-                                             {"_id": 1}, session=session)
+            walked = {"volunteer_id": claim.volunteer_id, "grid_id": claim.grid_id, "started_at": claim.started_at,
+                      "ended_at": claim.ended_at}
+            evidence = [r["_id"] for r in self._reports_during(claim.volunteer_id, claim.grid_id, claim.started_at,
+                                                               claim.ended_at, session)
+                        if domain.evidences({**r, "id": r["_id"]}, walked)]
             day = self.days.find_one({"_id": _day_id(claim.volunteer_id, claim.service_date)}, session=session)
-            status = domain.daily_status((day or {}).get("centihours", 0), claim.hours, self.rules,
-                                         evidenced=evidence is not None)
-            patrol = {"id": domain.new_id(), "volunteer_id": claim.volunteer_id, "grid_id": claim.grid_id,
-                      "started_at": claim.started_at, "ended_at": claim.ended_at, "hours": claim.hours,
-                      "service_date": claim.service_date.isoformat(), "status": status, "recorded_at": now,
-                      "recorded_by": recorded_by, "evidence_report_id": evidence["_id"] if evidence else None,
-                      "entry_id": None, "decided_by": None, "decided_at": None, "decision_note": None}
-            if status == CREDITED:
-                patrol["entry_id"] = self._credit_patrol(session, patrol, recorded_by, now, correlation_id)
-            else:
-                amount = centihours(claim.hours)
-                self.volunteers.update_one({"_id": claim.volunteer_id}, {"$inc": {"totals.pending": amount}},
-                                           session=session)
-                self._add_to_day(session, claim.volunteer_id, patrol["service_date"], amount)
+            patrol, credits = domain.new_patrol(claim, evidence, (day or {}).get("centihours", 0), by_its_grid_leader,
+                                                recorded_by, now, self.rules)
+            sessions = domain.patrol_sessions(patrol)
+            for credit in credits:
+                self._claim_report(session, credit["source_id"], patrol["id"])
+                self._credit_strictly(session, credit, correlation_id, sessions=sessions)
+                sessions = 0
+            self._move_waiting(session, claim.volunteer_id, patrol["service_date"], centihours(patrol["waiting_hours"]))
             self.patrols.insert_one({**_stored(patrol), "version": 0, idempotency.FINGERPRINT_FIELD: fingerprint,
                                      **({idempotency.KEY_FIELD: key} if key else {})}, session=session)
             return patrol
@@ -355,7 +398,36 @@ class HoursStore:
             earlier = self.patrols.find_one({idempotency.KEY_FIELD: key}) if key else None
             if earlier is None:
                 raise
-            return _replayed(earlier, fingerprint), False
+            return domain.parted_patrol(_replayed(earlier, fingerprint)), False
+
+    def _reports_during(self, reporter_id: str, grid_id: str, start: datetime, end: datetime,
+                        session: ClientSession) -> list[dict]:
+        """The reporter's reports in the grid submitted from `start` to `end`, oldest first."""
+        found = self.reports.find({"reporter_id": reporter_id, "grid_id": grid_id,
+                                   "submitted_at": {"$gte": start, "$lte": end}}, session=session)
+        return sorted(found, key=lambda r: (r["submitted_at"], r["_id"]))
+
+    def _claim_report(self, session: ClientSession, report_id: str, patrol_id: str) -> None:
+        """A report evidences one patrol only: the report names the patrol it evidences, once."""
+        claimed = self.reports.update_one({"_id": report_id, "patrol_id": None, "withdrawn": None},
+                                          {"$set": {"patrol_id": patrol_id}}, session=session)
+        if claimed.modified_count == 0:
+            raise Conflict(f"Report {report_id} changed meanwhile; try again.")
+
+    def _credit_strictly(self, session: ClientSession, document: dict, correlation_id: str | None,
+                         waiting_moves: bool = False, sessions: int | None = None) -> None:
+        """Credit an entry that a patrol's new state needs: its source having credited already means the
+        patrol and the ledger disagree, and nothing of the change is stored."""
+        if not self._credit(session, document, correlation_id, waiting_moves=waiting_moves, sessions=sessions):
+            raise Conflict(f"The ledger already holds {document['source']} {document['source_id']}; try again.")
+
+    def _store_patrol(self, session: ClientSession, before: dict, after: dict) -> None:
+        """Write a patrol's new state, unless it was decided meanwhile."""
+        changes = {k: after[k] for k in PATROL_STATE}
+        written = self.patrols.update_one({"_id": before["id"], "status": before["status"]},
+                                          {"$set": changes, "$inc": {"version": 1}}, session=session)
+        if written.matched_count == 0:
+            raise Conflict(f"Patrol {before['id']} was decided meanwhile.")
 
     def _busy(self, volunteer_id: str, start: datetime, end: datetime, session: ClientSession,
               except_activity: str | None = None) -> list[dict]:
@@ -373,42 +445,31 @@ class HoursStore:
                 busy.append({"what": "activity", "started_at": activity["starts_at"], "ended_at": activity["ends_at"]})
         return busy
 
-    def _credit_patrol(self, session: ClientSession, patrol: dict, by: str, now: datetime,
-                       correlation_id: str | None, from_pending: bool = False) -> str:
-        document = domain.entry(patrol["volunteer_id"], patrol["hours"], PATROL, "patrol", patrol["id"],
-                                date.fromisoformat(patrol["service_date"]), now, by, self.rules,
-                                f"网格巡访 {patrol['grid_id']}")
-        self._credit(session, document, correlation_id, from_pending=from_pending)
-        return document["id"]
-
     def decide_patrol(self, patrol_id: str, check: Callable[[dict], None], confirm: bool, by: str, note: str,
                       now: datetime, correlation_id: str | None) -> dict:
-        """Confirm (credit) or decline a waiting patrol; `check` refuses callers who may not decide it."""
+        """Confirm (credit) or decline a waiting patrol's time; `check` refuses callers who may not decide it."""
         def work(session: ClientSession) -> dict:
-            patrol = _public(self.patrols.find_one({"_id": patrol_id}, session=session))
+            patrol = self._patrol_in(patrol_id, session)
             if patrol is None:
                 raise NotFound(f"No patrol {patrol_id}.")
             check(patrol)
             self._lock_volunteer(patrol["volunteer_id"], session)
-            return self._settle_patrol(session, patrol, confirm, by, note, now, correlation_id)
+            if confirm:
+                after, credit = domain.confirmed(patrol, by, note, now, self.rules)
+                self._credit_strictly(session, credit, correlation_id, waiting_moves=True,
+                                      sessions=domain.patrol_sessions(after) - domain.patrol_sessions(patrol))
+            else:
+                after, reversals = domain.declined(patrol, by, note, now, self.rules)
+                sessions = domain.patrol_sessions(after) - domain.patrol_sessions(patrol)
+                for reversal in reversals:
+                    self._credit_strictly(session, reversal, correlation_id, sessions=sessions)
+                    sessions = 0
+                self._move_waiting(session, patrol["volunteer_id"], patrol["service_date"],
+                                   -centihours(patrol["waiting_hours"]))
+            self._store_patrol(session, patrol, after)
+            return after
 
         return in_transaction(self.db, work)
-
-    def _settle_patrol(self, session: ClientSession, patrol: dict, confirm: bool, by: str, note: str,
-                       now: datetime, correlation_id: str | None) -> dict:
-        changes: dict[str, Any] = {"status": CREDITED if confirm else DECLINED, "decided_by": by, "decided_at": now,
-                                   "decision_note": note}
-        amount = centihours(patrol["hours"])
-        if confirm:
-            changes["entry_id"] = self._credit_patrol(session, patrol, by, now, correlation_id, from_pending=True)
-        else:
-            self.volunteers.update_one({"_id": patrol["volunteer_id"]}, {"$inc": {"totals.pending": -amount}},
-                                       session=session)
-            self._add_to_day(session, patrol["volunteer_id"], patrol["service_date"], -amount)
-        if self.patrols.update_one({"_id": patrol["id"], "status": patrol["status"]},
-                                   {"$set": changes, "$inc": {"version": 1}}, session=session).matched_count == 0:
-            raise Conflict(f"Patrol {patrol['id']} was decided meanwhile.")
-        return {**patrol, **changes}
 
     # --- activities -------------------------------------------------------------------------------
 
@@ -527,7 +588,7 @@ class HoursStore:
                 return False
             self._lock_volunteer(volunteer_id, session)
             document = domain.participant_credit(activity, participant, now, self.rules)
-            self._credit(session, document, correlation_id, from_pending=True)
+            self._credit(session, document, correlation_id, waiting_moves=True)
             settled = all(p["status"] in (CREDITED, DECLINED) for p in activity["participants"]
                           if p["volunteer_id"] != volunteer_id)
             self.activities.update_one(
@@ -593,6 +654,11 @@ class HoursStore:
     def spot_check(self, check_id: str) -> dict | None:
         return _public(self.spot_checks.find_one({"_id": check_id}))
 
+    def list_spot_checks(self, year: int | None, after: Position | None, limit: int) -> list[dict]:
+        """Every check drawn (of `year`), newest first: a redraw stays visible to anyone auditing."""
+        wanted = {} if year is None else {"year": year}
+        return [_public(d) for d in newest_first(self.spot_checks, [wanted], "created_at", limit, after)]
+
     def record_result(self, check_id: str, entry_id: str, result: dict) -> dict:
         """Record one entry's result, once."""
         written = self.spot_checks.update_one(
@@ -657,17 +723,69 @@ class HoursStore:
     def closed_year(self, year: int) -> dict | None:
         return self.years.find_one({"_id": year})
 
-    def close_year(self, year: int, by: str, at: datetime) -> dict:
-        """Seal the year: no entry is credited into it any more, and each volunteer's figures are kept as sealed."""
+    def close_year(self, year: int, span: tuple[datetime, datetime], by: str, at: datetime) -> dict:
+        """Seal the year: nothing is credited into it any more, what still waits in it is declined (the policy's
+        year-close rule), and each volunteer's figures are kept as sealed. A close that stopped halfway (the
+        process died) is finished by the next request to close."""
         try:
-            self.years.insert_one({"_id": year, "closed_at": at, "closed_by": by})
+            self.years.insert_one({"_id": year, "closed_at": at, "closed_by": by, "complete": False})
         except DuplicateKeyError:
-            raise Conflict(f"{year} is already closed.") from None
+            earlier = self.years.find_one({"_id": year})
+            if earlier.get("complete", True):
+                raise Conflict(f"{year} is already closed.") from None
+            at, by = earlier["closed_at"], earlier["closed_by"]
+        patrols, participants = self._decline_waiting(span, at)
         sealed = self.year_totals.update_many(
             {"year": year}, [{"$set": {"sealed_centihours": "$centihours",
                                        "sealed_verified_reports": "$verified_reports"}}])
-        self.years.update_one({"_id": year}, {"$set": {"volunteers": sealed.matched_count}})
-        return {"year": year, "closed_at": at, "closed_by": by, "volunteers": sealed.matched_count}
+        figures = {"volunteers": sealed.matched_count, "declined_patrols": patrols,
+                   "declined_participants": participants}
+        self.years.update_one({"_id": year}, {"$set": {**figures, "complete": True}})
+        return {"year": year, "closed_at": at, "closed_by": by, **figures}
+
+    def _decline_waiting(self, span: tuple[datetime, datetime], at: datetime) -> tuple[int, int]:
+        """Decline every patrol's time still waiting, and every activity's hours still publicised or held, that
+        started within `span`; returns how many patrols and participants were declined."""
+        start, end = span
+        patrols = participants = 0
+        for status in domain.WAITING:
+            for found in self.patrols.find({"status": status, "started_at": {"$gte": start, "$lt": end}}, {"_id": 1}):
+                patrols += self._close_patrol(found["_id"], at)
+        for found in self.activities.find({"status": domain.PUBLICISED, "starts_at": {"$gte": start, "$lt": end}},
+                                          {"_id": 1}):
+            participants += self._close_activity(found["_id"], at)
+        return patrols, participants
+
+    def _close_patrol(self, patrol_id: str, at: datetime) -> int:
+        def work(session: ClientSession) -> int:
+            patrol = self._patrol_in(patrol_id, session)
+            if patrol is None or patrol["status"] not in domain.WAITING:
+                return 0
+            self._lock_volunteer(patrol["volunteer_id"], session)
+            self._move_waiting(session, patrol["volunteer_id"], patrol["service_date"],
+                               -centihours(patrol["waiting_hours"]))
+            self._store_patrol(session, patrol, domain.closed_with_its_year(patrol, at))
+            return 1
+
+        return in_transaction(self.db, work)
+
+    def _close_activity(self, activity_id: str, at: datetime) -> int:
+        def work(session: ClientSession) -> int:
+            stored = self.activities.find_one({"_id": activity_id}, session=session)
+            if stored is None or stored["status"] != domain.PUBLICISED:
+                return 0
+            activity = _public(stored)
+            changes, released = domain.activity_closed_with_its_year(activity, at)
+            for volunteer_id, hours in released:
+                self._lock_volunteer(volunteer_id, session)
+                self._move_waiting(session, volunteer_id, activity["service_date"], -centihours(hours))
+            written = self.activities.update_one({"_id": activity_id, "version": stored["version"]},
+                                                 {"$set": changes, "$inc": {"version": 1}}, session=session)
+            if written.matched_count == 0:
+                raise Conflict(f"Activity {activity_id} changed meanwhile; close the year again.")
+            return len(released)
+
+        return in_transaction(self.db, work)
 
     def proof_for(self, volunteer_id: str, year: int, centihours: int, issue: Callable[[int], dict]) -> dict:
         """The proof already issued for these figures, or a new one numbered in the year's sequence."""
@@ -701,17 +819,17 @@ class HoursStore:
         arrive after its patrol was recorded). `reports`: each report with its event's correlation id."""
         self.reports.bulk_write([UpdateOne({"_id": report["id"]}, {"$setOnInsert": {
             "reporter_id": report["reporter_id"], "grid_id": report["grid_id"], "submitted_at": report["submitted_at"],
-            "year": report["year"], "verified": False}}, upsert=True) for report, _ in reports], ordered=False)
+            "year": report["year"]}}, upsert=True) for report, _ in reports], ordered=False)
         longest = timedelta(hours=self.rules.patrol_longest_hours)
         # One read for the whole batch: the patrols of its reporters over the span of its reports (seconds, as a
         # rule; an old event swept up late widens it to days of those few volunteers' patrols, still few).
-        candidates = [_public(found) for found in self.patrols.find({
+        candidates = [_patrol(found) for found in self.patrols.find({
             "volunteer_id": {"$in": sorted({report["reporter_id"] for report, _ in reports})},
             "started_at": {"$gte": min(report["submitted_at"] for report, _ in reports) - longest,
                            "$lte": max(report["submitted_at"] for report, _ in reports)}})]
         for report, correlation_id in reports:
             for patrol in candidates:
-                if patrol["status"] == AWAITING_CONFIRMATION and domain.evidences(report, patrol):
+                if patrol["status"] in domain.WAITING and domain.evidences(report, patrol):
                     try:
                         self._evidence_patrol(patrol["id"], report["id"], correlation_id)
                     except Conflict as refused:  # e.g. its year closed: the patrol stays waiting for a person
@@ -720,44 +838,77 @@ class HoursStore:
 
     def _evidence_patrol(self, patrol_id: str, report_id: str, correlation_id: str | None) -> None:
         def work(session: ClientSession) -> None:
-            patrol = _public(self.patrols.find_one({"_id": patrol_id}, session=session))
-            if patrol is None or patrol["status"] != AWAITING_CONFIRMATION:
-                return  # decided meanwhile, or evidenced by another report
+            patrol = self._patrol_in(patrol_id, session)
+            report = self.reports.find_one({"_id": report_id}, session=session)
+            if patrol is None or report is None or not domain.evidences(report, patrol):
+                return  # the report evidences another patrol already, or was withdrawn meanwhile
+            evidenced = domain.with_evidence(patrol, report_id, utcnow(), self.rules)
+            if evidenced is None:
+                return  # nothing of it waits for evidence: decided meanwhile, or beyond the daily cap
             self._lock_volunteer(patrol["volunteer_id"], session)
-            now = utcnow()
-            self._settle_patrol(session, patrol, True, "system:evidence", f"report {report_id}", now, correlation_id)
-            self.patrols.update_one({"_id": patrol_id}, {"$set": {"evidence_report_id": report_id}}, session=session)
+            after, credit = evidenced
+            self._claim_report(session, report_id, patrol_id)
+            self._credit_strictly(session, credit, correlation_id, waiting_moves=True,
+                                  sessions=domain.patrol_sessions(after) - domain.patrol_sessions(patrol))
+            self._store_patrol(session, patrol, after)
 
         in_transaction(self.db, work)
 
-    def case_closed(self, report_ids: list[str]) -> list[str]:
-        """Count each report once for its reporter; returns the ids not heard of yet (to be retried)."""
-        unknown = []
-        for report_id in report_ids:
-            def work(session: ClientSession, report_id: str = report_id) -> bool:
-                # update_one then find_one: find_one_and_update scans on the embedded database.
-                counted = self.reports.update_one({"_id": report_id, "verified": False},
-                                                  {"$set": {"verified": True}}, session=session).modified_count
-                report = self.reports.find_one({"_id": report_id}, session=session)
-                if not counted:
-                    return report is not None
-                year = report["year"]
-                reporter = self.volunteers.find_one({"_id": report["reporter_id"]},
-                                                    {"name": 1, "organization": 1, "grid_id": 1}, session=session)
-                if reporter is None:
-                    return True  # reported by someone who is not a registered volunteer (a grid leader, say)
-                self.volunteers.update_one({"_id": reporter["_id"]},
-                                           {"$inc": {"totals.verified_reports": 1,
-                                                     f"totals.verified_reports_years.{year}": 1}}, session=session)
-                self.year_totals.update_one({"_id": _year_id(reporter["_id"], year)},
-                                            {"$inc": {"verified_reports": 1},
-                                             "$setOnInsert": {**self._year_row(reporter, year), "centihours": 0}},
-                                            upsert=True, session=session)
+    def withdraw_report(self, report_id: str, why: str, now: datetime, correlation_id: str | None) -> bool:
+        """The report is withdrawn as evidence (its case rejected, or a duplicate of its reporter's own): it
+        evidences nothing from now on, and what it credited at once is taken back, its time waiting for a
+        person again. Once per report: a redelivered event changes nothing. False: the report is not known yet."""
+        def work(session: ClientSession) -> bool:
+            report = self.reports.find_one({"_id": report_id}, session=session)
+            if report is None:
+                return False
+            if report.get("withdrawn") is not None:
                 return True
+            with contextlib.suppress(NotFound):  # not a registered volunteer: nothing of theirs was credited
+                self._lock_volunteer(report["reporter_id"], session)
+            self.reports.update_one({"_id": report_id}, {"$set": {"withdrawn": {"reason": why, "at": now}}},
+                                    session=session)
+            patrol = self._patrol_in(report["patrol_id"], session) if report.get("patrol_id") else None
+            taken = domain.evidence_withdrawn(patrol, report_id, why, now, self.rules) if patrol else None
+            if taken is None:
+                return True
+            after, reversal = taken
+            if self._year_closed(reversal["year"], session):
+                log.info("evidence withdrawn in a closed year: its credit stays sealed",
+                         extra={"report_id": report_id, "patrol_id": patrol["id"]})
+                return True
+            self._credit_strictly(session, reversal, correlation_id, waiting_moves=True,
+                                  sessions=domain.patrol_sessions(after) - domain.patrol_sessions(patrol))
+            self._store_patrol(session, patrol, after)
+            return True
 
-            if not in_transaction(self.db, work):
-                unknown.append(report_id)
-        return unknown
+        return in_transaction(self.db, work)
+
+    def reports_of(self, report_ids: list[str]) -> dict[str, dict]:
+        """The reports hours has heard of, by id: who reported them, when."""
+        return {found["_id"]: {**found, "id": found["_id"]} for found in self.reports.find(
+            {"_id": {"$in": report_ids}}, {"reporter_id": 1, "submitted_at": 1, "year": 1})}
+
+    def count_verified(self, case_id: str, reporter_id: str, year: int) -> None:
+        """One verified report for the reporter of a closed case, once per case and reporter: the first write
+        is the (case, reporter) key, so a redelivered case.closed, or a case closed again, counts nothing twice."""
+        def work(session: ClientSession) -> None:
+            self.verified_cases.insert_one({"_id": f"{case_id}|{reporter_id}", "case_id": case_id,
+                                            "reporter_id": reporter_id, "year": year}, session=session)
+            reporter = self.volunteers.find_one({"_id": reporter_id}, {"name": 1, "organization": 1, "grid_id": 1},
+                                                session=session)
+            if reporter is None:
+                return  # reported by someone who is not a registered volunteer
+            self.volunteers.update_one({"_id": reporter_id},
+                                       {"$inc": {"totals.verified_reports": 1,
+                                                 f"totals.verified_reports_years.{year}": 1}}, session=session)
+            self.year_totals.update_one({"_id": _year_id(reporter_id, year)},
+                                        {"$inc": {"verified_reports": 1},
+                                         "$setOnInsert": {**self._year_row(reporter, year), "centihours": 0}},
+                                        upsert=True, session=session)
+
+        with contextlib.suppress(DuplicateKeyError):  # counted before
+            in_transaction(self.db, work)
 
 
 def _without_id(document: dict) -> dict:

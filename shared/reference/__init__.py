@@ -87,6 +87,8 @@ class ServiceHoursRules:
     patrol_minimum_minutes: int
     patrol_rounding_minutes: int
     patrol_longest_hours: float
+    # What one distinct report credits of its patrol at once; the rest of the patrol waits for a person.
+    evidence_hours_per_report: float
     daily_cap_hours: float  # more on one day needs the association's approval
     daily_limit_hours: float  # more on one day is refused
     record_within_working_days: int
@@ -170,6 +172,7 @@ def load_service_hours(directory: str | None = None) -> ServiceHoursRules:
             patrol_minimum_minutes=int(raw["patrol"]["minimum_minutes"]),
             patrol_rounding_minutes=int(raw["patrol"]["rounding_minutes"]),
             patrol_longest_hours=float(raw["patrol"]["longest_hours"]),
+            evidence_hours_per_report=float(raw["patrol"]["evidence_hours_per_report"]),
             daily_cap_hours=float(raw["daily_cap_hours"]), daily_limit_hours=float(raw["daily_limit_hours"]),
             record_within_working_days=int(raw["record_within_working_days"]),
             publicity_working_days=int(raw["publicity_working_days"]),
@@ -183,6 +186,10 @@ def load_service_hours(directory: str | None = None) -> ServiceHoursRules:
         raise ReferenceDataError("daily_cap_hours must be positive and at most daily_limit_hours (at most 24)")
     if rules.patrol_rounding_minutes <= 0 or rules.patrol_minimum_minutes < rules.patrol_rounding_minutes:
         raise ReferenceDataError("patrol rounding must be positive and at most the minimum patrol")
+    evidence_minutes = rules.evidence_hours_per_report * 60
+    if evidence_minutes <= 0 or evidence_minutes % rules.patrol_rounding_minutes:
+        raise ReferenceDataError("patrol evidence_hours_per_report must be positive and a whole number of "
+                                 "rounding steps")
     return rules
 
 

@@ -190,21 +190,23 @@ def test_a_file_that_is_not_a_roster_is_422(city):
 def test_a_patrol_evidenced_by_a_report_is_credited_at_once(city, subscribe):
     credited = subscribe("hours.credited")
     volunteer, token = register(city)
-    started = now() - timedelta(hours=2, minutes=10)
+    started = now() - timedelta(hours=1, minutes=10)
     report = report_by(city, token)
     wait_for(lambda: city["hours"].app.extensions["hours"].store.reports.find_one({"_id": report["id"]}),
              what="hours hears of the report")
     response = patrol(city, token, report["grid_id"], started, now())
     assert response.status_code == 201, response.json
-    assert response.json["status"] == "credited" and response.json["hours"] == 2.0
+    assert response.json["status"] == "credited" and response.json["hours"] == 1.0
     assert response.json["evidence_report_id"] == report["id"]
     entries = ledger(city, volunteer["id"], token)
-    assert [(e["kind"], e["hours"], e["source_id"]) for e in entries] == [("patrol", 2.0, response.json["id"])]
-    assert entries[0]["rule_version"] == "linyi-2026.1" and entries[0]["id"] == response.json["entry_id"]
-    assert summary(city, volunteer["id"], token)["year_hours"] == 2.0
+    # The part a report evidences has the report as its source, and names its patrol.
+    assert [(e["kind"], e["hours"], e["source"], e["source_id"], e["patrol_id"]) for e in entries] == [
+        ("patrol", 1.0, "report", report["id"], response.json["id"])]
+    assert entries[0]["rule_version"] == "linyi-2026.2" and entries[0]["id"] == response.json["entry_id"]
+    assert summary(city, volunteer["id"], token)["year_hours"] == 1.0
     events = wait_for(lambda: credited.events("hours.credited", lambda e: e["data"]["volunteer_id"] == volunteer["id"]),
                       what="hours.credited")
-    assert events[0]["data"]["hours"] == 2.0 and events[0]["source"] == "hours"
+    assert events[0]["data"]["hours"] == 1.0 and events[0]["source"] == "hours"
 
 
 def test_a_report_that_arrives_after_the_patrol_was_recorded_still_evidences_it(city):
@@ -336,6 +338,28 @@ def test_an_adjustment_is_a_new_entry_and_a_retry_credits_it_once(city):
     assert summary(city, volunteer["id"])["total_hours"] == 3.5
 
 
+def test_an_adjustments_key_reused_for_another_volunteer_is_409_and_credits_nobody_twice(city):
+    (one, _), (other, _) = register(city), register(city)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    assert adjust(city, one["id"], 5, **key).status_code == 201
+    reused = adjust(city, other["id"], 5, **key)
+    assert reused.status_code == 409 and "Idempotency-Key" in reused.json["detail"], reused.json
+    assert ledger(city, other["id"]) == [] and summary(city, other["id"])["total_hours"] == 0
+    assert summary(city, one["id"])["total_hours"] == 5
+
+
+@pytest.mark.parametrize("hours", [0.004, 1.005, -0.001])
+def test_hours_that_are_not_whole_hundredths_are_422_not_rounded_away(city, hours):
+    volunteer, _ = register(city)
+    response = adjust(city, volunteer["id"], hours)
+    assert response.status_code == 422 and "hundredths" in response.json["detail"], response.json
+    assert "hours" in response.json["errors"] and ledger(city, volunteer["id"]) == []
+    activity = plan(city)
+    odd = complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": hours}])
+    assert odd.status_code == 422 and "participants.0.hours" in odd.json["errors"]
+    assert summary(city, volunteer["id"])["pending_hours"] == 0
+
+
 @pytest.mark.parametrize("who", [bearer("volunteer"), OFFICE, bearer("grid_leader", grid="lanshan-01")])
 def test_only_the_association_adjusts_hours(city, who):
     volunteer, token = register(city)
@@ -430,7 +454,8 @@ def test_events_hours_hears_twice_change_nothing_the_second_time(city, amqp_url)
     for event in (evidence, evidence, submitted(reports[1], now() - timedelta(hours=1, minutes=30))):
         publish_raw(amqp_url, event.type, event.to_dict(), event.id)
     wait_for(lambda: summary(city, volunteer["id"])["year_hours"] == 2.0, what="the second patrol credited")
-    assert sorted(entry["source_id"] for entry in ledger(city, volunteer["id"])) == sorted((first["id"],
+    assert sorted(entry["source_id"] for entry in ledger(city, volunteer["id"])) == sorted(reports)
+    assert sorted(entry["patrol_id"] for entry in ledger(city, volunteer["id"])) == sorted((first["id"],
                                                                                            second["id"]))
     verified = closed(reports[0])
     for event in (verified, verified, closed(reports[1])):
@@ -625,6 +650,42 @@ def test_an_objection_holds_the_hours_until_the_association_decides(city):
     assert summary(city, held["id"])["year_hours"] == 3
     assert (summary(city, refused["id"])["year_hours"], summary(city, refused["id"])["pending_hours"]) == (0, 0)
     assert city["hours"].client.get(f"/v1/activities/{activity['id']}", headers=OFFICE).json["status"] == "confirmed"
+
+
+def test_who_objected_is_shown_to_the_association_and_the_office_only(city):
+    (objected, objected_token), (objector, objector_token) = register(city), register(city)
+    activity = plan(city)
+    complete(city, activity, [{"volunteer_id": objected["id"], "hours": 2}])
+    raised = city["hours"].client.post(f"/v1/activities/{activity['id']}/objections", headers=objector_token,
+                                       json={"volunteer_id": objected["id"], "reason": "该志愿者当天未到场"})
+    assert raised.status_code == 201 and raised.json["raised_by"] is None
+    path = f"/v1/activities/{activity['id']}"
+    for reader in (objected_token, bearer("grid_leader", grid="lanshan-01"), bearer("volunteer")):
+        shown = city["hours"].client.get(path, headers=reader).json["objections"]
+        assert [o["raised_by"] for o in shown] == [None]
+        listed = city["hours"].client.get("/v1/activities?status=publicised&limit=200", headers=reader).json["items"]
+        assert [o["raised_by"] for a in listed if a["id"] == activity["id"] for o in a["objections"]] == [None]
+    for staff in (OFFICE, ASSOCIATION):
+        shown = city["hours"].client.get(path, headers=staff).json["objections"]
+        assert [o["raised_by"] for o in shown] == [f"volunteer:{objector['id']}"]
+
+
+def test_a_participants_hours_are_objected_to_once_and_a_dismissal_is_final(city):
+    volunteer, _ = register(city)
+    activity = plan(city)
+    complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 2}])
+    path = f"/v1/activities/{activity['id']}/objections"
+    first = city["hours"].client.post(path, headers=bearer("volunteer"),
+                                      json={"volunteer_id": volunteer["id"], "reason": "未到场"})
+    dismissed = city["hours"].client.post(f"{path}/{first.json['id']}/decision", headers=ASSOCIATION,
+                                          json={"upheld": False, "note": "签到表核实"})
+    assert dismissed.json["status"] == "dismissed"
+    again = city["hours"].client.post(path, headers=bearer("volunteer"),
+                                      json={"volunteer_id": volunteer["id"], "reason": "还是未到场"})
+    assert again.status_code == 409 and "already decided" in again.json["detail"], again.json
+    shown = city["hours"].client.get(f"/v1/activities/{activity['id']}", headers=OFFICE).json
+    assert [o["status"] for o in shown["objections"]] == ["dismissed"]
+    assert [p["status"] for p in shown["participants"]] == ["publicised"]
 
 
 def test_objections_come_during_the_window_and_name_a_participant(city):

@@ -1,4 +1,5 @@
-"""Spot checks (抽查): a reproducible sample of a year's credited entries, and a failed entry reversed."""
+"""Spot checks (抽查): a sample of a year's credited entries drawn with a seed the server draws and records, every
+check listed, and a failed entry reversed."""
 import pytest
 
 from tests.conftest import bearer
@@ -26,29 +27,61 @@ def ledger_of_ten(fresh_hours):
     return fresh_hours, entries
 
 
-def draw(service, size=4, seed=7, year=2026, who=OFFICE):
-    return service.client.post("/v1/spot-checks", headers=who, json={"year": year, "size": size, "seed": seed})
+def draw(service, size=4, year=2026, who=OFFICE):
+    return service.client.post("/v1/spot-checks", headers=who, json={"year": year, "size": size})
 
 
-def test_the_same_seed_draws_the_same_credit_entries_of_the_year(ledger_of_ten):
+def store_of(service):
+    return service.app.extensions["hours"].store
+
+
+def test_the_server_draws_the_seed_and_records_it_and_the_seed_redraws_the_same_entries(ledger_of_ten):
     service, entries = ledger_of_ten
     first = draw(service)
     assert first.status_code == 201, first.json
     drawn = [item["entry_id"] for item in first.json["items"]]
     assert len(drawn) == len(set(drawn)) == 4 and set(drawn) <= set(entries)
     assert all(item["kind"] == "adjustment" and item["result"] is None for item in first.json["items"])
-    assert [item["entry_id"] for item in draw(service).json["items"]] == drawn
-    seeds = {tuple(item["entry_id"] for item in draw(service, seed=seed).json["items"]) for seed in range(5)}
-    assert len(seeds) > 1  # other seeds, other samples
+    # Anyone auditing can redraw a check from its recorded seed: the same seed over the same ledger.
+    redrawn = store_of(service).sample(2026, 4, first.json["seed"])
+    assert [item["entry_id"] for item in redrawn] == drawn
+    assert len({draw(service).json["seed"] for _ in range(3)} | {first.json["seed"]}) > 1
     everything = draw(service, size=50).json["items"]
     assert sorted(item["entry_id"] for item in everything) == sorted(entries)  # 10 credits; no reversal drawn
 
 
+@pytest.mark.parametrize("seed", [7, None, "7"])
+def test_a_seed_the_caller_chooses_is_422(ledger_of_ten, seed):
+    service, _ = ledger_of_ten
+    response = service.client.post("/v1/spot-checks", headers=OFFICE, json={"year": 2026, "size": 4, "seed": seed})
+    assert response.status_code == 422 and "server draws" in str(response.json["errors"]["seed"]), response.json
+    assert store_of(service).spot_checks.count_documents({}) == 0
+
+
+def test_every_check_drawn_stays_listed_so_a_redraw_is_visible(ledger_of_ten):
+    service, _ = ledger_of_ten
+    checks = [draw(service, size=size).json for size in (2, 3, 4)]
+    draw(service, year=2025)
+    for reader in (OFFICE, ASSOCIATION):
+        first = service.client.get("/v1/spot-checks?year=2026&limit=2", headers=reader)
+        assert first.status_code == 200, first.json
+        second = service.client.get(f"/v1/spot-checks?year=2026&limit=2&cursor={first.json['next_cursor']}",
+                                    headers=reader).json
+        listed = first.json["items"] + second["items"]
+        assert second["next_cursor"] is None
+        assert [c["id"] for c in listed] == [c["id"] for c in reversed(checks)]  # newest first
+        assert [(c["seed"], c["drawn"], c["checked"]) for c in listed] == [
+            (c["seed"], len(c["items"]), 0) for c in reversed(checks)]
+    everything = service.client.get("/v1/spot-checks", headers=OFFICE).json["items"]
+    assert len(everything) == 4 and {c["year"] for c in everything} == {2025, 2026}
+    assert service.client.get("/v1/spot-checks", headers=bearer("volunteer")).status_code == 403
+
+
 def test_a_failed_entry_is_reversed_with_the_check_as_its_reason(ledger_of_ten):
     service, entries = ledger_of_ten
-    check = draw(service, size=3, seed=11).json
-    # Each entry draws its random number when it is recorded, so which entries a seed picks differs from one
-    # run of the test to the next; the one the office already reversed cannot fail a check.
+    check = draw(service, size=3).json
+    # Which entries a check draws differs from one run of the test to the next; the one the office already
+    # reversed cannot fail a check.
     failing, passing = [item for item in check["items"] if item["entry_id"] != entries[0]][:2]
     path = f"/v1/spot-checks/{check['id']}/results"
     failed = service.client.post(path, headers=OFFICE, json={"entry_id": failing["entry_id"], "passed": False,

@@ -61,13 +61,12 @@ def test_a_patrol_is_recorded_within_ten_working_days_counted_past_the_national_
 
 
 def test_the_daily_cap_sends_hours_beyond_it_to_the_association_and_refuses_past_the_limit():
-    assert domain.daily_status(0, 2, RULES, evidenced=True) == domain.CREDITED
-    assert domain.daily_status(0, 2, RULES, evidenced=False) == domain.AWAITING_CONFIRMATION
-    assert domain.daily_status(domain.centihours(6), 2, RULES, evidenced=True) == domain.CREDITED  # exactly 8
-    assert domain.daily_status(domain.centihours(6), 2.5, RULES, evidenced=True) == domain.AWAITING_APPROVAL
-    assert domain.daily_status(domain.centihours(10), 2, RULES, evidenced=True) == domain.AWAITING_APPROVAL  # 12
+    assert domain.beyond_daily_cap(0, 2, RULES) is False
+    assert domain.beyond_daily_cap(domain.centihours(6), 2, RULES) is False  # exactly 8
+    assert domain.beyond_daily_cap(domain.centihours(6), 2.5, RULES) is True
+    assert domain.beyond_daily_cap(domain.centihours(10), 2, RULES) is True  # exactly 12
     with pytest.raises(InvalidFields):
-        domain.daily_status(domain.centihours(10), 2.5, RULES, evidenced=True)
+        domain.beyond_daily_cap(domain.centihours(10), 2.5, RULES)
 
 
 def test_overlapping_service_is_a_conflict_and_touching_service_is_not():
@@ -89,6 +88,8 @@ def test_a_report_evidences_a_patrol_only_by_the_same_volunteer_in_its_grid_whil
     assert not domain.evidences({**report, "grid_id": "lanshan-02"}, patrol)
     assert not domain.evidences({**report, "submitted_at": NOW + timedelta(minutes=1)}, patrol)
     assert not domain.evidences({**report, "submitted_at": NOW - timedelta(hours=2, seconds=1)}, patrol)
+    assert not domain.evidences({**report, "patrol_id": "p0"}, patrol)  # it evidences another patrol already
+    assert not domain.evidences({**report, "withdrawn": {"reason": "所在案卷被驳回"}}, patrol)
 
 
 @pytest.mark.parametrize("caller, status, allowed", [
@@ -97,9 +98,11 @@ def test_a_report_evidences_a_patrol_only_by_the_same_volunteer_in_its_grid_whil
     (Caller("leader-1", "grid_leader", grid="lanshan-01"), domain.AWAITING_APPROVAL, False),
     (Caller("assoc-1", "association"), domain.AWAITING_APPROVAL, True),
     (Caller("assoc-1", "association"), domain.AWAITING_CONFIRMATION, True),
+    (Caller("v1", "grid_leader", grid="lanshan-01"), domain.AWAITING_CONFIRMATION, False),  # their own
+    (Caller("v1", "association"), domain.AWAITING_APPROVAL, False),  # their own, whatever the role
 ])
 def test_who_may_decide_a_waiting_patrol(caller, status, allowed):
-    patrol = {"grid_id": "lanshan-01", "status": status}
+    patrol = {"volunteer_id": "v1", "grid_id": "lanshan-01", "status": status}
     if allowed:
         domain.may_decide_patrol(caller, patrol)
     else:
@@ -109,7 +112,7 @@ def test_who_may_decide_a_waiting_patrol(caller, status, allowed):
 
 def test_a_decided_patrol_cannot_be_decided_again():
     with pytest.raises(Conflict):
-        domain.may_decide_patrol(Caller("assoc-1", "association"), {"grid_id": "lanshan-01",
+        domain.may_decide_patrol(Caller("assoc-1", "association"), {"volunteer_id": "v1", "grid_id": "lanshan-01",
                                                                     "status": domain.CREDITED})
 
 
