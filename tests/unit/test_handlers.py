@@ -262,8 +262,8 @@ def test_the_notice_writer_wakes_the_dispatcher_when_it_stores_deliveries_and_on
     woken = []
     writer = NoticeWriter(store, Templates(), on_deliveries=lambda: woken.append(1))
     writer.write([dispatch_notice("office", "r1")], "e1", "case.dispatched.traffic-police", "2026-12-03T00:00:00Z",
-                 {}, datetime.now(UTC))
+                 datetime.now(UTC))
     assert (len(store.inbox), store.deliveries, woken) == (1, [], [])
     writer.write_all([Heard([dispatch_notice("department:traffic-police", "r2")], "e2",
-                            "case.dispatched.traffic-police", "2026-12-03T00:00:00Z", {})], datetime.now(UTC))
+                            "case.dispatched.traffic-police", "2026-12-03T00:00:00Z")], datetime.now(UTC))
     assert [d["channel"] for d in store.deliveries] == ["webhook"] and woken == [1]
