@@ -22,7 +22,7 @@ from shared.web import accepts_multipart
 from . import domain, schemas
 from .proof import Proof, ProofLine, render_proof
 from .roster import RosterUnreadable, read_roster
-from .spreadsheet import ranking_xlsx
+from .spreadsheet import ranking_rows, ranking_xlsx
 from .store import HoursStore
 
 STAFF = domain.STAFF
@@ -338,8 +338,7 @@ def rankings(query: dict):
     if spreadsheet:
         grid_names = {g.id: g.name for g in ctx.reference.grids.values()}
         scope = "、".join(filter(None, [wanted.get("organization"), grid_names.get(wanted.get("grid_id", ""))]))
-        workbook = ranking_xlsx([{**row, "grid_name": grid_names.get(row["grid_id"], row["grid_id"])} for row in shown],
-                                year, by, scope or "全市")
+        workbook = ranking_xlsx(ranking_rows(shown, grid_names), year, by, scope or "全市")
         return xlsx_response(workbook, f"rankings-{year}-{by}.xlsx")
     return {"year": year, "by": by, "items": shown}
 

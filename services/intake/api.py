@@ -21,7 +21,7 @@ from shared.web import accepts_multipart
 
 from . import domain, schemas
 from .photos import PhotoCleaner
-from .spreadsheet import weekly_workbook
+from .spreadsheet import weekly_figures, weekly_workbook
 from .store import ReportStore, new_id
 
 REPORTERS = ("volunteer", "grid_leader")
@@ -208,6 +208,6 @@ def weekly_summary(query: dict, grid_id: str):
     reports_of_week = ctx.store.grid_week_reports(grid_id, week.start, week.end)
     summary = domain.weekly_summary(grid, week, reports_of_week, ctx.reference.categories)
     if query["format"] == "xlsx":
-        filename = f"weekly-{grid_id}-{week.label}.xlsx"
-        return xlsx_response(weekly_workbook(summary, ctx.reference.categories, zone), filename)
+        workbook = weekly_workbook(**weekly_figures(summary, ctx.reference.categories, zone))
+        return xlsx_response(workbook, f"weekly-{grid_id}-{week.label}.xlsx")
     return summary
