@@ -28,6 +28,7 @@ from shared.config import DEV_JWT_SECRET, Settings
 from shared.errors import DomainError, Unauthorized, UnsupportedMediaType, problem, problem_from
 from shared.openapi import ErrorResponses, ProblemSchema, problem_response, register_problem_responses
 from shared.ratelimit import WRITE_METHODS, RateLimiter
+from shared.spreadsheets import SpreadsheetCache
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     limiter = RateLimiter.from_settings(settings)
     _prepare_rate_limits(limiter)
     app.extensions["rate_limits"] = limiter
+    app.extensions["spreadsheets"] = _prepared_spreadsheet_cache(settings)
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [RateLimitDocs(app, limiter), ErrorResponses()]})
     api.register_blueprint(_readiness_blueprint(list(readiness)))
     for blueprint in blueprints:
@@ -209,6 +211,16 @@ def _prepare_rate_limits(limiter: RateLimiter) -> None:
     except PyMongoError as exc:
         log.warning("rate limit windows will not expire until a process of this service finds the store at start",
                     extra={"error": f"{exc.__class__.__name__}: {exc}"})
+
+
+def _prepared_spreadsheet_cache(settings: Settings) -> SpreadsheetCache:
+    cache = SpreadsheetCache.from_settings(settings)
+    try:
+        cache.prepare()
+    except PyMongoError as exc:
+        log.warning("stored spreadsheets will not expire until a process of this service finds the store at start",
+                    extra={"error": f"{exc.__class__.__name__}: {exc}"})
+    return cache
 
 
 def _allow_cross_origin(app: Flask, origins: Iterable[str]) -> None:

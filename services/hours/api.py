@@ -16,13 +16,13 @@ from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import FIRST_YEAR, LAST_YEAR, ReferenceData, ServiceHoursRules, WorkCalendar
-from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
+from shared.spreadsheets import AS_XLSX_TOO, xlsx_answer
 from shared.web import accepts_multipart
 
 from . import domain, schemas
 from .proof import Proof, ProofLine, render_proof
 from .roster import RosterUnreadable, read_roster
-from .spreadsheet import ranking_rows, ranking_xlsx
+from .spreadsheet import RANKING, ranking_rows
 from .store import HoursStore
 
 STAFF = domain.STAFF
@@ -338,8 +338,8 @@ def rankings(query: dict):
     if spreadsheet:
         grid_names = {g.id: g.name for g in ctx.reference.grids.values()}
         scope = "、".join(filter(None, [wanted.get("organization"), grid_names.get(wanted.get("grid_id", ""))]))
-        workbook = ranking_xlsx(ranking_rows(shown, grid_names), year, by, scope or "全市")
-        return xlsx_response(workbook, f"rankings-{year}-{by}.xlsx")
+        return xlsx_answer(RANKING, f"rankings-{year}-{by}.xlsx", now(), rows=ranking_rows(shown, grid_names),
+                           year=year, by=by, scope_text=scope or "全市")
     return {"year": year, "by": by, "items": shown}
 
 

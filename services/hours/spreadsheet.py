@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 
-from shared.spreadsheets import workbook_bytes, write
+from shared.spreadsheets import Export, workbook_bytes, write
 
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 BOLD = Font(bold=True)
@@ -44,3 +44,6 @@ def ranking_xlsx(rows: list[dict], year: int, by: str, scope_text: str) -> bytes
                 written.number_format = number_format
     sheet.freeze_panes = sheet.cell(row=HEADER_ROW + 1, column=1)
     return workbook_bytes(book)
+
+
+RANKING = Export("hours.ranking", layout=1, build=ranking_xlsx)

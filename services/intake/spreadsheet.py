@@ -9,7 +9,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from shared.reference import Category
-from shared.spreadsheets import workbook_bytes, write, write_row
+from shared.spreadsheets import Export, workbook_bytes, write, write_row
 
 from .domain import STATUS_ZH, STATUSES, local_text
 
@@ -92,3 +92,6 @@ def weekly_workbook(heading: str, period: str, totals: str, by_category: list[li
     for title, rows in report_sheets:
         _report_sheet(workbook, title, rows)
     return workbook_bytes(workbook)
+
+
+WEEKLY = Export("intake.weekly-grid", layout=1, build=weekly_workbook)

@@ -5,7 +5,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from shared.spreadsheets import workbook_bytes, write, write_row
+from shared.spreadsheets import Export, workbook_bytes, write, write_row
 
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 BOLD = Font(bold=True)
@@ -69,3 +69,6 @@ def league_table_xlsx(rows: list[dict], title: str, period_text: str, kind: str)
     notes.column_dimensions["B"].width = 90
     notes.freeze_panes = "A2"
     return workbook_bytes(workbook)
+
+
+LEAGUE_TABLE = Export("routing.league-table", layout=1, build=league_table_xlsx)

