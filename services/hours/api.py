@@ -108,7 +108,8 @@ def register_volunteer(fields: dict):
 @requires(*STAFF)
 @volunteers.arguments(schemas.RosterUploadSchema, location="files")
 @volunteers.response(200, schemas.RosterResultSchema)
-@volunteers.alt_response(422, description="Not a readable roster (format, header, columns, over 10,000 rows); "
+@volunteers.alt_response(422, description="Not a readable roster (format, header, columns, over 10,000 rows, "
+                                          "an XLSX unpacking to over 50 MiB); "
                                           "bad rows are not an error: they are listed in `errors`")
 def import_roster(form):
     """Register an association's roster (XLSX or CSV): good rows are registered, rows already registered
