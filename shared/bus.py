@@ -321,15 +321,18 @@ class EventConsumer(ConsumerMixin):
         self._arrived = []
         with self.consumer_context(**kwargs) as (connection, _, _):
             while not self.should_stop:
-                try:
-                    connection.drain_events(timeout=safety_interval)
-                except TimeoutError:
-                    connection.heartbeat_check()
-                    continue
-                except OSError:
-                    if self.should_stop:
-                        break
-                    raise
+                # What the broker delivered while the consumers were being set up is handled without waiting for
+                # more: with a backlog it fills the prefetch, and the broker sends nothing more until it is acked.
+                if not self._arrived:
+                    try:
+                        connection.drain_events(timeout=safety_interval)
+                    except TimeoutError:
+                        connection.heartbeat_check()
+                        continue
+                    except OSError:
+                        if self.should_stop:
+                            break
+                        raise
                 self._gather(connection)
                 self._handle_arrived()
                 yield

@@ -140,6 +140,8 @@ class Settings:
     json_body_limit: int = 256 * 1024
     # Photos one web process decodes at once: one may take up to about 250 MB (bench/photo_memory.py).
     photo_concurrency: int = 2
+    # How long a built spreadsheet is kept for the same figures asked again (shared/spreadsheets.py).
+    spreadsheet_cache_s: int = 3600
 
     @classmethod
     def from_env(cls, service: str, env: os._Environ | dict | None = None) -> Settings:
@@ -173,6 +175,7 @@ class Settings:
             json_body_limit=_at_least(env, "WOODPECKER_JSON_BODY_LIMIT", 256 * 1024, 1024),
             admission_backlog=_at_least(env, "WOODPECKER_ADMISSION_BACKLOG", 200, 0),
             admission_queues=_names(env.get("WOODPECKER_ADMISSION_QUEUES", "")),
+            spreadsheet_cache_s=_at_least(env, "WOODPECKER_SPREADSHEET_CACHE_S", 3600, 1),
         )
 
 

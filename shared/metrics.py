@@ -22,3 +22,6 @@ admission_backlog = Gauge("woodpecker_admission_backlog_messages",
 admission_refused = Counter("woodpecker_admission_refused_total",
                             "Requests answered 503 because the services' queues were over the admission's limit",
                             ["service"])
+spreadsheets_served = Counter("woodpecker_spreadsheets_served_total",
+                              "XLSX workbooks answered, by kind and whether they were built or served as stored",
+                              ["kind", "source"])

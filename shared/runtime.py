@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo.database import Database
 
-from shared import audit, ratelimit
+from shared import audit, ratelimit, spreadsheets
 from shared.bus import EventConsumer, EventPublisher, broker_problem
 from shared.config import Settings, check_jwt_secret
 from shared.logs import configure_logging
@@ -103,12 +103,16 @@ def readiness_checks(settings: Settings, db: Database) -> list[Callable[[], str 
 
 def worker_main(service: str, build: Callable[[Settings, Database], BackgroundWork]) -> None:
     """Entry point of a service's worker process: its consumer, relay and periodic work, until SIGTERM; and, for
-    every service, dropping the rate limit windows that are over and the audit entries past their retention."""
+    every service, dropping the rate limit windows that are over, the stored spreadsheets that expired and the
+    audit entries past their retention."""
     settings, db = bootstrap(service)
     work = build(settings, db)
     work.periodic["rate-limit-windows"] = every(
         settings.periodic_interval_s, functools.partial(ratelimit.drop_ended_windows, db[ratelimit.COLLECTION]),
         "rate limit windows dropped")
+    work.periodic["spreadsheet-cache"] = every(
+        settings.periodic_interval_s, functools.partial(spreadsheets.drop_expired, db[spreadsheets.COLLECTION]),
+        "stored spreadsheets dropped")
     work.periodic["audit-retention"] = every(
         settings.periodic_interval_s, functools.partial(audit.drop_expired, db[audit.COLLECTION],
                                                         retention=timedelta(days=settings.audit_retention_days)),

@@ -31,6 +31,7 @@ from shared.config import DEV_JWT_SECRET, Settings
 from shared.errors import DomainError, Unauthorized, UnsupportedMediaType, problem, problem_from
 from shared.openapi import ErrorResponses, ProblemSchema, problem_response, register_problem_responses
 from shared.ratelimit import EXPORT, READ, UPLOAD, WRITE, WRITE_METHODS, RateLimiter
+from shared.spreadsheets import SpreadsheetCache
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +242,11 @@ def create_service_app(settings: Settings, *, title: str, description: str,
                      lambda filename: send_from_directory(swagger_ui_bundle.swagger_ui_path, filename))
     limiter = RateLimiter.from_settings(settings)
     audit = AuditLog.from_settings(settings)
-    _prepare_in_store(limiter, audit)
+    spreadsheets = SpreadsheetCache.from_settings(settings)
+    _prepare_in_store(limiter, audit, spreadsheets)
     app.extensions["rate_limits"] = limiter
     app.extensions["audit"] = audit
+    app.extensions["spreadsheets"] = spreadsheets
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [RateLimitDocs(app, limiter), ErrorResponses()]})
     api.register_blueprint(_readiness_blueprint(list(readiness)))
     for blueprint in blueprints:
@@ -256,14 +259,15 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     return app
 
 
-def _prepare_in_store(limiter: RateLimiter, audit: AuditLog) -> None:
-    try:
-        limiter.prepare()
-        audit.prepare()
-    except PyMongoError as exc:
-        log.warning("rate limit windows and audit entries will not expire, nor audit entries be listed quickly, until "
-                    "a process of this service finds the store at start",
-                    extra={"error": f"{exc.__class__.__name__}: {exc}"})
+def _prepare_in_store(*parts: RateLimiter | AuditLog | SpreadsheetCache) -> None:
+    """The indexes of what every service keeps in its store beside its own data (rate limit windows, audit
+    entries, stored spreadsheets); a store away at start leaves them to the next process that finds it."""
+    for part in parts:
+        try:
+            part.prepare()
+        except PyMongoError as exc:
+            log.warning("indexes not prepared: the store does not answer", extra={
+                "collection": part.__class__.__name__, "error": f"{exc.__class__.__name__}: {exc}"})
 
 
 def _allow_cross_origin(app: Flask, origins: Iterable[str]) -> None:

@@ -16,13 +16,13 @@ from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import FIRST_YEAR, LAST_YEAR, ReferenceData, ServiceHoursRules, WorkCalendar
-from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
+from shared.spreadsheets import AS_XLSX_TOO, xlsx_answer
 from shared.web import accepts_multipart, serves_export
 
 from . import domain, schemas
 from .proof import Proof, ProofLine, render_proof
 from .roster import RosterUnreadable, read_roster
-from .spreadsheet import ranking_xlsx
+from .spreadsheet import RANKING, ranking_rows
 from .store import HoursStore
 
 STAFF = domain.STAFF
@@ -108,7 +108,8 @@ def register_volunteer(fields: dict):
 @requires(*STAFF)
 @volunteers.arguments(schemas.RosterUploadSchema, location="files")
 @volunteers.response(200, schemas.RosterResultSchema)
-@volunteers.alt_response(422, description="Not a readable roster (format, header, columns, over 10,000 rows); "
+@volunteers.alt_response(422, description="Not a readable roster (format, header, columns, over 10,000 rows, "
+                                          "an XLSX unpacking to over 50 MiB); "
                                           "bad rows are not an error: they are listed in `errors`")
 def import_roster(form):
     """Register an association's roster (XLSX or CSV): good rows are registered, rows already registered
@@ -349,9 +350,8 @@ def rankings(query: dict):
     if spreadsheet:
         grid_names = {g.id: g.name for g in ctx.reference.grids.values()}
         scope = "、".join(filter(None, [wanted.get("organization"), grid_names.get(wanted.get("grid_id", ""))]))
-        workbook = ranking_xlsx([{**row, "grid_name": grid_names.get(row["grid_id"], row["grid_id"])} for row in shown],
-                                year, by, scope or "全市")
-        return xlsx_response(workbook, f"rankings-{year}-{by}.xlsx")
+        return xlsx_answer(RANKING, f"rankings-{year}-{by}.xlsx", now(), rows=ranking_rows(shown, grid_names),
+                           year=year, by=by, scope_text=scope or "全市")
     return {"year": year, "by": by, "items": shown}
 
 

@@ -10,13 +10,22 @@ import csv
 import io
 import re
 import unicodedata
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 
 import openpyxl
+from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
 MAX_ROWS = 10_000
+MIB = 1024 * 1024
+# What an XLSX may unpack to, all its parts together: a roster of MAX_ROWS volunteers unpacks to a few MiB.
+MAX_UNPACKED_BYTES = 50 * MIB
+# Excel packs a sheet's XML 5 to 20 times; deflate can pack up to about 1,000 times, which only a file made to
+# unpack into something huge (a zip bomb) does. Parts smaller than RATIO_CHECKED_FROM are not worth the check.
+MAX_PACKING_RATIO = 100
+RATIO_CHECKED_FROM = MIB
 NAME_MAX_CHARS = 50
 ORGANIZATION_MAX_CHARS = 100
 XLSX_SIGNATURE = b"PK\x03\x04"
@@ -122,8 +131,11 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
     # zipfile, openpyxl and the XML parser; to the coordinator they all mean the same thing.
     unreadable = ("the file is a zip archive but not a readable XLSX workbook; "
                   "save the roster from Excel as .xlsx or CSV")
+    _check_unpacked_size(data, unreadable)
     try:
-        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        # Not data_only: a formula cell then reads as its formula's text, never as the value cached beside it,
+        # which whoever made the file chose (Excel's own, or any other).
+        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
     except Exception as error:
         raise RosterUnreadable(unreadable) from error
     try:
@@ -142,9 +154,37 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
         workbook.close()
 
 
+def _check_unpacked_size(data: bytes, unreadable: str) -> None:
+    """Refuse a workbook that would unpack to more than MAX_UNPACKED_BYTES, or that packs a part absurdly well.
+
+    The sizes are those the zip declares; zipfile, which openpyxl reads every part through, never unpacks more
+    than a part declares (and refuses a part whose bytes then fail their checksum), so a lie cannot pass more.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            parts = archive.infolist()
+    except Exception as error:
+        raise RosterUnreadable(unreadable) from error
+    unpacked = sum(part.file_size for part in parts)
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise RosterUnreadable(f"the workbook unpacks to {unpacked / MIB:,.0f} MiB, more than the "
+                               f"{MAX_UNPACKED_BYTES // MIB} MiB a roster may; save only the roster's sheet, "
+                               "without pictures, as .xlsx or CSV")
+    for part in parts:
+        if part.file_size >= RATIO_CHECKED_FROM and part.file_size > MAX_PACKING_RATIO * part.compress_size:
+            raise RosterUnreadable(f"the workbook's part {part.filename} unpacks to "
+                                   f"{part.file_size // max(part.compress_size, 1):,} times its packed size, "
+                                   "which no spreadsheet program writes; save the roster from Excel as .xlsx or CSV")
+
+
 def _cell_text(value: object) -> str:
     if value is None:
         return ""
+    # A formula is the text typed into its cell; a data table's has none.
+    if isinstance(value, ArrayFormula):
+        return value.text or ""
+    if isinstance(value, DataTableFormula):
+        return "="
     # A phone typed into a number cell arrives as 13800000000 or 13800000000.0.
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

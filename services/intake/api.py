@@ -16,12 +16,12 @@ from shared.openapi import RETRY_AFTER_HEADER, link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
-from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
+from shared.spreadsheets import AS_XLSX_TOO, xlsx_answer
 from shared.web import accepts_multipart
 
 from . import domain, schemas
 from .photos import PhotoCleaner
-from .spreadsheet import weekly_workbook
+from .spreadsheet import WEEKLY, weekly_figures
 from .store import ReportStore, new_id
 
 REPORTERS = ("volunteer", "grid_leader")
@@ -208,6 +208,6 @@ def weekly_summary(query: dict, grid_id: str):
     reports_of_week = ctx.store.grid_week_reports(grid_id, week.start, week.end)
     summary = domain.weekly_summary(grid, week, reports_of_week, ctx.reference.categories)
     if query["format"] == "xlsx":
-        filename = f"weekly-{grid_id}-{week.label}.xlsx"
-        return xlsx_response(weekly_workbook(summary, ctx.reference.categories, zone), filename)
+        return xlsx_answer(WEEKLY, f"weekly-{grid_id}-{week.label}.xlsx", now(),
+                           **weekly_figures(summary, ctx.reference.categories, zone))
     return summary

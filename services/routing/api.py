@@ -16,11 +16,11 @@ from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
-from shared.spreadsheets import AS_XLSX_TOO, xlsx_response
+from shared.spreadsheets import AS_XLSX_TOO, xlsx_answer
 
 from . import domain, schemas, stats
 from .domain import Actor, Rule, Step
-from .spreadsheet import league_table_xlsx
+from .spreadsheet import LEAGUE_TABLE
 from .store import CaseStore
 
 # With no rule for the category, the office's dispatch falls back to the longest demo time limit.
@@ -248,7 +248,8 @@ def _local_date(moment: datetime, zone: ZoneInfo) -> str:
 def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str, kind: str, title: str,
                      period: str):
     if fmt == "xlsx":
-        return xlsx_response(league_table_xlsx(rows, title, period, kind), f"{kind}-league.xlsx")
+        return xlsx_answer(LEAGUE_TABLE, f"{kind}-league.xlsx", now(), rows=rows, title=title, period_text=period,
+                           kind=kind)
     return {"from": start, "to": end, "items": rows}
 
 

@@ -1,13 +1,11 @@
 """The monthly league table as the XLSX the civilization office circulates (Chinese headers)."""
 from __future__ import annotations
 
-import io
-
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from shared.spreadsheets import storable
+from shared.spreadsheets import Export, workbook_bytes, write, write_row
 
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 BOLD = Font(bold=True)
@@ -31,8 +29,7 @@ NOTES = [
 
 
 def _header(sheet, row: int, titles: list[str]) -> None:
-    for column, title in enumerate(titles, start=1):
-        cell = sheet.cell(row=row, column=column, value=title)
+    for cell in write_row(sheet, row, titles):
         cell.font, cell.fill = BOLD, HEADER_FILL
         cell.alignment = Alignment(horizontal="center", vertical="center")
 
@@ -48,15 +45,14 @@ def league_table_xlsx(rows: list[dict], title: str, period_text: str, kind: str)
     workbook = Workbook()
     sheet = workbook.active
     sheet.title = "排名通报"
-    sheet["A1"] = title
-    sheet["A1"].font = Font(bold=True, size=14)
+    write(sheet, 1, 1, title).font = Font(bold=True, size=14)
     sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=len(COLUMNS))
-    sheet["A2"] = f"统计时段：{period_text}"
+    write(sheet, 2, 1, f"统计时段：{period_text}")
     _header(sheet, HEADER_ROW, [header or subject for header, _, _, _ in COLUMNS])
     for row_number, row in enumerate(rows, start=HEADER_ROW + 1):
         for column, (_, _, field, number_format) in enumerate(COLUMNS, start=1):
             # openpyxl leaves a None value as an empty cell, which is what a missing rate should look like.
-            cell = sheet.cell(row=row_number, column=column, value=storable(row[field or name_field]))
+            cell = write(sheet, row_number, column, row[field or name_field])
             if number_format:
                 cell.number_format = number_format
             if column != 2:
@@ -67,12 +63,12 @@ def league_table_xlsx(rows: list[dict], title: str, period_text: str, kind: str)
 
     notes = workbook.create_sheet("说明")
     _header(notes, 1, ["指标", "计算方法"])
-    for measure, formula in NOTES:
-        notes.append([measure, formula])
+    for row_number, note in enumerate(NOTES, start=2):
+        write_row(notes, row_number, note)
     notes.column_dimensions["A"].width = 20
     notes.column_dimensions["B"].width = 90
     notes.freeze_panes = "A2"
+    return workbook_bytes(workbook)
 
-    out = io.BytesIO()
-    workbook.save(out)
-    return out.getvalue()
+
+LEAGUE_TABLE = Export("routing.league-table", layout=1, build=league_table_xlsx)

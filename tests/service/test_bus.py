@@ -3,10 +3,11 @@ import threading
 import time
 import uuid
 
+import kombu
 import pytest
 
 from shared import deadletters
-from shared.bus import ATTEMPT_HEADER, EventConsumer, Subscription
+from shared.bus import ATTEMPT_HEADER, EventConsumer, Subscription, declare_queue
 from shared.events import Event
 from shared.testing import publish_raw, wait_for
 
@@ -15,10 +16,10 @@ from shared.testing import publish_raw, wait_for
 def consume(amqp_url):
     started = []
 
-    def start(handler, queue=None, batched=False, linger_s=0.0, quiet_queues=0):
+    def start(handler, queue=None, batched=False, linger_s=0.0, quiet_queues=0, key=None):
         """Consume `queue` with `handler`, and `quiet_queues` more queues that nothing is published to."""
         queue = queue or f"test.{uuid.uuid4().hex[:8]}"
-        key = f"report.test-{uuid.uuid4().hex[:8]}"
+        key = key or f"report.test-{uuid.uuid4().hex[:8]}"
         quiet = [Subscription(f"test.{uuid.uuid4().hex[:8]}", (f"report.test-{uuid.uuid4().hex[:8]}",), handler)
                  for _ in range(quiet_queues)]
         consumer = EventConsumer(amqp_url, [Subscription(queue, (key,), handler, batched, linger_s), *quiet],
@@ -102,6 +103,26 @@ def test_events_that_arrived_while_the_handler_worked_reach_a_batched_handler_to
     busy.set()
     wait_for(lambda: len(calls) == 2, what="the others")
     assert calls == [[first.id], [e.id for e in waiting]]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_backlog_beyond_the_prefetch_is_handled_when_the_consumer_starts(consume, amqp_url, batched):
+    """What the broker delivers while the consumer starts fills its prefetch: handled at once, not after the next
+    delivery, which the broker holds back until those are acked."""
+    queue, key = f"test.{uuid.uuid4().hex[:8]}", f"report.test-{uuid.uuid4().hex[:8]}"
+    with kombu.Connection(amqp_url) as connection:
+        declare_queue(connection.default_channel, queue, (key,), (50, 100))
+    backlog = [event(key) for _ in range(10)]  # the consumer's prefetch is 4
+    for sent in backlog:
+        publish_raw(amqp_url, key, sent.to_dict(), sent.id)
+    handled = []
+
+    def handler(events):
+        handled.extend(e.id for e in (events if batched else [events]))
+
+    consume(handler, queue=queue, batched=batched, quiet_queues=1, key=key)
+    wait_for(lambda: len(handled) == len(backlog), what="the whole backlog")
+    assert sorted(handled) == sorted(e.id for e in backlog)
 
 
 def test_a_lingering_handler_takes_what_comes_within_its_linger_as_one_batch(consume, amqp_url):

