@@ -34,7 +34,7 @@ from deploy.embedded_db import (
     is_running,
     stop_pids,
 )
-from services.notify.sealing import DEV_SECRET_KEY, sealer_from
+from services.notify.sealing import DEV_SECRET_KEY, checked_secret_key
 from services.notify.settings import NotifySettings
 from shared.auth import issue_token
 from shared.bus import broker_problem
@@ -232,7 +232,7 @@ def up() -> None:
             env.update(NOTIFY_SECRET_KEY=DEV_SECRET_KEY, WOODPECKER_ALLOW_DEV_SECRET="1")
     try:
         check_jwt_secret(Settings.from_env("intake", env))
-        sealer_from(NotifySettings.from_env(env), Settings.from_env("notify", env))
+        checked_secret_key(NotifySettings.from_env(env), Settings.from_env("notify", env))
     except UnsafeConfiguration as refused:
         sys.exit(str(refused))
     host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")

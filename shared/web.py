@@ -337,7 +337,11 @@ def _install_request_hooks(app: Flask, settings: Settings, limiter: RateLimiter,
         if request.routing_exception is not None or request.method not in ("POST", "PUT", "PATCH") \
                 or _takes_multipart(app.view_functions.get(request.endpoint)):
             return None
-        request.max_content_length = settings.json_body_limit
+        if (request.content_length or 0) > settings.json_body_limit:
+            return problem(413, "too-large", "Payload too large",
+                           f"A JSON body is at most {settings.json_body_limit // 1024} KiB; this one is "
+                           f"{request.content_length // 1024} KiB.")
+        request.max_content_length = settings.json_body_limit  # a body sent without its length is cut here
         try:
             body = request.get_json(silent=True)  # malformed JSON: the view's validation says so, as always
         except RecursionError:

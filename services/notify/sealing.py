@@ -67,8 +67,16 @@ def _derived(key: str, purpose: bytes) -> bytes:
 
 
 def sealer_from(notify_settings: NotifySettings, settings: Settings) -> Sealer:
-    """The sealer NOTIFY_SECRET_KEY asks for; refuses to start with no key, a short one, or the public development
-    key outside development (where `make up` runs its embedded database, as for WOODPECKER_JWT_SECRET)."""
+    """The sealer NOTIFY_SECRET_KEY asks for (`checked_secret_key` says what it refuses)."""
+    key = checked_secret_key(notify_settings, settings)
+    if key == DEV_SECRET_KEY:
+        log.warning("NOTIFY_SECRET_KEY is not set: webhook secrets are sealed with the public development key")
+    return Sealer(key)
+
+
+def checked_secret_key(notify_settings: NotifySettings, settings: Settings) -> str:
+    """The key to seal with; refuses to start with no key, a short one, or the public development key outside
+    development (where `make up` runs its embedded database, as for WOODPECKER_JWT_SECRET)."""
     key = notify_settings.secret_key
     if key is None or key == DEV_SECRET_KEY:
         if not settings.development_secret_allowed:
@@ -76,9 +84,8 @@ def sealer_from(notify_settings: NotifySettings, settings: Settings) -> Sealer:
                 "NOTIFY_SECRET_KEY is not set, or is the public development key. Set it to a random string of at "
                 f"least {MIN_KEY_BYTES} bytes, e.g. {MAKE_A_SECRET}, and keep it: webhook secrets sealed with it "
                 "do not open with another.")
-        log.warning("NOTIFY_SECRET_KEY is not set: webhook secrets are sealed with the public development key")
-        return Sealer(DEV_SECRET_KEY)
+        return DEV_SECRET_KEY
     if len(key.encode()) < MIN_KEY_BYTES:
         raise UnsafeConfiguration(f"NOTIFY_SECRET_KEY is {len(key.encode())} bytes; it must be at least "
                                   f"{MIN_KEY_BYTES} random bytes, e.g. {MAKE_A_SECRET}.")
-    return Sealer(key)
+    return key

@@ -41,7 +41,7 @@ def assert_problem(response, status: int, says: str) -> None:
 def test_a_json_body_over_the_limit_is_a_413_problem(intake, volunteer):
     padding = "填" * (100 * 1024)  # 300 KiB of UTF-8
     response = intake.client.post("/v1/reports", headers=volunteer, json={"description": padding})
-    assert_problem(response, 413, "")
+    assert_problem(response, 413, "A JSON body is at most 256 KiB")
     assert response.json["type"].endswith("/too-large")
 
 
