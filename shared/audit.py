@@ -21,7 +21,6 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-import pymongo
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from pymongo import ASCENDING, DESCENDING
@@ -32,6 +31,7 @@ from shared.auth import requires
 from shared.config import Settings
 from shared.pagination import PageQuery, Position, decode_cursor, newest_first, page
 from shared.schemas import Timestamp
+from shared.store import connect_failing_fast
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,8 @@ class AuditLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
-        # A client of its own with short timeouts, as the rate limiter's: a store that is away costs a request
-        # little (the entry waits in the buffer).
-        client = pymongo.MongoClient(settings.mongo_url, tz_aware=True, connect=False, serverSelectionTimeoutMS=500,
-                                     connectTimeoutMS=500, socketTimeoutMS=3_000)
-        return cls(client[settings.database][COLLECTION], settings.audit_flush_s)
+        # A store that is away costs a request little: the entry waits in the buffer.
+        return cls(connect_failing_fast(settings.mongo_url, settings.database)[COLLECTION], settings.audit_flush_s)
 
     def prepare(self) -> None:
         for prefix in FILTERED_BY:

@@ -37,12 +37,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pymongo
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
 from shared.config import Rate, Settings
-from shared.store import drop_index_if_present
+from shared.store import connect_failing_fast, drop_index_if_present
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +200,11 @@ class RateLimiter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
-        # A client of its own with short timeouts: when the store is away the limiter gives up within a
-        # second and lets the request through (fail open) instead of holding it for pymongo's defaults.
-        client = pymongo.MongoClient(settings.mongo_url, tz_aware=True, connect=False, serverSelectionTimeoutMS=500,
-                                     connectTimeoutMS=500, socketTimeoutMS=3_000)
-        return cls(client[settings.database][COLLECTION], writes=settings.rate_limit_writes,
-                   uploads=settings.rate_limit_uploads, per_address=settings.rate_limit_per_ip,
-                   reads=settings.rate_limit_reads, exports=settings.rate_limit_exports,
-                   reads_per_address=settings.rate_limit_reads_per_ip)
+        # When the store is away the limiter lets the request through (fail open).
+        return cls(connect_failing_fast(settings.mongo_url, settings.database)[COLLECTION],
+                   writes=settings.rate_limit_writes, uploads=settings.rate_limit_uploads,
+                   per_address=settings.rate_limit_per_ip, reads=settings.rate_limit_reads,
+                   exports=settings.rate_limit_exports, reads_per_address=settings.rate_limit_reads_per_ip)
 
     def prepare(self) -> None:
         """The index by which a worker finds the windows that are over (windows are in `_id`, so a late removal

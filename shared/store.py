@@ -33,6 +33,15 @@ def connect(mongo_url: str | None, database: str) -> Database:
     return client[database]
 
 
+def connect_failing_fast(mongo_url: str | None, database: str) -> Database:
+    """The service's database through a client of its own with short timeouts, for what every request does beside
+    its own work (rate limits, the audit log): when the store is away it gives up within a second and the request
+    goes on, instead of waiting for pymongo's defaults."""
+    client = pymongo.MongoClient(mongo_url, tz_aware=True, connect=False, serverSelectionTimeoutMS=500,
+                                 connectTimeoutMS=500, socketTimeoutMS=3_000)
+    return client[database]
+
+
 def ping(db: Database) -> str | None:
     """None when the store answers, else which dependency is down (for /readyz, which anyone may call:
     the exception's text, with hosts and ports, goes to the log only)."""

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import io
+import socket
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 from PIL import Image
@@ -16,6 +19,15 @@ def intake(amqp_url, mongo_url):
     service = run_service(settings_for_test("intake", amqp_url, mongo_url))
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="module")
+def intake_routing_hours(amqp_url, mongo_url):
+    """The three services a report's way to service hours passes, by name."""
+    services = [run_service(settings_for_test(name, amqp_url, mongo_url)) for name in ("intake", "routing", "hours")]
+    yield dict(zip(("intake", "routing", "hours"), services, strict=True))
+    for service in reversed(services):
+        service.stop()
 
 
 @pytest.fixture
@@ -93,3 +105,32 @@ def volunteer():
 @pytest.fixture
 def office():
     return bearer("office", "office-1")
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable]:
+    """A TCP listener on 127.0.0.1 that hands its first connection to the test's function, in a thread; the
+    function gets the connection and an event set when the test ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    test_over = threading.Event()
+    threads = []
+
+    def serve(handle: Callable[[socket.socket, threading.Event], None]) -> int:
+        def run() -> None:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                handle(connection, test_over)
+
+        threads.append(threading.Thread(target=run, daemon=True))
+        threads[-1].start()
+        return listener.getsockname()[1]
+
+    yield serve
+    test_over.set()
+    listener.close()
+    for thread in threads:
+        thread.join(5)

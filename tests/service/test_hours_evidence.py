@@ -8,7 +8,7 @@ import pytest
 
 from shared.events import Event
 from shared.testing import publish_raw, wait_for
-from tests.conftest import bearer, run_service, settings_for_test
+from tests.conftest import bearer
 from tests.service.conftest import upload_photo
 from tests.service.test_hours import (
     ASSOCIATION,
@@ -24,11 +24,8 @@ from tests.service.test_hours import (
 
 
 @pytest.fixture(scope="module")
-def city(amqp_url, mongo_url):
-    services = [run_service(settings_for_test(name, amqp_url, mongo_url)) for name in ("intake", "routing", "hours")]
-    yield dict(zip(("intake", "routing", "hours"), services, strict=True))
-    for service in reversed(services):
-        service.stop()
+def city(intake_routing_hours):
+    return intake_routing_hours
 
 
 def hours_store(city):

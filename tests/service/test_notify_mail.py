@@ -314,32 +314,7 @@ def test_a_server_that_never_answers_is_given_up_at_the_deadline_as_a_temporary_
     assert time.monotonic() - started < 0.3 + 0.5
 
 
-@pytest.fixture
-def raw_smtp_server():
-    """A TCP listener on 127.0.0.1 whose first connection is handed to the test's function, in a thread."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    test_over = threading.Event()
-    threads = []
-
-    def serve(handle) -> int:
-        def run() -> None:
-            with contextlib.suppress(OSError):
-                connection, _ = listener.accept()
-                with connection:
-                    handle(connection, test_over)
-
-        threads.append(threading.Thread(target=run, daemon=True))
-        threads[-1].start()
-        return listener.getsockname()[1]
-
-    yield serve
-    test_over.set()
-    listener.close()
-    for thread in threads:
-        thread.join(5)
-
-
-def test_a_server_that_drips_its_greeting_a_byte_at_a_time_is_given_up_at_the_deadline(raw_smtp_server, tmp_path):
+def test_a_server_that_drips_its_greeting_a_byte_at_a_time_is_given_up_at_the_deadline(raw_server, tmp_path):
     def drip(connection: socket.socket, test_over: threading.Event) -> None:
         for byte in b"220-" + b"w" * 200 + b"\r\n":  # each byte well within any per-read timeout
             if test_over.wait(0.1):
@@ -347,7 +322,7 @@ def test_a_server_that_drips_its_greeting_a_byte_at_a_time_is_given_up_at_the_de
             with contextlib.suppress(OSError):
                 connection.sendall(bytes([byte]))
 
-    port = raw_smtp_server(drip)
+    port = raw_server(drip)
     mailer = mailer_from(f"smtp://127.0.0.1:{port}?starttls=false", SENDER, tmp_path, deadline_s=1.0)
     started = time.monotonic()
 
@@ -358,14 +333,14 @@ def test_a_server_that_drips_its_greeting_a_byte_at_a_time_is_given_up_at_the_de
     assert time.monotonic() - started < 1.0 + 0.5
 
 
-def test_a_server_that_resets_the_connection_is_a_temporary_failure_said_at_once(raw_smtp_server, tmp_path):
+def test_a_server_that_resets_the_connection_is_a_temporary_failure_said_at_once(raw_server, tmp_path):
     def reset(connection: socket.socket, test_over: threading.Event) -> None:
         connection.sendall(b"220 relay.example ESMTP\r\n")
         connection.recv(1024)  # EHLO
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         connection.close()
 
-    port = raw_smtp_server(reset)
+    port = raw_server(reset)
     mailer = mailer_from(f"smtp://127.0.0.1:{port}?starttls=false", SENDER, tmp_path, deadline_s=5.0)
     started = time.monotonic()
 

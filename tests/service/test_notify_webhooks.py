@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -93,35 +93,6 @@ def serving(server: Receiver) -> Iterator[Receiver]:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     yield from serving(Receiver())
-
-
-@pytest.fixture
-def raw_server() -> Iterator[Callable]:
-    """A TCP listener on 127.0.0.1 that hands its first connection to the test's function, in a thread; the
-    function gets the connection and an event set when the test ends."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(5)
-    test_over = threading.Event()
-    threads = []
-
-    def serve(handle: Callable[[socket.socket, threading.Event], None]) -> int:
-        def run() -> None:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            with connection:
-                handle(connection, test_over)
-
-        threads.append(threading.Thread(target=run, daemon=True))
-        threads[-1].start()
-        return listener.getsockname()[1]
-
-    yield serve
-    test_over.set()
-    listener.close()
-    for thread in threads:
-        thread.join(5)
 
 
 @pytest.fixture
