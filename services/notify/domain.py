@@ -234,7 +234,7 @@ CONFIRMATION_WINDOW = timedelta(days=1)
 
 
 class TooManyConfirmations(DomainError):
-    status, slug, title = 429, "too-many-requests", "Too many requests"
+    status, slug, title = 429, "rate-limited", "Too many requests"
 
     def __init__(self, detail: str, retry_after_s: int):
         super().__init__(detail)
