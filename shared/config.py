@@ -201,8 +201,9 @@ def _oidc(env: os._Environ | dict) -> OidcSettings | None:
 
 
 def _token_issuers(env: os._Environ | dict, oidc: OidcSettings | None) -> tuple[str, ...]:
-    """Local tokens alone without a provider; the provider's alone with one, unless the deployment asks for both."""
-    raw = env.get("WOODPECKER_TOKEN_ISSUERS") or ("oidc" if oidc else "local")
+    """Local tokens alone without a provider; with one, its tokens too (CONTRACT "Tokens"), until the deployment
+    says `oidc` alone."""
+    raw = env.get("WOODPECKER_TOKEN_ISSUERS") or ("local,oidc" if oidc else "local")
     issuers = _names(raw.lower())
     if not issuers or any(issuer not in TOKEN_ISSUERS for issuer in issuers):
         raise ValueError(f"WOODPECKER_TOKEN_ISSUERS is local, oidc or local,oidc; got {raw!r}")

@@ -270,6 +270,9 @@ def _accepted_tokens(settings: Settings) -> Tokens:
     tokens = Tokens(settings, provider)
     log.info("bearer tokens accepted", extra={"issuers": ",".join(settings.token_issuers),
                                               "tokens": accepted_tokens(settings)})
+    if provider and tokens.local:
+        log.warning("tokens signed with WOODPECKER_JWT_SECRET are accepted beside the identity provider's: set "
+                    "WOODPECKER_TOKEN_ISSUERS=oidc once every caller signs in through the provider")
     if provider:
         provider.keys.refresh()
     return tokens

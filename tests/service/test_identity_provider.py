@@ -319,6 +319,15 @@ def test_the_openapi_document_says_which_tokens_are_accepted(provider, intake):
     assert f"RS256 or ES256 from the OpenID Connect provider {provider.issuer}" in scheme["description"]
 
 
+def test_a_service_taking_both_kinds_of_token_warns_that_the_secret_still_signs_them(provider, amqp_url, mongo_url,
+                                                                                   capsys):
+    create_app(settings_for_test("intake", amqp_url, mongo_url, **provider_settings(provider)))
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert next(entry for entry in logged if entry["msg"] == "bearer tokens accepted")["issuers"] == "local,oidc"
+    assert any(entry["level"] == "warning" and "set WOODPECKER_TOKEN_ISSUERS=oidc once" in entry["msg"]
+               for entry in logged)
+
+
 def test_a_service_whose_provider_is_away_stays_ready_and_answers_its_tokens_503(amqp_url, mongo_url):
     with IdentityProvider() as gone:
         token = gone.token("kc-1", OFFICE)
@@ -342,6 +351,7 @@ def test_a_deployment_on_the_provider_alone_refuses_local_tokens_and_make_token_
     chosen = next(entry for entry in logged if entry["msg"] == "bearer tokens accepted")
     assert chosen["issuers"] == "oidc"
     assert chosen["tokens"].startswith(f"A JWT: RS256 or ES256 from the OpenID Connect provider {provider.issuer}")
+    assert not any("WOODPECKER_JWT_SECRET are accepted beside" in entry["msg"] for entry in logged)
     local = client.get("/v1/reports", headers=bearer(issue_token(TEST_JWT_SECRET, "office-1", "office")))
     assert local.status_code == 401
     assert "algorithm 'HS256' is not accepted here" in local.json["detail"]

@@ -28,9 +28,10 @@ def test_without_a_provider_only_local_tokens_are_accepted():
     assert settings().oidc is None
 
 
-def test_with_a_provider_only_its_tokens_are_accepted_unless_both_are_asked_for():
-    assert settings(**PROVIDER).token_issuers == ("oidc",)
-    assert settings(**PROVIDER, WOODPECKER_TOKEN_ISSUERS="oidc, local").token_issuers == ("local", "oidc")
+def test_with_a_provider_its_tokens_are_accepted_too_until_the_deployment_takes_only_them():
+    assert settings(**PROVIDER).token_issuers == ("local", "oidc")
+    assert settings(**PROVIDER, WOODPECKER_TOKEN_ISSUERS="oidc").token_issuers == ("oidc",)
+    assert settings(**PROVIDER, WOODPECKER_TOKEN_ISSUERS=" OIDC, local").token_issuers == ("local", "oidc")
 
 
 def test_no_mapping_reads_our_own_claim_names():
