@@ -39,8 +39,8 @@ TOKEN_LIFETIME_S = 300
 KEYCLOAK_MAPPING = {
     "WOODPECKER_OIDC_ROLE_CLAIM": "realm_access.roles",
     "WOODPECKER_OIDC_ROLES": "woodpecker-office=office,woodpecker-department=department,"
-                             "woodpecker-grid-leader=grid_leader,woodpecker-volunteer=volunteer,"
-                             "woodpecker-association=association,woodpecker-service=service",
+                             "woodpecker-grid-leader=grid_leader,woodpecker-association=association,"
+                             "woodpecker-service=service,woodpecker-volunteer=volunteer",
     "WOODPECKER_OIDC_DEPT_CLAIM": "groups", "WOODPECKER_OIDC_DEPT_PREFIX": "/departments/",
     "WOODPECKER_OIDC_GRID_CLAIM": "groups", "WOODPECKER_OIDC_GRID_PREFIX": "/grids/",
 }
