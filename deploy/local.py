@@ -36,7 +36,7 @@ from deploy.embedded_db import (
 )
 from services.notify.sealing import DEV_SECRET_KEY, checked_secret_key
 from services.notify.settings import NotifySettings
-from shared.auth import issue_token
+from shared.auth import accepted_tokens, issue_token
 from shared.bus import broker_problem
 from shared.config import SERVICE_PORTS, Settings, UnsafeConfiguration, check_jwt_secret, mongo_url_variable
 
@@ -207,7 +207,10 @@ def _ready(port: int) -> bool:
 def up() -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    settings = Settings.from_env("intake", env)
+    try:
+        settings = Settings.from_env("intake", env)
+    except ValueError as refused:  # a setting the services would refuse: say which before starting anything
+        sys.exit(str(refused))
     ensure_broker(settings.amqp_url)
     broker_urls = provision_broker(settings)
     embedded = [] if env.get("MONGO_URL") else [s for s in SERVICE_PORTS if not env.get(mongo_url_variable(s))]
@@ -253,11 +256,15 @@ def up() -> None:
     print("\nWoodpecker is up:")
     for service, port in ports.items():
         print(f"  {service:8} http://127.0.0.1:{port}   docs: http://127.0.0.1:{port}/docs")
-    print("\nAn office token (12 h):")
-    token = issue_token(settings.jwt_secret, "office-1", "office", issuer=settings.jwt_issuer,
-                        audience=settings.jwt_audience)
-    print(f"  export TOKEN={token}")
-    print("A volunteer token:  make token ROLE=volunteer SUB=vol-1")
+    print(f"\nBearer tokens: {accepted_tokens(settings)}")
+    if "local" in settings.token_issuers:
+        print("An office token (12 h):")
+        token = issue_token(settings.jwt_secret, "office-1", "office", issuer=settings.jwt_issuer,
+                            audience=settings.jwt_audience)
+        print(f"  export TOKEN={token}")
+        print("A volunteer token:  make token ROLE=volunteer SUB=vol-1")
+    else:
+        print("Get tokens from the identity provider (docs/identity.md); `make token` is off.")
     print("Stop everything:    make down   (data kept; `make reset` wipes it)")
 
 

@@ -1,4 +1,5 @@
-"""Configuration from the environment (CONTRACT: ports, AMQP_URL, MONGO_URL, WOODPECKER_JWT_SECRET).
+"""Configuration from the environment (CONTRACT: ports, AMQP_URL, MONGO_URL, WOODPECKER_JWT_SECRET, the OpenID
+Connect provider).
 
 Every service reaches its store through MONGO_URL, or through <SERVICE>_MONGO_URL where that is set (a
 service whose database lives elsewhere): MongoDB in production, or the embedded databases that `make up`
@@ -6,9 +7,11 @@ starts, one per service, when the operator has set neither.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 DEV_JWT_SECRET = "woodpecker-development-secret-never-use-in-production"
@@ -16,6 +19,13 @@ DEV_JWT_SECRET = "woodpecker-development-secret-never-use-in-production"
 MIN_JWT_SECRET_BYTES = 32
 SERVICE_PORTS = {"intake": 8001, "routing": 8002, "hours": 8003, "notify": 8004}
 PERIODS_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# Who may issue the bearer tokens the services accept: `local`, HS256 signed with WOODPECKER_JWT_SECRET (`make
+# token`, development, a deployment without a provider); `oidc`, the city's OpenID Connect provider.
+TOKEN_ISSUERS = ("local", "oidc")
+# The algorithms we accept from a provider, and the key type each needs. HS256 never: a provider's key is public.
+PROVIDER_ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
+# Our roles, in the order the docs list them (shared/auth.py checks tokens against them).
+ROLES = ("volunteer", "grid_leader", "office", "department", "association", "service")
 # An origin as a browser sends it: scheme, host and maybe a port, never a path (nor a trailing slash).
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
@@ -86,6 +96,128 @@ def _retry_delays(raw: str) -> tuple[int, ...]:
     return delays
 
 
+@dataclass(frozen=True)
+class ClaimSource:
+    """Where one of our claims comes from in a provider's token: the claim at `path` (a name, or a dotted path into
+    nested objects such as Keycloak's `realm_access.roles`), a string or a list of strings; with a `prefix`, only
+    the values that start with it count, less the prefix (`/departments/traffic-police` gives `traffic-police`)."""
+
+    path: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """The city's OpenID Connect provider, and how its claims map to ours (docs/identity.md)."""
+
+    issuer: str
+    audience: str
+    role: ClaimSource = ClaimSource("role")
+    # Provider values and the role each gives, in order of precedence (the first the token carries wins); empty:
+    # the claim holds our role names themselves.
+    roles: tuple[tuple[str, str], ...] = ()
+    dept: ClaimSource = ClaimSource("dept")
+    grid: ClaimSource = ClaimSource("grid")
+    # PEM certificates of the authorities that sign the provider's TLS certificate (a city's private CA);
+    # none: the system's.
+    ca_file: str | None = None
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def provider_url_problem(url: str) -> str | None:
+    """Why the services must not fetch a provider's document at `url`, or None: https only, except on this machine
+    (`localhost` or a loopback address), where a developer's or a test's provider runs without TLS."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it checks it)
+    except ValueError:
+        return "its host or port cannot be read"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "it must be an https:// URL"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "it must have no user name, password, query or fragment"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "it must be https:// (plain http:// only on this machine: localhost or a loopback address)"
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _claim_source(env: os._Environ | dict, name: str, default: str) -> ClaimSource:
+    path = (env.get(f"WOODPECKER_OIDC_{name}_CLAIM") or default).strip()
+    if any(not part for part in path.split(".")):
+        raise ValueError(f"WOODPECKER_OIDC_{name}_CLAIM is a claim's name or a dotted path such as "
+                         f"realm_access.roles, got {path!r}")
+    return ClaimSource(path, (env.get(f"WOODPECKER_OIDC_{name}_PREFIX") or "").strip())
+
+
+def _role_table(raw: str) -> tuple[tuple[str, str], ...]:
+    """`value=role,value=role`: which provider value gives which of our roles, first match first."""
+    table: list[tuple[str, str]] = []
+    for entry in _names(raw):
+        value, equals, role = (part.strip() for part in entry.rpartition("="))
+        if not equals or not value or role not in ROLES:
+            raise ValueError(f"WOODPECKER_OIDC_ROLES lists provider-value=role pairs such as "
+                             f"woodpecker-office=office, the role one of {', '.join(ROLES)}; got {entry!r}")
+        if any(value == known for known, _ in table):
+            raise ValueError(f"WOODPECKER_OIDC_ROLES names {value!r} twice")
+        table.append((value, role))
+    return tuple(table)
+
+
+def _oidc(env: os._Environ | dict) -> OidcSettings | None:
+    issuer = (env.get("WOODPECKER_OIDC_ISSUER") or "").strip()
+    if not issuer:
+        stray = sorted(name for name in env if name.startswith("WOODPECKER_OIDC_") and env[name])
+        if stray:
+            raise ValueError(f"{', '.join(stray)} set, but not WOODPECKER_OIDC_ISSUER: set the provider's issuer "
+                             "too, or unset them")
+        return None
+    if problem := provider_url_problem(issuer):
+        raise ValueError(f"WOODPECKER_OIDC_ISSUER is the provider's issuer URL, exactly as its tokens' `iss` says "
+                         f"(e.g. https://sso.example.gov.cn/realms/linyi); {problem}; got {issuer!r}")
+    audience = (env.get("WOODPECKER_OIDC_AUDIENCE") or "").strip()
+    if not audience:
+        raise ValueError("WOODPECKER_OIDC_AUDIENCE must be set with WOODPECKER_OIDC_ISSUER: the `aud` the provider "
+                         "puts in the tokens meant for Woodpecker (e.g. woodpecker-api); without it a token the "
+                         "provider issued for any other of the city's applications would do")
+    ca_file = (env.get("WOODPECKER_OIDC_CA_FILE") or "").strip() or None
+    if ca_file and not os.path.isfile(ca_file):
+        raise ValueError(f"WOODPECKER_OIDC_CA_FILE names no file: {ca_file!r}")
+    return OidcSettings(issuer=issuer, audience=audience, role=_claim_source(env, "ROLE", "role"),
+                        roles=_role_table(env.get("WOODPECKER_OIDC_ROLES", "")),
+                        dept=_claim_source(env, "DEPT", "dept"), grid=_claim_source(env, "GRID", "grid"),
+                        ca_file=ca_file)
+
+
+def _token_issuers(env: os._Environ | dict, oidc: OidcSettings | None) -> tuple[str, ...]:
+    """Local tokens alone without a provider; with one, its tokens too (CONTRACT "Tokens"), until the deployment
+    says `oidc` alone."""
+    raw = env.get("WOODPECKER_TOKEN_ISSUERS") or ("local,oidc" if oidc else "local")
+    issuers = _names(raw.lower())
+    if not issuers or any(issuer not in TOKEN_ISSUERS for issuer in issuers):
+        raise ValueError(f"WOODPECKER_TOKEN_ISSUERS is local, oidc or local,oidc; got {raw!r}")
+    if "oidc" in issuers and oidc is None:
+        raise ValueError("WOODPECKER_TOKEN_ISSUERS names oidc, but WOODPECKER_OIDC_ISSUER is not set")
+    if "oidc" not in issuers and oidc is not None:
+        raise ValueError("WOODPECKER_OIDC_ISSUER is set, but WOODPECKER_TOKEN_ISSUERS does not name oidc: add it "
+                         "(local,oidc) or unset the provider")
+    if "local" in issuers and oidc and env.get("WOODPECKER_JWT_ISSUER", "").strip() == oidc.issuer:
+        raise ValueError("WOODPECKER_JWT_ISSUER must differ from WOODPECKER_OIDC_ISSUER: a locally signed token "
+                         "must never pass for one of the provider's")
+    return tuple(issuer for issuer in TOKEN_ISSUERS if issuer in issuers)
+
+
 def mongo_url_variable(service: str) -> str:
     """The variable that points one service at a store of its own, ahead of MONGO_URL."""
     return f"{service.upper()}_MONGO_URL"
@@ -103,6 +235,9 @@ class Settings:
     # Checked when set: a token must name this issuer and this audience.
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # Whose tokens the services accept (TOKEN_ISSUERS), and the provider behind `oidc`.
+    token_issuers: tuple[str, ...] = ("local",)
+    oidc: OidcSettings | None = None
     # The public development secret is accepted only where `make up` runs its embedded database.
     development_secret_allowed: bool = False
     # Consumer back-off tiers; after the last one a message is parked in the dead-letter queue.
@@ -146,6 +281,7 @@ class Settings:
     @classmethod
     def from_env(cls, service: str, env: os._Environ | dict | None = None) -> Settings:
         env = os.environ if env is None else env
+        oidc = _oidc(env)
         return cls(
             service=service,
             port=int(env.get(f"{service.upper()}_PORT", SERVICE_PORTS[service])),
@@ -156,6 +292,8 @@ class Settings:
             reference_dir=env.get("WOODPECKER_REFERENCE_DIR") or None,
             jwt_issuer=env.get("WOODPECKER_JWT_ISSUER") or None,
             jwt_audience=env.get("WOODPECKER_JWT_AUDIENCE") or None,
+            token_issuers=_token_issuers(env, oidc),
+            oidc=oidc,
             development_secret_allowed=env.get("WOODPECKER_ALLOW_DEV_SECRET") == "1",
             retry_delays_ms=_retry_delays(env.get("WOODPECKER_RETRY_DELAYS_MS", "1000,10000,60000")),
             prefetch=int(env.get("WOODPECKER_PREFETCH", "16")),

@@ -25,3 +25,6 @@ admission_refused = Counter("woodpecker_admission_refused_total",
 spreadsheets_served = Counter("woodpecker_spreadsheets_served_total",
                               "XLSX workbooks answered, by kind and whether they were built or served as stored",
                               ["kind", "source"])
+identity_provider_fetches = Counter("woodpecker_identity_provider_fetches_total",
+                                    "Fetches of the OpenID Connect provider's discovery document and keys, by outcome "
+                                    "(fetched, failed); at most one a minute per process", ["service", "outcome"])

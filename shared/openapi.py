@@ -41,8 +41,9 @@ def problem_response(description: str, headers: dict | None = None) -> dict:
 
 RETRY_AFTER_HEADER = {"Retry-After": {"description": "Seconds to wait", **SECONDS}}
 # What any operation may answer besides what it declares, and when.
-STORE_OR_BROKER_AWAY = problem_response("The database is briefly unavailable (or the service busy): nothing was "
-                                        "done; retry after Retry-After seconds", RETRY_AFTER_HEADER)
+STORE_OR_BROKER_AWAY = problem_response("The database is briefly unavailable (or the service busy, or the identity "
+                                        "provider's keys cannot be fetched to check the token): nothing was done; "
+                                        "retry after Retry-After seconds", RETRY_AFTER_HEADER)
 
 
 def register_problem_responses(spec: APISpec) -> None:

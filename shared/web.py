@@ -26,9 +26,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import logs, metrics
 from shared.audit import NOT_ENTERED, AuditLog, audit_blueprint, audit_entry
-from shared.auth import Caller, current_caller
+from shared.auth import Caller, Tokens, accepted_tokens, current_caller
 from shared.config import DEV_JWT_SECRET, Settings
-from shared.errors import DomainError, Unauthorized, UnsupportedMediaType, problem, problem_from
+from shared.errors import DomainError, UnsupportedMediaType, problem, problem_from
+from shared.oidc import ProviderTokens
 from shared.openapi import ErrorResponses, ProblemSchema, problem_response, register_problem_responses
 from shared.ratelimit import EXPORT, READ, UPLOAD, WRITE, WRITE_METHODS, RateLimiter
 from shared.spreadsheets import SpreadsheetCache
@@ -216,6 +217,7 @@ def create_service_app(settings: Settings, *, title: str, description: str,
                        blueprints: Iterable[Blueprint] = (), readiness: Iterable[ReadinessCheck] = ()) -> Flask:
     if settings.jwt_secret == DEV_JWT_SECRET:
         log.warning("WOODPECKER_JWT_SECRET is not set: tokens are signed with the public development secret")
+    tokens = _accepted_tokens(settings)
     app = Flask(settings.service)
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0)
@@ -233,7 +235,8 @@ def create_service_app(settings: Settings, *, title: str, description: str,
         API_SPEC_OPTIONS={
             "info": {"description": description},
             "components": {"securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                               "description": accepted_tokens(settings)}}},
             "security": [{"bearerAuth": []}],
         },
     )
@@ -244,6 +247,7 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     audit = AuditLog.from_settings(settings)
     spreadsheets = SpreadsheetCache.from_settings(settings)
     _prepare_in_store(limiter, audit, spreadsheets)
+    app.extensions["tokens"] = tokens
     app.extensions["rate_limits"] = limiter
     app.extensions["audit"] = audit
     app.extensions["spreadsheets"] = spreadsheets
@@ -257,6 +261,21 @@ def create_service_app(settings: Settings, *, title: str, description: str,
     if settings.cors_origins:
         _allow_cross_origin(app, settings.cors_origins)
     return app
+
+
+def _accepted_tokens(settings: Settings) -> Tokens:
+    """The tokens the service accepts, said in its log; with a provider, its keys fetched now (a provider away
+    leaves the service up: shared/oidc.py)."""
+    provider = ProviderTokens.from_settings(settings.oidc, settings.service) if settings.oidc else None
+    tokens = Tokens(settings, provider)
+    log.info("bearer tokens accepted", extra={"issuers": ",".join(settings.token_issuers),
+                                              "tokens": accepted_tokens(settings)})
+    if provider and tokens.local:
+        log.warning("tokens signed with WOODPECKER_JWT_SECRET are accepted beside the identity provider's: set "
+                    "WOODPECKER_TOKEN_ISSUERS=oidc once every caller signs in through the provider")
+    if provider:
+        provider.keys.refresh()
+    return tokens
 
 
 def _prepare_in_store(*parts: RateLimiter | AuditLog | SpreadsheetCache) -> None:
@@ -396,12 +415,12 @@ def _created_id(response: Response) -> str | None:
 def _caller_or_none() -> Caller | None:
     try:
         return current_caller()
-    except Unauthorized:
+    except DomainError:  # 401, a token mapped to no role (403), its provider away (503): the view answers
         return None
 
 
 def _token_subject() -> str | None:
-    """Whom a valid token names; None without one (the view then answers the bad token with its 401)."""
+    """Whom a valid token names; None without one (the view then answers the bad token with its 401, 403 or 503)."""
     caller = _caller_or_none()
     return caller.id if caller else None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
@@ -17,6 +18,7 @@ from shared.outbox import GRACE_VARIABLE
 from shared.runtime import BackgroundWork
 from shared.store import connect
 from shared.testing import TEST_RETRY_DELAYS_MS, amqp_backend, mongo_backend, wait_for
+from tests.identity_provider import IdentityProvider
 
 # The suite sets up its own backends and secrets: whatever the developer's shell exports for a running
 # system (MONGO_URL and <SERVICE>_MONGO_URL, AMQP_URL, WOODPECKER_JWT_SECRET, ports, databases) must not leak
@@ -110,3 +112,22 @@ def run_service(settings: Settings) -> RunningService:
 def bearer(role: str, sub: str | None = None, dept: str | None = None, grid: str | None = None) -> dict:
     token = issue_token(TEST_JWT_SECRET, sub or f"{role}-{uuid.uuid4().hex[:8]}", role, dept=dept, grid=grid)
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def identity_provider() -> Iterator[IdentityProvider]:
+    """A real OpenID Connect provider on a loopback port, for one test (tests/identity_provider.py)."""
+    with IdentityProvider() as provider:
+        yield provider
+
+
+def provider_env(provider: IdentityProvider, issuers: str = "local,oidc", **mapping: str) -> dict[str, str]:
+    """The environment that points the services at `provider` (and accepts `issuers`' tokens)."""
+    return {"WOODPECKER_TOKEN_ISSUERS": issuers, "WOODPECKER_OIDC_ISSUER": provider.issuer,
+            "WOODPECKER_OIDC_AUDIENCE": provider.audience, **mapping}
+
+
+def provider_settings(provider: IdentityProvider, issuers: str = "local,oidc", **mapping: str) -> dict:
+    """`token_issuers` and `oidc` as a service reads them from provider_env, for settings_for_test(**...)."""
+    settings = Settings.from_env("intake", provider_env(provider, issuers, **mapping))
+    return {"token_issuers": settings.token_issuers, "oidc": settings.oidc}
