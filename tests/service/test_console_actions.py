@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import bearer
+from tests.service import test_routing
 from tests.service.conftest import upload_photo
-from tests.service.test_routing import OFFICE, POLICE, act, city, new_case  # noqa: F401 (city: the fixture)
+from tests.service.test_routing import OFFICE, POLICE, act, new_case
+
+city = test_routing.city  # the same fixture: intake and routing in this process
 
 TABLE = json.loads((Path(__file__).resolve().parents[2] / "clients/console/src/cases/actions.json").read_text())
 ACTIONS = [name for name in TABLE if not name.startswith("$")]
@@ -65,7 +68,7 @@ def case_in(city, state: tuple[str, str | None]) -> dict:
 
 
 @pytest.mark.parametrize("state", list(STATES), ids=lambda s: "+".join(filter(None, s)))
-def test_the_consoles_table_allows_exactly_what_routing_allows(city, state):  # noqa: F811
+def test_the_consoles_table_allows_exactly_what_routing_allows(city, state):
     probe = case_in(city, state)
     pairs = [(role, action) for role in callers(probe) for action in ACTIONS]
     allowed = [(role, action) for role, action in pairs if allowed_by_table(action, role, *state)]

@@ -128,6 +128,7 @@ const en: Record<MessageKey, string> = {
   "triage.why.disputed": "Disputed by {who}: {reason}",
   "triage.suggestion": "Rule suggests",
   "triage.noSuggestion": "No rule",
+  "triage.action": "Action",
   "triage.refresh": "Refresh",
 
   "dispatch.title": "Dispatch the case",

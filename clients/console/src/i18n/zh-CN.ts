@@ -126,6 +126,7 @@ const zhCN = {
   "triage.why.disputed": "{who} 退回：{reason}",
   "triage.suggestion": "规则建议",
   "triage.noSuggestion": "无规则",
+  "triage.action": "操作",
   "triage.refresh": "刷新",
 
   "dispatch.title": "派遣案件",
