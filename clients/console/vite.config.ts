@@ -36,7 +36,8 @@ export default defineConfig({
     developmentConfig(),
   ],
   resolve: { alias: { "@": fileURLToPath(new URL("./src", import.meta.url)) } },
-  build: { target: "es2022", sourcemap: false },
+  // The manifest says which chunks each screen loads (bench/console_first_view.py weighs them).
+  build: { target: "es2022", sourcemap: false, manifest: true },
   server: { port: 5173, strictPort: true },
   test: { include: ["tests/**/*.test.ts"], environment: "node" },
 });
