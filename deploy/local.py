@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 import pymongo
 import pymongo.errors
 
+from deploy import console
 from deploy.broker import administrator, provision, service_user, vhost_of
 from deploy.embedded_db import (
     DEFAULT_PORT,
@@ -238,6 +239,7 @@ def up() -> None:
         checked_secret_key(NotifySettings.from_env(env), Settings.from_env("notify", env))
     except UnsafeConfiguration as refused:
         sys.exit(str(refused))
+    console_settings = allow_console(env)
     host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")
     ports = {service: Settings.from_env(service, env).port for service in SERVICE_PORTS}
     for service, port in ports.items():
@@ -265,7 +267,55 @@ def up() -> None:
         print("A volunteer token:  make token ROLE=volunteer SUB=vol-1")
     else:
         print("Get tokens from the identity provider (docs/identity.md); `make token` is off.")
+    if console_settings is not None:
+        start_console(env, console_settings, host, settings)
     print("Stop everything:    make down   (data kept; `make reset` wipes it)")
+
+
+# One sign-in link per role the console serves: (what it is, its landing route, the token's claims).
+CONSOLE_CALLERS = (("office", "/triage", {"sub": "office-1", "role": "office"}),
+                   ("department", "/cases", {"sub": "police-1", "role": "department", "dept": "traffic-police"}),
+                   ("grid leader", "/cases", {"sub": "leader-lanshan-01", "role": "grid_leader", "grid": "lanshan-01"}))
+
+
+def allow_console(env: dict[str, str]) -> console.ConsoleSettings | None:
+    """The console's settings, unless WOODPECKER_CONSOLE=off; the services' CORS admits its origins (see
+    deploy/console.py for why the console calls the services across origins)."""
+    if env.get("WOODPECKER_CONSOLE", "on") == "off":
+        return None
+    settings = console.ConsoleSettings.from_env(env)
+    allowed = [o for o in env.get("WOODPECKER_CORS_ORIGINS", "").split(",") if o.strip()]
+    env["WOODPECKER_CORS_ORIGINS"] = ",".join(dict.fromkeys([*allowed, *console.origins(settings.port)]))
+    return settings
+
+
+def start_console(env: dict[str, str], settings: console.ConsoleSettings, host: str, auth: Settings) -> None:
+    """Build the console if its sources changed, serve it, and print a sign-in link per role. Without Node.js
+    (or with a build that fails) everything else runs, and this says why the console does not."""
+    built = console.CONSOLE / "dist" / console.BUILT_FROM
+    current = built.exists() and built.read_text() == console.sources_digest()
+    if not current and (problem := console.node_problem()):
+        print(f"\nThe console is not served: {problem}")
+        return
+    try:
+        if not current:
+            print("\nBuilding the console (clients/console: its sources changed) ...")
+            console.build_if_changed()
+    except (console.BuildFailed, subprocess.TimeoutExpired) as failed:
+        print(f"\nThe console is not served: its build failed. {failed}")
+        return
+    _spawn([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "--workers", "1", "--threads", "4",
+            "-b", f"{host}:{settings.port}", "--name", "woodpecker-console", "deploy.console:create_app()"],
+           "console-web", env)
+    base = f"http://127.0.0.1:{settings.port}"
+    if "local" not in auth.token_issuers:
+        print(f"\nThe console: {base}   (sign-in links need local tokens: WOODPECKER_TOKEN_ISSUERS is oidc alone)")
+        return
+    print(f"\nThe console: {base}   sign in with a link (12 h, kept for its browser tab only):")
+    for what, route, claims in CONSOLE_CALLERS:
+        token = issue_token(auth.jwt_secret, claims["sub"], claims["role"], dept=claims.get("dept"),
+                            grid=claims.get("grid"), issuer=auth.jwt_issuer, audience=auth.jwt_audience)
+        print(f"  {what:11} {base}{route}#token={token}")
 
 
 def _stop(names: list[str]) -> None:

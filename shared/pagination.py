@@ -1,4 +1,5 @@
-"""Cursor pagination (CONTRACT "Lists": ?limit= default 50, max 200; ?cursor=; next_cursor), newest first.
+"""Cursor pagination (CONTRACT "Lists": ?limit= default 50, max 200; ?cursor=; next_cursor), newest first
+(or, for a queue, oldest first).
 
 A page is read in windows of time that grow backwards from where the previous page ended. A store's
 `limit` does not bound what a query costs on every store: the embedded database materialises every
@@ -92,6 +93,29 @@ def newest_first(collection: Collection, filters: list[dict], time_field: str, l
         upper, inclusive, width = lower, False, width * WINDOW_GROWTH
     newest = sorted(found.values(), key=lambda d: (d[time_field], d["_id"]), reverse=True)
     return newest[:limit + 1]
+
+
+def oldest_first(collection: Collection, filters: list[dict], time_field: str, limit: int,
+                 after: Position | None = None, projection: dict | None = None) -> list[dict]:
+    """Up to `limit` + 1 documents matching any of `filters`, oldest first by (`time_field`, `_id`): those after
+    `after`. The windows grow forwards from the cursor (or the programme's epoch) to now, so the first page
+    reads every match of the window that reaches the oldest one: meant for queues, whose matches are few (the
+    cases awaiting triage), not for a whole history."""
+    lower = after.at if after else EPOCH
+    found: dict = {}
+    width = FIRST_WINDOW
+    while filters:
+        last = utcnow() - lower <= width
+        window = {"$gte": lower} if last else {"$gte": lower, "$lt": lower + width}
+        for wanted in filters:
+            for document in collection.find({time_field: window, **wanted}, projection):
+                if after is None or (document[time_field], document["_id"]) > (after.at, after.id):
+                    found[document["_id"]] = document
+        if len(found) > limit or last:
+            break
+        lower, width = lower + width, width * WINDOW_GROWTH
+    oldest = sorted(found.values(), key=lambda d: (d[time_field], d["_id"]))
+    return oldest[:limit + 1]
 
 
 def page(items: list[dict], limit: int, time_field: str) -> dict:

@@ -61,7 +61,12 @@ def _act(case_id: str, decide: Callable[[dict], Step]) -> dict:
             raise NotFound(f"No case {case_id}.")
         return decide(case)
 
-    return routing().store.change(case_id, scoped, correlation_id.get())
+    return _shown(routing().store.change(case_id, scoped, correlation_id.get()))
+
+
+def _shown(case: dict) -> dict:
+    """A case as its caller gets it: with the rules' suggestion for those who may read the rules."""
+    return {**case, "suggestion": domain.suggestion(case, routing().store.rules_in_force(), current_caller())}
 
 
 # Where a case leads (OpenAPI links): from the list's first case, or from a case, to each of its commands.
@@ -82,11 +87,11 @@ def _case_links(case_id: str) -> dict:
 @cases.response(200, schemas.CasePageSchema)
 @cases.doc(**links(200, **_case_links("$response.body#/items/0/id")))
 def list_cases(query: dict):
-    """Cases you may see, newest first, filtered and cursor-paginated."""
+    """Cases you may see, newest (or oldest) first, filtered and cursor-paginated."""
     wanted = {k: query[k] for k in ("status", "department", "overdue", "grid_id", "category") if k in query}
     items = routing().store.list_cases(wanted, domain.visible_to(current_caller()), decode_cursor(query.get("cursor")),
-                                       query["limit"])
-    return page(items, query["limit"], "opened_at")
+                                       query["limit"], oldest=query["order"] == "oldest")
+    return page([_shown(case) for case in items], query["limit"], "opened_at")
 
 
 @cases.route("/<case_id>", methods=["GET"])
@@ -98,7 +103,7 @@ def get_case(case_id: str):
     case = routing().store.case(case_id)
     if case is None or not domain.visible_to(current_caller()).admits(case):
         raise NotFound(f"No case {case_id}.")
-    return case
+    return _shown(case)
 
 
 # --- the office's commands --------------------------------------------------------------------
@@ -206,7 +211,7 @@ def request_extension(body: dict, case_id: str):
 # --- rules and departments --------------------------------------------------------------------
 
 @rules.route("/rules", methods=["GET"])
-@requires("office", "service")
+@requires(*domain.RULE_READERS)
 @rules.response(200, schemas.RuleListSchema)
 def list_rules():
     """Category (and optionally district) → department, time limit and how it is counted."""

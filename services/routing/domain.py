@@ -24,6 +24,8 @@ PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED, CLOSED, REJECTED = (
     "pending_triage", "dispatched", "accepted", "rectified", "closed", "rejected")
 STATUSES = (PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED, CLOSED, REJECTED)
 OPEN_STATUSES = (PENDING_TRIAGE, DISPATCHED, ACCEPTED, RECTIFIED)
+# The office dispatches from triage, or reassigns while a department holds the case.
+DISPATCHABLE_STATUSES = (PENDING_TRIAGE, DISPATCHED, ACCEPTED)
 # The deadline runs while the department holds the case and has not yet fed back.
 RUNNING_STATUSES = (DISPATCHED, ACCEPTED)
 REJECT_REASONS = ("duplicate", "invalid", "out_of_scope")
@@ -31,6 +33,8 @@ REJECT_REASONS = ("duplicate", "invalid", "out_of_scope")
 HISTORY_ACTIONS = ("opened", "dispatched", "accepted", "disputed", "rectified", "verified_passed", "verified_failed",
                    "rejected", "extension_requested", "extension_decided", "overdue")
 BASES = (CALENDAR, WORKING)
+# Who may read the routing rules, and so where they would send a case.
+RULE_READERS = ("office", "service")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,14 @@ def match_rule(rules: list[Rule], category: str, district: str | None) -> Rule |
         if rule.category == category and rule.district and rule.district == district:
             return rule
     return next((r for r in rules if r.category == category and not r.district), None)
+
+
+def suggestion(case: dict, rules: list[Rule], caller: Caller) -> dict | None:
+    """Where the rules would send the case, for a caller who may read them, while it can still be dispatched."""
+    if caller.role not in RULE_READERS or case["status"] not in DISPATCHABLE_STATUSES:
+        return None
+    rule = match_rule(rules, case["category"], case.get("district"))
+    return {"department": rule.department, "deadline_hours": rule.deadline_hours} if rule else None
 
 
 def check_rules(rules: list[Rule], categories: set[str], departments: set[str]) -> None:
@@ -202,7 +214,7 @@ def _dispatch(case: dict, actor: Actor, department: str, hours: float, basis: st
 def dispatch(case: dict, actor: Actor, department: str, hours: float, basis: str, clock: DeadlineClock,
              now: datetime, note: str | None = None) -> Step:
     """The office sends a case from triage, or reassigns one still with a department."""
-    _require(case, (PENDING_TRIAGE, DISPATCHED, ACCEPTED), "dispatch")
+    _require(case, DISPATCHABLE_STATUSES, "dispatch")
     return Step(_dispatch(case, actor, department, hours, basis, clock, now, note), ("dispatched",))
 
 

@@ -48,6 +48,11 @@ class HistoryEntrySchema(Schema):
     note = fields.String(required=True, metadata={"example": ""})
 
 
+class SuggestionSchema(Schema):
+    department = fields.String(required=True, metadata={"example": "sanitation"})
+    deadline_hours = fields.Float(required=True, metadata={"example": 24})
+
+
 class CaseSchema(Schema):
     id = fields.String(required=True, metadata={"example": "case-6b0563189074648134dcbce3"})
     report_ids = fields.List(fields.String(), required=True, metadata={"example": ["6b0563189074648134dcbce3"]})
@@ -73,6 +78,9 @@ class CaseSchema(Schema):
     rectified_at = Timestamp(required=True, allow_none=True)
     closed_at = Timestamp(required=True, allow_none=True)
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+    suggestion = fields.Nested(SuggestionSchema, required=True, allow_none=True, metadata={
+        "description": "where the routing rules would send the case, for the office's dispatch (null for other "
+                       "callers, for a case no rule covers, and once the case can no longer be dispatched)"})
 
 
 class CasePageSchema(Schema):
@@ -87,6 +95,8 @@ class CaseQuerySchema(PageQuery):
     overdue = fields.Boolean()
     grid_id = fields.String()
     category = fields.String()
+    order = fields.String(load_default="newest", validate=validate.OneOf(["newest", "oldest"]), metadata={
+        "description": "by opening time; oldest first is for queues such as status=pending_triage"})
 
 
 class DispatchSchema(Schema):

@@ -24,7 +24,7 @@ from shared.outbox import (
     hand,
     push_events,
 )
-from shared.pagination import EPOCH, Position, newest_first
+from shared.pagination import EPOCH, Position, newest_first, oldest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
 from shared.store import LostRace, drop_index_if_present, in_transaction, optimistically
@@ -214,8 +214,10 @@ class CaseStore:
                         geo.keys_around(report["category"], report["location"]["lat"], report["location"]["lng"])})
         return [_public(d) for d in self.cases.find({OPEN: True, AREA: {"$in": areas}}, {"outbox": 0}, session=session)]
 
-    def list_cases(self, wanted: dict, scope: Scope, after: Position | None, limit: int) -> list[dict]:
-        documents = newest_first(self.cases, scope.within(wanted), "opened_at", limit, after, projection={"outbox": 0})
+    def list_cases(self, wanted: dict, scope: Scope, after: Position | None, limit: int,
+                   oldest: bool = False) -> list[dict]:
+        read = oldest_first if oldest else newest_first
+        documents = read(self.cases, scope.within(wanted), "opened_at", limit, after, projection={"outbox": 0})
         return [_public(d) for d in documents]
 
     def newly_overdue(self, now: datetime) -> list[dict]:

@@ -35,6 +35,8 @@ def system_env(amqp_url: str, mongo_url: str, run_dir: Path, tag: str) -> tuple[
     # must not have the next one's intake refuse reports (the admission's own test: tests/service).
     env.update(AMQP_URL=amqp_url, MONGO_URL=mongo_url, WOODPECKER_RUN_DIR=str(run_dir),
                WOODPECKER_OUTBOX_SWEEP_S="0.5", WOODPECKER_ADMISSION_BACKLOG="0")
+    # Only the console's own tests (test_console.py) serve the console; on a port of its own if they do.
+    env.update(WOODPECKER_CONSOLE="off", CONSOLE_PORT=str(free_port()))
     return env, {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
 
 

@@ -420,3 +420,33 @@ def test_routing_reads_its_rules_about_once_a_second_and_a_change_reaches_it_wit
     monkeypatch.setattr(routing_store, "time", SimpleNamespace(monotonic=lambda: later))
     assert district_rule in worker.rules_in_force()
     client.close()
+
+
+def test_the_triage_queue_reads_oldest_first_page_by_page(city):
+    _, routing = city
+    mine = [case_for(city, report(city, "other", *fresh_spot())["id"])["id"] for _ in range(3)]
+    walked, cursor = [], None
+    while True:
+        query = "/v1/cases?status=pending_triage&order=oldest&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = routing.client.get(query, headers=OFFICE).json
+        walked += page["items"]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert all(c["status"] == "pending_triage" for c in walked)
+    opened = [(c["opened_at"], c["id"]) for c in walked]
+    assert opened == sorted(opened) and len(set(opened)) == len(opened)
+    assert [c["id"] for c in walked if c["id"] in mine] == mine
+
+
+def test_the_office_is_shown_where_the_rules_would_send_a_case_and_a_department_is_not(city):
+    _, routing = city
+    _, case = new_case(city)
+    as_office = routing.client.get(f"/v1/cases/{case['id']}", headers=OFFICE).json
+    assert as_office["suggestion"] == {"department": "traffic-police", "deadline_hours": 24}
+    assert routing.client.get(f"/v1/cases/{case['id']}", headers=POLICE).json["suggestion"] is None
+    disputed = act(city, case["id"], "dispute", POLICE, {"reason": "不属于交警职责"})
+    assert disputed.json["suggestion"] is None
+    queue = routing.client.get("/v1/cases?status=pending_triage&limit=200", headers=OFFICE).json["items"]
+    assert next(c for c in queue if c["id"] == case["id"])["suggestion"]["department"] == "traffic-police"
+    _, unruled = new_case(city, "other")
+    assert routing.client.get(f"/v1/cases/{unruled['id']}", headers=OFFICE).json["suggestion"] is None

@@ -42,6 +42,7 @@ from services.routing.domain import (
     verify,
 )
 from shared import geo
+from shared.auth import Caller
 from shared.errors import IllegalTransition, InvalidFields, NotVisible
 
 NOW = datetime(2026, 11, 18, 2, 0, tzinfo=UTC)
@@ -503,6 +504,31 @@ def test_no_rule_for_the_category_matches_nothing():
 
 def test_a_district_only_rule_does_not_serve_other_districts():
     assert match_rule(RULES, "traffic.parking", "lanshan") is None
+
+
+OFFICER = Caller(id="officer-1", role="office")
+
+
+@pytest.mark.parametrize("status", [PENDING_TRIAGE, DISPATCHED, ACCEPTED])
+def test_the_office_is_shown_the_rule_a_dispatchable_case_matches(status):
+    assert domain.suggestion(a_case(status), RULES, OFFICER) == {"department": "lanshan-sanitation",
+                                                                  "deadline_hours": 12}
+
+
+@pytest.mark.parametrize("status", [RECTIFIED, CLOSED, REJECTED])
+def test_no_suggestion_once_the_case_cannot_be_dispatched(status):
+    assert domain.suggestion(a_case(status), RULES, OFFICER) is None
+
+
+@pytest.mark.parametrize("caller", [Caller("clerk-1", "department", dept="sanitation"),
+                                    Caller("leader-1", "grid_leader", grid="lanshan-01"),
+                                    Caller("assoc-1", "association")])
+def test_only_those_who_may_read_the_rules_are_shown_a_suggestion(caller):
+    assert domain.suggestion(a_case(PENDING_TRIAGE), RULES, caller) is None
+
+
+def test_no_suggestion_for_a_case_no_rule_covers():
+    assert domain.suggestion(a_case(PENDING_TRIAGE, category="other"), RULES, OFFICER) is None
 
 
 CATEGORY_CODES = {"env.garbage", "traffic.parking"}

@@ -1,0 +1,50 @@
+/**
+ * Where the services are, and the city's time zone: /config.json, which the console's server writes from its
+ * settings (deploy/console.py), so that one build serves every deployment.
+ */
+export const SERVICES = ["intake", "routing", "hours", "notify"] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+export interface ConsoleConfig {
+  services: Record<ServiceName, string>;
+  /** An IANA zone, e.g. Asia/Shanghai: every time the console shows is in it. */
+  timeZone: string;
+}
+
+let loaded: ConsoleConfig | null = null;
+
+export async function loadConfig(): Promise<ConsoleConfig> {
+  const response = await fetch("/config.json", { cache: "no-store" });
+  if (!response.ok) {
+    throw new Error(`/config.json: HTTP ${response.status}`);
+  }
+  loaded = parseConfig(await response.json());
+  return loaded;
+}
+
+export function config(): ConsoleConfig {
+  if (loaded === null) {
+    throw new Error("The console's configuration is not loaded yet.");
+  }
+  return loaded;
+}
+
+export function parseConfig(value: unknown): ConsoleConfig {
+  if (typeof value !== "object" || value === null) {
+    throw new Error("/config.json is not an object");
+  }
+  const fields: Record<string, unknown> = { ...value };
+  const services: Record<string, unknown> = typeof fields.services === "object" && fields.services !== null
+    ? { ...fields.services } : {};
+  const urls = Object.fromEntries(SERVICES.map((name) => {
+    const url = services[name];
+    if (typeof url !== "string") {
+      throw new Error(`/config.json names no URL for ${name}`);
+    }
+    return [name, url];
+  }));
+  if (typeof fields.timeZone !== "string") {
+    throw new Error("/config.json names no timeZone");
+  }
+  return { services: urls as Record<ServiceName, string>, timeZone: fields.timeZone };
+}

@@ -1,0 +1,186 @@
+"""The staff console (clients/console): built when its sources changed, and served as a static app.
+
+The console reaches the four services across origins, through the CORS that `make up` configures
+(WOODPECKER_CORS_ORIGINS), rather than through forwarded paths on its own origin: its server then holds no
+logic and sees none of the API's traffic, and the services see each browser's own address, which their
+per-address rate limits and their audit log rely on (a forwarding server would make every caller one address).
+The browser learns where the services are, and the city's time zone, from /config.json, so one build serves
+any deployment.
+
+`gunicorn "deploy.console:create_app()"` serves the built app (clients/console/dist): /config.json, the hashed
+assets (cached for good), and the app's page for every other path (history-mode routes).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from flask import Flask, Response, abort, send_from_directory
+
+from shared import reference
+from shared.config import SERVICE_PORTS
+
+ROOT = Path(__file__).resolve().parent.parent
+CONSOLE = ROOT / "clients" / "console"
+DEFAULT_PORT = 8000
+# What a build is made from; the digest of these is written into dist/ beside the build.
+SOURCES = ("index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json", "src", "public")
+BUILT_FROM = ".woodpecker-sources"
+INSTALLED = Path("node_modules") / ".woodpecker-installed"
+NODE_NEEDED = (20, 19)
+NODE_HOWTO = ("Node.js 20.19 or newer, with npm, builds it: from https://nodejs.org, or your distribution's "
+              "`nodejs` and `npm` packages where they are that new (Debian 13: `apt-get install nodejs npm`).")
+BUILD_TIMEOUT_S = 600
+# Vite names every asset after its content: a name never changes meaning.
+ASSET_MAX_AGE_S = 365 * 24 * 3600
+_VERSION = re.compile(r"v(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    port: int
+    # Where a browser reaches each service (an origin, as the console's page sees it).
+    services: Mapping[str, str]
+    time_zone: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ConsoleSettings:
+        services = {service: env.get(f"CONSOLE_{service.upper()}_URL")
+                    or f"http://127.0.0.1:{env.get(f'{service.upper()}_PORT', port)}"
+                    for service, port in SERVICE_PORTS.items()}
+        city = reference.load(env.get("WOODPECKER_REFERENCE_DIR") or None)
+        return cls(port=int(env.get("CONSOLE_PORT", DEFAULT_PORT)),
+                   services={name: url.rstrip("/") for name, url in services.items()}, time_zone=city.timezone.key)
+
+
+def origins(port: int) -> list[str]:
+    """The origins a browser may open the local console at: the services' CORS lets these call them."""
+    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
+# --- building ---------------------------------------------------------------------------------
+
+def node_problem() -> str | None:
+    """Why this machine cannot build the console, in a sentence that says how to fix it; None if it can."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return f"Node.js and npm are not installed. {NODE_HOWTO}"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    found = _VERSION.match(version)
+    if found is None or (int(found[1]), int(found[2])) < NODE_NEEDED:
+        return f"Node.js {version or '(unknown version)'} is too old. {NODE_HOWTO}"
+    return None
+
+
+def sources_digest(console: Path = CONSOLE) -> str:
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        path = console / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+        for file in files:
+            digest.update(str(file.relative_to(console)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def lock_digest(console: Path = CONSOLE) -> str:
+    return hashlib.sha256((console / "package.json").read_bytes() + (console / "package-lock.json").read_bytes()
+                          ).hexdigest()
+
+
+def npm_install(console: Path = CONSOLE) -> None:
+    """`npm ci`, unless node_modules already holds exactly what the lock file pins."""
+    stamp = console / INSTALLED
+    if stamp.exists() and stamp.read_text() == lock_digest(console):
+        return
+    _npm(["ci", "--no-audit", "--no-fund"], console)
+    stamp.write_text(lock_digest(console))
+
+
+def build_if_changed(console: Path = CONSOLE) -> bool:
+    """Build dist/ unless it was built from these very sources; True if it built. Raises BuildFailed."""
+    digest = sources_digest(console)
+    stamp = console / "dist" / BUILT_FROM
+    if stamp.exists() and stamp.read_text() == digest:
+        return False
+    npm_install(console)
+    _npm(["run", "build"], console)
+    # After the build: it rewrites the declarations of the components it imports on demand (src/*.d.ts).
+    stamp.write_text(sources_digest(console))
+    return True
+
+
+class BuildFailed(Exception):
+    pass
+
+
+def _npm(arguments: list[str], console: Path) -> None:
+    done = subprocess.run([shutil.which("npm") or "npm", *arguments], cwd=console, capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT_S)
+    if done.returncode != 0:
+        raise BuildFailed(f"npm {' '.join(arguments)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+
+
+# --- serving ----------------------------------------------------------------------------------
+
+def security_headers(settings: ConsoleSettings) -> dict[str, str]:
+    """The page may talk to the four services and nothing else; the token in a sign-in link's fragment never
+    leaves the page (fragments are not sent, and no Referer is)."""
+    api = " ".join(sorted({_origin(url) for url in settings.services.values()}))
+    policy = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
+              f"connect-src 'self' {api}; font-src 'self' data:; object-src 'none'; base-uri 'none'; "
+              "form-action 'self'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY"}
+
+
+def _origin(url: str) -> str:
+    parts = urlparse(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def create_app(settings: ConsoleSettings | None = None, dist: Path = CONSOLE / "dist") -> Flask:
+    settings = settings or ConsoleSettings.from_env(os.environ)
+    app = Flask("woodpecker-console", static_folder=None)
+    page = dist / "index.html"
+    client_config = json.dumps({"services": dict(settings.services), "timeZone": settings.time_zone})
+    headers = security_headers(settings)
+
+    @app.after_request
+    def secured(response: Response) -> Response:
+        response.headers.update(headers)
+        return response
+
+    @app.get("/config.json")
+    def config() -> Response:
+        return Response(client_config, mimetype="application/json", headers={"Cache-Control": "no-store"})
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response('{"status": "ok"}', mimetype="application/json")
+
+    @app.get("/assets/<path:name>")
+    def asset(name: str) -> Response:
+        # A missing asset is a 404, never the app's page: a stale page asking for an old chunk must fail loudly.
+        return send_from_directory(dist / "assets", name, max_age=ASSET_MAX_AGE_S)
+
+    @app.get("/", defaults={"path": ""})
+    @app.get("/<path:path>")
+    def app_page(path: str) -> Response:
+        # A file at the root (the icon) is itself; a dot-file (the build's stamp) is nobody's business.
+        if path and "/" not in path and not path.startswith(".") and (dist / path).is_file():
+            return send_from_directory(dist, path, max_age=3600)
+        if not page.exists():
+            abort(503, "The console is not built: run `make up` (it builds clients/console when Node.js is present).")
+        response = send_from_directory(dist, "index.html", max_age=0)
+        response.headers["Cache-Control"] = "no-cache"  # a new build's page names new assets at once
+        return response
+
+    return app

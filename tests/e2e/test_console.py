@@ -1,0 +1,370 @@
+"""The staff console (clients/console) as `make up` serves it, against the system it starts.
+
+Its own logic (vitest) and its type check against types freshly generated from the running services' documents;
+then Debian's Chromium, headless, driven by Playwright: the loop through the screen (triage, dispatch, accept,
+rectify with an uploaded after-photo, verify), a department opening another department's case, the sign-in
+pages, the keyboard, and axe-core on every route. Each test saves a screenshot of each route it opens under
+.run/screenshots/ (look at them: that is what a person sees).
+
+Needs Node.js 20.19+ with npm (make up builds the console) and Chromium at /usr/bin/chromium, which this module
+installs from Debian's packages when it runs as root, and otherwise skips, saying how to install it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from deploy import console as console_build
+from shared.auth import issue_token
+from shared.testing import wait_for
+from tests.conftest import TEST_JWT_SECRET
+from tests.e2e.conftest import running_system, system_env
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+CONSOLE = console_build.CONSOLE
+SCREENSHOTS = ROOT / ".run" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+# Chromium, and a Chinese font for the screenshots to be read (the console is Chinese first).
+DEBIAN_PACKAGES = ("chromium", "fonts-wqy-microhei")
+DESKTOP = {"width": 1366, "height": 900}
+TABLET = {"width": 800, "height": 1100}  # the department's views work at tablet width
+LANSHAN_01 = {"lat": 35.060, "lng": 118.315, "address": "金雀山路与沂蒙路交叉口"}
+HEDONG_03 = {"lat": 35.100, "lng": 118.395, "address": "沂河路"}
+LINK = re.compile(r"^\s+(office|department|grid leader)\s+(http://\S+)$", re.MULTILINE)
+TIMEOUT_MS = 20_000
+
+
+# --- the system, the browser ------------------------------------------------------------------
+
+def chromium() -> str:
+    """Debian's Chromium: installed here when it is missing and this runs as root, else the test skips."""
+    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
+    if not CHROMIUM.exists():
+        pytest.skip("The console's browser tests drive Debian's Chromium at /usr/bin/chromium, which is missing; "
+                    f"install it as root: `apt-get install {' '.join(DEBIAN_PACKAGES)}` (make test does so itself "
+                    "when it runs as root).")
+    return str(CHROMIUM)
+
+
+@pytest.fixture(scope="module")
+def system(amqp_url, mongo_url, tmp_path_factory):
+    """`make up` with the console; (each service's URL, the console's URL, the sign-in link of each role)."""
+    env, urls = system_env(amqp_url, mongo_url, tmp_path_factory.mktemp("run"), "console")
+    env["WOODPECKER_CONSOLE"] = "on"
+    with running_system(env) as printed:
+        links = dict(LINK.findall(printed))
+        assert set(links) == {"office", "department", "grid leader"}, f"make up printed no sign-in links:\n{printed}"
+        yield urls, f"http://127.0.0.1:{env['CONSOLE_PORT']}", links
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def open_tab(browser) -> Iterator:
+    """A new tab of a new browser profile (sessionStorage: each signs in on its own); closed after the test."""
+    contexts = []
+
+    def opened(viewport: dict = DESKTOP, **options):
+        # Reduced motion: the console then shows dialogs and progress at once, and the screenshots show them settled.
+        contexts.append(browser.new_context(viewport=viewport, locale="zh-CN", reduced_motion="reduce", **options))
+        page = contexts[-1].new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        return page
+
+    yield opened
+    for context in contexts:
+        context.close()
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def no_dialog(page) -> None:
+    page.get_by_role("dialog").wait_for(state="hidden")
+
+
+def token(role: str, sub: str, ttl: timedelta = timedelta(hours=1), **claims) -> str:
+    return issue_token(TEST_JWT_SECRET, sub, role, ttl=ttl, **claims)
+
+
+# --- what a volunteer submits through the API ---------------------------------------------------
+
+def jpeg(color: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (640, 480), color).save(out, "JPEG")
+    return out.getvalue()
+
+
+def submitted_case(urls: dict, category: str, location: dict, description: str) -> dict:
+    """A report through intake, and the case routing opens for it."""
+    volunteer = {"Authorization": f"Bearer {token('volunteer', f'vol-{uuid.uuid4().hex[:6]}')}"}
+    photo = requests.post(f"{urls['intake']}/v1/photos", headers=volunteer, timeout=10,
+                          files={"file": ("before.jpg", jpeg("darkorange"), "image/jpeg")})
+    assert photo.status_code == 201, photo.text
+    report = requests.post(f"{urls['intake']}/v1/reports", headers=volunteer, timeout=10, json={
+        "category": category, "description": description, "location": location, "photo_ids": [photo.json()["id"]]})
+    assert report.status_code == 201, report.text
+    office = {"Authorization": f"Bearer {token('office', 'office-1')}"}
+
+    def opened() -> dict | None:
+        cases = requests.get(f"{urls['routing']}/v1/cases?limit=200", headers=office, timeout=10).json()["items"]
+        return next((c for c in cases if report.json()["id"] in c["report_ids"]), None)
+
+    return wait_for(opened, timeout=30, what=f"a case for report {report.json()['id']}")
+
+
+def case_as_office(urls: dict, case_id: str) -> dict:
+    office = {"Authorization": f"Bearer {token('office', 'office-1')}"}
+    return requests.get(f"{urls['routing']}/v1/cases/{case_id}", headers=office, timeout=10).json()
+
+
+# --- the console's own checks ------------------------------------------------------------------
+
+def npm(arguments: list[str], env: dict | None = None, timeout: int = 300) -> None:
+    done = subprocess.run([shutil.which("npm") or "npm", *arguments], cwd=CONSOLE, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"npm {' '.join(arguments)} failed:\n{done.stdout[-20000:]}\n{done.stderr[-5000:]}"
+
+
+def test_the_consoles_own_logic_passes_its_unit_tests(system):
+    console_build.npm_install()
+    npm(["run", "--silent", "test"])
+
+
+def test_the_console_type_checks_against_types_generated_from_the_running_services(system):
+    urls, _, _ = system
+    console_build.npm_install()
+    env = {**os.environ, **{f"{service.upper()}_URL": url for service, url in urls.items()}}
+    npm(["run", "--silent", "generate"], env=env)
+    npm(["run", "--silent", "check"])
+
+
+# --- through the screen --------------------------------------------------------------------------
+
+def test_the_loop_through_the_screen(system, open_tab):
+    urls, base, links = system
+    case = submitted_case(urls, "other", LANSHAN_01, "路边有人私设地桩占用公共车位")
+    case_id = case["id"]
+    assert case["status"] == "pending_triage"
+
+    # The office: the case waits in its triage queue; it dispatches it to the traffic police.
+    office = open_tab()
+    office.goto(links["office"])
+    dispatch = office.locator(f'[data-test="dispatch-{case_id}"]')
+    dispatch.wait_for()
+    assert office.url == f"{base}/triage", "the token stays out of the address bar"
+    assert office.locator('[data-test="triage-table"] img').first.get_attribute("src").startswith("blob:")
+    shot(office, "loop-1-office-triage")
+    dispatch.click()
+    office.locator('.el-dialog [data-test="department"]').click()
+    office.locator(".el-select-dropdown__item", has_text="交警支队").click()
+    office.locator(".el-select-dropdown").wait_for(state="hidden")
+    shot(office, "loop-2-office-dispatch-dialog")
+    office.locator('[data-test="dispatch-submit"]').click()
+    dispatch.wait_for(state="detached")
+    assert case_as_office(urls, case_id)["department"] == "traffic-police"
+
+    # The department, at tablet width: accepts the case, then rectifies it with an after-photo it uploads.
+    department = open_tab(TABLET)
+    department.goto(links["department"])
+    department.locator(f'a[href="/cases/{case_id}"]').first.click()
+    department.locator('[data-test="action-accept"]').click()
+    department.locator('[data-test="action-submit"]').click()
+    department.locator('[data-test="case-status"]', has_text="处置中").wait_for()
+    department.locator('[data-test="action-rectify"]').click()
+    department.locator('.el-dialog textarea[data-test="text"]').fill("已拆除地桩，恢复公共车位")
+    department.locator('[data-test="photo-input"]').set_input_files(
+        files=[{"name": "after.jpg", "mimeType": "image/jpeg", "buffer": jpeg("seagreen")}])
+    department.locator(".el-dialog .el-progress.is-success").wait_for()
+    shot(department, "loop-3-department-rectify-dialog")
+    department.locator('[data-test="action-submit"]').click()
+    department.locator('[data-test="case-status"]', has_text="待复核").wait_for()
+    department.locator('[data-test="after-photos"] img').wait_for()
+    no_dialog(department)
+    shot(department, "loop-4-department-case-rectified")
+    assert case_as_office(urls, case_id)["status"] == "rectified"
+
+    # The office checks the fix and closes the case; the page shows it closed, with its whole timeline.
+    office.goto(f"{base}/cases/{case_id}")
+    office.locator('[data-test="action-verify"]').click()
+    office.locator('.el-dialog textarea[data-test="text"]').fill("现场复核，地桩已拆除")
+    office.locator('[data-test="action-submit"]').click()
+    office.locator('[data-test="case-status"]', has_text="已结案").wait_for()
+    timeline = office.locator('[data-test="timeline"]').inner_text()
+    for step in ("立案", "派遣", "接收", "整改反馈", "复核通过，结案", "office:office-1", "department:police-1",
+                 "已拆除地桩，恢复公共车位", "现场复核，地桩已拆除"):
+        assert step in timeline, step
+    assert office.locator('[data-test="action-verify"]').count() == 0
+    no_dialog(office)
+    shot(office, "loop-5-office-case-closed")
+    assert case_as_office(urls, case_id)["status"] == "closed"
+
+
+def test_bulk_dispatch_of_a_disputed_case_and_a_new_one_and_the_bell_that_told_of_the_dispute(system, open_tab):
+    urls, base, links = system
+    disputed = submitted_case(urls, "traffic.parking", {"lat": 35.10, "lng": 118.315}, "学校门口家长接送车辆占道")
+    police = {"Authorization": f"Bearer {token('department', 'police-1', dept='traffic-police')}"}
+    answer = requests.post(f"{urls['routing']}/v1/cases/{disputed['id']}/dispute", headers=police, timeout=10,
+                           json={"reason": "车辆停在小区内部道路，不属于交警职责"})
+    assert answer.status_code == 200, answer.text
+    new = submitted_case(urls, "other", {"lat": 35.10, "lng": 118.425}, "广场喷泉长期停用，池内积水发臭")
+    office = open_tab()
+    office.goto(links["office"])
+    rows = {case["id"]: office.locator(".el-table__row", has_text=case["id"]) for case in (disputed, new)}
+    for row in rows.values():
+        row.wait_for()
+    assert "police-1 退回：车辆停在小区内部道路，不属于交警职责" in rows[disputed["id"]].inner_text()
+    assert "交警支队" in rows[disputed["id"]].inner_text(), "the rules' suggestion"
+    # The office heard of the dispute: its bell counts the notice, and the notice opens the case.
+    bell = office.get_by_role("button", name=re.compile("^通知"))
+    wait_for(lambda: office.reload() or "未读" in (bell.get_attribute("aria-label") or ""), timeout=30,
+             what="the dispute's notice counted by the bell")
+    for row in rows.values():
+        row.locator(".el-checkbox").click()
+    shot(office, "bulk-1-office-triage-selected")
+    office.locator('[data-test="bulk-dispatch"]').click()
+    assert "所选案件的规则建议不同" in office.get_by_role("dialog").inner_text()
+    office.locator('.el-dialog [data-test="department"]').click()
+    office.locator(".el-select-dropdown__item", has_text="城市管理局").click()
+    office.locator('[data-test="dispatch-submit"]').click()
+    for row in rows.values():
+        row.wait_for(state="detached")
+    assert {case_as_office(urls, c["id"])["department"] for c in (disputed, new)} == {"urban-management"}
+    bell.click()
+    notice = office.locator(".notice", has_text="退回").first
+    notice.wait_for()
+    shot(office, "bulk-2-office-inbox")
+    notice.click()
+    office.wait_for_url(f"{base}/cases/{disputed['id']}")
+
+
+def test_a_department_opening_another_departments_case_sees_a_not_found_page_and_none_of_it(system, open_tab):
+    urls, base, _ = system
+    description = "沂河路人行道违停车辆，请交警处理"
+    case = submitted_case(urls, "traffic.parking", HEDONG_03, description)
+    assert case["department"] == "traffic-police"
+    sanitation = open_tab(TABLET)
+    photos = []
+    sanitation.on("request", lambda request: photos.append(request.url) if "/v1/photos/" in request.url else None)
+    sanitation.goto(f"{base}/cases/{case['id']}#token={token('department', 'san-1', dept='sanitation')}")
+    sanitation.get_by_role("heading", name="未找到").wait_for()
+    assert f"案件 {case['id']} 不存在，或不在您的权限范围内" in sanitation.content()
+    page = sanitation.content()
+    for secret in (description, "交警支队", "沂河路", case["photo_ids"][0]):
+        assert secret not in page, secret
+    assert photos == []
+    shot(sanitation, "other-department-case-not-found")
+
+
+@pytest.mark.parametrize("why, link_token, title", [
+    ("expired", lambda: token("office", "office-1", ttl=timedelta(seconds=-5)), "登录已过期"),
+    ("missing", lambda: "", "请先登录"),
+    ("invalid", lambda: "not-a-jwt", "登录链接无效"),
+    ("not-staff", lambda: token("volunteer", "vol-1"), "此工作台仅供工作人员使用"),
+])
+def test_a_tab_without_a_usable_token_gets_a_page_that_says_why(system, open_tab, why, link_token, title):
+    _, base, _ = system
+    page = open_tab()
+    fragment = f"#token={link_token()}" if link_token() else ""
+    page.goto(f"{base}/cases/some-case{fragment}")
+    page.get_by_role("heading", name=title).wait_for()
+    assert "token=" not in page.url and "/sign-in" in page.url
+    shot(page, f"sign-in-{why}")
+
+
+def test_a_role_a_route_does_not_serve_gets_a_forbidden_state(system, open_tab):
+    _, base, links = system
+    page = open_tab(TABLET)
+    page.goto(links["grid leader"].replace("/cases#", "/triage#"))
+    page.get_by_role("heading", name="无权访问").wait_for()
+    shot(page, "grid-leader-triage-forbidden")
+
+
+def test_the_triage_queue_works_by_keyboard(system, open_tab):
+    urls, _, links = system
+    case = submitted_case(urls, "other", {"lat": 35.045, "lng": 118.305}, "公园门口共享单车乱停放堵塞出入口")
+    page = open_tab()
+    page.goto(links["office"])
+    page.locator(f'[data-test="dispatch-{case["id"]}"]').wait_for()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    for _ in range(120):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.test") == f"dispatch-{case['id']}":
+            break
+    else:
+        pytest.fail("Tab never reached the case's dispatch button")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+    assert "规则建议" in dialog.inner_text() or "没有适用的分拨规则" in dialog.inner_text()
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+
+
+def axe_violations(page) -> list[dict]:
+    """axe-core's serious and critical violations on the page as it stands."""
+    page.add_script_tag(path=str(CONSOLE / "node_modules" / "axe-core" / "axe.min.js"))
+    found = page.evaluate("""async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+        .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                    nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))}))""")
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_any_route(system, open_tab):
+    urls, base, links = system
+    case = submitted_case(urls, "traffic.parking", {"lat": 35.06, "lng": 118.345}, "商场门口机动车占用消防通道")
+    waiting = submitted_case(urls, "other", {"lat": 35.10, "lng": 118.345}, "河堤步道护栏缺失，存在安全隐患")
+    assert waiting["status"] == "pending_triage"
+    routes = [  # (who, width, where, what shows it is ready, the screenshot's name)
+        ("office", DESKTOP, links["office"], '[data-test="triage-table"] img', "office-triage"),
+        ("office", DESKTOP, f"{base}/cases", '[data-test="cases-table"] a', "office-cases"),
+        ("office", DESKTOP, f"{base}/cases/{case['id']}", '[data-test="timeline"]', "office-case"),
+        ("department", TABLET, links["department"], '[data-test="cases-table"] a', "department-cases"),
+        ("department", TABLET, f"{base}/cases/{case['id']}", '[data-test="action-accept"]', "department-case"),
+        ("grid-leader", TABLET, links["grid leader"], '[data-test="cases-table"]', "grid-leader-cases"),
+        ("department", TABLET, f"{base}/triage", "text=无权访问", "department-triage-forbidden"),
+        ("nobody", DESKTOP, f"{base}/sign-in?reason=expired", "text=登录已过期", "sign-in-expired"),
+        ("nobody", DESKTOP, f"{base}/no-such-page", "text=没有这个页面", "not-found"),
+    ]
+    tabs: dict[str, object] = {}
+    found = {}
+    for who, viewport, url, ready, name in routes:
+        # CSP keeps scripts the console does not serve out of its pages; axe is injected past it.
+        page = tabs.get(who) or tabs.setdefault(who, open_tab(viewport, bypass_csp=True))
+        page.goto(url)
+        page.locator(ready).first.wait_for()
+        page.wait_for_load_state("networkidle")
+        shot(page, f"axe-{name}")
+        if violations := axe_violations(page):
+            found[name] = violations
+    assert not found, json.dumps(found, ensure_ascii=False, indent=1)

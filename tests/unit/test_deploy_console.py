@@ -1,0 +1,85 @@
+"""How make up serves the console (deploy/console.py): every path is the app, assets are themselves or 404,
+/config.json says where the services are, the page may talk to them and nothing else; built only when its
+sources changed; without Node.js, a sentence that says how to get it."""
+from pathlib import Path
+
+import pytest
+
+from deploy import console
+from deploy.console import ConsoleSettings, create_app
+
+SERVICES = {"intake": "http://127.0.0.1:8001", "routing": "http://127.0.0.1:8002", "hours": "http://127.0.0.1:8003",
+            "notify": "https://notify.example.gov.cn/api"}
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text("<!doctype html><div id=app></div>")
+    (tmp_path / "assets" / "index-abc123.js").write_text("console.log(1)")
+    (tmp_path / "favicon.svg").write_text("<svg/>")
+    settings = ConsoleSettings(port=8000, services=SERVICES, time_zone="Asia/Shanghai")
+    return create_app(settings, dist=tmp_path).test_client()
+
+
+@pytest.mark.parametrize("path", ["/", "/triage", "/cases/case-1", "/cases?status=closed", "/no/such/page"])
+def test_every_route_is_the_app_and_never_cached(client, path):
+    answer = client.get(path)
+    assert answer.status_code == 200 and b"<div id=app>" in answer.data
+    assert answer.headers["Cache-Control"] == "no-cache"
+
+
+def test_an_asset_is_itself_cached_for_good_and_a_missing_one_is_a_404(client):
+    answer = client.get("/assets/index-abc123.js")
+    assert answer.data == b"console.log(1)" and "max-age=31536000" in answer.headers["Cache-Control"]
+    assert client.get("/assets/index-old999.js").status_code == 404
+    assert client.get("/favicon.svg").data == b"<svg/>"
+
+
+def test_config_says_where_the_services_are_and_the_citys_zone(client):
+    answer = client.get("/config.json")
+    assert answer.json == {"services": SERVICES, "timeZone": "Asia/Shanghai"}
+    assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_the_page_may_talk_to_the_four_services_and_nothing_else(client):
+    headers = client.get("/triage").headers
+    policy = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
+    assert policy["connect-src"] == ("'self' http://127.0.0.1:8001 http://127.0.0.1:8002 http://127.0.0.1:8003 "
+                                     "https://notify.example.gov.cn")
+    assert policy["script-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
+    assert headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_the_services_urls_default_to_make_ups_ports():
+    settings = ConsoleSettings.from_env({"ROUTING_PORT": "9002", "CONSOLE_NOTIFY_URL": "https://n.example/"})
+    assert settings.services == {"intake": "http://127.0.0.1:8001", "routing": "http://127.0.0.1:9002",
+                                 "hours": "http://127.0.0.1:8003", "notify": "https://n.example"}
+    assert settings.port == 8000 and settings.time_zone == "Asia/Shanghai"
+
+
+def test_it_is_built_only_when_its_sources_changed(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.ts").write_text("one")
+    for name in ("package.json", "package-lock.json"):
+        (tmp_path / name).write_text("{}")
+    runs = []
+
+    def npm(arguments, where):
+        runs.append(arguments[0])
+        if arguments == ["run", "build"]:
+            (where / "dist").mkdir(exist_ok=True)
+
+    monkeypatch.setattr(console, "_npm", npm)
+    (tmp_path / "node_modules").mkdir()
+    assert console.build_if_changed(tmp_path) is True
+    assert console.build_if_changed(tmp_path) is False
+    (tmp_path / "src" / "main.ts").write_text("two")
+    assert console.build_if_changed(tmp_path) is True
+    assert runs == ["ci", "run", "run"], "npm ci once (the lock did not change), a build per change"
+
+
+def test_without_nodejs_it_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(console.shutil, "which", lambda name: None)
+    assert "Node.js and npm are not installed" in console.node_problem()
+    assert "https://nodejs.org" in console.node_problem()
