@@ -30,6 +30,7 @@ from shared.scope import Scope
 from shared.store import LostRace, drop_index_if_present, in_transaction, optimistically
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, Submitted, case_events, default_rules
+from .sla import BOARD_FIELDS
 
 # Kept beside `status`, so that the nearby lookup never reads closed history; and the case's place key
 # (shared.geo.place_key): the lookup asks for the keys around every report of a batch at once, equalities
@@ -47,6 +48,8 @@ DUPLICATE_KEY = 11000
 RULES_MAX_AGE_S = 1.0
 
 
+# The SLA board's lookups: by department (the office, a department), or by grid (a grid leader).
+SLA_BOARD_BY = ("department", "grid_id")
 LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
              ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"))
 
@@ -101,6 +104,9 @@ class CaseStore:
         for prefix in LISTED_BY:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
+        # The SLA board: a department's (or a grid's) running cases by deadline, closed history never read.
+        for holder in SLA_BOARD_BY:
+            self.cases.create_index([("status", ASCENDING), (holder, ASCENDING), ("due_at", ASCENDING)])
         drop_index_if_present(self.opening_locks, LOCKS_TTL_INDEX)
 
     def ensure_areas(self) -> None:
@@ -224,6 +230,19 @@ class CaseStore:
         """Cases whose deadline runs and has passed, not yet flagged: one bounded lookup per running status."""
         return [_public(d) for status in RUNNING_STATUSES for d in self.cases.find(
             {"overdue": False, "status": status, "due_at": {"$gte": EPOCH, "$lte": now}}, {"outbox": 0})]
+
+    def sla_board(self, filters: list[dict], horizon: datetime) -> list[dict]:
+        """The running cases due by `horizon` (overdue ones included) that match one of `filters` (each a
+        department, or a grid, and maybe both, as `Scope.within` gives them): one lookup per filter and running
+        status, each an equality prefix and a range over a board index, so it reads the present only."""
+        found: dict[str, dict] = {}
+        projection = dict.fromkeys(BOARD_FIELDS, 1)
+        for wanted in filters:
+            for status in RUNNING_STATUSES:
+                query = {**wanted, "status": status, "due_at": {"$gte": EPOCH, "$lte": horizon}}
+                for document in self.cases.find(query, projection):
+                    found[document["_id"]] = _public(document)
+        return list(found.values())
 
     def cases_for_stats(self, start: datetime, end: datetime) -> list[dict]:
         """Cases that can count in a period: due, verified or rectified in it, or still open.
