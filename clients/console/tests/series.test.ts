@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
 
+import { translate, type MessageKey, type Params } from "@/i18n";
+import zhCN from "@/i18n/zh-CN";
+import { boardTime } from "@/sla/words";
 import { monthlySeries, shown, withFigures, type LeagueRow } from "@/stats/series";
 
 interface Row extends LeagueRow {
@@ -38,5 +41,20 @@ describe("the monthly series", () => {
     expect(shown("on_time_rate", 0.8947)).toBe(89.5);
     expect(shown("avg_hours_to_rectify", 9.5)).toBe(9.5);
     expect(shown("rework_rate", null)).toBeNull();
+  });
+});
+
+describe("the SLA board's time", () => {
+  const t = (key: MessageKey, params?: Params) => translate(zhCN, key, params);
+
+  it("is said on the case's own clock", () => {
+    expect(boardTime({ standing: "due_soon", basis: "working", hours_left: 6.5, hours_overdue: null }, t))
+      .toBe("剩 6.5 工作小时");
+    expect(boardTime({ standing: "due_soon", basis: "calendar", hours_left: 23, hours_overdue: null }, t))
+      .toBe("剩 23 小时");
+    expect(boardTime({ standing: "overdue", basis: "working", hours_left: null, hours_overdue: 4 }, t))
+      .toBe("超期 4 工作小时");
+    expect(boardTime({ standing: "overdue", basis: "calendar", hours_left: null, hours_overdue: 0.04 }, t))
+      .toBe("超期 0.0 小时");
   });
 });
