@@ -2,7 +2,8 @@
 (a browser's public client, docs/console.md): a code for the user picked at the provider's page, exchanged once
 with the verifier for an access token a service accepts, and an ID token with the nonce; everything a public
 client must not get away with refused (no PKCE, `plain`, a wrong verifier, a redirect URI not registered exactly,
-a code used twice); a refusal at the provider's page sent back as `access_denied` with the state.
+a code used twice); a refusal at the provider's page sent back as `access_denied` with the state. And the console's
+server letting its page reach the provider's issuer and token endpoint (its CSP), found through discovery.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import jwt
 import pytest
 import requests
 
+from deploy.console import ConsoleSettings
+from deploy.console import create_app as create_console
 from services.intake.app import create_app
 from tests.conftest import provider_settings, settings_for_test
 from tests.identity_provider import (
@@ -135,3 +138,27 @@ def test_another_origin_gets_no_cors_from_the_token_endpoint(provider):
     answer = requests.post(f"{provider.issuer}/token", headers={"Origin": "https://evil.example"}, timeout=10,
                            data={"grant_type": "authorization_code", "code": "x", "client_id": CONSOLE_CLIENT_ID})
     assert "Access-Control-Allow-Origin" not in answer.headers
+
+
+def test_the_consoles_page_may_reach_the_providers_issuer_and_token_endpoint_and_no_more(provider, tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html><div id=app></div>")
+    settings = ConsoleSettings.from_env({"CONSOLE_OIDC_ISSUER": provider.issuer,
+                                         "CONSOLE_OIDC_CLIENT_ID": CONSOLE_CLIENT_ID})
+    provider.discovery_changes["token_endpoint"] = "http://localhost:1/token"  # on another origin than the issuer
+    try:
+        headers = create_console(settings, dist=tmp_path).test_client().get("/triage").headers
+    finally:
+        provider.discovery_changes.clear()
+    policy = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
+    allowed = policy["connect-src"].split()
+    assert provider.issuer in allowed and "http://localhost:1" in allowed
+    assert len(allowed) == 1 + 4 + 2  # 'self', the four services, the provider's two origins
+
+
+def test_a_provider_away_when_the_console_starts_leaves_its_issuer_alone_allowed(tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html><div id=app></div>")
+    with IdentityProvider() as away:
+        issuer = away.issuer
+    settings = ConsoleSettings.from_env({"CONSOLE_OIDC_ISSUER": issuer, "CONSOLE_OIDC_CLIENT_ID": CONSOLE_CLIENT_ID})
+    headers = create_console(settings, dist=tmp_path).test_client().get("/triage").headers
+    assert issuer in headers["Content-Security-Policy"]
