@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -235,8 +236,10 @@ class ProviderOrigins:
     def _token_endpoint(self) -> str:
         url = self.provider.issuer.rstrip("/") + "/.well-known/openid-configuration"
         plain_http = urlparse(url).scheme == "http"
+        ca_file = self.provider.claims.ca_file if self.provider.claims else None  # a city's own CA
         answer = fetch("GET", url, PROVIDER_POLICY, headers={"Accept": "application/json"},
                        resolve=_loopback_only if plain_http else socket.getaddrinfo,
+                       tls_context=ssl.create_default_context(cafile=ca_file) if ca_file else None,
                        max_answer_bytes=MAX_DOCUMENT_BYTES)
         if answer.error or answer.status_code != 200:
             raise ValueError(f"{url}: {answer.error or f'HTTP {answer.status_code}'}")

@@ -224,7 +224,8 @@ class _IdTokens(OpenIDCode):
 
     def get_client_claims(self, client: PublicClient) -> dict:
         now = int(time.time())
-        return {"iss": self.provider.issuer, "aud": [client.get_client_id()], "iat": now, "exp": now + TOKEN_LIFETIME_S}
+        return {"iss": self.provider.issuer, "aud": [client.get_client_id()], "iat": now,
+                "exp": now + self.provider.token_lifetime_s}
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         return self.provider.nonce_used(nonce)
@@ -290,7 +291,7 @@ class _AccessTokens(JWTBearerTokenGenerator):
         return user.claims if isinstance(user, User) else client.claims
 
     def _get_expires_in(self, client: Client, grant_type: str) -> int:
-        return TOKEN_LIFETIME_S
+        return self.provider.token_lifetime_s
 
 
 class _Quiet(WSGIRequestHandler):
@@ -304,6 +305,7 @@ class IdentityProvider:
 
     def __init__(self, audience: str = AUDIENCE, algorithm: str = "RS256", port: int = 0):
         self.audience = audience
+        self.token_lifetime_s = TOKEN_LIFETIME_S  # of the tokens its endpoint gives (a test of expiry shortens it)
         self.requests: collections.Counter[str] = collections.Counter()  # path → requests served
         self._keys: dict[str, RSAKey | ECKey] = {}  # every key it made, by kid
         self._published: list[str] = []  # the kids of the keys it publishes
