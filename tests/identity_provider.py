@@ -504,6 +504,7 @@ def main() -> None:
         provider.add_user(username, claims)
     print(f"  the console (make up): CONSOLE_OIDC_ISSUER={provider.issuer} CONSOLE_OIDC_CLIENT_ID={CONSOLE_CLIENT_ID}; "
           f"users {', '.join(STAFF)}")
+    sys.stdout.flush()  # before waiting: into a pipe or a log file too
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
