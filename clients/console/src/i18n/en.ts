@@ -43,6 +43,7 @@ const en: Record<MessageKey, string> = {
   "signin.cityProvider": "the city's sign-in",
   "signin.providerSays": "The sign-in service says: {detail}",
   "signin.beginFailed": "The city's sign-in could not be reached; try again shortly.",
+  "signin.orProvider": "Or sign in through the city's sign-in with the button below.",
 
   "state.loading": "Loading…",
   "state.retry": "Try again",

@@ -41,6 +41,7 @@ const zhCN = {
   "signin.cityProvider": "城市统一身份认证",
   "signin.providerSays": "认证平台提示：{detail}",
   "signin.beginFailed": "无法连接统一身份认证平台，请稍后再试。",
+  "signin.orProvider": "也可以点击下面的按钮，通过统一身份认证平台登录。",
 
   "state.loading": "正在加载…",
   "state.retry": "重试",
