@@ -223,7 +223,7 @@ export async function completeSignIn(address: URL, clean: (address: URL) => void
   sessionStorage.removeItem(PENDING);  // used once, whatever happens
   clean(landingAddress(address, pending?.next));  // the code and the state leave the address bar and the history
   const code = checkCallback(callback, pending);
-  const sent = pending as Pending;
+  const sent = pending as Pending;  // checkCallback refuses a callback with nothing pending
   let response: Response;
   try {
     response = await fetch(sent.tokenEndpoint, {
