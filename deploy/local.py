@@ -283,7 +283,10 @@ def allow_console(env: dict[str, str]) -> console.ConsoleSettings | None:
     deploy/console.py for why the console calls the services across origins)."""
     if env.get("WOODPECKER_CONSOLE", "on") == "off":
         return None
-    settings = console.ConsoleSettings.from_env(env)
+    try:
+        settings = console.ConsoleSettings.from_env(env)
+    except ValueError as refused:  # a CONSOLE_OIDC_* setting it cannot use: say which before starting anything
+        sys.exit(f"The console cannot start: {refused}")
     allowed = [o for o in env.get("WOODPECKER_CORS_ORIGINS", "").split(",") if o.strip()]
     env["WOODPECKER_CORS_ORIGINS"] = ",".join(dict.fromkeys([*allowed, *console.origins(settings.port)]))
     return settings
@@ -308,6 +311,9 @@ def start_console(env: dict[str, str], settings: console.ConsoleSettings, host: 
             "-b", f"{host}:{settings.port}", "--name", "woodpecker-console", "deploy.console:create_app()"],
            "console-web", env)
     base = f"http://127.0.0.1:{settings.port}"
+    if settings.provider is not None:
+        print(f"\nThe console: {base}   staff sign in through the city's provider {settings.provider.issuer} "
+              f"(client {settings.provider.client_id}, redirect URI {base}/sign-in/callback)")
     if "local" not in auth.token_issuers:
         print(f"\nThe console: {base}   (sign-in links need local tokens: WOODPECKER_TOKEN_ISSUERS is oidc alone)")
         return

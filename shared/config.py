@@ -200,6 +200,12 @@ def _oidc(env: os._Environ | dict) -> OidcSettings | None:
                         ca_file=ca_file)
 
 
+def provider_settings(env: os._Environ | dict) -> OidcSettings | None:
+    """The provider the WOODPECKER_OIDC_* settings name, and how its claims map to ours; None without one. For the
+    console's server, which tells the browser the same mapping (deploy/console.py)."""
+    return _oidc(env)
+
+
 def _token_issuers(env: os._Environ | dict, oidc: OidcSettings | None) -> tuple[str, ...]:
     """Local tokens alone without a provider; with one, its tokens too (CONTRACT "Tokens"), until the deployment
     says `oidc` alone."""
