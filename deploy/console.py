@@ -38,7 +38,7 @@ from flask import Flask, Response, abort, send_from_directory
 
 from shared import reference
 from shared.config import SERVICE_PORTS, OidcSettings, provider_settings, provider_url_problem
-from shared.oidc import MAX_DOCUMENT_BYTES, PROVIDER_POLICY, _loopback_only
+from shared.oidc import MAX_DOCUMENT_BYTES, PROVIDER_POLICY, loopback_only
 from shared.outbound import fetch
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class ProviderOrigins:
         plain_http = urlparse(url).scheme == "http"
         ca_file = self.provider.claims.ca_file if self.provider.claims else None  # a city's own CA
         answer = fetch("GET", url, PROVIDER_POLICY, headers={"Accept": "application/json"},
-                       resolve=_loopback_only if plain_http else socket.getaddrinfo,
+                       resolve=loopback_only if plain_http else socket.getaddrinfo,
                        tls_context=ssl.create_default_context(cafile=ca_file) if ca_file else None,
                        max_answer_bytes=MAX_DOCUMENT_BYTES)
         if answer.error or answer.status_code != 200:
