@@ -1,12 +1,13 @@
 """The office merges a duplicate case into another, through HTTP beside intake and hours with the real broker: the
 reports move, each report shows its new case, a reporter's second report of the problem gives its credit back, and
 a redelivered event changes nothing twice."""
+import uuid
 from datetime import timedelta
 
 import pytest
 
 from shared.testing import publish_raw, wait_for
-from tests.conftest import bearer
+from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.test_hours import GRIDS, ledger, now, patrol, register, report_by
 from tests.service.test_routing import OFFICE, POLICE, fresh_spot
 
@@ -16,6 +17,13 @@ VOLUNTEER = bearer("volunteer")
 @pytest.fixture(scope="module")
 def city(intake_routing_hours):
     return intake_routing_hours
+
+
+@pytest.fixture(scope="module")
+def notify(amqp_url, mongo_url):
+    service = run_service(settings_for_test("notify", amqp_url, mongo_url))
+    yield service
+    service.stop()
 
 
 def case_of(city, report_id: str) -> dict:
@@ -168,3 +176,20 @@ def test_two_merged_cases_each_keep_their_end(city):
     assert merge(city, first["id"], kept["id"]).status_code == 200
     assert merge(city, second["id"], kept["id"]).status_code == 200
     assert len(city["routing"].client.get(f"/v1/cases/{kept['id']}", headers=OFFICE).json["report_ids"]) == 3
+
+
+def test_the_reporter_of_a_merged_case_hears_their_report_joined_the_other_case_not_a_refusal(city, notify):
+    moved_token = bearer("volunteer", f"vol-merge-{uuid.uuid4().hex[:8]}")
+    spots = two_spots_in_one_grid()
+    kept_report = report_by(city, VOLUNTEER, spots[0])
+    moved = report_by(city, moved_token, spots[1])
+    kept, source = case_of(city, kept_report["id"]), case_of(city, moved["id"])
+
+    def inbox() -> list[dict]:
+        return notify.client.get("/v1/inbox", headers=moved_token, query_string={"limit": 200}).json["items"]
+
+    wait_for(lambda: any(i["kind"] == "report.dispatched" for i in inbox()), what="the first dispatch heard")
+    assert merge(city, source["id"], kept["id"]).status_code == 200
+    joined = wait_for(lambda: [i for i in inbox() if i["kind"] == "report.joined"], what="the reporter told")
+    assert f"原案卷 {source['id']} 已并入" in joined[0]["body"] and kept["id"] in joined[0]["body"]
+    assert not [i for i in inbox() if i["kind"] == "report.rejected"]
