@@ -227,9 +227,12 @@ class CaseStore:
                 raise NotFound(f"No case {target_id} to merge into.")
             merge = decide(source, target)
             ended = {**merge.source.case, "version": source["version"] + 1}
+            # The target's version jumps past the source's end: a reader that keeps, per report, the latest case
+            # version it applied (intake, notify) takes the moved reports' joins, and every later step of the target,
+            # as newer than anything of the case they left.
+            grown = {**merge.target.case, "version": max(ended["version"], target["version"]) + 1}
             self.save(source, ended, merge.source, correlation_id, session)
-            self.save(target, {**merge.target.case, "version": target["version"] + 1}, merge.target, correlation_id,
-                      session)
+            self.save(target, grown, merge.target, correlation_id, session)
             return ended
 
         return optimistically(lambda: in_transaction(self.db, work), f"Cases {source_id} and {target_id}")

@@ -65,6 +65,11 @@ def test_a_merge_moves_the_reports_and_photos_and_ends_the_duplicate(city, subsc
     tap = subscribe("case.*.*")
     (kept_report, kept), (moved_report, source) = two_cases(city)
     assert kept["id"] != source["id"]
+    # The duplicate has gone further than the case it joins: its version is ahead of the target's.
+    accepted = city["routing"].client.post(f"/v1/cases/{source['id']}/accept", headers=POLICE)
+    assert accepted.status_code == 200, accepted.json
+    wait_for(lambda: any("已受理" in line["note"] for line in report_of(city, moved_report["id"])["timeline"]),
+             what="intake follows the accept")
     answered = merge(city, source["id"], kept["id"])
     assert answered.status_code == 200, answered.json
     ended = answered.json
@@ -81,6 +86,8 @@ def test_a_merge_moves_the_reports_and_photos_and_ends_the_duplicate(city, subsc
     rejected = wait_for(lambda: tap.events("case.rejected.traffic-police",
                                            lambda e: e["data"]["case_id"] == source["id"]), what="the source's end")
     assert (rejected[0]["data"]["merged_into"], rejected[0]["data"]["reason"]) == (kept["id"], "duplicate")
+    # The moved reports' readers take the target's steps as newer than anything of the case they left.
+    assert joined[0]["data"]["case_version"] > rejected[0]["data"]["case_version"]
     # The moved report now follows the case it joined: it is in progress there, not refused as a duplicate.
     shown = wait_for(lambda: (r := report_of(city, moved_report["id"]))["case_id"] == kept["id"] and r,
                      what="the moved report pointing at its new case")
@@ -189,7 +196,15 @@ def test_the_reporter_of_a_merged_case_hears_their_report_joined_the_other_case_
         return notify.client.get("/v1/inbox", headers=moved_token, query_string={"limit": 200}).json["items"]
 
     wait_for(lambda: any(i["kind"] == "report.dispatched" for i in inbox()), what="the first dispatch heard")
+    digest_copy = notify.app.extensions["notify"].store.reports
+    assert city["routing"].client.post(f"/v1/cases/{source['id']}/accept", headers=POLICE).status_code == 200
+    wait_for(lambda: (digest_copy.find_one({"_id": moved["id"]}) or {}).get("status") == "accepted",
+             what="notify follows the duplicate ahead of the target")
     assert merge(city, source["id"], kept["id"]).status_code == 200
     joined = wait_for(lambda: [i for i in inbox() if i["kind"] == "report.joined"], what="the reporter told")
     assert f"原案卷 {source['id']} 已并入" in joined[0]["body"] and kept["id"] in joined[0]["body"]
     assert not [i for i in inbox() if i["kind"] == "report.rejected"]
+    # The grid digests' copy of the report follows the case it joined.
+    wait_for(lambda: (digest_copy.find_one({"_id": moved["id"]}) or {}).get("case_id") == kept["id"],
+             what="notify's copy of the report in its new case")
+    assert digest_copy.find_one({"_id": moved["id"]})["open"] is True
