@@ -57,7 +57,10 @@ def case_closed(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
 
 
 def case_rejected(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
-    """`case.rejected.*`: each of the case's reports is withdrawn as evidence, with the rejection's reason."""
+    """`case.rejected.*`: each of the case's reports is withdrawn as evidence, with the rejection's reason; but not
+    those of a case merged into another, which went on in that case (its `case.joined` judges each of them)."""
+    if event.data.get("merged_into"):
+        return
     _, report_ids = _case(event.data)
     why = domain.rejection_reason(event.data.get("reason"))
     unknown = [r for r in report_ids if not store.withdraw_report(r, why, utcnow(), event.correlation_id)]

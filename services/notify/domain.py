@@ -122,7 +122,8 @@ def reporter_context(action: str, data: dict, report_id: str, city: ReferenceDat
     return {"report_id": report_id, "case_id": data["case_id"], "status": data.get("status"),
             "category_name": category.name_zh if category else data.get("category", ""),
             "department_name": department.name_zh if department else (data.get("department") or ""),
-            "due_at": local_text(due_at, zone), "link": links.report(report_id), **public_outcome(action, data)}
+            "due_at": local_text(due_at, zone), "link": links.report(report_id), **public_outcome(action, data),
+            **({"merged_from": data.get("merged_from")} if action == "joined" else {})}
 
 
 def case_notices(action: str, department: str | None, routing_key: str, data: dict, reporters: dict[str, str],
@@ -149,7 +150,10 @@ def case_notices(action: str, department: str | None, routing_key: str, data: di
 
 
 def reporters_told(action: str, data: dict) -> list[tuple[str, str]]:
-    """(report id, kind) for each report whose reporter hears of this step."""
+    """(report id, kind) for each report whose reporter hears of this step. The reporters of a case merged into
+    another hear that their report joined that case (its `joined`), not that it was refused."""
+    if action == "rejected" and data.get("merged_into"):
+        return []
     if action == "joined":
         return [(data["report_id"], JOINED)] if isinstance(data.get("report_id"), str) else []
     kind = REPORTER_KINDS.get(action)

@@ -66,7 +66,8 @@ def cases_changed(events: list[Event], context: Context) -> None:
         notices = domain.case_notices(action, department, event.type, data, reporters, context.city,
                                       context.city.timezone, context.links, _time(data.get("due_at"), "due_at"))
         heard.append(Heard(notices, event.id, event.type, event.occurred_at))
-        if isinstance(data.get("case_version"), int):
+        # A case merged into another leaves its reports to that case: they follow it, not this end.
+        if isinstance(data.get("case_version"), int) and not (action == "rejected" and data.get("merged_into")):
             follows.append((data["report_ids"], {
                 "status": data.get("status"), "case_id": data["case_id"],
                 "open": data.get("status") not in ("closed", "rejected"), "overdue": bool(data.get("overdue")),

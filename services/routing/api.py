@@ -71,7 +71,8 @@ def _shown(case: dict) -> dict:
 
 # Where a case leads (OpenAPI links): from the list's first case, or from a case, to each of its commands.
 COMMANDS = {"Accept": "accept", "Dispute": "dispute", "Rectify": "rectify", "AskForExtension": "extension",
-            "Dispatch": "dispatch", "Verify": "verify", "Reject": "reject", "DecideExtension": "extension/decision"}
+            "Dispatch": "dispatch", "Verify": "verify", "Reject": "reject", "DecideExtension": "extension/decision",
+            "Merge": "merge"}
 
 
 def _case_links(case_id: str) -> dict:
@@ -150,6 +151,22 @@ def reject_case(body: dict, case_id: str):
     """Reject a case as a duplicate, invalid or out of scope."""
     return _act(case_id, lambda case: domain.reject(case, actor(current_caller()), body["reason"], body["note"],
                                                     now()))
+
+
+@cases.route("/<case_id>/merge", methods=["POST"])
+@requires("office")
+@cases.arguments(schemas.MergeSchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(404, response="NOT_FOUND", description="No such case, or no such case to merge into")
+@cases.alt_response(409, response="CONFLICT",
+                    description="Either case is not open, they are the same case, or of different categories")
+def merge_case(body: dict, case_id: str):
+    """Merge a duplicate into another open case of its category: its reports and photos join that case (each
+    publishes `case.joined`), and it ends rejected as a duplicate with `merged_into`. Answers the merged case."""
+    caller = current_caller()
+    merged = routing().store.merge(case_id, body["into"], lambda source, target: domain.merge(
+        source, target, actor(caller), body["note"], now()), correlation_id.get())
+    return _shown(merged)
 
 
 @cases.route("/<case_id>/extension/decision", methods=["POST"])

@@ -78,6 +78,11 @@ class CaseSchema(Schema):
     rectified_at = Timestamp(required=True, allow_none=True)
     closed_at = Timestamp(required=True, allow_none=True)
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+    merged_into = fields.String(required=True, allow_none=True, metadata={
+        "description": "the case this one was merged into as a duplicate (then status is rejected and its reports "
+                       "are that case's); null otherwise", "example": None})
+    merged_report_ids = fields.List(fields.String(), required=True, metadata={
+        "description": "the reports this case held until it was merged into another; empty otherwise"})
     suggestion = fields.Nested(SuggestionSchema, required=True, allow_none=True, metadata={
         "description": "where the routing rules would send the case, for the office's dispatch (null for other "
                        "callers, for a case no rule covers, and once the case can no longer be dispatched)"})
@@ -127,6 +132,14 @@ class VerifySchema(Schema):
 class RejectSchema(Schema):
     reason = fields.String(required=True, validate=validate.OneOf(REJECT_REASONS), metadata={"example": "duplicate"})
     note = fields.String(load_default="", validate=validate.Length(max=2000), metadata={"example": "与已办案件重复"})
+
+
+class MergeSchema(Schema):
+    into = fields.String(required=True, validate=validate.Length(1, 200), metadata={
+        "description": "the open case of the same category that takes this case's reports",
+        "example": "case-6b0563189074648134dcbce3"})
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
+                         metadata={"example": "与该案卷为同一处垃圾堆放"})
 
 
 class ExtensionRequestSchema(Schema):

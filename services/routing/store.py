@@ -29,7 +29,7 @@ from shared.reference import ReferenceData
 from shared.scope import Scope
 from shared.store import LostRace, drop_index_if_present, in_transaction, optimistically
 
-from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, Submitted, case_events, default_rules
+from .domain import OPEN_STATUSES, RUNNING_STATUSES, Merge, Rule, Step, Submitted, case_events, default_rules
 
 # Kept beside `status`, so that the nearby lookup never reads closed history; and the case's place key
 # (shared.geo.place_key): the lookup asks for the keys around every report of a batch at once, equalities
@@ -56,11 +56,23 @@ def _public(document: dict | None) -> dict | None:
         return None
     public = {k: v for k, v in document.items() if k not in INTERNAL_FIELDS}
     public["id"] = document["_id"]
+    public.setdefault("merged_into", None)  # cases stored before merges existed
+    public.setdefault("merged_report_ids", [])
+    if public.get("report_ids") == [_no_reports(document["_id"])]:
+        public["report_ids"] = []
     return public
 
 
-def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
+def _no_reports(case_id: str) -> str:
+    """What a case merged into another holds in place of reports: the unique index on `report_ids` takes an empty
+    list as one key shared by every such case, so each holds a key of its own that no report id can be."""
+    return f"merged:{case_id}"
+
+
+def _indexed(fields: dict[str, Any], case_id: str | None = None) -> dict[str, Any]:
     """The fields to write, with the lookup keys derived from them."""
+    if fields.get("report_ids") == [] and case_id is not None:
+        fields = {**fields, "report_ids": [_no_reports(case_id)]}
     if "status" in fields:
         return {**fields, OPEN: fields["status"] in OPEN_STATUSES}
     return fields
@@ -180,7 +192,7 @@ class CaseStore:
         """Write `after` and its events if the case is still as `before` left it (one winner)."""
         events = case_events(replace(step, case=after), correlation_id)
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
-                                       push_events({"$set": _indexed(_changes(before, after))}, *events),
+                                       push_events({"$set": _indexed(_changes(before, after), before["id"])}, *events),
                                        session=session)
         if result.matched_count == 0:
             raise LostRace(before["id"])
@@ -200,6 +212,30 @@ class CaseStore:
             return after
 
         return optimistically(attempt, f"Case {case_id}")
+
+    def merge(self, source_id: str, target_id: str, decide: Callable[[dict, dict], Merge],
+              correlation_id: str | None) -> dict:
+        """Read both cases, let `decide` make the merge, store both sides and their events in one transaction (the
+        source gives up its reports before the target takes them, as the unique index on `report_ids` wants); the
+        source as it ends. NotFound for either case unknown."""
+        def work(session: ClientSession) -> dict:
+            source, target = (_public(self.cases.find_one({"_id": case_id}, {"outbox": 0}, session=session))
+                              for case_id in (source_id, target_id))
+            if source is None:
+                raise NotFound(f"No case {source_id}.")
+            if target is None:
+                raise NotFound(f"No case {target_id} to merge into.")
+            merge = decide(source, target)
+            ended = {**merge.source.case, "version": source["version"] + 1}
+            # The target's version jumps past the source's end: a reader that keeps, per report, the latest case
+            # version it applied (intake, notify) takes the moved reports' joins, and every later step of the target,
+            # as newer than anything of the case they left.
+            grown = {**merge.target.case, "version": max(ended["version"], target["version"]) + 1}
+            self.save(source, ended, merge.source, correlation_id, session)
+            self.save(target, grown, merge.target, correlation_id, session)
+            return ended
+
+        return optimistically(lambda: in_transaction(self.db, work), f"Cases {source_id} and {target_id}")
 
     def case(self, case_id: str) -> dict | None:
         return _public(self.cases.find_one({"_id": case_id}))

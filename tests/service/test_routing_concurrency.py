@@ -237,3 +237,33 @@ def test_the_start_drops_the_indexes_that_cases_and_opening_locks_no_longer_use(
     store.ensure_indexes()
     assert "category_1_open_1_location.lat_1" not in store.cases.index_information()
     assert list(store.opening_locks.index_information()) == ["_id_"]
+
+
+def test_two_cases_merged_into_each_other_at_once_end_in_one(store):
+    """A into B and B into A at once: one merge wins, the other finds its case over (409), and every report is in
+    exactly one open case."""
+    events = [submitted(destination(*HERE, 5_000 + 400 * i, 90)) for i in range(2)]
+    for event in events:
+        route(store, event)
+    a, b = (store.case_of_report(event.data["id"]) for event in events)
+    office = domain.Actor(id="office-1", role="office")
+    start = threading.Barrier(2)
+    won, refused = [], []
+
+    def merge(source: dict, target: dict) -> None:
+        start.wait()
+        try:
+            won.append(store.merge(source["id"], target["id"], lambda s, t: domain.merge(
+                s, t, office, None, datetime.now(UTC)), None))
+        except IllegalTransition:
+            refused.append(source["id"])
+
+    threads = [threading.Thread(target=merge, args=pair) for pair in ((a, b), (b, a))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (len(won), len(refused)) == (1, 1)
+    kept = store.case(won[0]["merged_into"])
+    assert kept["status"] != domain.REJECTED
+    assert sorted(kept["report_ids"]) == sorted(event.data["id"] for event in events)

@@ -253,6 +253,28 @@ const en: Record<MessageKey, string> = {
   "time.hours": "{h} h",
   "time.hoursMinutes": "{h} h {m} min",
   "time.daysHours": "{d} d {h} h",
+
+  "action.merge": "Merge into…",
+  "history.merged_into": "Merged into another case as a duplicate",
+  "history.merged_from": "Duplicate case merged in",
+  "merge.title": "Merge into another case",
+  "merge.lead": "When case {id} ({category}) is the same problem as another case, merge it into that case: its reports and photos move to the target, and this case ends as a duplicate.",
+  "merge.searchLabel": "Find the target case by its id",
+  "merge.searchPlaceholder": "A case id, e.g. case-…",
+  "merge.find": "Find",
+  "merge.pick": "Open cases of this category in the same grid (nearest first)",
+  "merge.none": "No open case of this category in the same grid; find a case elsewhere by its id.",
+  "merge.notFound": "There is no case {id}.",
+  "merge.searchFailed": "The search failed; try again shortly.",
+  "merge.same": "A case cannot be merged into itself.",
+  "merge.otherCategory": "Case {id} is of another category and cannot take it.",
+  "merge.notOpen": "Case {id} is closed or rejected and cannot take it.",
+  "merge.metres": "{m} m away",
+  "merge.km": "{km} km away",
+  "merge.consequence": "Case {source}'s reports and photos will move to case {target}, and {source} will end as a duplicate.",
+  "merge.confirm": "Merge",
+  "merge.merged": "This case was merged as a duplicate into",
+  "merge.mergedReports": "Its reports ({count}) are now that case's.",
 };
 
 export default en;

@@ -251,6 +251,28 @@ const zhCN = {
   "time.hours": "{h} 小时",
   "time.hoursMinutes": "{h} 小时 {m} 分",
   "time.daysHours": "{d} 天 {h} 小时",
+
+  "action.merge": "并入其他案件…",
+  "history.merged_into": "作为重复案件并入其他案件",
+  "history.merged_from": "合并重复案件",
+  "merge.title": "并入其他案件",
+  "merge.lead": "案件 {id}（{category}）与另一案件为同一问题时，把它并入那个案件：它的上报和照片转入目标案件，本案件以“重复”结束。",
+  "merge.searchLabel": "按案件编号查找目标案件",
+  "merge.searchPlaceholder": "输入案件编号，例如 case-…",
+  "merge.find": "查找",
+  "merge.pick": "同网格、同类别的在办案件（由近到远）",
+  "merge.none": "同网格内没有同类别的在办案件；可按编号查找其他网格的案件。",
+  "merge.notFound": "没有编号为 {id} 的案件。",
+  "merge.searchFailed": "查找失败，请稍后重试。",
+  "merge.same": "不能把案件并入它自己。",
+  "merge.otherCategory": "案件 {id} 的问题类别不同，不能合并。",
+  "merge.notOpen": "案件 {id} 已办结或已驳回，不能并入。",
+  "merge.metres": "相距 {m} 米",
+  "merge.km": "相距 {km} 公里",
+  "merge.consequence": "确认后，案件 {source} 的上报与照片转入案件 {target}，{source} 以“重复上报”结束。",
+  "merge.confirm": "确认合并",
+  "merge.merged": "本案件已作为重复案件并入",
+  "merge.mergedReports": "原有上报（{count}）已转入该案件。",
 } as const;
 
 export type MessageKey = keyof typeof zhCN;
