@@ -11,10 +11,10 @@ from openpyxl import Workbook
 from services.intake.domain import GridMap
 from shared import reference
 from shared.events import Event
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer
 from tests.service.conftest import upload_photo
 from tests.service.test_routing import fresh_spot
+from tests.support import publish_raw, wait_for
 
 OFFICE = bearer("office", "office-1")
 ASSOCIATION = bearer("association", "assoc-1")

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 import pytest
 
 from shared.events import Event
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer
 from tests.service.conftest import upload_photo
 from tests.service.test_hours import (
@@ -21,6 +20,7 @@ from tests.service.test_hours import (
     spot_and_grid,
     summary,
 )
+from tests.support import publish_raw, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ from services.notify.app import create_app
 from services.notify.settings import NotifySettings
 from services.notify.webhooks import verify
 from shared.events import Event
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import upload_photo
 from tests.service.test_routing import fresh_spot
+from tests.support import publish_raw, wait_for
 
 OFFICE = bearer("office", "office-1")
 ASSOCIATION = bearer("association", "assoc-1")

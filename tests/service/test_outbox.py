@@ -35,8 +35,8 @@ from shared.outbox import (
     with_events,
 )
 from shared.store import connect, in_transaction
-from shared.testing import EventTap, wait_for
 from tests.conftest import TEST_JWT_SECRET, Commands, settings_for_test
+from tests.support import EventTap, wait_for
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from services.intake.app import create_app
 from shared.config import Rate
 from shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from shared.ratelimit import COLLECTION, WRITE, RateLimiter, drop_ended_windows
-from shared.testing import wait_for
 from tests.conftest import Commands, bearer, settings_for_test
 from tests.service.conftest import LANSHAN_01, jpeg_bytes, upload_photo
+from tests.support import wait_for
 
 OFFICE_NAT = "10.20.30.40"  # one address many callers share
 ELSEWHERE = "10.99.0.1"
