@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -27,7 +28,7 @@ from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand,
 from shared.pagination import Position, newest_first
 from shared.reference import ServiceHoursRules
 from shared.scope import Scope
-from shared.store import LostRace, in_transaction, optimistically
+from shared.store import LostRace, in_transaction, optimistically, public_document
 
 from . import domain
 from .domain import ACTIVITY, CREDITED, DECLINED, PATROL, PatrolClaim, centihours
@@ -58,12 +59,7 @@ def _patrol(document: dict | None) -> dict | None:
     return None if public is None else domain.parted_patrol(public)
 
 
-def _public(document: dict | None) -> dict | None:
-    if document is None:
-        return None
-    public = {k: v for k, v in document.items() if k not in HIDDEN_FIELDS}
-    public["id"] = document["_id"]
-    return public
+_public = partial(public_document, hidden=HIDDEN_FIELDS)
 
 
 def _stored(document: dict) -> dict:

@@ -7,6 +7,7 @@ redelivered event, or a handler run again after a crash halfway, creates nothing
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -15,6 +16,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.errors import NotFound
 from shared.pagination import Position, newest_first
+from shared.store import public_document
 
 from . import domain
 from .domain import CONFIRMATION_KIND, EMAIL, HELD, PENDING, SUSPENDED
@@ -23,10 +25,7 @@ DELIVERIES_LISTED_BY = ((), ("status",), ("recipient",), ("recipient", "status")
 DUPLICATE_KEY = 11000
 
 
-def _public(document: dict | None) -> dict | None:
-    if document is None:
-        return None
-    return {"id": document["_id"], **{k: v for k, v in document.items() if k not in ("_id", "lease")}}
+_public = partial(public_document, hidden=("lease",))
 
 
 def insert_new(collection, documents: list[dict]) -> int:

@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from functools import partial
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.client_session import ClientSession
@@ -27,15 +27,19 @@ from shared.outbox import (
 from shared.pagination import EPOCH, Position, newest_first, oldest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
-from shared.store import LostRace, drop_index_if_present, in_transaction, optimistically
+from shared.store import (
+    AREA,
+    OPEN,
+    LostRace,
+    drop_index_if_present,
+    in_transaction,
+    optimistically,
+    public_document,
+    with_open_flag,
+)
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, Submitted, case_events, default_rules
 
-# Kept beside `status`, so that the nearby lookup never reads closed history; and the case's place key
-# (shared.geo.place_key): the lookup asks for the keys around every report of a batch at once, equalities
-# that every store serves from one index.
-OPEN = "open"
-AREA = "area"
 SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
 # An opening lock matters only while a case is being opened, but it stays: one per category and lattice cell
@@ -51,19 +55,8 @@ LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("cat
              ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"))
 
 
-def _public(document: dict | None) -> dict | None:
-    if document is None:
-        return None
-    public = {k: v for k, v in document.items() if k not in INTERNAL_FIELDS}
-    public["id"] = document["_id"]
-    return public
-
-
-def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields to write, with the lookup keys derived from them."""
-    if "status" in fields:
-        return {**fields, OPEN: fields["status"] in OPEN_STATUSES}
-    return fields
+_public = partial(public_document, hidden=INTERNAL_FIELDS)
+_indexed = partial(with_open_flag, open_statuses=OPEN_STATUSES)
 
 
 class CaseStore:
@@ -107,7 +100,7 @@ class CaseStore:
         """Give the open cases stored before cases carried their area one, so that the nearby lookup finds them:
         work only on a database's first start with this version."""
         for case in self.cases.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
-            self.cases.update_one({"_id": case["_id"]}, {"$set": {AREA: area_of(case)}})
+            self.cases.update_one({"_id": case["_id"]}, {"$set": {AREA: geo.place_key_of(case)}})
 
     # --- cases --------------------------------------------------------------------------------
 
@@ -156,7 +149,7 @@ class CaseStore:
         all their events in one document of the outbox collection (published, it is deleted rather than each case
         rewritten)."""
         changed = opening.changed()
-        opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: area_of(case)}
+        opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: geo.place_key_of(case)}
                   for before, case, _ in changed if before is None]
         if opened:
             self.cases.insert_many(opened, session=session)
@@ -275,11 +268,6 @@ def _duplicate_key(exc: DuplicateKeyError | BulkWriteError) -> bool:
         return True
     errors = exc.details.get("writeErrors") or []
     return bool(errors) and all(error.get("code") == DUPLICATE_KEY for error in errors)
-
-
-def area_of(case: dict) -> str:
-    """The case's place key (shared.geo.place_key), which the nearby lookup asks for."""
-    return geo.place_key(case["category"], case["location"]["lat"], case["location"]["lng"])
 
 
 def _changes(before: dict, after: dict) -> dict:
