@@ -1,25 +1,13 @@
 """Hours' event handlers, one per consumed event, and the table that subscribes them."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
-from shared.events import Event, MalformedEvent, utcnow
+from shared.events import Event, MalformedEvent, ReportNotYetHeard, submitted_report, utcnow
 
 from . import domain
 from .store import HoursStore
-
-
-class ReportNotYetHeard(Exception):
-    """A case event names a report whose report.submitted has not reached hours yet: retried later."""
-
-
-def _time(value, field: str) -> datetime:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
 
 
 @handles_batches(linger_s=UNHURRIED_LINGER_S)
@@ -29,12 +17,9 @@ def reports_submitted(events: list[Event], store: HoursStore, zone: ZoneInfo) ->
 
 
 def _heard(data: dict, zone: ZoneInfo) -> dict:
-    missing = [k for k in ("id", "reporter_id", "grid_id", "submitted_at") if not isinstance(data.get(k), str)]
-    if missing:
-        raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
-    submitted_at = _time(data["submitted_at"], "submitted_at")
-    return {"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
-            "submitted_at": submitted_at, "year": submitted_at.astimezone(zone).year}
+    report = submitted_report(data)
+    return {"id": report["id"], "reporter_id": report["reporter_id"], "grid_id": report["grid_id"],
+            "submitted_at": report["submitted_at"], "year": report["submitted_at"].astimezone(zone).year}
 
 
 def _case(data: dict) -> tuple[str, list[str]]:
