@@ -41,7 +41,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 
 from shared.config import Rate, Settings
-from shared.store import connect_failing_fast, drop_index_if_present
+from shared.store import connect_failing_fast
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +208,7 @@ class RateLimiter:
 
     def prepare(self) -> None:
         """The index by which a worker finds the windows that are over (windows are in `_id`, so a late removal
-        costs space, never a wrong count); the TTL index an earlier version kept on the same field goes."""
-        if "expireAfterSeconds" in self.counters.index_information().get(EXPIRES_INDEX, {}):
-            drop_index_if_present(self.counters, EXPIRES_INDEX)
+        costs space, never a wrong count)."""
         self.counters.create_index(EXPIRES_FIELD, name=EXPIRES_INDEX)
 
     def _rates(self, kind: str) -> tuple[tuple[str, Rate | None], tuple[str, Rate | None]]:

@@ -19,7 +19,6 @@ from shared.store import (
     AREA,
     OPEN,
     LostRace,
-    drop_index_if_present,
     if_unchanged_since,
     optimistically,
     public_document,
@@ -35,7 +34,6 @@ def new_id() -> str:
 
 
 HIDDEN_FIELDS = ("_id", "revision", OPEN, AREA, idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
-SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 
 
 LISTED_BY = ((), ("reporter_id",), ("grid_id",), ("department",), ("status",), ("category",),
@@ -60,7 +58,6 @@ class ReportStore:
         stores go to `relay`, the process's own."""
         store = cls(db, relay)
         store.ensure_indexes()
-        store.ensure_areas()
         return store
 
     def ensure_indexes(self) -> None:
@@ -69,7 +66,6 @@ class ReportStore:
         idempotency.ensure_index(self.photos)
         ensure_outbox_index(self.reports)
         self.reports.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
-        drop_index_if_present(self.reports, SUPERSEDED_INDEX)  # the nearby lookup's before reports carried their area
         # Lists walk back in windows of submission time. A filter alone or with the caller's scope has its
         # own index, so a rare value reads only its matches; other combinations read the time window.
         for prefix in LISTED_BY:
@@ -78,12 +74,6 @@ class ReportStore:
         self.reports.create_index([("grid_id", ASCENDING), ("closed_at", ASCENDING)])
         self.reports.create_index([("photo_ids", ASCENDING)])
         self.reports.create_index([("after_photo_ids", ASCENDING)])
-
-    def ensure_areas(self) -> None:
-        """Give the open reports stored before reports carried their area one, so that the nearby lookup finds
-        them: work only on a database's first start with this version."""
-        for report in self.reports.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
-            self.reports.update_one({"_id": report["_id"]}, {"$set": {AREA: geo.place_key_of(report)}})
 
     # --- reports ------------------------------------------------------------------------------
 

@@ -31,7 +31,6 @@ from shared.store import (
     AREA,
     OPEN,
     LostRace,
-    drop_index_if_present,
     in_transaction,
     optimistically,
     public_document,
@@ -40,12 +39,10 @@ from shared.store import (
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, Submitted, case_events, default_rules
 
-SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
 # An opening lock matters only while a case is being opened, but it stays: one per category and lattice cell
 # reported in, which the city's area bounds. (Not a TTL index: the embedded database's TTL monitor keeps a read
 # snapshot open after it deletes, and the store stalls behind it; see shared.ratelimit.)
-LOCKS_TTL_INDEX = "at_1"
 DUPLICATE_KEY = 11000
 # How old the rules a process routes by may be: a change the office saves applies within this.
 RULES_MAX_AGE_S = 1.0
@@ -76,7 +73,6 @@ class CaseStore:
         `relay`, the process's own."""
         store = cls(db, relay)
         store.ensure_indexes()
-        store.ensure_areas()
         store.seed_rules(default_rules(city.categories.values()))
         return store
 
@@ -87,20 +83,12 @@ class CaseStore:
         # A report belongs to one case: the rule that makes a redelivered report open nothing.
         self.cases.create_index("report_ids", unique=True)
         self.cases.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
-        drop_index_if_present(self.cases, SUPERSEDED_INDEX)  # the nearby lookup's before cases carried their area
         self.cases.create_index([("overdue", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)])
         # Lists walk back in windows of opening time. A filter alone or with the caller's scope has its own
         # index, so a rare value reads only its matches; other combinations read the time window.
         for prefix in LISTED_BY:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
-        drop_index_if_present(self.opening_locks, LOCKS_TTL_INDEX)
-
-    def ensure_areas(self) -> None:
-        """Give the open cases stored before cases carried their area one, so that the nearby lookup finds them:
-        work only on a database's first start with this version."""
-        for case in self.cases.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
-            self.cases.update_one({"_id": case["_id"]}, {"$set": {AREA: geo.place_key_of(case)}})
 
     # --- cases --------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ def test_the_installed_packages_import_no_test_support():
 
 
 def test_the_images_copy_from_deploy_only_what_their_containers_run():
-    for dockerfile, needed in (("Dockerfile", {"broker.py", "gunicorn.conf.py"}),
+    for dockerfile, needed in (("Dockerfile", {"broker.py", "gunicorn.conf.py", "migrations/__init__.py"}),
                                ("console.Dockerfile", {"console.py", "gunicorn.conf.py"})):
         text = (ROOT / "deploy" / dockerfile).read_text(encoding="utf-8")
         copied = set()
@@ -43,4 +43,4 @@ def test_the_images_copy_from_deploy_only_what_their_containers_run():
                 copied.update(re.findall(r"\bdeploy(?:/(\S+))?(?=\s)", line))
         assert "" not in copied, f"{dockerfile} copies all of deploy/"
         assert needed <= copied, dockerfile
-        assert not copied & {"embedded_db.py", "local.py", "embedded-db.txt"}, dockerfile
+        assert not copied & {"embedded_db.py", "local.py", "embedded-db.txt", "migrations/local_layout.py"}, dockerfile
