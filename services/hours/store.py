@@ -24,7 +24,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from shared import idempotency
 from shared.errors import Conflict, Forbidden, IdempotencyConflict, InvalidFields, NotFound
 from shared.events import Event, utcnow
-from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, push_events, with_events
+from shared.outbox import (
+    OUTBOX_FIELDS,
+    OutboxRelay,
+    ensure_outbox_index,
+    publish_after_commit,
+    push_events,
+    with_events,
+)
 from shared.pagination import Position, newest_first
 from shared.reference import ServiceHoursRules
 from shared.scope import Scope
@@ -166,7 +173,7 @@ class HoursStore:
             known = self.volunteers.find_one({"phone_key": document["phone_key"]}, {"_id": 1})
             raise Conflict(f"This phone number is already registered in {volunteer['organization']}"
                            + (f" as volunteer {known['_id']}." if known else ".")) from None
-        hand(self.relay, self.volunteers, document["_id"], [event])
+        publish_after_commit(self.relay, self.volunteers, document["_id"], [event])
         return _public(document), True
 
     def register_many(self, volunteers: list[tuple[dict, Event]]) -> tuple[list[str], list[int]]:
@@ -189,7 +196,7 @@ class HoursStore:
                     known.append(start + index)
                 else:
                     created.append(document["_id"])
-                    hand(self.relay, self.volunteers, document["_id"], [event])
+                    publish_after_commit(self.relay, self.volunteers, document["_id"], [event])
         return created, known
 
     def volunteer(self, volunteer_id: str) -> dict | None:
@@ -288,7 +295,7 @@ class HoursStore:
         self._refuse_closed_year(document["year"], session)
         credited = domain.credited_event(document, correlation_id)
         self.entries.insert_one(with_events(_stored(document), credited), session=session)
-        hand(self.relay, self.entries, document["id"], [credited])
+        publish_after_commit(self.relay, self.entries, document["id"], [credited])
         amount = centihours(document["hours"])
         if sessions is None:
             sessions = -1 if document["kind"] == domain.REVERSAL else 1
@@ -314,7 +321,7 @@ class HoursStore:
         self.volunteers.update_one({"_id": volunteer_id}, push_events(update, event) if event else update,
                                    session=session)
         if event:
-            hand(self.relay, self.volunteers, volunteer_id, [event])
+            publish_after_commit(self.relay, self.volunteers, volunteer_id, [event])
         kind = domain.counted_kind(document)
         self.year_totals.update_one(
             {"_id": _year_id(volunteer_id, year)},
@@ -690,7 +697,7 @@ class HoursStore:
             for document in self.volunteers.find({"_id": {"$in": [v for v, _ in reminders]},
                                                   "outbox.id": {"$in": list(sent)}}, {"outbox.id": 1}):
                 for volunteer_id, event in (sent[e["id"]] for e in document["outbox"] if e["id"] in sent):
-                    hand(self.relay, self.volunteers, volunteer_id, [event])
+                    publish_after_commit(self.relay, self.volunteers, volunteer_id, [event])
         return written.modified_count
 
     def record_reminders_done(self, week: str, at: datetime) -> None:

@@ -12,7 +12,14 @@ from pymongo.database import Database
 
 from shared import geo, idempotency
 from shared.events import Event
-from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, pull_delivered, with_events
+from shared.outbox import (
+    OUTBOX_FIELDS,
+    OutboxRelay,
+    ensure_outbox_index,
+    publish_after_commit,
+    update_settling_delivered,
+    with_events,
+)
 from shared.pagination import Position, newest_first
 from shared.scope import Scope
 from shared.store import (
@@ -84,7 +91,7 @@ class ReportStore:
         stored, created = idempotency.insert_once(self.reports, document, key, fingerprint)
         if created:
             # Pulled by the write of the report's first case event (apply_case_steps).
-            hand(self.relay, self.reports, document["_id"], [event], pulled_by_a_consumer=True)
+            publish_after_commit(self.relay, self.reports, document["_id"], [event], consumer_settles_first=True)
         return _public(stored), created
 
     def visible_report(self, report_id: str, scope: Scope) -> dict | None:
@@ -133,7 +140,7 @@ class ReportStore:
                 if changes is not None:
                     changed[report_id] = {**changed.get(report_id, {}), **changes}
             writes = [UpdateOne({"_id": report_id}, if_unchanged_since(
-                pull_delivered(documents[report_id], {"$set": _indexed(changes)}, REPORT_SUBMITTED),
+                update_settling_delivered(documents[report_id], {"$set": _indexed(changes)}, REPORT_SUBMITTED),
                 "revision", documents[report_id]["revision"])) for report_id, changes in changed.items()]
             if writes and self.reports.bulk_write(writes, ordered=False).modified_count < len(writes):
                 raise LostRace(", ".join(changed))

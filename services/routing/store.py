@@ -21,7 +21,7 @@ from shared.outbox import (
     OutboxRelay,
     ensure_outbox_index,
     events_document,
-    hand,
+    publish_after_commit,
     push_events,
 )
 from shared.pagination import EPOCH, Position, newest_first, oldest_first
@@ -109,11 +109,11 @@ class CaseStore:
             self.opening_locks.bulk_write([UpdateOne({"_id": cell}, {"$set": {"at": utcnow()}}, upsert=True)
                                            for cell in cells], ordered=False, session=session)
             stored = self.open_cases_near([s.report for s in submitted], session)
-            opening = _Opening()
+            opening = RoutingBatch()
             for submission in submitted:
                 report = submission.report
-                step = route(report, opening.over(stored, report["category"]))
-                opening.take(step, stored, submission.correlation_id)
+                step = route(report, opening.joinable_cases(stored, report["category"]))
+                opening.record(step, stored, submission.correlation_id)
             self._store_opening(opening, session)
 
         def attempt_once() -> None:
@@ -132,7 +132,7 @@ class CaseStore:
 
         optimistically(attempt_once, f"The cases near reports {', '.join(s.report['id'] for s in submitted)}")
 
-    def _store_opening(self, opening: _Opening, session: ClientSession) -> None:
+    def _store_opening(self, opening: RoutingBatch, session: ClientSession) -> None:
         """The cases the reports opened, in one insert, those they joined, in one write of conditional updates, and
         all their events in one document of the outbox collection (published, it is deleted rather than each case
         rewritten)."""
@@ -150,7 +150,7 @@ class CaseStore:
         if events := [event for _, _, case_events in changed for event in case_events]:
             document = events_document(*events)
             self.outbox.insert_one(document, session=session)
-            hand(self.relay, self.outbox, document["_id"], events)
+            publish_after_commit(self.relay, self.outbox, document["_id"], events)
 
     def _reports_with_a_case(self, report_ids: list[str]) -> set[str]:
         return {report_id for d in self.cases.find({"report_ids": {"$in": report_ids}}, {"report_ids": 1})
@@ -165,7 +165,7 @@ class CaseStore:
                                        session=session)
         if result.matched_count == 0:
             raise LostRace(before["id"])
-        hand(self.relay, self.cases, before["id"], events)
+        publish_after_commit(self.relay, self.cases, before["id"], events)
 
     def change(self, case_id: str, decide: Callable[[dict], Step], correlation_id: str | None) -> dict:
         """Read the case, let `decide` make the step, save it with its events; re-decide if we lost a race."""
@@ -262,22 +262,22 @@ def _changes(before: dict, after: dict) -> dict:
     return {k: v for k, v in _without_id(after).items() if before.get(k) != v}
 
 
-class _Opening:
+class RoutingBatch:
     """The cases a list of reports opens or joins, each as it stands after the last of them: how it was stored
     (None if new), how it is now, and the events of every step in order."""
 
     def __init__(self):
         self._cases: dict[str, tuple[dict | None, dict, list[Event]]] = {}
 
-    def over(self, stored: list[dict], category: str) -> list[dict]:
+    def joinable_cases(self, stored: list[dict], category: str) -> list[dict]:
         """The open cases of `category` a report may join: those stored, as this list has changed them, and
         those it opened."""
         nearby = {case["id"]: self._cases.get(case["id"], (None, case, []))[1] for case in stored}
         nearby.update((case["id"], case) for _, case, _ in self._cases.values())
         return [case for case in nearby.values() if case["category"] == category]
 
-    def take(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
-        """A report's step, over the case as `over` showed it (a new case is at version 0)."""
+    def record(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
+        """A report's step, over the case as `joinable_cases` showed it (a new case is at version 0)."""
         if not step.actions:
             return
         case_id = step.case["id"]
