@@ -179,7 +179,7 @@ def up() -> None:
         sys.exit(str(refused))
     for service in SERVICE_PORTS:  # the data in the shape this version stores it, before any process reads it
         service_settings = Settings.from_env(service, env)
-        migrate(connect(service_settings.mongo_url, service_settings.database), service, say=print)
+        migrate(connect(service_settings.mongo_url, service_settings.database), service, env, say=print)
     console_settings = allow_console(env)
     host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")
     ports = {service: Settings.from_env(service, env).port for service in SERVICE_PORTS}

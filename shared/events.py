@@ -1,4 +1,4 @@
-"""The one event envelope (CONTRACT "Events on RabbitMQ")."""
+"""The one event envelope (docs/contract.md, "Events on RabbitMQ")."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ EXCHANGE = "woodpecker.events"
 # The alternate exchange, and queue, of events no queue was bound to when they were published.
 UNROUTED = "woodpecker.unrouted"
 ENVELOPE_VERSION = 1
-# Who may publish what (CONTRACT "Events on RabbitMQ"): the first word of a routing key names the one
+# Who may publish what (docs/contract.md, "Events on RabbitMQ"): the first word of a routing key names the one
 # service that owns it. The broker enforces it on publishing (deploy/broker.py), consumers on receipt.
 PUBLISHERS = {"report": "intake", "case": "routing", "hours": "hours", "volunteer": "hours"}
 

@@ -22,7 +22,7 @@ from shared.scope import Scope
 PATROL, ACTIVITY, ADJUSTMENT, REVERSAL = "patrol", "activity", "adjustment", "reversal"
 KINDS = (PATROL, ACTIVITY, ADJUSTMENT, REVERSAL)
 
-# A patrol's time is credited, waiting for a person, or declined, in parts (docs/service-hours.md, "The credit
+# A patrol's time is credited, waiting for a person, or declined, in parts (docs/hours.md, "The credit
 # policy"): each distinct report that evidences it credits a bounded part at once; the rest waits in
 # awaiting_confirmation (the grid's leader or the association) or awaiting_approval (the association alone).
 # Its status says where its time is: waiting while any of it waits, else credited while any of it is credited,

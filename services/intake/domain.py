@@ -48,7 +48,7 @@ class GridMap:
 # --- who sees what ---------------------------------------------------------------------------
 
 def visible_to(caller: Caller) -> Scope:
-    """The reports a caller may see (CONTRACT: a volunteer their own, a grid leader their grid's and
+    """The reports a caller may see (docs/contract.md: a volunteer their own, a grid leader their grid's and
     their own, a department its cases', the office all)."""
     if caller.role in ("office", "service", "association"):
         return Scope.everything()
@@ -115,7 +115,7 @@ def new_report(report_id: str, reporter_id: str, fields: dict, grid: Grid, dupli
     }
 
 
-# What every subscriber learns of a new report (CONTRACT: `report.submitted` carries the report).
+# What every subscriber learns of a new report (docs/contract.md: `report.submitted` carries the report).
 PUBLISHED_FIELDS = ("id", "reporter_id", "category", "description", "location", "grid_id", "district", "photo_ids",
                     "observed_at", "submitted_at", "patrol_id", "status", "case_id", "department", "duplicate_of",
                     "after_photo_ids", "timeline")

@@ -58,7 +58,7 @@ class Notice:
 
 # --- who hears what, and what each may see -----------------------------------------------------------
 
-# What a department's system hears of its own case: the case event's fields (CONTRACT), and what a step adds.
+# What a department's system hears of its own case: the case event's fields (docs/contract.md), and what a step adds.
 CASE_EVENT_FIELDS = ("case_id", "report_ids", "report_id", "category", "department", "status", "due_at", "grid_id",
                      "location", "description", "photo_ids", "overdue", "escalation_level", "rework_count",
                      "case_version", "note", "after_photo_ids", "reason", "extension", "approved")

@@ -171,23 +171,6 @@ class NotifyStore:
         return self.subscriptions.update_one({"_id": recipient, "secret_sealed": current},
                                              {"$set": changes}).modified_count == 1
 
-    def seal_plaintext_secrets(self, seal) -> int:
-        """Subscriptions saved before secrets were sealed: each plaintext secret sealed (`seal(secret, recipient)`)
-        and removed; returns how many. Run at start; a secret sealed meanwhile by another process is left alone."""
-        sealed = 0
-        for document in self.subscriptions.find({"secret": {"$exists": True}}, {"secret": 1}):
-            written = self.subscriptions.update_one(
-                {"_id": document["_id"], "secret": document["secret"]},
-                {"$set": {"secret_sealed": seal(document["secret"], document["_id"])}, "$unset": {"secret": ""}})
-            sealed += written.modified_count
-        return sealed
-
-    def settle_unproven_addresses(self, confirmed_prefixes: tuple[str, ...]) -> None:
-        """Addresses saved before they had to be proven: staff recipients' (`confirmed_prefixes`) count as
-        confirmed, anyone else's waits for its owner to ask for a code. Run at start."""
-        for prefix in confirmed_prefixes:
-            self.subscriptions.update_many({"_id": {"$regex": f"^{prefix}"}, "email_confirmed": {"$exists": False}},
-                                           {"$set": {"email_confirmed": True}})
         self.subscriptions.update_many({"email_confirmed": {"$exists": False}}, {"$set": {"email_confirmed": False}})
 
     def subscriptions_of(self, recipients: set[str]) -> dict[str, dict]:

@@ -22,13 +22,6 @@ from .templates import Templates
 STAFF_RECIPIENTS = ("office", "department:")
 
 
-def prepare_store(store: NotifyStore, sealer: Sealer) -> None:
-    """At start, in every process (whichever starts first): seal the secrets stored in plain text before they were
-    sealed, and settle the addresses saved before they had to be proven."""
-    store.seal_plaintext_secrets(sealer.seal)
-    store.settle_unproven_addresses(STAFF_RECIPIENTS)
-
-
 @dataclass
 class Subscriptions:
     store: NotifyStore

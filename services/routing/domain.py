@@ -313,7 +313,7 @@ def case_events(step: Step, correlation_id: str | None) -> list[Event]:
 
 
 def event_data(case: dict, action: str, joined_report_id: str | None = None) -> dict:
-    """What `case.<action>.<department>` carries: the CONTRACT fields, plus what the step adds."""
+    """What `case.<action>.<department>` carries: the contract's fields (docs/contract.md), plus what the step adds."""
     last = case["history"][-1] if case["history"] else {}
     data = {
         "case_id": case["id"], "report_ids": case["report_ids"], "category": case["category"],
