@@ -775,3 +775,18 @@ def checked_item(document: dict) -> dict:
 
 def spot_check_reason(check_id: str, note: str) -> str:
     return f"抽查 {check_id} 未通过：{note}"
+
+
+def unchecked_item(check: dict, entry_id: str) -> dict:
+    """Policy row "spot checks": a result is recorded for an entry the check drew, once."""
+    item = next((i for i in check["items"] if i["entry_id"] == entry_id), None)
+    if item is None:
+        raise InvalidFields("Not an entry of this spot check.", {"entry_id": ["not in this sample"]})
+    if item["result"] is not None:
+        raise Conflict(f"Entry {entry_id} was checked already in this spot check.")
+    return item
+
+
+def spot_check_result(passed: bool, note: str, by: str, now: datetime) -> dict:
+    return {"result": PASSED if passed else FAILED, "note": note, "checked_by": by, "checked_at": now,
+            "reversal_id": None}

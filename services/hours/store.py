@@ -662,20 +662,13 @@ class HoursStore:
         wanted = {} if year is None else {"year": year}
         return [_public(d) for d in newest_first(self.spot_checks, [wanted], "created_at", limit, after)]
 
-    def record_result(self, check_id: str, entry_id: str, result: dict) -> dict:
-        """Record one entry's result, once."""
+    def record_result(self, check_id: str, entry_id: str, result: dict) -> bool:
+        """Record one entry's result unless it has one; False when it had (or is not in the check)."""
         written = self.spot_checks.update_one(
             {"_id": check_id, "items": {"$elemMatch": {"entry_id": entry_id, "result": None}}},
             {"$set": {**{f"items.$[i].{k}": v for k, v in result.items()}}, "$inc": {"version": 1}},
             array_filters=[{"i.entry_id": entry_id}])
-        if written.matched_count == 0:
-            check = self.spot_check(check_id)
-            if check is None:
-                raise NotFound(f"No spot check {check_id}.")
-            if not any(item["entry_id"] == entry_id for item in check["items"]):
-                raise InvalidFields("Not an entry of this spot check.", {"entry_id": ["not in this sample"]})
-            raise Conflict(f"Entry {entry_id} was checked already in this spot check.")
-        return self.spot_check(check_id)
+        return written.matched_count == 1
 
     # --- reminders --------------------------------------------------------------------------------
 
