@@ -432,6 +432,47 @@ def public_entry(document: dict) -> dict:
     return shown
 
 
+# Kinds of service that fill a day (adjustments correct the ledger; they are not time spent on a day).
+DAY_KINDS = (PATROL, ACTIVITY)
+
+
+def refuse_closed_year(year: int, closed: bool) -> None:
+    """Policy row "a year's close": nothing is credited into a closed year, its figures are sealed."""
+    if closed:
+        raise Conflict(f"{year} has been closed: its figures are sealed. Record a correction in the current year.")
+
+
+@dataclass(frozen=True)
+class Posting:
+    """An entry as the ledger takes it: the entry, what it adds to the volunteer's running totals, and the
+    events it publishes (`credited` with the entry, `level_changed` with the volunteer)."""
+    entry: dict
+    centihours: int
+    pending: int
+    sessions: int
+    fills_day: bool
+    star_level: int
+    credited: Event
+    level_changed: Event | None
+
+
+def posting(document: dict, total_before: int, year_closed: bool, rules: ServiceHoursRules,
+            correlation_id: str | None, waiting_moves: bool = False, sessions: int | None = None) -> Posting:
+    """Post an entry to a volunteer whose running total is `total_before` (centihours). `waiting_moves`: its
+    hours move between waiting and credited (a confirmation, evidence taken back), so its day already holds
+    them; `sessions`: the sessions of service it adds (by default one, or minus one for a reversal)."""
+    refuse_closed_year(document["year"], year_closed)
+    amount = centihours(document["hours"])
+    if sessions is None:
+        sessions = -1 if document["kind"] == REVERSAL else 1
+    return Posting(entry=document, centihours=amount, pending=-amount if waiting_moves else 0, sessions=sessions,
+                   fills_day=counted_kind(document) in DAY_KINDS and not waiting_moves,
+                   star_level=star_level(hours_of(total_before + amount), rules),
+                   credited=credited_event(document, correlation_id),
+                   level_changed=level_changed(document["volunteer_id"], total_before, total_before + amount, rules,
+                                               correlation_id))
+
+
 # --- levels and the summary -------------------------------------------------------------------
 
 def star_level(total_hours: float, rules: ServiceHoursRules) -> int:
@@ -790,3 +831,8 @@ def unchecked_item(check: dict, entry_id: str) -> dict:
 def spot_check_result(passed: bool, note: str, by: str, now: datetime) -> dict:
     return {"result": PASSED if passed else FAILED, "note": note, "checked_by": by, "checked_at": now,
             "reversal_id": None}
+
+
+def settled(activity: dict) -> bool:
+    """An activity is settled (confirmed) once every participant is credited or declined."""
+    return all(p["status"] in (CREDITED, DECLINED) for p in activity["participants"])

@@ -1,16 +1,20 @@
-"""Service activities: planned, completed with their participants' hours publicised (公示), objected to,
-and the objections decided. The publicity watch (publicity.py) credits what nobody objected to."""
+"""Service activities: planned, completed with their participants' hours publicised (公示), objected to, the
+objections decided, and what nobody objected to credited once the window is over (the publicity watch,
+publicity.py, calls `credit_participant`)."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from shared.auth import Caller
-from shared.errors import InvalidFields, NotFound
+from shared.errors import Conflict, InvalidFields, NotFound
 from shared.pagination import decode_cursor, page
 from shared.photo_ids import side_of
+from shared.store import LostRace, optimistically
 
 from .. import domain
+from ..store import HoursStore, HoursTransaction
 from . import Hours, actor_label
+from .ledger import credit, lock_volunteer
 from .volunteers import refuse_unknown_grid
 
 
@@ -44,30 +48,129 @@ def shown_activity(hours: Hours, caller: Caller, activity_id: str) -> dict:
 
 
 def complete_activity(hours: Hours, caller: Caller, activity_id: str, body: dict, now: datetime) -> dict:
-    """Publicise who took part and for how long; their hours are credited when the window ends."""
+    """Publicise who took part and for how long: each participant's hours wait (pending) until the window
+    ends. Refused as a whole if a participant is not registered, was elsewhere at the time, or would pass the
+    day's limit."""
     domain.may_manage_activity(caller, known_activity(hours, activity_id))
     not_yours = hours.photo_ids.not_issued_to(body["photo_ids"], side_of(caller))
     if not_yours:
         raise InvalidFields("Activity photos must be ones you uploaded.", {"photo_ids": [
             f"not uploaded by you: {', '.join(not_yours)}"]})
 
-    def complete(activity: dict) -> dict:
-        changes = domain.completion(activity, body["participants"], len(set(body["photo_ids"])), now, hours.rules,
-                                    hours.calendar, hours.zone)
-        return {**changes, "summary": body["summary"], "photo_ids": body["photo_ids"],
-                "completed_by": actor_label(caller)}
+    def work(tx: HoursTransaction) -> dict:
+        activity, _ = tx.activity(activity_id)
+        if activity is None:
+            raise NotFound(f"No activity {activity_id}.")
+        changes = {**domain.completion(activity, body["participants"], len(set(body["photo_ids"])), now,
+                                       hours.rules, hours.calendar, hours.zone),
+                   "summary": body["summary"], "photo_ids": body["photo_ids"], "completed_by": actor_label(caller)}
+        unknown = [p["volunteer_id"] for p in changes["participants"] if not tx.lock_volunteer(p["volunteer_id"])]
+        if unknown:
+            raise InvalidFields("Participants must be registered volunteers.",
+                                {"participants": [f"not registered: {', '.join(unknown)}"]})
+        for participant in changes["participants"]:
+            publicise(tx, hours, activity, changes["service_date"], participant)
+        if not tx.update_activity(activity_id, {"$set": changes}, status=domain.PLANNED):
+            raise Conflict(f"Activity {activity_id} was completed meanwhile.")
+        return {**activity, **changes}
 
-    return domain.shown_activity(hours.store.complete_activity(activity_id, complete), caller)
+    return domain.shown_activity(hours.store.transaction(work), caller)
+
+
+def publicise(tx: HoursTransaction, hours: Hours, activity: dict, service_date: str, participant: dict) -> None:
+    volunteer_id = participant["volunteer_id"]
+    domain.refuse_overlap(activity["starts_at"], activity["ends_at"],
+                          tx.busy(volunteer_id, activity["starts_at"], activity["ends_at"],
+                                  except_activity=activity["id"]), who=volunteer_id)
+    domain.refuse_over_daily_limit(tx.day_centihours(volunteer_id, service_date), participant["hours"], hours.rules,
+                                   volunteer_id)
+    tx.move_waiting(volunteer_id, service_date, domain.centihours(participant["hours"]))
 
 
 def object_to_activity(hours: Hours, caller: Caller, activity_id: str, body: dict, now: datetime) -> dict:
     """Hold a participant's publicised hours until the association decides."""
-    objection = hours.store.raise_objection(activity_id, lambda activity: domain.new_objection(
-        activity, body["volunteer_id"], body["reason"], actor_label(caller), now, hours.zone))
-    return domain.shown_objection(objection, caller)
+    def attempt() -> dict:
+        activity, version = hours.store.activity_and_version(activity_id)
+        if activity is None:
+            raise NotFound(f"No activity {activity_id}.")
+        objection = domain.new_objection(activity, body["volunteer_id"], body["reason"], actor_label(caller), now,
+                                         hours.zone)
+        if not hours.store.add_objection(activity_id, version, objection):
+            raise LostRace(activity_id)
+        return objection
+
+    return domain.shown_objection(optimistically(attempt, f"Activity {activity_id}"), caller)
 
 
 def decide_objection(hours: Hours, caller: Caller, activity_id: str, objection_id: str, body: dict,
                      now: datetime) -> dict:
-    return hours.store.decide_objection(activity_id, objection_id, body["upheld"], actor_label(caller),
-                                        body["note"], now)
+    """Upheld: the participant's hours are declined. Dismissed: they are publicised again, and credited with
+    the others once the window is over."""
+    upheld = body["upheld"]
+
+    def work(tx: HoursTransaction) -> dict:
+        activity, version = tx.activity(activity_id)
+        objection = next((o for o in (activity or {}).get("objections", []) if o["id"] == objection_id), None)
+        if activity is None or objection is None:
+            raise NotFound(f"No objection {objection_id} to activity {activity_id}.")
+        if objection["status"] != domain.OPEN:
+            raise Conflict(f"This objection was {objection['status']} already.")
+        participant = next(p for p in activity["participants"] if p["volunteer_id"] == objection["volunteer_id"])
+        if upheld:
+            lock_volunteer(tx, participant["volunteer_id"])
+            tx.move_waiting(participant["volunteer_id"], activity["service_date"],
+                            -domain.centihours(participant["hours"]))
+        decided = {**objection, "status": domain.UPHELD if upheld else domain.DISMISSED,
+                   "decided_by": actor_label(caller), "decided_at": now, "note": body["note"]}
+        if not tx.update_activity(activity_id, {"$set": {
+                "objections.$[o]": decided,
+                "participants.$[p].status": domain.DECLINED if upheld else domain.PUBLICISED}}, version=version,
+                array_filters=[{"o.id": objection_id}, {"p.volunteer_id": objection["volunteer_id"]}]):
+            raise Conflict(f"Activity {activity_id} changed meanwhile; try again.")
+        return decided
+
+    return hours.store.transaction(work)
+
+
+def credit_participant(store: HoursStore, activity_id: str, volunteer_id: str, now: datetime,
+                       correlation_id: str | None) -> bool:
+    """Credit one participant's publicised hours; True when this call credited them."""
+    def work(tx: HoursTransaction) -> bool:
+        activity, _ = tx.activity(activity_id)
+        participant = next((p for p in activity["participants"] if p["volunteer_id"] == volunteer_id), None)
+        if participant is None or participant["status"] != domain.PUBLICISED:
+            return False
+        lock_volunteer(tx, volunteer_id)
+        document = domain.participant_credit(activity, participant, now, store.rules)
+        credit(tx, document, store.rules, correlation_id, waiting_moves=True)
+        settled = domain.settled({**activity, "participants": [
+            {**p, "status": domain.CREDITED} if p["volunteer_id"] == volunteer_id else p
+            for p in activity["participants"]]})
+        tx.update_activity(activity_id, {"$set": {
+            "participants.$[p].status": domain.CREDITED, "participants.$[p].entry_id": document["id"],
+            **({"status": domain.CONFIRMED, "confirmed_at": now} if settled else {})}},
+            array_filters=[{"p.volunteer_id": volunteer_id}])
+        return True
+
+    return store.transaction(work)
+
+
+def settle(store: HoursStore, activity_id: str, now: datetime) -> None:
+    """An activity whose every participant is credited or declined is confirmed."""
+    activity = store.activity(activity_id)
+    if activity and domain.settled(activity):
+        store.confirm_activity(activity_id, now)
+
+
+def close_with_its_year(tx: HoursTransaction, activity_id: str, now: datetime) -> int:
+    """Decline what the activity still publicises or holds (its year closes); returns how many participants."""
+    activity, version = tx.activity(activity_id)
+    if activity is None or activity["status"] != domain.PUBLICISED:
+        return 0
+    changes, released = domain.activity_closed_with_its_year(activity, now)
+    for volunteer_id, hours_released in released:
+        lock_volunteer(tx, volunteer_id)
+        tx.move_waiting(volunteer_id, activity["service_date"], -domain.centihours(hours_released))
+    if not tx.update_activity(activity_id, {"$set": changes}, version=version):
+        raise Conflict(f"Activity {activity_id} changed meanwhile; close the year again.")
+    return len(released)

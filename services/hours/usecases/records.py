@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from shared.auth import Caller
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.spreadsheets import xlsx_answer
 
 from .. import domain
 from ..proof import Proof, ProofLine, render_proof
 from ..spreadsheet import RANKING, ranking_rows
 from . import Hours, actor_label
+from .activities import close_with_its_year
+from .patrols import close_patrol_with_its_year
 from .volunteers import readable_volunteer
 
 
@@ -45,9 +47,12 @@ def proof_of_service(hours: Hours, caller: Caller, volunteer_id: str, year: int 
     closed = hours.store.closed_year(year) is not None
     figures = row.get("sealed_centihours", row["centihours"]) if closed else row["centihours"]
     grid = hours.reference.grids.get(volunteer["grid_id"])
-    record = hours.store.proof_for(volunteer_id, year, figures, lambda number: domain.proof_record(
-        volunteer, {**row, "centihours": figures}, number, domain.proof_code(), grid.name if grid else "",
-        hours.rules.issuer, closed, now, hours.zone))
+    record = hours.store.issued_proof(volunteer_id, year, figures)
+    if record is None:
+        record = domain.proof_record(volunteer, {**row, "centihours": figures}, hours.store.next_proof_number(year),
+                                     domain.proof_code(), grid.name if grid else "", hours.rules.issuer, closed, now,
+                                     hours.zone)
+        hours.store.keep_proof(record)
     # The configured address, never the request's Host: a forged one would get a genuine proof leading elsewhere.
     verify_url = f"{public_url}/v1/proofs/{record['code']}"
     pdf = hours.store.proof_pdf(record["code"], verify_url)
@@ -77,6 +82,20 @@ def verify_proof(hours: Hours, code: str) -> dict:
 
 
 def close_year(hours: Hours, caller: Caller, year: int, now: datetime) -> dict:
-    """Seal a year once nothing more can be credited into it; what still waits in it is declined."""
+    """Seal the year once nothing more can be credited into it: what still waits in it is declined (the
+    policy's year-close rule), and each volunteer's figures are kept as sealed. A close that stopped halfway
+    (the process died) is finished by the next request to close."""
     domain.refuse_open_year(year, now, hours.zone, hours.rules, hours.calendar)
-    return hours.store.close_year(year, domain.year_span(year, hours.zone), actor_label(caller), now)
+    begun = hours.store.begin_year_close(year, actor_label(caller), now)
+    if begun["complete"]:
+        raise Conflict(f"{year} is already closed.")
+    at, by = begun["closed_at"], begun["closed_by"]
+    span = domain.year_span(year, hours.zone)
+    patrols = sum(hours.store.transaction(lambda tx, patrol_id=patrol_id: close_patrol_with_its_year(
+        tx, patrol_id, at)) for patrol_id in hours.store.waiting_patrol_ids(span))
+    participants = sum(hours.store.transaction(lambda tx, activity_id=activity_id: close_with_its_year(
+        tx, activity_id, at)) for activity_id in hours.store.publicised_activity_ids(span))
+    figures = {"volunteers": hours.store.seal_year(year), "declined_patrols": patrols,
+               "declined_participants": participants}
+    hours.store.finish_year_close(year, figures)
+    return {"year": year, "closed_at": at, "closed_by": by, **figures}
