@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.auth import Caller
-from shared.errors import Conflict, Forbidden, InvalidFields
+from shared.errors import Conflict, Forbidden, InvalidFields, NotFound
 from shared.events import Event, rfc3339
 from shared.reference import ServiceHoursRules, WorkCalendar
 from shared.scope import Scope
@@ -836,3 +836,29 @@ def spot_check_result(passed: bool, note: str, by: str, now: datetime) -> dict:
 def settled(activity: dict) -> bool:
     """An activity is settled (confirmed) once every participant is credited or declined."""
     return all(p["status"] in (CREDITED, DECLINED) for p in activity["participants"])
+
+
+def objection_decided(activity: dict | None, activity_id: str, objection_id: str, upheld: bool, by: str, note: str,
+                      now: datetime) -> tuple[dict, dict]:
+    """An objection decided once: upheld, the participant's hours are declined; dismissed, they are publicised
+    again. Returns the activity's changes and the objection as decided."""
+    objection = next((o for o in (activity or {}).get("objections", []) if o["id"] == objection_id), None)
+    if activity is None or objection is None:
+        raise NotFound(f"No objection {objection_id} to activity {activity_id}.")
+    if objection["status"] != OPEN:
+        raise Conflict(f"This objection was {objection['status']} already.")
+    decided = {**objection, "status": UPHELD if upheld else DISMISSED, "decided_by": by, "decided_at": now,
+               "note": note}
+    status = DECLINED if upheld else PUBLICISED
+    return {"objections": [decided if o["id"] == objection_id else o for o in activity["objections"]],
+            "participants": [{**p, "status": status} if p["volunteer_id"] == objection["volunteer_id"] else p
+                             for p in activity["participants"]]}, decided
+
+
+def participant_credited(activity: dict, volunteer_id: str, entry_id: str, now: datetime) -> dict:
+    """The activity's changes once a participant's hours are credited: settled, it is confirmed."""
+    participants = [{**p, "status": CREDITED, "entry_id": entry_id} if p["volunteer_id"] == volunteer_id else p
+                    for p in activity["participants"]]
+    confirmed = {"status": CONFIRMED, "confirmed_at": now} if settled({**activity, "participants": participants}) \
+        else {}
+    return {"participants": participants, **confirmed}

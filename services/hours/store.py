@@ -11,7 +11,6 @@ everything already recorded, and the running totals always equal the sum of the 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -42,7 +41,6 @@ from shared.store import in_transaction, public_document
 from . import domain
 from .domain import DECLINED
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 HIDDEN_FIELDS = ("_id", "version", "phone_key", idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
 VOLUNTEERS_LISTED_BY = ((), ("organization",), ("grid_id",), ("star_level",), ("organization", "grid_id"),
@@ -263,8 +261,8 @@ class HoursStore:
                                                   fingerprint)
         return _public(stored), created
 
-    def activity(self, activity_id: str, session: ClientSession | None = None) -> dict | None:
-        return _public(self.activities.find_one({"_id": activity_id}, session=session))
+    def activity(self, activity_id: str) -> dict | None:
+        return _public(self.activities.find_one({"_id": activity_id}))
 
     def list_activities(self, wanted: dict, after: Position | None, limit: int) -> list[dict]:
         return [_public(d) for d in newest_first(self.activities, [wanted], "starts_at", limit, after)]
@@ -637,18 +635,19 @@ class HoursTransaction:
 
     # --- activities -----------------------------------------------------------------------------
 
-    def activity(self, activity_id: str) -> tuple[dict | None, int]:
+    def activity_and_version(self, activity_id: str) -> tuple[dict | None, int]:
         """The activity as the API shows it, and its version for `update_activity`."""
         found = self.store.activities.find_one({"_id": activity_id}, session=self.session)
         return (_public(found), found["version"]) if found else (None, -1)
 
-    def update_activity(self, activity_id: str, update: dict, version: int | None = None,
-                        status: str | None = None, array_filters: list[dict] | None = None) -> bool:
-        """Change the activity unless it changed meanwhile (its version, or its status, moved on): False."""
+    def update_activity(self, activity_id: str, changes: dict, version: int | None = None,
+                        status: str | None = None) -> bool:
+        """Set the activity's `changes` unless it changed meanwhile (its version, or its status, moved on):
+        False."""
         wanted = {"_id": activity_id, **({"version": version} if version is not None else {}),
                   **({"status": status} if status is not None else {})}
-        written = self.store.activities.update_one(wanted, {**update, "$inc": {"version": 1}},
-                                                   array_filters=array_filters, session=self.session)
+        written = self.store.activities.update_one(wanted, {"$set": changes, "$inc": {"version": 1}},
+                                                   session=self.session)
         return written.matched_count == 1
 
 

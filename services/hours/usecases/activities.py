@@ -58,7 +58,7 @@ def complete_activity(hours: Hours, caller: Caller, activity_id: str, body: dict
             f"not uploaded by you: {', '.join(not_yours)}"]})
 
     def work(tx: HoursTransaction) -> dict:
-        activity, _ = tx.activity(activity_id)
+        activity, _ = tx.activity_and_version(activity_id)
         if activity is None:
             raise NotFound(f"No activity {activity_id}.")
         changes = {**domain.completion(activity, body["participants"], len(set(body["photo_ids"])), now,
@@ -70,7 +70,7 @@ def complete_activity(hours: Hours, caller: Caller, activity_id: str, body: dict
                                 {"participants": [f"not registered: {', '.join(unknown)}"]})
         for participant in changes["participants"]:
             publicise(tx, hours, activity, changes["service_date"], participant)
-        if not tx.update_activity(activity_id, {"$set": changes}, status=domain.PLANNED):
+        if not tx.update_activity(activity_id, changes, status=domain.PLANNED):
             raise Conflict(f"Activity {activity_id} was completed meanwhile.")
         return {**activity, **changes}
 
@@ -106,26 +106,16 @@ def decide_objection(hours: Hours, caller: Caller, activity_id: str, objection_i
                      now: datetime) -> dict:
     """Upheld: the participant's hours are declined. Dismissed: they are publicised again, and credited with
     the others once the window is over."""
-    upheld = body["upheld"]
-
     def work(tx: HoursTransaction) -> dict:
-        activity, version = tx.activity(activity_id)
-        objection = next((o for o in (activity or {}).get("objections", []) if o["id"] == objection_id), None)
-        if activity is None or objection is None:
-            raise NotFound(f"No objection {objection_id} to activity {activity_id}.")
-        if objection["status"] != domain.OPEN:
-            raise Conflict(f"This objection was {objection['status']} already.")
-        participant = next(p for p in activity["participants"] if p["volunteer_id"] == objection["volunteer_id"])
-        if upheld:
+        activity, version = tx.activity_and_version(activity_id)
+        changes, decided = domain.objection_decided(activity, activity_id, objection_id, body["upheld"],
+                                                    actor_label(caller), body["note"], now)
+        if body["upheld"]:
+            participant = next(p for p in activity["participants"] if p["volunteer_id"] == decided["volunteer_id"])
             lock_volunteer(tx, participant["volunteer_id"])
             tx.move_waiting(participant["volunteer_id"], activity["service_date"],
                             -domain.centihours(participant["hours"]))
-        decided = {**objection, "status": domain.UPHELD if upheld else domain.DISMISSED,
-                   "decided_by": actor_label(caller), "decided_at": now, "note": body["note"]}
-        if not tx.update_activity(activity_id, {"$set": {
-                "objections.$[o]": decided,
-                "participants.$[p].status": domain.DECLINED if upheld else domain.PUBLICISED}}, version=version,
-                array_filters=[{"o.id": objection_id}, {"p.volunteer_id": objection["volunteer_id"]}]):
+        if not tx.update_activity(activity_id, changes, version=version):
             raise Conflict(f"Activity {activity_id} changed meanwhile; try again.")
         return decided
 
@@ -136,20 +126,14 @@ def credit_participant(store: HoursStore, activity_id: str, volunteer_id: str, n
                        correlation_id: str | None) -> bool:
     """Credit one participant's publicised hours; True when this call credited them."""
     def work(tx: HoursTransaction) -> bool:
-        activity, _ = tx.activity(activity_id)
+        activity, _ = tx.activity_and_version(activity_id)
         participant = next((p for p in activity["participants"] if p["volunteer_id"] == volunteer_id), None)
         if participant is None or participant["status"] != domain.PUBLICISED:
             return False
         lock_volunteer(tx, volunteer_id)
         document = domain.participant_credit(activity, participant, now, store.rules)
         credit(tx, document, store.rules, correlation_id, waiting_moves=True)
-        settled = domain.settled({**activity, "participants": [
-            {**p, "status": domain.CREDITED} if p["volunteer_id"] == volunteer_id else p
-            for p in activity["participants"]]})
-        tx.update_activity(activity_id, {"$set": {
-            "participants.$[p].status": domain.CREDITED, "participants.$[p].entry_id": document["id"],
-            **({"status": domain.CONFIRMED, "confirmed_at": now} if settled else {})}},
-            array_filters=[{"p.volunteer_id": volunteer_id}])
+        tx.update_activity(activity_id, domain.participant_credited(activity, volunteer_id, document["id"], now))
         return True
 
     return store.transaction(work)
@@ -164,13 +148,13 @@ def settle(store: HoursStore, activity_id: str, now: datetime) -> None:
 
 def close_with_its_year(tx: HoursTransaction, activity_id: str, now: datetime) -> int:
     """Decline what the activity still publicises or holds (its year closes); returns how many participants."""
-    activity, version = tx.activity(activity_id)
+    activity, version = tx.activity_and_version(activity_id)
     if activity is None or activity["status"] != domain.PUBLICISED:
         return 0
     changes, released = domain.activity_closed_with_its_year(activity, now)
     for volunteer_id, hours_released in released:
         lock_volunteer(tx, volunteer_id)
         tx.move_waiting(volunteer_id, activity["service_date"], -domain.centihours(hours_released))
-    if not tx.update_activity(activity_id, {"$set": changes}, version=version):
+    if not tx.update_activity(activity_id, changes, version=version):
         raise Conflict(f"Activity {activity_id} changed meanwhile; close the year again.")
     return len(released)
