@@ -2,8 +2,7 @@
 record and decide, overlaps, the daily cap, evidence credited at once, and that a refusal changes nothing."""
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -11,31 +10,14 @@ from services.hours import domain
 from services.hours.usecases import Hours
 from services.hours.usecases import evidence as evidence_use
 from services.hours.usecases import patrols as use
-from shared import reference
 from shared.auth import Caller
 from shared.errors import Conflict, Forbidden, InvalidFields, NotFound
-from shared.photo_ids import PhotoIds
-from tests.unit.hours_store_double import HoursStoreDouble
-
-RULES = reference.load_service_hours()
-ASSOCIATION = Caller("assoc-1", "association")
-_ids = itertools.count(1)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+from tests.unit.hours_usecase_fixtures import ASSOCIATION, hours_in_memory, now, register
 
 
 @pytest.fixture
 def hours() -> Hours:
-    return Hours(store=HoursStoreDouble(RULES), reference=reference.load(None), rules=RULES,
-                 calendar=reference.load_work_calendar(None), photo_ids=PhotoIds("a unit test's secret"))
-
-
-def register(hours: Hours, grid_id: str = "lanshan-01") -> tuple[str, Caller]:
-    volunteer_id = f"v{next(_ids):023d}"
-    hours.store.add_volunteer(volunteer_id, grid_id)
-    return volunteer_id, Caller(volunteer_id, "volunteer")
+    return hours_in_memory()
 
 
 def patrol(hours: Hours, caller: Caller, grid_id: str, start: datetime, end: datetime,
