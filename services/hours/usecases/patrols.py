@@ -9,7 +9,7 @@ from shared.errors import Conflict, Forbidden, NotFound
 from shared.pagination import decode_cursor, page
 
 from .. import domain
-from ..store import HoursTransaction
+from ..store import HoursStore, HoursTransaction
 from . import Hours, actor_label
 from .ledger import credit_strictly, lock_volunteer, store_patrol
 from .volunteers import refuse_unknown_grid
@@ -25,12 +25,15 @@ def record_patrol(hours: Hours, caller: Caller, fields: dict, key: str | None, f
                                 hours.rules, hours.calendar, hours.zone)
     by_its_leader = domain.walked_by_its_grid_leader(caller, claim.grid_id,
                                                      hours.reference.grids[claim.grid_id].leader_id)
-    return record_claim(hours, claim, by_its_leader, actor_label(caller), now, key, fingerprint, correlation_id)
+    return record_claim(hours.store, claim, by_its_leader, actor_label(caller), now, key, fingerprint,
+                        correlation_id)
 
 
-def record_claim(hours: Hours, claim: domain.PatrolClaim, by_its_grid_leader: bool, recorded_by: str,
+def record_claim(store: HoursStore, claim: domain.PatrolClaim, by_its_grid_leader: bool, recorded_by: str,
                  now: datetime, key: str | None, fingerprint: str, correlation_id: str | None) -> tuple[dict, bool]:
-    """Record a patrol claimed and checked already (record_patrol)."""
+    """Record a patrol claimed and checked already (record_patrol; bench/hours.py records through this)."""
+    rules = store.rules
+
     def work(tx: HoursTransaction) -> dict:
         if not tx.lock_volunteer(claim.volunteer_id):
             raise Forbidden("Only a registered volunteer records patrols: ask your association to register you.")
@@ -42,17 +45,17 @@ def record_claim(hours: Hours, claim: domain.PatrolClaim, by_its_grid_leader: bo
                                                        claim.ended_at) if domain.evidences(r, walked)]
         patrol, credits = domain.new_patrol(claim, evidence,
                                             tx.day_centihours(claim.volunteer_id, claim.service_date.isoformat()),
-                                            by_its_grid_leader, recorded_by, now, hours.rules)
+                                            by_its_grid_leader, recorded_by, now, rules)
         sessions = domain.patrol_sessions(patrol)
         for entry in credits:
             claim_report(tx, entry["source_id"], patrol["id"])
-            credit_strictly(tx, entry, hours.rules, correlation_id, sessions=sessions)
+            credit_strictly(tx, entry, rules, correlation_id, sessions=sessions)
             sessions = 0
         tx.move_waiting(claim.volunteer_id, patrol["service_date"], domain.centihours(patrol["waiting_hours"]))
         tx.insert_patrol(patrol, key, fingerprint)
         return patrol
 
-    patrol, created = hours.store.idempotently("patrols", key, fingerprint, work)
+    patrol, created = store.idempotently("patrols", key, fingerprint, work)
     return (patrol, True) if created else (domain.parted_patrol(patrol), False)
 
 
