@@ -8,12 +8,14 @@ from shared.events import Event, MalformedEvent, ReportNotYetHeard, submitted_re
 
 from . import domain
 from .store import HoursStore
+from .usecases import evidence
 
 
 @handles_batches(linger_s=UNHURRIED_LINGER_S)
 def reports_submitted(events: list[Event], store: HoursStore, zone: ZoneInfo) -> None:
     """Remember who reported what, where and when: it evidences patrols and counts once its case closes."""
-    store.reports_submitted([(_heard(event.data, zone), event.correlation_id) for event in events])
+    evidence.reports_submitted(store, [(_heard(event.data, zone), event.correlation_id) for event in events],
+                               utcnow())
 
 
 def _heard(data: dict, zone: ZoneInfo) -> dict:
@@ -34,10 +36,7 @@ def _case(data: dict) -> tuple[str, list[str]]:
 def case_closed(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
     """`case.closed.*`: the case counts one verified report for each of its reporters."""
     case_id, report_ids = _case(event.data)
-    reports = store.reports_of(report_ids)
-    for reporter_id, year in domain.verified_reporters(list(reports.values())).items():
-        store.count_verified(case_id, reporter_id, year)
-    if unknown := sorted(set(report_ids) - set(reports)):
+    if unknown := evidence.case_closed(store, case_id, report_ids):
         raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
 
 
@@ -45,7 +44,7 @@ def case_rejected(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
     """`case.rejected.*`: each of the case's reports is withdrawn as evidence, with the rejection's reason."""
     _, report_ids = _case(event.data)
     why = domain.rejection_reason(event.data.get("reason"))
-    unknown = [r for r in report_ids if not store.withdraw_report(r, why, utcnow(), event.correlation_id)]
+    unknown = [r for r in report_ids if not evidence.withdraw_report(store, r, why, utcnow(), event.correlation_id)]
     if unknown:
         raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
 
@@ -62,7 +61,8 @@ def case_joined(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
         raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
     earlier = domain.self_duplicate_of(reports[joining], list(reports.values()))
     if earlier is not None:
-        store.withdraw_report(joining, domain.self_duplicate_reason(case_id, earlier), utcnow(), event.correlation_id)
+        evidence.withdraw_report(store, joining, domain.self_duplicate_reason(case_id, earlier), utcnow(),
+                                 event.correlation_id)
 
 
 # What hours consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).
