@@ -15,7 +15,7 @@ from shared.auth import Caller
 from shared.errors import InvalidFields
 from shared.events import Event, MalformedEvent
 from shared.geo import nearest_within
-from shared.reference import FIRST_YEAR, LAST_YEAR, Category, Grid
+from shared.reference import FIRST_YEAR, LAST_YEAR, Category, Grid, local_text
 from shared.scope import Scope
 
 # A phone's clock may run a little ahead; beyond this an observation time is a mistake.
@@ -48,7 +48,7 @@ class GridMap:
 # --- who sees what ---------------------------------------------------------------------------
 
 def visible_to(caller: Caller) -> Scope:
-    """The reports a caller may see (CONTRACT: a volunteer their own, a grid leader their grid's and
+    """The reports a caller may see (docs/contract.md: a volunteer their own, a grid leader their grid's and
     their own, a department its cases', the office all)."""
     if caller.role in ("office", "service", "association"):
         return Scope.everything()
@@ -115,7 +115,7 @@ def new_report(report_id: str, reporter_id: str, fields: dict, grid: Grid, dupli
     }
 
 
-# What every subscriber learns of a new report (CONTRACT: `report.submitted` carries the report).
+# What every subscriber learns of a new report (docs/contract.md: `report.submitted` carries the report).
 PUBLISHED_FIELDS = ("id", "reporter_id", "category", "description", "location", "grid_id", "district", "photo_ids",
                     "observed_at", "submitted_at", "patrol_id", "status", "case_id", "department", "duplicate_of",
                     "after_photo_ids", "timeline")
@@ -148,11 +148,6 @@ def parse_case_routing_key(routing_key: str) -> tuple[str, str | None]:
     if len(parts) != 3 or parts[0] != "case" or parts[1] not in CASE_ACTION_STATUS or not parts[2]:
         raise ValueError(f"not a case event routing key: {routing_key!r}")
     return parts[1], None if parts[2] == "none" else parts[2]
-
-
-def local_text(moment: datetime, zone: ZoneInfo) -> str:
-    """`moment` as the city's people read it: local wall-clock time to the minute."""
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def case_step_note(action: str, data: dict, department_name: str | None, due_at: datetime | None,

@@ -17,7 +17,7 @@ from shared.auth import Caller
 from shared.errors import DomainError, Forbidden, InvalidFields
 from shared.events import topic_matches
 from shared.outbound import TargetPolicy
-from shared.reference import ReferenceData
+from shared.reference import ReferenceData, local_text
 
 INBOX, EMAIL, WEBHOOK = "inbox", "email", "webhook"
 CHANNELS = (INBOX, EMAIL, WEBHOOK)
@@ -58,7 +58,7 @@ class Notice:
 
 # --- who hears what, and what each may see -----------------------------------------------------------
 
-# What a department's system hears of its own case: the case event's fields (CONTRACT), and what a step adds.
+# What a department's system hears of its own case: the case event's fields (docs/contract.md), and what a step adds.
 CASE_EVENT_FIELDS = ("case_id", "report_ids", "report_id", "category", "department", "status", "due_at", "grid_id",
                      "location", "description", "photo_ids", "overdue", "escalation_level", "rework_count",
                      "case_version", "note", "after_photo_ids", "reason", "extension", "approved")
@@ -70,10 +70,6 @@ VOLUNTEER_FIELDS = {
     "volunteer.minimum_at_risk": ("volunteer_id", "year", "year_hours", "minimum_hours", "hours_short", "week"),
 }
 VOLUNTEER_FIELDS["hours.reversed"] = VOLUNTEER_FIELDS["hours.credited"]
-
-
-def local_text(moment: datetime | None, zone: ZoneInfo) -> str | None:
-    return None if moment is None else moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def only(data: dict, fields: tuple[str, ...]) -> dict:

@@ -367,7 +367,7 @@ def _reports_at(case: dict, action: str, joined_report_id: str | None) -> list[s
 
 
 def event_data(case: dict, action: str, joined_report_id: str | None = None, merged_from: str | None = None) -> dict:
-    """What `case.<action>.<department>` carries: the CONTRACT fields, plus what the step adds."""
+    """What `case.<action>.<department>` carries: the contract's fields (docs/contract.md), plus what the step adds."""
     last = case["history"][-1] if case["history"] else {}
     data = {
         "case_id": case["id"], "report_ids": _reports_at(case, action, joined_report_id), "category": case["category"],

@@ -1,4 +1,4 @@
-"""Routing's HTTP shapes (CONTRACT "routing")."""
+"""Routing's HTTP shapes (docs/contract.md, "routing")."""
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate

@@ -21,27 +21,28 @@ from shared.outbox import (
     OutboxRelay,
     ensure_outbox_index,
     events_document,
-    hand,
+    publish_after_commit,
     push_events,
 )
 from shared.pagination import EPOCH, Position, newest_first, oldest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
-from shared.store import LostRace, drop_index_if_present, in_transaction, optimistically
+from shared.store import (
+    AREA,
+    OPEN,
+    LostRace,
+    in_transaction,
+    optimistically,
+    public_document,
+    with_open_flag,
+)
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Merge, Rule, Step, Submitted, case_events, default_rules
 
-# Kept beside `status`, so that the nearby lookup never reads closed history; and the case's place key
-# (shared.geo.place_key): the lookup asks for the keys around every report of a batch at once, equalities
-# that every store serves from one index.
-OPEN = "open"
-AREA = "area"
-SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
 # An opening lock matters only while a case is being opened, but it stays: one per category and lattice cell
 # reported in, which the city's area bounds. (Not a TTL index: the embedded database's TTL monitor keeps a read
 # snapshot open after it deletes, and the store stalls behind it; see shared.ratelimit.)
-LOCKS_TTL_INDEX = "at_1"
 DUPLICATE_KEY = 11000
 # How old the rules a process routes by may be: a change the office saves applies within this.
 RULES_MAX_AGE_S = 1.0
@@ -52,10 +53,9 @@ LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("cat
 
 
 def _public(document: dict | None) -> dict | None:
-    if document is None:
+    public = public_document(document, INTERNAL_FIELDS)
+    if public is None:
         return None
-    public = {k: v for k, v in document.items() if k not in INTERNAL_FIELDS}
-    public["id"] = document["_id"]
     public.setdefault("merged_into", None)  # cases stored before merges existed
     public.setdefault("merged_report_ids", [])
     if public.get("report_ids") == [_no_reports(document["_id"])]:
@@ -73,9 +73,7 @@ def _indexed(fields: dict[str, Any], case_id: str | None = None) -> dict[str, An
     """The fields to write, with the lookup keys derived from them."""
     if fields.get("report_ids") == [] and case_id is not None:
         fields = {**fields, "report_ids": [_no_reports(case_id)]}
-    if "status" in fields:
-        return {**fields, OPEN: fields["status"] in OPEN_STATUSES}
-    return fields
+    return with_open_flag(fields, OPEN_STATUSES)
 
 
 class CaseStore:
@@ -95,7 +93,6 @@ class CaseStore:
         `relay`, the process's own."""
         store = cls(db, relay)
         store.ensure_indexes()
-        store.ensure_areas()
         store.seed_rules(default_rules(city.categories.values()))
         return store
 
@@ -106,20 +103,12 @@ class CaseStore:
         # A report belongs to one case: the rule that makes a redelivered report open nothing.
         self.cases.create_index("report_ids", unique=True)
         self.cases.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
-        drop_index_if_present(self.cases, SUPERSEDED_INDEX)  # the nearby lookup's before cases carried their area
         self.cases.create_index([("overdue", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)])
         # Lists walk back in windows of opening time. A filter alone or with the caller's scope has its own
         # index, so a rare value reads only its matches; other combinations read the time window.
         for prefix in LISTED_BY:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
-        drop_index_if_present(self.opening_locks, LOCKS_TTL_INDEX)
-
-    def ensure_areas(self) -> None:
-        """Give the open cases stored before cases carried their area one, so that the nearby lookup finds them:
-        work only on a database's first start with this version."""
-        for case in self.cases.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
-            self.cases.update_one({"_id": case["_id"]}, {"$set": {AREA: area_of(case)}})
 
     # --- cases --------------------------------------------------------------------------------
 
@@ -140,11 +129,11 @@ class CaseStore:
             self.opening_locks.bulk_write([UpdateOne({"_id": cell}, {"$set": {"at": utcnow()}}, upsert=True)
                                            for cell in cells], ordered=False, session=session)
             stored = self.open_cases_near([s.report for s in submitted], session)
-            opening = _Opening()
+            opening = RoutingBatch()
             for submission in submitted:
                 report = submission.report
-                step = route(report, opening.over(stored, report["category"]))
-                opening.take(step, stored, submission.correlation_id)
+                step = route(report, opening.joinable_cases(stored, report["category"]))
+                opening.record(step, stored, submission.correlation_id)
             self._store_opening(opening, session)
 
         def attempt_once() -> None:
@@ -163,12 +152,12 @@ class CaseStore:
 
         optimistically(attempt_once, f"The cases near reports {', '.join(s.report['id'] for s in submitted)}")
 
-    def _store_opening(self, opening: _Opening, session: ClientSession) -> None:
+    def _store_opening(self, opening: RoutingBatch, session: ClientSession) -> None:
         """The cases the reports opened, in one insert, those they joined, in one write of conditional updates, and
         all their events in one document of the outbox collection (published, it is deleted rather than each case
         rewritten)."""
         changed = opening.changed()
-        opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: area_of(case)}
+        opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: geo.place_key_of(case)}
                   for before, case, _ in changed if before is None]
         if opened:
             self.cases.insert_many(opened, session=session)
@@ -181,7 +170,7 @@ class CaseStore:
         if events := [event for _, _, case_events in changed for event in case_events]:
             document = events_document(*events)
             self.outbox.insert_one(document, session=session)
-            hand(self.relay, self.outbox, document["_id"], events)
+            publish_after_commit(self.relay, self.outbox, document["_id"], events)
 
     def _reports_with_a_case(self, report_ids: list[str]) -> set[str]:
         return {report_id for d in self.cases.find({"report_ids": {"$in": report_ids}}, {"report_ids": 1})
@@ -196,7 +185,7 @@ class CaseStore:
                                        session=session)
         if result.matched_count == 0:
             raise LostRace(before["id"])
-        hand(self.relay, self.cases, before["id"], events)
+        publish_after_commit(self.relay, self.cases, before["id"], events)
 
     def change(self, case_id: str, decide: Callable[[dict], Step], correlation_id: str | None) -> dict:
         """Read the case, let `decide` make the step, save it with its events; re-decide if we lost a race."""
@@ -313,31 +302,26 @@ def _duplicate_key(exc: DuplicateKeyError | BulkWriteError) -> bool:
     return bool(errors) and all(error.get("code") == DUPLICATE_KEY for error in errors)
 
 
-def area_of(case: dict) -> str:
-    """The case's place key (shared.geo.place_key), which the nearby lookup asks for."""
-    return geo.place_key(case["category"], case["location"]["lat"], case["location"]["lng"])
-
-
 def _changes(before: dict, after: dict) -> dict:
     return {k: v for k, v in _without_id(after).items() if before.get(k) != v}
 
 
-class _Opening:
+class RoutingBatch:
     """The cases a list of reports opens or joins, each as it stands after the last of them: how it was stored
     (None if new), how it is now, and the events of every step in order."""
 
     def __init__(self):
         self._cases: dict[str, tuple[dict | None, dict, list[Event]]] = {}
 
-    def over(self, stored: list[dict], category: str) -> list[dict]:
+    def joinable_cases(self, stored: list[dict], category: str) -> list[dict]:
         """The open cases of `category` a report may join: those stored, as this list has changed them, and
         those it opened."""
         nearby = {case["id"]: self._cases.get(case["id"], (None, case, []))[1] for case in stored}
         nearby.update((case["id"], case) for _, case, _ in self._cases.values())
         return [case for case in nearby.values() if case["category"] == category]
 
-    def take(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
-        """A report's step, over the case as `over` showed it (a new case is at version 0)."""
+    def record(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
+        """A report's step, over the case as `joinable_cases` showed it (a new case is at version 0)."""
         if not step.actions:
             return
         case_id = step.case["id"]

@@ -28,9 +28,9 @@ from PIL import Image
 
 from deploy import console as console_build
 from shared.auth import issue_token
-from shared.testing import wait_for
 from tests.conftest import TEST_JWT_SECRET
 from tests.e2e.conftest import running_system, system_env
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.test_hours import GRIDS, ledger, now, patrol, register, report_by
 from tests.service.test_routing import OFFICE, POLICE, fresh_spot
+from tests.support import publish_raw, wait_for
 
 VOLUNTEER = bearer("volunteer")
 

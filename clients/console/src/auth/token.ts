@@ -20,7 +20,7 @@ export const OUR_CLAIMS: ClaimMapping = {
 export const STAFF_ROLES = ["office", "department", "grid_leader"] as const;
 export type StaffRole = (typeof STAFF_ROLES)[number];
 
-/** The claims the services read (CONTRACT "Tokens"). */
+/** The claims the services read (docs/contract.md, "Tokens"). */
 export interface Claims {
   sub: string;
   role: string;
