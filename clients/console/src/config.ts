@@ -9,6 +9,8 @@ export interface ConsoleConfig {
   services: Record<ServiceName, string>;
   /** An IANA zone, e.g. Asia/Shanghai: every time the console shows is in it. */
   timeZone: string;
+  /** The map's base tiles (a {z}/{x}/{y} URL template) and their attribution; null: the grid cells alone. */
+  tiles: { url: string; attribution: string } | null;
 }
 
 let loaded: ConsoleConfig | null = null;
@@ -46,5 +48,17 @@ export function parseConfig(value: unknown): ConsoleConfig {
   if (typeof fields.timeZone !== "string") {
     throw new Error("/config.json names no timeZone");
   }
-  return { services: urls as Record<ServiceName, string>, timeZone: fields.timeZone };
+  return { services: urls as Record<ServiceName, string>, timeZone: fields.timeZone, tiles: parseTiles(fields.tiles) };
+}
+
+/** The map's tiles: an http(s) URL template with {z}, {x} and {y}; anything else leaves the map without tiles. */
+export function parseTiles(value: unknown): ConsoleConfig["tiles"] {
+  if (typeof value !== "object" || value === null) {
+    return null;
+  }
+  const { url, attribution } = value as Record<string, unknown>;
+  if (typeof url !== "string" || !/^https?:\/\//.test(url) || !["{z}", "{x}", "{y}"].every((p) => url.includes(p))) {
+    return null;
+  }
+  return { url, attribution: typeof attribution === "string" ? attribution : "" };
 }
