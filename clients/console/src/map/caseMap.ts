@@ -85,7 +85,8 @@ export class CaseMap {
     this.grids.clearLayers();
     this.cells.clear();
     for (const cell of cells) {
-      const feature = { type: "Feature", properties: { id: cell.id }, geometry: cell.geometry } as GeoJSON.Feature;
+      const feature: GeoJSON.Feature = { type: "Feature", properties: { id: cell.id },
+        geometry: cell.geometry as unknown as GeoJSON.Geometry };
       this.grids.addData(feature);
     }
     this.grids.eachLayer((layer) => {
@@ -135,8 +136,8 @@ export class CaseMap {
     const look = markerLook(point);
     const icon = L.divIcon({
       className: "case-marker",
-      html: `<span class="case-dot${look.urgent ? " urgent" : ""}" style="background:${look.fill};`
-        + `border-color:${look.ring}"></span>`,
+      html: `<span class="case-dot${look.urgent ? " urgent" : ""}" data-case="${escape(point.id)}" `
+        + `style="background:${look.fill};border-color:${look.ring}"></span>`,
       iconSize: [MARKER_PX, MARKER_PX],
       iconAnchor: [MARKER_PX / 2, MARKER_PX / 2],
     });
