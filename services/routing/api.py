@@ -313,5 +313,6 @@ def case_points(query: dict):
     moment = now()
     soon = domain.due_soon_before(moment, ctx.clock_for(WORKING))
     points = [domain.map_point(case, moment, soon) for case in found]
-    return {"items": points, "truncated": truncated, "grid_counts": domain.grid_counts(points),
-            "due_soon_before": soon}
+    answer = {"items": points, "truncated": truncated, "grid_counts": domain.grid_counts(points),
+              "due_soon_before": soon}
+    return current_app.response_class(schemas.points_json(answer), mimetype="application/json")

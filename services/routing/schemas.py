@@ -1,10 +1,13 @@
 """Routing's HTTP shapes (CONTRACT "routing")."""
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from shared.events import rfc3339
 from shared.geo import BoundingBox
 from shared.pagination import PageQuery
 from shared.photo_ids import photo_id_field
@@ -300,3 +303,15 @@ class MapPointsSchema(Schema):
         "description": "the items per grid cell (of those answered, when truncated)"})
     due_soon_before = Timestamp(required=True, metadata={
         "description": f"{DUE_SOON_WORKING_HOURS:g} working hours from now: a running deadline before it is due soon"})
+
+
+def points_json(answer: dict) -> str:
+    """MapPointsSchema's JSON written directly: marshmallow's dump costs about 60 µs a point, a third of a second
+    for a map of 5,000 cases. The same fields and formats (the conformance test checks answers against the
+    document, and tests/unit/test_routing_map.py against MapPointsSchema's own dump)."""
+    def stamp(moment: datetime | None) -> str | None:
+        return None if moment is None else rfc3339(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+    items = [{**point, "due_at": stamp(point["due_at"])} for point in answer["items"]]
+    return json.dumps({**answer, "items": items, "due_soon_before": stamp(answer["due_soon_before"])},
+                      ensure_ascii=False, separators=(",", ":"))

@@ -68,3 +68,14 @@ def test_finished_cases_need_a_bounded_period():
         domain.check_map_period("rejected", NOW - timedelta(days=domain.MAX_HISTORY_PERIOD_DAYS + 1), NOW)
     with pytest.raises(InvalidFields):
         domain.check_map_period(None, NOW, NOW - timedelta(days=1))
+
+
+def test_the_points_json_is_what_the_documented_schema_dumps():
+    import json
+
+    from services.routing import schemas
+
+    soon = domain.due_soon_before(NOW, WORKING)
+    points = [domain.map_point(c, NOW, soon) for c in (case(), case(status="pending_triage", due_in_hours=None))]
+    answer = {"items": points, "truncated": True, "grid_counts": domain.grid_counts(points), "due_soon_before": soon}
+    assert json.loads(schemas.points_json(answer)) == schemas.MapPointsSchema().dump(answer)
