@@ -105,7 +105,7 @@ def running_system(mongo_url: str, amqp_url: str, run_dir: Path, drop: bool
             drop_databases(mongo_url, databases)
 
 
-def measure(page, base: str) -> tuple[float, float, int, float]:
+def measure(page, base: str, trace: bool = False) -> tuple[float, float, int, float]:
     """(ms from navigation until drawn, ms from a click until handled, markers and clusters drawn, ms from navigation
     until routing's points had all arrived)."""
     answered: list[float] = []
@@ -120,6 +120,10 @@ def measure(page, base: str) -> tuple[float, float, int, float]:
     page.locator('[data-test="case-map"][data-ready="true"]').wait_for()
     page.locator(".leaflet-marker-icon").first.wait_for()
     drawn = time.perf_counter()
+    if trace:
+        print(page.evaluate("""() => performance.getEntriesByType('resource').map(e =>
+            `  ${Math.round(e.startTime)}–${Math.round(e.responseEnd)} ms ${e.name.replace(/^https?:\\/\\/[^/]+/, '')}`
+            ).join('\\n') + `\\n  drawn ${Math.round(performance.now())} ms`"""))
     icons = page.locator(".leaflet-marker-icon").count()
     target = page.locator(".leaflet-marker-icon").first
     handle = target.element_handle()
@@ -135,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--trace", action="store_true", help="print when each request started and ended")
     arguments = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"This bench drives Debian's Chromium at {CHROMIUM}: apt-get install chromium")
@@ -156,7 +161,7 @@ def main() -> None:
             page.locator('[data-test="triage-table"]').wait_for()
             runs = []
             for run in range(arguments.runs):
-                drawn, click, icons, answered = measure(page, base)
+                drawn, click, icons, answered = measure(page, base, arguments.trace)
                 runs.append((drawn, click))
                 cache = "empty cache" if run == 0 else "warm cache"
                 print(f"run {run + 1} ({cache}): points arrived {answered:.0f} ms, drawn {drawn:.0f} ms "

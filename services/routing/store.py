@@ -293,7 +293,8 @@ class CaseStore:
         points: list[dict] = []
         for alternative in scope.within(wanted):
             query = {**open_key, **alternative, **box_filter}
-            found = self.cases.find(query, MAP_FIELDS, hint=index, limit=limit + 1 - len(points))
+            found = self.cases.find(query, MAP_FIELDS, hint=index, limit=limit + 1 - len(points),
+                                    batch_size=limit + 1)
             points += [_public(d) for d in found]
             if len(points) > limit:
                 return points[:limit], True

@@ -2,7 +2,8 @@
 import { describe, expect, it } from "vitest";
 
 import {
-  boundedBox, clusterTone, DEADLINE_RINGS, filtersFromQuery, gridShade, markerLook, MAX_BOX_SPAN_DEG, NO_FILTERS,
+  boundedBox, clusterTone, covers, DEADLINE_RINGS, extentOf, filtersFromQuery, gridShade, intersect, markerLook,
+  MAX_BOX_SPAN_DEG, NO_FILTERS,
   pointsQuery, queryFromFilters, STATUS_COLOURS,
 } from "@/map/points";
 
@@ -90,5 +91,27 @@ describe("colours", () => {
     expect(gridShade(0, 10)).toBe(0.04);
     expect(gridShade(10, 10)).toBe(0.5);
     expect(gridShade(5, 10)).toBe(0.31);
+  });
+});
+
+describe("the city's extent", () => {
+  const square = (lng: number, lat: number) => ({ type: "Polygon",
+    coordinates: [[[lng, lat], [lng + 0.03, lat], [lng + 0.03, lat + 0.04], [lng, lat + 0.04], [lng, lat]]] });
+
+  it("is the box around every grid cell", () => {
+    expect(extentOf([square(118.3, 35.038), square(118.41, 35.08)])).toEqual({
+      minLng: 118.3, minLat: 35.038, maxLng: 118.44, maxLat: 35.12 });
+    expect(extentOf([{ type: "MultiPolygon", coordinates: [square(1, 2).coordinates] }])).toEqual({
+      minLng: 1, minLat: 2, maxLng: 1.03, maxLat: 2.04 });
+    expect(extentOf([])).toBeNull();
+  });
+
+  it("bounds what the map asks for, and a view inside what was asked asks nothing new", () => {
+    const city = { minLng: 118.3, minLat: 35.038, maxLng: 118.44, maxLat: 35.12 };
+    const view = { minLng: 118.1, minLat: 35.0, maxLng: 118.6, maxLat: 35.2 };
+    expect(intersect(view, city)).toEqual(city);
+    expect(intersect({ minLng: 100, minLat: 20, maxLng: 101, maxLat: 21 }, city)).toBeNull();
+    expect(covers(city, { minLng: 118.31, minLat: 35.05, maxLng: 118.35, maxLat: 35.1 })).toBe(true);
+    expect(covers(city, view)).toBe(false);
   });
 });

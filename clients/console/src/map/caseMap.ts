@@ -67,7 +67,7 @@ export class CaseMap {
     }).addTo(this.map);
     this.clusters = L.markerClusterGroup({
       showCoverageOnHover: false,
-      chunkedLoading: true,
+      chunkedLoading: false,
       maxClusterRadius: 48,
       iconCreateFunction: (cluster) => this.clusterIcon(cluster),
     });

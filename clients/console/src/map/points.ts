@@ -153,3 +153,37 @@ export function gridShade(count: number, busiest: number): number {
   }
   return Math.round((0.12 + 0.38 * Math.min(1, count / busiest)) * 100) / 100;
 }
+
+/** The box around the grid cells' polygons (GeoJSON Polygon or MultiPolygon, [lng, lat]); null with none. Every
+ * case lies in a grid cell (intake refuses a report elsewhere), so the map never needs to ask beyond it. */
+export function extentOf(geometries: readonly unknown[]): Box | null {
+  const positions: [number, number][] = [];
+  const walk = (value: unknown): void => {
+    if (Array.isArray(value) && value.length >= 2 && typeof value[0] === "number" && typeof value[1] === "number") {
+      positions.push([value[0], value[1]]);
+    } else if (Array.isArray(value)) {
+      value.forEach(walk);
+    }
+  };
+  for (const geometry of geometries) {
+    walk((geometry as { coordinates?: unknown } | null)?.coordinates);
+  }
+  if (positions.length === 0) {
+    return null;
+  }
+  const lngs = positions.map((p) => p[0]);
+  const lats = positions.map((p) => p[1]);
+  return { minLng: Math.min(...lngs), minLat: Math.min(...lats), maxLng: Math.max(...lngs), maxLat: Math.max(...lats) };
+}
+
+/** Where two boxes overlap; null where they do not. */
+export function intersect(a: Box, b: Box): Box | null {
+  const box = { minLng: Math.max(a.minLng, b.minLng), minLat: Math.max(a.minLat, b.minLat),
+    maxLng: Math.min(a.maxLng, b.maxLng), maxLat: Math.min(a.maxLat, b.maxLat) };
+  return box.minLng < box.maxLng && box.minLat < box.maxLat ? box : null;
+}
+
+export function covers(outer: Box, inner: Box): boolean {
+  return outer.minLng <= inner.minLng && outer.minLat <= inner.minLat && outer.maxLng >= inner.maxLng
+    && outer.maxLat >= inner.maxLat;
+}
