@@ -7,8 +7,8 @@ grid cells with deadlines of every kind (running, due soon, overdue). Then Debia
 through the office's link and opens /map again and again; each run prints
 
 - drawn: from the navigation's start until routing's points are on the map (markers and clusters in the DOM);
-- click: from a click on the first marker or cluster until the map has answered it (it has begun zooming into the
-  cluster, or the cluster is gone, or the case's page is open);
+- click: from a click on the first marker or cluster (dispatched and timed in the page) until the map has answered
+  it (it has begun zooming into the cluster, or the cluster is gone, or the case's page is open);
 - interactive: the two together: the issue's "interactive within 1.5 s" (target ≤ 1,500 ms).
 
 The first run loads the console with an empty browser cache; the median is over the later runs. It prints figures
@@ -125,17 +125,19 @@ def measure(page, base: str, trace: bool = False) -> tuple[float, float, int, fl
             `  ${Math.round(e.startTime)}–${Math.round(e.responseEnd)} ms ${e.name.replace(/^https?:\\/\\/[^/]+/, '')}`
             ).join('\\n') + `\\n  drawn ${Math.round(performance.now())} ms`"""))
     icons = page.locator(".leaflet-marker-icon").count()
-    target = page.locator(".leaflet-marker-icon").first
-    handle = target.element_handle()
-    clicked = time.perf_counter()
-    target.click()
-    # Answered: the map has begun zooming into the cluster (Leaflet marks the animation on the map's element), or
-    # the cluster is gone, or the case's page is open.
-    page.wait_for_function("""(icon) => !icon.isConnected || location.pathname.startsWith('/cases/')
-        || document.querySelector('.leaflet-zoom-anim') !== null""", arg=handle)
-    handled = time.perf_counter()
+    # The click is dispatched and timed in the page (Playwright's own checks before a click are not the map's time).
+    # Answered: the map has begun zooming into the cluster (Leaflet marks its pane for the animation), or the
+    # cluster is gone, or the case's page is open.
+    click = page.locator(".leaflet-marker-icon").first.evaluate("""(icon) => new Promise((resolve) => {
+        const start = performance.now();
+        const answered = () => !icon.isConnected || location.pathname.startsWith('/cases/')
+            || document.querySelector('.leaflet-zoom-anim') !== null;
+        const check = () => answered() ? resolve(performance.now() - start) : requestAnimationFrame(check);
+        icon.click();
+        check();
+    })""")
     page.remove_listener("requestfinished", finished)
-    return (drawn - start) * 1000, (handled - clicked) * 1000, icons, ((answered or [drawn])[0] - start) * 1000
+    return (drawn - start) * 1000, click, icons, ((answered or [drawn])[0] - start) * 1000
 
 
 def main() -> None:
