@@ -112,6 +112,9 @@ class ConsoleSettings:
     services: Mapping[str, str]
     time_zone: str
     provider: ConsoleProvider | None = None
+    # The map's base tiles ({z}/{x}/{y} URL template) and their attribution; None: the grid cells alone (offline).
+    tile_url: str | None = None
+    tile_attribution: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ConsoleSettings:
@@ -121,7 +124,28 @@ class ConsoleSettings:
         city = reference.load(env.get("WOODPECKER_REFERENCE_DIR") or None)
         return cls(port=int(env.get("CONSOLE_PORT", DEFAULT_PORT)),
                    services={name: url.rstrip("/") for name, url in services.items()}, time_zone=city.timezone.key,
-                   provider=ConsoleProvider.from_env(env))
+                   provider=ConsoleProvider.from_env(env),
+                   tile_url=checked_tile_url(env.get("CONSOLE_TILE_URL") or None),
+                   tile_attribution=env.get("CONSOLE_TILE_ATTRIBUTION", ""))
+
+
+class BadTileUrl(ValueError):
+    pass
+
+
+def checked_tile_url(url: str | None) -> str | None:
+    """CONSOLE_TILE_URL as Leaflet takes it (http(s), with {z}, {x} and {y}; {s} for subdomains), or None."""
+    if url is None:
+        return None
+    if urlparse(url).scheme not in ("http", "https") or not all(part in url for part in ("{z}", "{x}", "{y}")):
+        raise BadTileUrl(f"CONSOLE_TILE_URL must be an http(s) URL template with {{z}}, {{x}} and {{y}}, not {url!r}.")
+    return url
+
+
+def tile_origin(url: str) -> str:
+    """The origin the map's tiles come from, for the page's policy: {s} (Leaflet's subdomains) becomes a wildcard."""
+    parts = urlparse(url.replace("{s}.", "*.").replace("{s}", "*"))
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def origins(port: int) -> list[str]:
@@ -198,7 +222,10 @@ def security_headers(settings: ConsoleSettings, provider_origins: set[str] = fro
     and nothing else; the token in a sign-in link's fragment never leaves the page (fragments are not sent, and no
     Referer is)."""
     api = " ".join(sorted({_origin(url) for url in settings.services.values()} | set(provider_origins)))
-    policy = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
+    # The map's tiles are images from their server; only when the deployment names one.
+    tiles = f" {tile_origin(settings.tile_url)}" if settings.tile_url else ""
+    policy = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+              f"img-src 'self' blob: data:{tiles}; "
               f"connect-src 'self' {api}; font-src 'self' data:; object-src 'none'; base-uri 'none'; "
               "form-action 'self'; frame-ancestors 'none'")
     return {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
@@ -257,7 +284,9 @@ def create_app(settings: ConsoleSettings | None = None, dist: Path = CONSOLE / "
     app = Flask("woodpecker-console", static_folder=None)
     page = dist / "index.html"
     client_config = json.dumps({"services": dict(settings.services), "timeZone": settings.time_zone,
-                                **({"oidc": settings.provider.client_config()} if settings.provider else {})})
+                                **({"oidc": settings.provider.client_config()} if settings.provider else {}),
+                                **({"tiles": {"url": settings.tile_url, "attribution": settings.tile_attribution}}
+                                   if settings.tile_url else {})})
     provider = ProviderOrigins(settings.provider) if settings.provider else None
 
     @app.after_request

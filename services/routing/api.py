@@ -19,6 +19,7 @@ from shared.reference import ReferenceData
 from shared.spreadsheets import AS_XLSX_TOO, xlsx_answer
 
 from . import domain, schemas, stats
+from .clock import WORKING
 from .domain import Actor, Rule, Step
 from .spreadsheet import LEAGUE_TABLE
 from .store import CaseStore
@@ -310,3 +311,25 @@ def grid_league(query: dict):
     rows = stats.grid_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
     return _league_response(rows, start, end, query["format"], "grid", f"{month} 网格问题整改情况排名", month)
 
+
+
+# --- the map ----------------------------------------------------------------------------------
+
+@cases.route("/points", methods=["GET"])
+@requires(*CASE_READERS)
+@cases.arguments(schemas.PointQuerySchema, location="query")
+@cases.response(200, schemas.MapPointsSchema)
+def case_points(query: dict):
+    """Cases inside a box as light points for the map (open ones unless a status says otherwise), with how each
+    deadline stands and the count per grid cell; at most `limit`, and `truncated` when more match."""
+    domain.check_map_period(query.get("status"), query.get("from_"), query.get("to"))
+    wanted = {k: query[k] for k in ("status", "department", "grid_id", "category") if k in query}
+    ctx = routing()
+    found, truncated = ctx.store.open_points(wanted, domain.visible_to(current_caller()), query["bbox"],
+                                             query["limit"], (query.get("from_"), query.get("to")))
+    moment = now()
+    soon = domain.due_soon_before(moment, ctx.clock_for(WORKING))
+    points = [domain.map_point(case, moment, soon) for case in found]
+    answer = {"items": points, "truncated": truncated, "grid_counts": domain.grid_counts(points),
+              "due_soon_before": soon}
+    return current_app.response_class(schemas.points_json(answer), mimetype="application/json")

@@ -392,3 +392,69 @@ def event_data(case: dict, action: str, joined_report_id: str | None = None, mer
         if merged_from:
             data["merged_from"] = merged_from
     return data
+
+
+# --- the map: cases as light points in a box ---------------------------------------------------
+
+# "Due soon" wherever the console colours a deadline: it falls within the next 24 working hours (the office's
+# working day, holidays excluded), whatever clock the case's own time limit is counted by.
+DUE_SOON_WORKING_HOURS = 24.0
+# The widest box the map may ask for, in degrees of latitude and of longitude: a city with its counties.
+MAX_BOX_SPAN_DEG = 2.0
+# At most this many points in one answer; beyond it the answer says it is truncated and the map asks to zoom in.
+MAX_POINTS = 10_000
+# Closed and rejected cases are history that grows for ever: the map shows them only opened in a bounded period.
+MAX_HISTORY_PERIOD_DAYS = 93
+FINISHED_STATUSES = (CLOSED, REJECTED)
+DEADLINE_STATES = ("overdue", "due_soon", "running", "none")
+
+
+def due_soon_before(now: datetime, working: DeadlineClock) -> datetime:
+    """The instant 24 working hours from now: a running deadline before it is due soon."""
+    return working.add(now, DUE_SOON_WORKING_HOURS)
+
+
+def deadline_state(case: dict, now: datetime, soon: datetime) -> str:
+    """How the case stands against its deadline: overdue (flagged, or passed while it runs), due soon, running,
+    or none (no deadline runs: awaiting triage, rectified, finished)."""
+    due_at = case.get("due_at")
+    if case["status"] not in RUNNING_STATUSES or due_at is None:
+        return "overdue" if case.get("overdue") and case["status"] in OPEN_STATUSES else "none"
+    if case.get("overdue") or due_at <= now:
+        return "overdue"
+    return "due_soon" if due_at <= soon else "running"
+
+
+def map_point(case: dict, now: datetime, soon: datetime) -> dict:
+    """A case as the map draws it: where, what, whose, and how its deadline stands."""
+    state = deadline_state(case, now, soon)
+    return {"id": case["id"], "lat": case["location"]["lat"], "lng": case["location"]["lng"],
+            "status": case["status"], "category": case["category"], "department": case["department"],
+            "grid_id": case["grid_id"], "due_at": case.get("due_at"), "overdue": state == "overdue",
+            "due_soon": state == "due_soon", "deadline": state}
+
+
+def grid_counts(points: list[dict]) -> list[dict]:
+    """Per grid cell, how many of the points lie in it, how many are overdue and how many due soon."""
+    counts: dict[str, dict] = {}
+    for point in points:
+        row = counts.setdefault(point["grid_id"], {"grid_id": point["grid_id"], "count": 0, "overdue": 0,
+                                                   "due_soon": 0})
+        row["count"] += 1
+        row["overdue"] += point["overdue"]
+        row["due_soon"] += point["due_soon"]
+    return sorted(counts.values(), key=lambda row: row["grid_id"])
+
+
+def check_map_period(status: str | None, opened_from: datetime | None, opened_to: datetime | None) -> None:
+    """Open cases are the present and bounded; finished ones only for a period of at most MAX_HISTORY_PERIOD_DAYS."""
+    if opened_from is not None and opened_to is not None and opened_from >= opened_to:
+        raise InvalidFields("from must be before to.", {"from": ["must be before to"]})
+    if status not in FINISHED_STATUSES:
+        return
+    if opened_from is None or opened_to is None:
+        raise InvalidFields("Closed and rejected cases are shown for a period only: give from and to.",
+                            {"from": ["required with a closed or rejected status"]})
+    if (opened_to - opened_from).total_seconds() > MAX_HISTORY_PERIOD_DAYS * 86_400:
+        raise InvalidFields(f"A period of at most {MAX_HISTORY_PERIOD_DAYS} days.",
+                            {"to": [f"at most {MAX_HISTORY_PERIOD_DAYS} days after from"]})

@@ -48,6 +48,11 @@ DUPLICATE_KEY = 11000
 RULES_MAX_AGE_S = 1.0
 
 
+# The map's points: the fields it draws, and the index its box is read from.
+MAP_FIELDS = {"location": 1, "status": 1, "category": 1, "department": 1, "grid_id": 1, "due_at": 1, "overdue": 1}
+MAP_INDEX = [(OPEN, ASCENDING), ("location.lat", ASCENDING), ("location.lng", ASCENDING)]
+MAP_INDEX_NAME = "open_1_location.lat_1_location.lng_1"
+
 LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
              ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"))
 
@@ -109,6 +114,8 @@ class CaseStore:
         for prefix in LISTED_BY:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
+        # The map's box: open cases only, a latitude band of them, longitude checked on the way.
+        self.cases.create_index(MAP_INDEX, name=MAP_INDEX_NAME)
 
     # --- cases --------------------------------------------------------------------------------
 
@@ -288,6 +295,35 @@ class CaseStore:
         """The demo city's rules, the first time only: the office's edits survive restarts."""
         if self.rules.estimated_document_count() == 0:
             self.replace_rules(rules)
+
+
+    # --- the map ------------------------------------------------------------------------------
+
+    def open_points(self, wanted: dict, scope: Scope, box: geo.BoundingBox, limit: int,
+                    opened: tuple[datetime | None, datetime | None] = (None, None)) -> tuple[list[dict], bool]:
+        """The cases inside `box` the caller may see, as the map needs them (no history, photos or outbox), at
+        most `limit` of them, and whether there were more.
+
+        Open cases (the default, or an open `status`) come from the open key's index by a latitude band, so what is
+        read is bounded by the city's open cases, never by its closed history; a finished status comes from the
+        status index over the opening period the domain bounds."""
+        status = wanted.get("status")
+        box_filter: dict[str, Any] = {"location.lat": {"$gte": box.min_lat, "$lte": box.max_lat},
+                                      "location.lng": {"$gte": box.min_lng, "$lte": box.max_lng}}
+        if opened != (None, None):
+            box_filter["opened_at"] = {k: v for k, v in (("$gte", opened[0]), ("$lt", opened[1])) if v is not None}
+        index = MAP_INDEX if status is None or status in OPEN_STATUSES else [("status", ASCENDING),
+                                                                             ("opened_at", DESCENDING)]
+        open_key = {OPEN: True} if index is MAP_INDEX else {}
+        points: list[dict] = []
+        for alternative in scope.within(wanted):
+            query = {**open_key, **alternative, **box_filter}
+            found = self.cases.find(query, MAP_FIELDS, hint=index, limit=limit + 1 - len(points),
+                                    batch_size=limit + 1)
+            points += [_public(d) for d in found]
+            if len(points) > limit:
+                return points[:limit], True
+        return points, False
 
 
 def _without_id(document: dict) -> dict:

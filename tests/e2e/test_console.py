@@ -423,3 +423,62 @@ def test_the_office_merges_a_duplicate_from_the_triage_queue(system, open_tab):
     assert "合并重复案件" in office.locator('[data-test="timeline"]').inner_text()
     office.wait_for_load_state("networkidle")
     shot(office, "merge-4-target-case-with-both-reports")
+# --- the map -------------------------------------------------------------------------------------
+
+def test_a_submitted_report_appears_on_the_offices_map_and_a_click_opens_its_case(system, open_tab):
+    urls, base, links = system
+    case = submitted_case(urls, "env.garbage", {"lat": 35.088, "lng": 118.386, "address": "滨河大道"},
+                          "绿化带内堆放建筑垃圾")
+    office = open_tab()
+    office.goto(links["office"])
+    office.locator('[data-test="triage-table"]').wait_for()
+    office.goto(f"{base}/map")
+    office.locator('[data-test="case-map"][data-ready="true"]').wait_for()
+    office.locator(".leaflet-marker-icon").first.wait_for()  # a marker or a cluster
+    shot(office, "map-office")
+
+    # Filtered through the address to the case's category and grid it stands alone, a marker to click.
+    office.goto(f"{base}/map?category=env.garbage&grid_id={case['grid_id']}&period=7d")
+    marker = office.locator(f'[data-case="{case["id"]}"]')
+    marker.wait_for()
+    office.locator(".filters").get_by_text("近 7 天").wait_for()  # the filter shows what the address says
+    shot(office, "map-office-filtered")
+    marker.click()
+    office.wait_for_url(f"{base}/cases/{case['id']}")
+    office.locator('[data-test="timeline"]').wait_for()
+
+    # By keyboard: the marker is a button; Enter opens the case.
+    office.go_back()
+    marker.wait_for()
+    office.locator(".leaflet-marker-icon", has=marker).focus()
+    office.keyboard.press("Enter")
+    office.wait_for_url(f"{base}/cases/{case['id']}")
+
+
+def test_a_department_sees_only_its_own_cases_on_the_map_at_tablet_width(system, open_tab):
+    urls, base, links = system
+    theirs = submitted_case(urls, "env.garbage", {"lat": 35.047, "lng": 118.318, "address": "银雀山路"}, "垃圾桶满溢")
+    own = submitted_case(urls, "traffic.parking", {"lat": 35.053, "lng": 118.322}, "小区门口车辆乱停")
+    assert theirs["grid_id"] == own["grid_id"] and own["department"] == "traffic-police"
+    page = open_tab(TABLET)
+    page.goto(links["department"])  # the traffic police
+    page.locator('[data-test="cases-table"]').wait_for()
+    page.goto(f"{base}/map?grid_id={theirs['grid_id']}")
+    page.locator(f'[data-case="{own["id"]}"]').wait_for()
+    assert page.locator(f'[data-case="{theirs["id"]}"]').count() == 0
+    shot(page, "map-department-tablet")
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_the_map(system, open_tab):
+    urls, base, links = system
+    submitted_case(urls, "traffic.parking", {"lat": 35.066, "lng": 118.352}, "人行道上停放机动车")
+    page = open_tab(bypass_csp=True)
+    page.goto(links["office"])
+    page.locator('[data-test="triage-table"]').wait_for()
+    page.goto(f"{base}/map")
+    page.locator('[data-test="case-map"][data-ready="true"]').wait_for()
+    page.locator(".leaflet-marker-icon").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    shot(page, "map-axe-office")
+    violations = axe_violations(page)
+    assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)

@@ -127,3 +127,31 @@ def test_a_console_provider_alone_reads_our_own_claim_names():
 def test_provider_settings_the_console_cannot_use_are_refused_with_the_reason(env, says):
     with pytest.raises(ValueError, match=says):
         ConsoleSettings.from_env(env)
+# --- the map's tiles -------------------------------------------------------------------------------
+
+def image_policy(client) -> dict:
+    return dict(part.strip().split(" ", 1) for part in client.get("/map").headers["Content-Security-Policy"].split(";"))
+
+
+def test_without_a_tile_url_the_map_has_no_tiles_and_the_page_loads_no_foreign_images(client):
+    assert "tiles" not in client.get("/config.json").json
+    policy = image_policy(client)
+    assert policy["img-src"] == "'self' blob: data:"
+
+
+def test_a_tile_url_reaches_the_map_and_its_origin_alone_is_allowed_images(tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    settings = ConsoleSettings.from_env({"CONSOLE_TILE_URL": "https://{s}.tiles.example.cn/{z}/{x}/{y}.png",
+                                         "CONSOLE_TILE_ATTRIBUTION": "© 示例测绘"})
+    client = create_app(settings, dist=tmp_path).test_client()
+    assert client.get("/config.json").json["tiles"] == {"url": "https://{s}.tiles.example.cn/{z}/{x}/{y}.png",
+                                                        "attribution": "© 示例测绘"}
+    policy = image_policy(client)
+    assert policy["img-src"] == "'self' blob: data: https://*.tiles.example.cn"
+
+
+@pytest.mark.parametrize("url", ["ftp://tiles.example.cn/{z}/{x}/{y}.png", "https://tiles.example.cn/{z}/{x}.png",
+                                 "tiles.example.cn/{z}/{x}/{y}.png"])
+def test_a_tile_url_that_is_no_template_is_refused_at_start(url):
+    with pytest.raises(console.BadTileUrl):
+        ConsoleSettings.from_env({"CONSOLE_TILE_URL": url})

@@ -14,6 +14,8 @@ export interface ConsoleConfig {
   timeZone: string;
   /** The provider staff sign in through (CONSOLE_OIDC_*), or null: sign-in links only. */
   oidc: ProviderConfig | null;
+  /** The map's base tiles (a {z}/{x}/{y} URL template) and their attribution; null: the grid cells alone. */
+  tiles: { url: string; attribution: string } | null;
 }
 
 let loaded: ConsoleConfig | null = null;
@@ -52,7 +54,8 @@ export function parseConfig(value: unknown): ConsoleConfig {
     throw new Error("/config.json names no timeZone");
   }
   return { services: urls as Record<ServiceName, string>, timeZone: fields.timeZone,
-    oidc: fields.oidc === undefined || fields.oidc === null ? null : parseProvider(fields.oidc) };
+    oidc: fields.oidc === undefined || fields.oidc === null ? null : parseProvider(fields.oidc),
+    tiles: parseTiles(fields.tiles) };
 }
 
 function parseProvider(value: unknown): ProviderConfig {
@@ -88,4 +91,16 @@ function record(value: unknown, name: string): Record<string, unknown> {
     throw new Error(`/config.json: ${name} is not an object`);
   }
   return { ...value };
+}
+
+/** The map's tiles: an http(s) URL template with {z}, {x} and {y}; anything else leaves the map without tiles. */
+export function parseTiles(value: unknown): ConsoleConfig["tiles"] {
+  if (typeof value !== "object" || value === null) {
+    return null;
+  }
+  const { url, attribution } = value as Record<string, unknown>;
+  if (typeof url !== "string" || !/^https?:\/\//.test(url) || !["{z}", "{x}", "{y}"].every((p) => url.includes(p))) {
+    return null;
+  }
+  return { url, attribution: typeof attribution === "string" ? attribution : "" };
 }

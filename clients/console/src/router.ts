@@ -35,6 +35,8 @@ export function createConsoleRouter(session: () => { role: string | null; reason
       { path: "/cases", component: () => import("@/views/CasesView.vue"), meta: { roles: STAFF_ROLES } },
       { path: "/cases/:caseId", component: () => import("@/views/CaseView.vue"), props: true,
         meta: { roles: STAFF_ROLES } },
+      { path: "/map", component: () => import("@/views/MapView.vue"),
+        meta: { roles: ["office", "department", "grid_leader"] } },
       { path: "/sign-in", component: () => import("@/views/SignInView.vue"), meta: { public: true } },
       { path: "/:unknown(.*)*", component: () => import("@/views/NotFoundView.vue"), meta: { public: true } },
     ],
