@@ -41,6 +41,7 @@ from bench.harness import bench_databases, bench_store, bench_vhost, drop_databa
 from bench.queries import stores_under_test
 from services.hours import domain
 from services.hours.store import HoursStore, _year_id
+from services.hours.usecases import patrols
 from shared import reference
 from shared.auth import issue_token
 from shared.bus import EventPublisher
@@ -215,7 +216,7 @@ def crediting(count: int) -> None:
                 for volunteer_id in waiting:
                     claim = domain.PatrolClaim(volunteer_id, grid, started, ended, 1.0,
                                                started.astimezone(city.timezone).date())
-                    store.record_patrol(claim, False, "bench", now, None, "bench", None)
+                    patrols.record_claim(store, claim, False, "bench", now, None, "bench", None)
                 events = [Event.new("report.submitted", "intake", {
                     "id": uuid.uuid4().hex, "reporter_id": volunteer_id, "grid_id": grid,
                     "submitted_at": rfc3339(now - timedelta(hours=1))}) for volunteer_id in waiting]

@@ -52,7 +52,7 @@ from services.routing import store as routing_store
 from services.routing.api import FALLBACK_DEADLINE_HOURS
 from services.routing.clock import CALENDAR, CalendarClock
 from services.routing.store import CaseStore
-from shared import idempotency, reference
+from shared import geo, idempotency, reference
 from shared.bus import PublishOutcome
 from shared.events import Event
 from shared.outbox import DUE_FIELD, OUTBOX_FIELD, OutboxRelay, push_events, with_events
@@ -309,7 +309,7 @@ def stored_report(report: dict, revision: int, key: str | None, fingerprint: str
     """As ReportStore.add_report and apply_case_steps leave it, once the relay has emptied its outbox."""
     document = {"_id": report["id"], **{k: v for k, v in report.items() if k != "id"},
                 intake_store.OPEN: report["status"] in intake.OPEN_STATUSES,
-                intake_store.AREA: intake_store.area_of(report), "revision": revision,
+                intake_store.AREA: geo.place_key_of(report), "revision": revision,
                 idempotency.FINGERPRINT_FIELD: fingerprint}
     return {**document, idempotency.KEY_FIELD: key} if key else document
 
@@ -318,7 +318,7 @@ def stored_case(case: dict) -> dict:
     """As CaseStore.open_or_join and save leave it, once the relay has emptied its outbox."""
     return {"_id": case["id"], **{k: v for k, v in case.items() if k != "id"},
             routing_store.OPEN: case["status"] in routing.OPEN_STATUSES,
-            routing_store.AREA: routing_store.area_of(case)}
+            routing_store.AREA: geo.place_key_of(case)}
 
 
 def with_pending_events(filing: Filing) -> Filing:

@@ -28,7 +28,7 @@ from bench.intake_throughput import DESCRIPTION, Volunteer
 from services.intake.domain import GridMap
 from shared import reference
 from shared.geo import DUPLICATE_RADIUS_M, distance_m
-from shared.testing import EventTap
+from tests.support import EventTap
 
 SPOT_STEP = (0.0025, 0.003)  # 278 m of latitude, 273 m of longitude at 35°N: beyond the 250 m that joins a case
 
@@ -151,7 +151,7 @@ def queue_state(amqp_url: str, queue: str) -> tuple[int, int] | None:
 
 
 class DispatchTap(EventTap):
-    """A department's subscriber (a plain pika queue, as shared.testing.EventTap), consuming in a thread of
+    """A department's subscriber (a plain pika queue, as tests.support.EventTap), consuming in a thread of
     its own and stamping each `case.dispatched.*` with its arrival time as it is delivered."""
 
     def __init__(self, amqp_url: str, *patterns: str):

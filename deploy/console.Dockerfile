@@ -12,7 +12,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 COPY shared ./shared
 COPY services ./services
-COPY deploy ./deploy
+COPY deploy/__init__.py deploy/console.py deploy/gunicorn.conf.py ./deploy/
 RUN pip install . && useradd --system --uid 10001 woodpecker
 COPY --from=build /console/dist ./clients/console/dist
 USER woodpecker

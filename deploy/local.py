@@ -21,9 +21,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pymongo
-import pymongo.errors
-
 from deploy import console
 from deploy.broker import administrator, provision, service_user, vhost_of
 from deploy.embedded_db import (
@@ -31,15 +28,17 @@ from deploy.embedded_db import (
     EmbeddedDatabase,
     EmbeddedDatabaseError,
     answers,
-    free_port,
     is_running,
     stop_pids,
 )
+from deploy.migrations import migrate
+from deploy.migrations.local_layout import move_shared_data
 from services.notify.sealing import DEV_SECRET_KEY, checked_secret_key
 from services.notify.settings import NotifySettings
 from shared.auth import accepted_tokens, issue_token
 from shared.bus import broker_problem
 from shared.config import SERVICE_PORTS, Settings, UnsafeConfiguration, check_jwt_secret, mongo_url_variable
+from shared.store import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = Path(os.environ.get("WOODPECKER_RUN_DIR", ROOT / ".run"))
@@ -107,67 +106,6 @@ def ensure_embedded_database(service: str) -> str:
     return database.url
 
 
-def move_shared_data(urls: dict[str, str], env: dict[str, str]) -> None:
-    """Copy each service's database out of the one embedded database that served them all before (its data
-    directly in .run/db/) into the service's own, once; the old data stays in SHARED_BEFORE until `make reset`."""
-    if not SHARED_BEFORE.exists():
-        return
-    marker = SHARED_BEFORE / "moved"
-    if marker.exists():
-        return
-    print(f"  moving each service's data out of the embedded database all of them shared ({SHARED_BEFORE}) ...")
-    shared = EmbeddedDatabase(SHARED_BEFORE, free_port(), RUN / f"{DB}-shared-before.log")
-    try:
-        shared.start()
-    except EmbeddedDatabaseError as exc:
-        sys.exit(f"Could not open the earlier embedded database in {SHARED_BEFORE} to move its data. {exc}")
-    try:
-        for service, url in urls.items():
-            database = Settings.from_env(service, env).database
-            copied = copy_database(shared.url, url, database)
-            print(f"    {service}: {copied} documents of {database}")
-    finally:
-        shared.stop()
-    marker.write_text("each service's database was copied into .run/db/<service>/\n")
-
-
-def copy_database(source_url: str, target_url: str, name: str) -> int:
-    """Every collection of database `name`, with its indexes, from one server to another; returns the documents."""
-    source, target = pymongo.MongoClient(source_url), pymongo.MongoClient(target_url)
-    copied = 0
-    try:
-        for collection in source[name].list_collection_names():
-            into = target[name][collection]
-            for index in source[name][collection].list_indexes():
-                options = {k: v for k, v in index.items() if k not in ("key", "v", "ns")}
-                if options["name"] != "_id_":
-                    into.create_index(list(index["key"].items()), **options)
-            batch = []
-            for document in source[name][collection].find():
-                batch.append(document)
-                if len(batch) == 500:
-                    copied += _insert_missing(into, batch)
-                    batch = []
-            copied += _insert_missing(into, batch)
-    finally:
-        source.close()
-        target.close()
-    return copied
-
-
-def _insert_missing(collection, documents: list[dict]) -> int:
-    """Insert what the collection lacks (a move cut short and run again copies only the rest)."""
-    if not documents:
-        return 0
-    try:
-        collection.insert_many(documents, ordered=False)
-    except pymongo.errors.BulkWriteError as exc:
-        if any(error["code"] != 11000 for error in exc.details["writeErrors"]):
-            raise
-        return exc.details["nInserted"]
-    return len(documents)
-
-
 def provision_broker(settings: Settings) -> dict[str, str]:
     """Queues first; and, where this machine administers the broker, a user of its own for each service,
     whose password is kept in .run/broker-users.json (so a restart keeps what running processes use)."""
@@ -224,7 +162,7 @@ def up() -> None:
                          "their data into them.")
             DATA.rename(SHARED_BEFORE)
         urls = {service: ensure_embedded_database(service) for service in embedded}
-        move_shared_data(urls, env)
+        move_shared_data(SHARED_BEFORE, urls, env, RUN / f"{DB}-shared-before.log")
         env.update({mongo_url_variable(service): url for service, url in urls.items()})
         print(f"  Their data lives in {DATA}/<service>/ and survives `make down`; `make reset` wipes it.\n"
               "  For production, run MongoDB: set MONGO_URL=mongodb://..., or use `docker compose up`.")
@@ -239,6 +177,9 @@ def up() -> None:
         checked_secret_key(NotifySettings.from_env(env), Settings.from_env("notify", env))
     except UnsafeConfiguration as refused:
         sys.exit(str(refused))
+    for service in SERVICE_PORTS:  # the data in the shape this version stores it, before any process reads it
+        service_settings = Settings.from_env(service, env)
+        migrate(connect(service_settings.mongo_url, service_settings.database), service, env, say=print)
     console_settings = allow_console(env)
     host = env.get("WOODPECKER_BIND_HOST", "127.0.0.1")
     ports = {service: Settings.from_env(service, env).port for service in SERVICE_PORTS}
@@ -283,7 +224,10 @@ def allow_console(env: dict[str, str]) -> console.ConsoleSettings | None:
     deploy/console.py for why the console calls the services across origins)."""
     if env.get("WOODPECKER_CONSOLE", "on") == "off":
         return None
-    settings = console.ConsoleSettings.from_env(env)
+    try:
+        settings = console.ConsoleSettings.from_env(env)
+    except ValueError as refused:  # a CONSOLE_OIDC_* setting it cannot use: say which before starting anything
+        sys.exit(f"The console cannot start: {refused}")
     allowed = [o for o in env.get("WOODPECKER_CORS_ORIGINS", "").split(",") if o.strip()]
     env["WOODPECKER_CORS_ORIGINS"] = ",".join(dict.fromkeys([*allowed, *console.origins(settings.port)]))
     return settings
@@ -308,6 +252,9 @@ def start_console(env: dict[str, str], settings: console.ConsoleSettings, host: 
             "-b", f"{host}:{settings.port}", "--name", "woodpecker-console", "deploy.console:create_app()"],
            "console-web", env)
     base = f"http://127.0.0.1:{settings.port}"
+    if settings.provider is not None:
+        print(f"\nThe console: {base}   staff sign in through the city's provider {settings.provider.issuer} "
+              f"(client {settings.provider.client_id}, redirect URI {base}/sign-in/callback)")
     if "local" not in auth.token_issuers:
         print(f"\nThe console: {base}   (sign-in links need local tokens: WOODPECKER_TOKEN_ISSUERS is oidc alone)")
         return

@@ -3,7 +3,7 @@
 A service that accepts reports faster than the services behind it handle them only moves the wait: the
 reports pile up in the queues, and each one reaches its department later than the one before (issue 11:
 100 reports/s offered, 39–54 taken, and the departments heard almost nothing). So the endpoint that starts such
-work asks `Admission` first: while the services' queues hold more than `limit` ready messages it answers 503
+work asks `BacklogGate` first: while the services' queues hold more than `limit` ready messages it answers 503
 with Retry-After, nothing done; the client sends the same request again later (with its Idempotency-Key that
 is safe). The queues then stay bounded, at any offered rate, and what was accepted is handled in seconds.
 
@@ -48,7 +48,7 @@ class Reading:
     at: float      # time.monotonic() when read
 
 
-class Admission:
+class BacklogGate:
     """Admits work while the watched queues hold at most `limit` ready messages (no limit: everything)."""
 
     def __init__(self, service: str, read_depths: Callable[[], int] | None, limit: int,
@@ -64,7 +64,7 @@ class Admission:
         self._reader_pid: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Admission:
+    def from_settings(cls, settings: Settings) -> BacklogGate:
         if not settings.admission_backlog:
             return cls(settings.service, None, 0)
         queues = settings.admission_queues or tuple(service_queues())

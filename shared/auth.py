@@ -1,4 +1,4 @@
-"""Bearer tokens (JWT, CONTRACT "Tokens") and the role check every endpoint makes.
+"""Bearer tokens (JWT, docs/contract.md, "Tokens") and the role check every endpoint makes.
 
 A deployment accepts tokens from one issuer or both (WOODPECKER_TOKEN_ISSUERS): `local`, HS256 signed with
 WOODPECKER_JWT_SECRET (`make token`, development); `oidc`, RS256/ES256 from the city's OpenID Connect provider,

@@ -1,5 +1,5 @@
-"""Configuration from the environment (CONTRACT: ports, AMQP_URL, MONGO_URL, WOODPECKER_JWT_SECRET, the OpenID
-Connect provider).
+"""Configuration from the environment (docs/contract.md: ports, AMQP_URL, MONGO_URL, WOODPECKER_JWT_SECRET, the
+OpenID Connect provider).
 
 Every service reaches its store through MONGO_URL, or through <SERVICE>_MONGO_URL where that is set (a
 service whose database lives elsewhere): MongoDB in production, or the embedded databases that `make up`
@@ -200,9 +200,15 @@ def _oidc(env: os._Environ | dict) -> OidcSettings | None:
                         ca_file=ca_file)
 
 
+def provider_settings(env: os._Environ | dict) -> OidcSettings | None:
+    """The provider the WOODPECKER_OIDC_* settings name, and how its claims map to ours; None without one. For the
+    console's server, which tells the browser the same mapping (deploy/console.py)."""
+    return _oidc(env)
+
+
 def _token_issuers(env: os._Environ | dict, oidc: OidcSettings | None) -> tuple[str, ...]:
-    """Local tokens alone without a provider; with one, its tokens too (CONTRACT "Tokens"), until the deployment
-    says `oidc` alone."""
+    """Local tokens alone without a provider; with one, its tokens too (docs/contract.md, "Tokens"), until the
+    deployment says `oidc` alone."""
     raw = env.get("WOODPECKER_TOKEN_ISSUERS") or ("local,oidc" if oidc else "local")
     issuers = _names(raw.lower())
     if not issuers or any(issuer not in TOKEN_ISSUERS for issuer in issuers):

@@ -25,7 +25,7 @@ class NotFound(DomainError):
 
 
 class NotVisible(NotFound):
-    """Exists, but not for this caller: indistinguishable from absent (CONTRACT)."""
+    """Exists, but not for this caller: indistinguishable from absent (docs/contract.md)."""
 
 
 class Forbidden(DomainError):

@@ -1,4 +1,4 @@
-"""The one event envelope (CONTRACT "Events on RabbitMQ")."""
+"""The one event envelope (docs/contract.md, "Events on RabbitMQ")."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ EXCHANGE = "woodpecker.events"
 # The alternate exchange, and queue, of events no queue was bound to when they were published.
 UNROUTED = "woodpecker.unrouted"
 ENVELOPE_VERSION = 1
-# Who may publish what (CONTRACT "Events on RabbitMQ"): the first word of a routing key names the one
+# Who may publish what (docs/contract.md, "Events on RabbitMQ"): the first word of a routing key names the one
 # service that owns it. The broker enforces it on publishing (deploy/broker.py), consumers on receipt.
 PUBLISHERS = {"report": "intake", "case": "routing", "hours": "hours", "volunteer": "hours"}
 
@@ -98,3 +98,27 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return rfc3339(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def event_time(value: Any, field: str) -> datetime | None:
+    """An RFC 3339 time an event's data carries, in UTC (None stays None); anything else is a malformed event."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
+
+
+class ReportNotYetHeard(Exception):
+    """A case event names a report whose `report.submitted` has not reached this service yet: retried later,
+    so that nothing the report's reporter is owed is lost to the order the events arrived in."""
+
+
+def submitted_report(data: dict) -> dict:
+    """What a service that follows reports keeps of a `report.submitted`: who reported, where, what and when."""
+    missing = [k for k in ("id", "reporter_id", "grid_id", "submitted_at") if not isinstance(data.get(k), str)]
+    if missing:
+        raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
+    return {"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
+            "category": data.get("category"), "submitted_at": event_time(data["submitted_at"], "submitted_at")}

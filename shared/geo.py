@@ -80,6 +80,11 @@ def place_key(kind: str, lat: float, lng: float) -> str:
     return f"{kind}@{cell_of(lat, lng)}"
 
 
+def place_key_of(located: dict) -> str:
+    """The place key of a stored report or case: its category where it lies."""
+    return place_key(located["category"], located["location"]["lat"], located["location"]["lng"])
+
+
 def keys_around(kind: str, lat: float, lng: float) -> list[str]:
     """The place keys under which every thing of `kind` within DUPLICATE_RADIUS_M of the point is kept."""
     return [f"{kind}@{cell}" for cell in cells_around(lat, lng)]

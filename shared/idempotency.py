@@ -1,4 +1,4 @@
-"""`Idempotency-Key` on creating POSTs (CONTRACT "HTTP conventions").
+"""`Idempotency-Key` on creating POSTs (docs/contract.md, "HTTP conventions").
 
 The key lives in the created document itself under a partial unique index, so claiming the key and
 creating the resource are one atomic insert; a document created without a key has no such field and

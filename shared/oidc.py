@@ -109,7 +109,7 @@ def _signing_key(entry: Any) -> SigningKey | None:
     return SigningKey(entry["kid"], algorithm, jwk)
 
 
-def _loopback_only(host: str, port: int, **kwargs: Any) -> Sequence[tuple[Any, ...]]:
+def loopback_only(host: str, port: int, **kwargs: Any) -> Sequence[tuple[Any, ...]]:
     """Name resolution for a plain-http provider URL: only the loopback addresses a name stands for."""
     return [answer for answer in socket.getaddrinfo(host, port, **kwargs)
             if plain_address(answer[4][0]).is_loopback]
@@ -199,7 +199,7 @@ class ProviderKeys:
     def _document(self, url: str, what: str) -> dict:
         plain_http = urlsplit(url).scheme == "http"
         answer = fetch("GET", url, PROVIDER_POLICY, headers={"Accept": "application/json"},
-                       resolve=_loopback_only if plain_http else socket.getaddrinfo, tls_context=self._tls,
+                       resolve=loopback_only if plain_http else socket.getaddrinfo, tls_context=self._tls,
                        max_answer_bytes=MAX_DOCUMENT_BYTES + 1)
         if answer.error:
             raise ProviderProblem(f"{what} {url}: {answer.error}")

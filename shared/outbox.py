@@ -7,11 +7,11 @@ pulls it from the document. An event may be published twice (it carries the same
 consumer is idempotent on it.
 
 Publishing at once. Whoever stored a change with its events (a request, an event handler, periodic work)
-hands them to its process's relay (`hand`) once the write, or the transaction it belongs to, has
+hands them to its process's relay (`publish_after_commit`) once the write, or the transaction it belongs to, has
 committed. The relay publishes what it is handed in batches with publisher confirms, without reading the
 store, and pulls the confirmed events from their documents in one write per collection every
 SETTLE_EVERY_S, a statement per document that still holds them; events
-that a consumer's later write of the document usually pulls (`pull_delivered`: a report's submission, by
+that a consumer's later write of the document usually pulls (`update_settling_delivered`: a report's submission, by
 its first case event) it leaves to that write for a third of the grace.
 
 Events of a transaction. A writer in a transaction (routing opening and joining cases) stores the events of
@@ -68,9 +68,9 @@ DEFAULT_GRACE_S = 30.0
 # them in one write per collection. A process that dies meanwhile leaves them to the sweep, which publishes
 # them again (same ids).
 SETTLE_EVERY_S = 1.0
-# ... or, when a consumer's write usually pulls them first (`hand(pulled_by_a_consumer=True)`), a third of
-# the grace (10 s): long enough for the consumer, short enough to be done well before the sweep would
-# publish them again.
+# ... or, when a consumer's write usually pulls them first (`publish_after_commit(consumer_settles_first=True)`),
+# a third of the grace (10 s): long enough for the consumer, short enough to be done well before the sweep
+# would publish them again.
 CONSUMER_SHARE_OF_GRACE = 1 / 3
 SWEEP_EVERY_S = 5.0
 # Documents one sweep takes from a collection, and settles in one write: a backlog (after a broker outage)
@@ -103,7 +103,8 @@ def with_events(document: dict, *events: Event) -> dict:
 
 def events_document(*events: Event) -> dict:
     """A document of nothing but `events`, to insert into the database's EVENTS_COLLECTION in the transaction that
-    stores the changes they describe; hand it over as any other (`hand(relay, outbox, document["_id"], events)`)."""
+    stores the changes they describe; hand it over as any other
+    (`publish_after_commit(relay, outbox, document["_id"], events)`)."""
     return with_events({"_id": events[0].id}, *events)
 
 
@@ -130,22 +131,22 @@ def back_off_s(attempts: int, cap_s: float) -> float:
     return min(cap_s, 0.5 * 2 ** min(attempts, MAX_DOUBLINGS))
 
 
-def hand(relay: OutboxRelay | None, collection: Collection, document_id, events: Iterable[Event],
-         pulled_by_a_consumer: bool = False) -> None:
+def publish_after_commit(relay: OutboxRelay | None, collection: Collection, document_id, events: Iterable[Event],
+                         consumer_settles_first: bool = False) -> None:
     """Tell the process's relay that `events` are stored in the document (or will be, once the transaction
     under way commits), so that it publishes them now. Without a relay (a command-line tool, a test of the
     store alone) they wait for the worker's sweep.
 
-    `pulled_by_a_consumer`: a later write of the document usually pulls them (`pull_delivered`), so the relay
-    leaves that write `consumer_first_s()` before it pulls what is still there itself: one write of the
+    `consumer_settles_first`: a later write of the document usually pulls them (`update_settling_delivered`), so
+    the relay leaves that write `consumer_first_s()` before it pulls what is still there itself: one write of the
     document fewer while all is well, and no write of its own to add while the store is at its busiest."""
     events = list(events)
     if relay is not None and events:
-        settle_after_s = consumer_first_s() if pulled_by_a_consumer else SETTLE_EVERY_S
-        after_commit(lambda: relay.take(collection, document_id, events, settle_after_s))
+        settle_after_s = consumer_first_s() if consumer_settles_first else SETTLE_EVERY_S
+        after_commit(lambda: relay.publish_soon(collection, document_id, events, settle_after_s))
 
 
-def pull_delivered(document: dict, update: dict, event_type: str) -> dict:
+def update_settling_delivered(document: dict, update: dict, event_type: str) -> dict:
     """`update` of `document` (as it was read, and written only if unchanged since) that also pulls its
     `event_type` events from the outbox: for a consumer that has just learnt they were delivered, because the
     event it handles could only have followed them. It spares the relay a write of its own."""
@@ -209,8 +210,8 @@ class OutboxRelay:
 
     # --- the hand-off -------------------------------------------------------------------------------
 
-    def take(self, collection: Collection, document_id, events: list[Event],
-             settle_after_s: float = SETTLE_EVERY_S) -> None:
+    def publish_soon(self, collection: Collection, document_id, events: list[Event],
+                     settle_after_s: float = SETTLE_EVERY_S) -> None:
         """Events just stored in the document: publish them as soon as possible, and pull them from it about
         `settle_after_s` after the broker has confirmed them."""
         with self._wake:
@@ -287,8 +288,8 @@ class OutboxRelay:
 
     def _settle_handed(self, now: float) -> None:
         """Pull the confirmed events whose time has come from their documents: per collection, one read of which
-        of them still hold their events (a consumer may have pulled them, `pull_delivered`) and one write of a
-        statement per document that does.
+        of them still hold their events (a consumer may have pulled them, `update_settling_delivered`) and one write
+        of a statement per document that does.
 
         Statements of one document each, outside any transaction. A multi-document update that meets a
         transaction which has written one of its documents waits for it on the embedded database holding the

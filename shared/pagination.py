@@ -1,4 +1,4 @@
-"""Cursor pagination (CONTRACT "Lists": ?limit= default 50, max 200; ?cursor=; next_cursor), newest first
+"""Cursor pagination (docs/contract.md, "Lists": ?limit= default 50, max 200; ?cursor=; next_cursor), newest first
 (or, for a queue, oldest first).
 
 A page is read in windows of time that grow backwards from where the previous page ended. A store's

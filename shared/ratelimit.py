@@ -41,7 +41,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 
 from shared.config import Rate, Settings
-from shared.store import connect_failing_fast, drop_index_if_present
+from shared.store import connect_failing_fast
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Admission:
+class RateVerdict:
     """The verdict on one request: admitted unless a quota is exceeded."""
 
     usages: tuple[Usage, ...]
@@ -208,9 +208,7 @@ class RateLimiter:
 
     def prepare(self) -> None:
         """The index by which a worker finds the windows that are over (windows are in `_id`, so a late removal
-        costs space, never a wrong count); the TTL index an earlier version kept on the same field goes."""
-        if "expireAfterSeconds" in self.counters.index_information().get(EXPIRES_INDEX, {}):
-            drop_index_if_present(self.counters, EXPIRES_INDEX)
+        costs space, never a wrong count)."""
         self.counters.create_index(EXPIRES_FIELD, name=EXPIRES_INDEX)
 
     def _rates(self, kind: str) -> tuple[tuple[str, Rate | None], tuple[str, Rate | None]]:
@@ -237,7 +235,7 @@ class RateLimiter:
             quotas.append(Quota(address_limit, address_rate, address_key(address)))
         return quotas
 
-    def admit(self, quotas: Sequence[Quota]) -> Admission:
+    def admit(self, quotas: Sequence[Quota]) -> RateVerdict:
         """Count the request against each quota: in the process, if every counter is known to it and far from its
         limit; else in the store at once (raises PyMongoError when the store does not answer)."""
         now, at = time.time(), time.monotonic()
@@ -248,13 +246,13 @@ class RateLimiter:
                 for tally in tallies:
                     tally.unflushed += 1
                     tally.counted_since_read += 1
-                admission = Admission(tuple(Usage(tally.quota, tally.count, _resets_in_s(tally.window_end, now))
+                admission = RateVerdict(tuple(Usage(tally.quota, tally.count, _resets_in_s(tally.window_end, now))
                                             for tally in tallies))
                 self._start_flushing()
                 return admission
         return self._admit_in_store(quotas, ids, now)
 
-    def _admit_in_store(self, quotas: Sequence[Quota], ids: list[str], now: float) -> Admission:
+    def _admit_in_store(self, quotas: Sequence[Quota], ids: list[str], now: float) -> RateVerdict:
         """Add the request, and what the process counted of these counters and has not flushed, to the store, and
         judge the request on the store's counts."""
         with self._lock:
@@ -270,7 +268,7 @@ class RateLimiter:
             self._flushed(taken)
         read_at = time.monotonic()
         counts = {doc["_id"]: doc["count"] for doc in self.counters.find({"_id": {"$in": ids}}, {"count": 1})}
-        admission = Admission(tuple(
+        admission = RateVerdict(tuple(
             Usage(quota, counts.get(counter_id, 1), _resets_in_s(quota.window_end(now), now))
             for quota, counter_id in zip(quotas, ids, strict=True)))
         if admission.refused_by:

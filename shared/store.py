@@ -4,8 +4,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from collections.abc import Collection as Collection_
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pymongo
 from pymongo.client_session import ClientSession
@@ -51,6 +52,27 @@ def ping(db: Database) -> str | None:
         log.warning("readiness: the store does not answer", extra={"error": f"{exc.__class__.__name__}: {exc}"})
         return "store unavailable"
     return None
+
+
+# Intake's reports and routing's cases keep two lookup keys beside their fields: whether the document is open, so
+# that a lookup of what is open never reads closed history, and its place key (shared.geo.place_key), so that
+# looking for things of its kind near a point is a list of equalities that one index serves.
+OPEN = "open"
+AREA = "area"
+
+
+def public_document(document: dict | None, hidden: Collection_[str]) -> dict | None:
+    """A stored document as the API shows it: its `_id` as `id`, without the store's own fields (`hidden`)."""
+    if document is None:
+        return None
+    return {"id": document["_id"], **{k: v for k, v in document.items() if k != "_id" and k not in hidden}}
+
+
+def with_open_flag(fields: dict[str, Any], open_statuses: Collection_[str]) -> dict[str, Any]:
+    """The fields to write, with the open flag derived from `status` when they set it."""
+    if "status" in fields:
+        return {**fields, OPEN: fields["status"] in open_statuses}
+    return fields
 
 
 def drop_index_if_present(collection: Collection, name: str) -> None:

@@ -17,8 +17,8 @@ from shared.config import Rate, Settings
 from shared.outbox import GRACE_VARIABLE
 from shared.runtime import BackgroundWork
 from shared.store import connect
-from shared.testing import TEST_RETRY_DELAYS_MS, amqp_backend, mongo_backend, wait_for
 from tests.identity_provider import IdentityProvider
+from tests.support import TEST_RETRY_DELAYS_MS, amqp_backend, mongo_backend, wait_for
 
 # The suite sets up its own backends and secrets: whatever the developer's shell exports for a running
 # system (MONGO_URL and <SERVICE>_MONGO_URL, AMQP_URL, WOODPECKER_JWT_SECRET, ports, databases) must not leak

@@ -11,6 +11,7 @@ from shared.web import create_service_app
 from . import api
 from .settings import HoursSettings
 from .store import HoursStore
+from .usecases import Hours
 
 DESCRIPTION = """Volunteers, patrols, the service-hour ledger and each volunteer's summary.
 
@@ -25,11 +26,10 @@ def create_app(settings: Settings | None = None, hours_settings: HoursSettings |
     rules = reference.load_service_hours(settings.reference_dir)
     store = HoursStore.prepared(db, rules, runtime.outbox_relay(settings))
     app = create_service_app(settings, title="Woodpecker hours", description=DESCRIPTION,
-                             blueprints=[api.volunteers, api.patrols, api.activities, api.ledger, api.spot_checks,
-                                         api.records],
+                             blueprints=api.BLUEPRINTS,
                              readiness=runtime.readiness_checks(settings, db))
-    app.extensions["hours"] = api.Hours(store=store, reference=city, rules=rules,
-                                        calendar=reference.load_work_calendar(settings.reference_dir),
-                                        photo_ids=PhotoIds(settings.jwt_secret))
+    app.extensions["hours"] = Hours(store=store, reference=city, rules=rules,
+                                    calendar=reference.load_work_calendar(settings.reference_dir),
+                                    photo_ids=PhotoIds(settings.jwt_secret))
     app.config["HOURS_PUBLIC_URL"] = hours_settings.public_url
     return app

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.auth import Caller
-from shared.errors import Conflict, Forbidden, InvalidFields
+from shared.errors import Conflict, Forbidden, InvalidFields, NotFound
 from shared.events import Event, rfc3339
 from shared.reference import ServiceHoursRules, WorkCalendar
 from shared.scope import Scope
@@ -22,7 +22,7 @@ from shared.scope import Scope
 PATROL, ACTIVITY, ADJUSTMENT, REVERSAL = "patrol", "activity", "adjustment", "reversal"
 KINDS = (PATROL, ACTIVITY, ADJUSTMENT, REVERSAL)
 
-# A patrol's time is credited, waiting for a person, or declined, in parts (docs/service-hours.md, "The credit
+# A patrol's time is credited, waiting for a person, or declined, in parts (docs/hours.md, "The credit
 # policy"): each distinct report that evidences it credits a bounded part at once; the rest waits in
 # awaiting_confirmation (the grid's leader or the association) or awaiting_approval (the association alone).
 # Its status says where its time is: waiting while any of it waits, else credited while any of it is credited,
@@ -432,6 +432,47 @@ def public_entry(document: dict) -> dict:
     return shown
 
 
+# Kinds of service that fill a day (adjustments correct the ledger; they are not time spent on a day).
+DAY_KINDS = (PATROL, ACTIVITY)
+
+
+def refuse_closed_year(year: int, closed: bool) -> None:
+    """Policy row "a year's close": nothing is credited into a closed year, its figures are sealed."""
+    if closed:
+        raise Conflict(f"{year} has been closed: its figures are sealed. Record a correction in the current year.")
+
+
+@dataclass(frozen=True)
+class Posting:
+    """An entry as the ledger takes it: the entry, what it adds to the volunteer's running totals, and the
+    events it publishes (`credited` with the entry, `level_changed` with the volunteer)."""
+    entry: dict
+    centihours: int
+    pending: int
+    sessions: int
+    fills_day: bool
+    star_level: int
+    credited: Event
+    level_changed: Event | None
+
+
+def posting(document: dict, total_before: int, year_closed: bool, rules: ServiceHoursRules,
+            correlation_id: str | None, waiting_moves: bool = False, sessions: int | None = None) -> Posting:
+    """Post an entry to a volunteer whose running total is `total_before` (centihours). `waiting_moves`: its
+    hours move between waiting and credited (a confirmation, evidence taken back), so its day already holds
+    them; `sessions`: the sessions of service it adds (by default one, or minus one for a reversal)."""
+    refuse_closed_year(document["year"], year_closed)
+    amount = centihours(document["hours"])
+    if sessions is None:
+        sessions = -1 if document["kind"] == REVERSAL else 1
+    return Posting(entry=document, centihours=amount, pending=-amount if waiting_moves else 0, sessions=sessions,
+                   fills_day=counted_kind(document) in DAY_KINDS and not waiting_moves,
+                   star_level=star_level(hours_of(total_before + amount), rules),
+                   credited=credited_event(document, correlation_id),
+                   level_changed=level_changed(document["volunteer_id"], total_before, total_before + amount, rules,
+                                               correlation_id))
+
+
 # --- levels and the summary -------------------------------------------------------------------
 
 def star_level(total_hours: float, rules: ServiceHoursRules) -> int:
@@ -775,3 +816,49 @@ def checked_item(document: dict) -> dict:
 
 def spot_check_reason(check_id: str, note: str) -> str:
     return f"抽查 {check_id} 未通过：{note}"
+
+
+def unchecked_item(check: dict, entry_id: str) -> dict:
+    """Policy row "spot checks": a result is recorded for an entry the check drew, once."""
+    item = next((i for i in check["items"] if i["entry_id"] == entry_id), None)
+    if item is None:
+        raise InvalidFields("Not an entry of this spot check.", {"entry_id": ["not in this sample"]})
+    if item["result"] is not None:
+        raise Conflict(f"Entry {entry_id} was checked already in this spot check.")
+    return item
+
+
+def spot_check_result(passed: bool, note: str, by: str, now: datetime) -> dict:
+    return {"result": PASSED if passed else FAILED, "note": note, "checked_by": by, "checked_at": now,
+            "reversal_id": None}
+
+
+def settled(activity: dict) -> bool:
+    """An activity is settled (confirmed) once every participant is credited or declined."""
+    return all(p["status"] in (CREDITED, DECLINED) for p in activity["participants"])
+
+
+def objection_decided(activity: dict | None, activity_id: str, objection_id: str, upheld: bool, by: str, note: str,
+                      now: datetime) -> tuple[dict, dict]:
+    """An objection decided once: upheld, the participant's hours are declined; dismissed, they are publicised
+    again. Returns the activity's changes and the objection as decided."""
+    objection = next((o for o in (activity or {}).get("objections", []) if o["id"] == objection_id), None)
+    if activity is None or objection is None:
+        raise NotFound(f"No objection {objection_id} to activity {activity_id}.")
+    if objection["status"] != OPEN:
+        raise Conflict(f"This objection was {objection['status']} already.")
+    decided = {**objection, "status": UPHELD if upheld else DISMISSED, "decided_by": by, "decided_at": now,
+               "note": note}
+    status = DECLINED if upheld else PUBLICISED
+    return {"objections": [decided if o["id"] == objection_id else o for o in activity["objections"]],
+            "participants": [{**p, "status": status} if p["volunteer_id"] == objection["volunteer_id"] else p
+                             for p in activity["participants"]]}, decided
+
+
+def participant_credited(activity: dict, volunteer_id: str, entry_id: str, now: datetime) -> dict:
+    """The activity's changes once a participant's hours are credited: settled, it is confirmed."""
+    participants = [{**p, "status": CREDITED, "entry_id": entry_id} if p["volunteer_id"] == volunteer_id else p
+                    for p in activity["participants"]]
+    confirmed = {"status": CONFIRMED, "confirmed_at": now} if settled({**activity, "participants": participants}) \
+        else {}
+    return {"participants": participants, **confirmed}

@@ -1,40 +1,27 @@
 """Hours' event handlers, one per consumed event, and the table that subscribes them."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
-from shared.events import Event, MalformedEvent, utcnow
+from shared.events import Event, MalformedEvent, ReportNotYetHeard, submitted_report, utcnow
 
 from . import domain
 from .store import HoursStore
-
-
-class ReportNotYetHeard(Exception):
-    """A case event names a report whose report.submitted has not reached hours yet: retried later."""
-
-
-def _time(value, field: str) -> datetime:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
+from .usecases import evidence
 
 
 @handles_batches(linger_s=UNHURRIED_LINGER_S)
 def reports_submitted(events: list[Event], store: HoursStore, zone: ZoneInfo) -> None:
     """Remember who reported what, where and when: it evidences patrols and counts once its case closes."""
-    store.reports_submitted([(_heard(event.data, zone), event.correlation_id) for event in events])
+    evidence.reports_submitted(store, [(_heard(event.data, zone), event.correlation_id) for event in events],
+                               utcnow())
 
 
 def _heard(data: dict, zone: ZoneInfo) -> dict:
-    missing = [k for k in ("id", "reporter_id", "grid_id", "submitted_at") if not isinstance(data.get(k), str)]
-    if missing:
-        raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
-    submitted_at = _time(data["submitted_at"], "submitted_at")
-    return {"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
-            "submitted_at": submitted_at, "year": submitted_at.astimezone(zone).year}
+    report = submitted_report(data)
+    return {"id": report["id"], "reporter_id": report["reporter_id"], "grid_id": report["grid_id"],
+            "submitted_at": report["submitted_at"], "year": report["submitted_at"].astimezone(zone).year}
 
 
 def _case(data: dict) -> tuple[str, list[str]]:
@@ -49,18 +36,18 @@ def _case(data: dict) -> tuple[str, list[str]]:
 def case_closed(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
     """`case.closed.*`: the case counts one verified report for each of its reporters."""
     case_id, report_ids = _case(event.data)
-    reports = store.reports_of(report_ids)
-    for reporter_id, year in domain.verified_reporters(list(reports.values())).items():
-        store.count_verified(case_id, reporter_id, year)
-    if unknown := sorted(set(report_ids) - set(reports)):
+    if unknown := evidence.case_closed(store, case_id, report_ids):
         raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
 
 
 def case_rejected(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
-    """`case.rejected.*`: each of the case's reports is withdrawn as evidence, with the rejection's reason."""
+    """`case.rejected.*`: each of the case's reports is withdrawn as evidence, with the rejection's reason; but not
+    those of a case merged into another, which went on in that case (its `case.joined` judges each of them)."""
+    if event.data.get("merged_into"):
+        return
     _, report_ids = _case(event.data)
     why = domain.rejection_reason(event.data.get("reason"))
-    unknown = [r for r in report_ids if not store.withdraw_report(r, why, utcnow(), event.correlation_id)]
+    unknown = [r for r in report_ids if not evidence.withdraw_report(store, r, why, utcnow(), event.correlation_id)]
     if unknown:
         raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
 
@@ -77,7 +64,8 @@ def case_joined(event: Event, store: HoursStore, zone: ZoneInfo) -> None:
         raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
     earlier = domain.self_duplicate_of(reports[joining], list(reports.values()))
     if earlier is not None:
-        store.withdraw_report(joining, domain.self_duplicate_reason(case_id, earlier), utcnow(), event.correlation_id)
+        evidence.withdraw_report(store, joining, domain.self_duplicate_reason(case_id, earlier), utcnow(),
+                                 event.correlation_id)
 
 
 # What hours consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).

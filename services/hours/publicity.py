@@ -1,5 +1,5 @@
 """The publicity watch: once an activity's publicity window (公示期) has ended, the hours nobody objected to
-are credited. Hours still publicised when their year closes are declined by the close (store.close_year), so
+are credited. Hours still publicised when their year closes are declined by the close (usecases/records.py), so
 nothing stays for the watch to try forever.
 
 Several hours processes may watch at once and restart at any time: each participant is credited in a
@@ -16,6 +16,7 @@ from shared.errors import DomainError
 
 from . import domain
 from .store import HoursStore
+from .usecases import activities
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,13 @@ class PublicityWatch:
                 if participant["status"] != domain.PUBLICISED:
                     continue
                 try:
-                    credited += self.store.confirm_participant(activity["id"], participant["volunteer_id"], now, None)
+                    credited += activities.credit_participant(self.store, activity["id"], participant["volunteer_id"],
+                                                               now, None)
                 except DomainError as refused:  # e.g. the year is being closed: its close declines these hours
                     if (activity["id"], participant["volunteer_id"]) not in self.warned:
                         self.warned.add((activity["id"], participant["volunteer_id"]))
                         log.warning("publicised hours not credited", extra={
                             "activity_id": activity["id"], "volunteer_id": participant["volunteer_id"],
                             "reason": refused.detail})
-            self.store.settle_declined(activity["id"], now)
+            activities.settle(self.store, activity["id"], now)
         return credited

@@ -1,4 +1,4 @@
-"""Hours' HTTP shapes (CONTRACT "hours")."""
+"""Hours' HTTP shapes (docs/contract.md, "hours")."""
 from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate

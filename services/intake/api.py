@@ -8,7 +8,7 @@ from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
 from shared import idempotency
-from shared.admission import Admission
+from shared.admission import BacklogGate
 from shared.auth import current_caller, requires
 from shared.errors import Forbidden, NotFound, NotVisible
 from shared.logs import correlation_id
@@ -38,7 +38,7 @@ class Intake:
     grid_map: domain.GridMap
     photo_cleaner: PhotoCleaner
     photo_ids: PhotoIds
-    admission: Admission
+    admission: BacklogGate
 
 
 def intake() -> Intake:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask
 
 from shared import reference, runtime
-from shared.admission import Admission
+from shared.admission import BacklogGate
 from shared.config import Settings
 from shared.photo_ids import PhotoIds
 from shared.web import create_service_app
@@ -28,5 +28,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["intake"] = api.Intake(store=store, reference=city, grid_map=GridMap(city.grids),
                                           photo_cleaner=PhotoCleaner(settings.photo_concurrency),
                                           photo_ids=PhotoIds(settings.jwt_secret),
-                                          admission=Admission.from_settings(settings))
+                                          admission=BacklogGate.from_settings(settings))
     return app

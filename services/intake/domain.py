@@ -15,7 +15,7 @@ from shared.auth import Caller
 from shared.errors import InvalidFields
 from shared.events import Event, MalformedEvent
 from shared.geo import nearest_within
-from shared.reference import FIRST_YEAR, LAST_YEAR, Category, Grid
+from shared.reference import FIRST_YEAR, LAST_YEAR, Category, Grid, local_text
 from shared.scope import Scope
 
 # A phone's clock may run a little ahead; beyond this an observation time is a mistake.
@@ -48,7 +48,7 @@ class GridMap:
 # --- who sees what ---------------------------------------------------------------------------
 
 def visible_to(caller: Caller) -> Scope:
-    """The reports a caller may see (CONTRACT: a volunteer their own, a grid leader their grid's and
+    """The reports a caller may see (docs/contract.md: a volunteer their own, a grid leader their grid's and
     their own, a department its cases', the office all)."""
     if caller.role in ("office", "service", "association"):
         return Scope.everything()
@@ -115,7 +115,7 @@ def new_report(report_id: str, reporter_id: str, fields: dict, grid: Grid, dupli
     }
 
 
-# What every subscriber learns of a new report (CONTRACT: `report.submitted` carries the report).
+# What every subscriber learns of a new report (docs/contract.md: `report.submitted` carries the report).
 PUBLISHED_FIELDS = ("id", "reporter_id", "category", "description", "location", "grid_id", "district", "photo_ids",
                     "observed_at", "submitted_at", "patrol_id", "status", "case_id", "department", "duplicate_of",
                     "after_photo_ids", "timeline")
@@ -137,8 +137,8 @@ CASE_ACTION_STATUS = {
     "rectified": RECTIFIED, "closed": CLOSED, "reopened": IN_PROGRESS, "rejected": REJECTED,
     "overdue": None, "extension_requested": None, "extension_decided": None,
 }
-CASE_STATUS_FOR_REPORT = {"dispatched": IN_PROGRESS, "accepted": IN_PROGRESS, "rectified": RECTIFIED,
-                          "closed": CLOSED}
+CASE_STATUS_FOR_REPORT = {"pending_triage": SUBMITTED, "dispatched": IN_PROGRESS, "accepted": IN_PROGRESS,
+                          "rectified": RECTIFIED, "closed": CLOSED}
 REJECT_REASON_ZH = {"duplicate": "重复上报", "invalid": "不属实或信息不全", "out_of_scope": "不属于受理范围"}
 
 
@@ -150,17 +150,14 @@ def parse_case_routing_key(routing_key: str) -> tuple[str, str | None]:
     return parts[1], None if parts[2] == "none" else parts[2]
 
 
-def local_text(moment: datetime, zone: ZoneInfo) -> str:
-    """`moment` as the city's people read it: local wall-clock time to the minute."""
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-
-
 def case_step_note(action: str, data: dict, department_name: str | None, due_at: datetime | None,
                    zone: ZoneInfo) -> str:
     """The reporter's timeline line for a case step; a deadline is given in the city's time `zone`."""
     dept = department_name or "责任部门"
     if action == "opened":
         return "已立案"
+    if action == "joined" and data.get("merged_from"):
+        return f"市创城办核实案卷 {data['merged_from']} 与案卷 {data.get('case_id')} 为同一问题，已合并办理"
     if action == "joined":
         return "已并入同一问题的案卷"
     if action == "dispatched":
@@ -187,7 +184,10 @@ def case_step_note(action: str, data: dict, department_name: str | None, due_at:
 
 def reports_following(action: str, data: dict) -> list[str]:
     """The reports a case step changes: every report of the case, except that a `joined` step changes only the
-    report that joined (the case goes on as it was; the other reporters learn nothing new from a duplicate)."""
+    report that joined (the case goes on as it was; the other reporters learn nothing new from a duplicate), and
+    the end of a case merged into another changes none: its reports follow that case, each by its `joined`."""
+    if action == "rejected" and data.get("merged_into"):
+        return []
     report_ids = data.get("report_ids")
     if not isinstance(report_ids, list) or not report_ids:
         raise MalformedEvent("a case event must carry report_ids")
@@ -219,15 +219,23 @@ def follow_case(report: dict, step: CaseStep, department_name: str | None, due_a
     """
     if step.event_id in report["applied_events"]:
         return None
+    left = report.get("left_cases") or []
+    if step.data.get("case_id") in left:
+        return None  # a late step of a case the report was merged away from: it is no longer the report's
     version = step.data.get("case_version")
+    # A merge moves the report to another case, whose versions are its own: its `joined` starts them over.
+    moving = step.action == "joined" and bool(step.data.get("merged_from")) and \
+        step.data.get("case_id") != report.get("case_id")
     # Events of one routing step share its version, so only a strictly older version is stale.
-    newer = version is None or int(version) >= report.get("case_version", 0)
+    newer = moving or version is None or int(version) >= report.get("case_version", 0)
     status = CASE_ACTION_STATUS[step.action]
     if step.action == "rejected" and step.data.get("reason") == "duplicate":
         status = DUPLICATE
     if step.action == "joined":  # joining a case under way: take up its status
         status = CASE_STATUS_FOR_REPORT.get(step.data.get("status"))
     changes: dict = {"case_id": step.data.get("case_id") or report.get("case_id")}
+    if moving:
+        changes["left_cases"] = [*left, step.data["merged_from"]]
     if newer:
         if version is not None:
             changes["case_version"] = int(version)

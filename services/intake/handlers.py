@@ -4,25 +4,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime
 
 from shared.bus import BESIDE_SUBMISSIONS_LINGER_S, Subscription, handles_batches, subscriptions_from
-from shared.events import Event, MalformedEvent
+from shared.events import Event, MalformedEvent, event_time
 from shared.reference import ReferenceData
 
 from .domain import CaseStep, follow_case, parse_case_routing_key, reports_following
 from .store import ReportStore
 
 log = logging.getLogger(__name__)
-
-
-def _time(value, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
 
 
 @handles_batches(linger_s=BESIDE_SUBMISSIONS_LINGER_S)
@@ -42,8 +32,8 @@ def _follows(event: Event, reference: ReferenceData) -> Iterator[tuple[str, Call
         raise MalformedEvent(str(exc)) from exc
     report_ids = reports_following(action, event.data)
     step = CaseStep(event_id=event.id, action=action, department=department,
-                    occurred_at=_time(event.occurred_at, "occurred_at"), data=event.data)
-    due_at = _time(event.data.get("due_at"), "due_at")
+                    occurred_at=event_time(event.occurred_at, "occurred_at"), data=event.data)
+    due_at = event_time(event.data.get("due_at"), "due_at")
     dept = reference.departments.get(department) if department else None
     follow = functools.partial(follow_case, step=step, department_name=dept.name_zh if dept else None, due_at=due_at,
                                zone=reference.timezone)

@@ -1,4 +1,4 @@
-"""Intake's HTTP and event shapes (CONTRACT "intake")."""
+"""Intake's HTTP and event shapes (docs/contract.md, "intake")."""
 from __future__ import annotations
 
 from flask_smorest.fields import Upload

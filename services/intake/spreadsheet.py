@@ -8,10 +8,10 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from shared.reference import Category
+from shared.reference import Category, local_text
 from shared.spreadsheets import Export, workbook_bytes, write, write_row
 
-from .domain import STATUS_ZH, STATUSES, local_text
+from .domain import STATUS_ZH, STATUSES
 
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 BOLD = Font(bold=True)
@@ -24,7 +24,7 @@ REPORT_SHEETS = (("本周上报明细", "reports"), ("未办结问题", "open"),
 
 
 def _local(moment: datetime | None, zone: ZoneInfo) -> str:
-    return local_text(moment, zone) if moment else ""
+    return local_text(moment, zone) or ""
 
 
 def weekly_figures(summary: dict, categories: dict[str, Category], zone: ZoneInfo) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from functools import partial
 
 import gridfs
 from bson import ObjectId
@@ -12,10 +12,25 @@ from pymongo.database import Database
 
 from shared import geo, idempotency
 from shared.events import Event
-from shared.outbox import OUTBOX_FIELDS, OutboxRelay, ensure_outbox_index, hand, pull_delivered, with_events
+from shared.outbox import (
+    OUTBOX_FIELDS,
+    OutboxRelay,
+    ensure_outbox_index,
+    publish_after_commit,
+    update_settling_delivered,
+    with_events,
+)
 from shared.pagination import Position, newest_first
 from shared.scope import Scope
-from shared.store import LostRace, drop_index_if_present, if_unchanged_since, optimistically
+from shared.store import (
+    AREA,
+    OPEN,
+    LostRace,
+    if_unchanged_since,
+    optimistically,
+    public_document,
+    with_open_flag,
+)
 
 from .domain import OPEN_STATUSES, REPORT_SUBMITTED
 
@@ -25,37 +40,15 @@ def new_id() -> str:
     return str(ObjectId())
 
 
-# Kept beside `status`, so that the nearby lookup never reads closed history; and the report's place key
-# (shared.geo.place_key): the lookup asks for the keys around a point, equalities that every store serves
-# from one index.
-OPEN = "open"
-AREA = "area"
 HIDDEN_FIELDS = ("_id", "revision", OPEN, AREA, idempotency.KEY_FIELD, idempotency.FINGERPRINT_FIELD, *OUTBOX_FIELDS)
-SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 
 
 LISTED_BY = ((), ("reporter_id",), ("grid_id",), ("department",), ("status",), ("category",),
              ("reporter_id", "status"), ("grid_id", "status"), ("department", "status"))
 
 
-def _public(document: dict | None) -> dict | None:
-    if document is None:
-        return None
-    public = {k: v for k, v in document.items() if k not in HIDDEN_FIELDS}
-    public["id"] = document["_id"]
-    return public
-
-
-def area_of(report: dict) -> str:
-    """The report's place key (shared.geo.place_key), which the nearby lookup asks for."""
-    return geo.place_key(report["category"], report["location"]["lat"], report["location"]["lng"])
-
-
-def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields to write, with the lookup keys derived from them."""
-    if "status" in fields:
-        return {**fields, OPEN: fields["status"] in OPEN_STATUSES}
-    return fields
+_public = partial(public_document, hidden=HIDDEN_FIELDS)
+_indexed = partial(with_open_flag, open_statuses=OPEN_STATUSES)
 
 
 class ReportStore:
@@ -72,7 +65,6 @@ class ReportStore:
         stores go to `relay`, the process's own."""
         store = cls(db, relay)
         store.ensure_indexes()
-        store.ensure_areas()
         return store
 
     def ensure_indexes(self) -> None:
@@ -81,7 +73,6 @@ class ReportStore:
         idempotency.ensure_index(self.photos)
         ensure_outbox_index(self.reports)
         self.reports.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
-        drop_index_if_present(self.reports, SUPERSEDED_INDEX)  # the nearby lookup's before reports carried their area
         # Lists walk back in windows of submission time. A filter alone or with the caller's scope has its
         # own index, so a rare value reads only its matches; other combinations read the time window.
         for prefix in LISTED_BY:
@@ -91,22 +82,16 @@ class ReportStore:
         self.reports.create_index([("photo_ids", ASCENDING)])
         self.reports.create_index([("after_photo_ids", ASCENDING)])
 
-    def ensure_areas(self) -> None:
-        """Give the open reports stored before reports carried their area one, so that the nearby lookup finds
-        them: work only on a database's first start with this version."""
-        for report in self.reports.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
-            self.reports.update_one({"_id": report["_id"]}, {"$set": {AREA: area_of(report)}})
-
     # --- reports ------------------------------------------------------------------------------
 
     def add_report(self, report: dict, event: Event, key: str | None, fingerprint: str) -> tuple[dict, bool]:
         """Store the report and its `report.submitted` event in one write."""
         document = with_events({"_id": report["id"], **_indexed({k: v for k, v in report.items() if k != "id"}),
-                                AREA: area_of(report), "revision": 0}, event)
+                                AREA: geo.place_key_of(report), "revision": 0}, event)
         stored, created = idempotency.insert_once(self.reports, document, key, fingerprint)
         if created:
             # Pulled by the write of the report's first case event (apply_case_steps).
-            hand(self.relay, self.reports, document["_id"], [event], pulled_by_a_consumer=True)
+            publish_after_commit(self.relay, self.reports, document["_id"], [event], consumer_settles_first=True)
         return _public(stored), created
 
     def visible_report(self, report_id: str, scope: Scope) -> dict | None:
@@ -155,7 +140,7 @@ class ReportStore:
                 if changes is not None:
                     changed[report_id] = {**changed.get(report_id, {}), **changes}
             writes = [UpdateOne({"_id": report_id}, if_unchanged_since(
-                pull_delivered(documents[report_id], {"$set": _indexed(changes)}, REPORT_SUBMITTED),
+                update_settling_delivered(documents[report_id], {"$set": _indexed(changes)}, REPORT_SUBMITTED),
                 "revision", documents[report_id]["revision"])) for report_id, changes in changed.items()]
             if writes and self.reports.bulk_write(writes, ordered=False).modified_count < len(writes):
                 raise LostRace(", ".join(changed))

@@ -12,7 +12,7 @@ from . import api, domain
 from .sealing import sealer_from
 from .settings import NotifySettings
 from .store import NotifyStore
-from .subscriptions import Subscriptions, prepare_store
+from .subscriptions import Subscriptions
 from .templates import Templates
 
 DESCRIPTION = """The inbox, subscriptions (email, signed webhooks, preferences) and the delivery log.
@@ -34,7 +34,6 @@ def create_app(settings: Settings | None = None, notify_settings: NotifySettings
                              blueprints=[api.inbox, api.subscriptions, api.deliveries],
                              readiness=runtime.readiness_checks(settings, db))
     store = NotifyStore.prepared(db)
-    prepare_store(store, sealer)
     subscriptions = Subscriptions(
         store=store, reference=reference.load(settings.reference_dir),
         policy=TargetPolicy.from_setting(notify_settings.allowed_networks, notify_settings.attempt_deadline_s),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from shared.reference import ReferenceData
+from shared.reference import ReferenceData, local_text
 
 from . import domain
 from .domain import DIGEST_KIND, Notice
@@ -74,7 +74,7 @@ class GridDigest:
         def item(report: dict) -> dict:
             category = self.city.categories.get(report.get("category") or "")
             return {"report_id": report["_id"], "category_name": category.name_zh if category else "",
-                    "submitted_at": domain.local_text(report["submitted_at"], zone),
+                    "submitted_at": local_text(report["submitted_at"], zone),
                     "status_name": STATUS_NAMES.get(report.get("status"), report.get("status") or "")}
 
         open_reports = sorted(reports["open"], key=lambda r: r["submitted_at"])

@@ -17,7 +17,7 @@ from shared.auth import Caller
 from shared.errors import DomainError, Forbidden, InvalidFields
 from shared.events import topic_matches
 from shared.outbound import TargetPolicy
-from shared.reference import ReferenceData
+from shared.reference import ReferenceData, local_text
 
 INBOX, EMAIL, WEBHOOK = "inbox", "email", "webhook"
 CHANNELS = (INBOX, EMAIL, WEBHOOK)
@@ -58,7 +58,7 @@ class Notice:
 
 # --- who hears what, and what each may see -----------------------------------------------------------
 
-# What a department's system hears of its own case: the case event's fields (CONTRACT), and what a step adds.
+# What a department's system hears of its own case: the case event's fields (docs/contract.md), and what a step adds.
 CASE_EVENT_FIELDS = ("case_id", "report_ids", "report_id", "category", "department", "status", "due_at", "grid_id",
                      "location", "description", "photo_ids", "overdue", "escalation_level", "rework_count",
                      "case_version", "note", "after_photo_ids", "reason", "extension", "approved")
@@ -70,10 +70,6 @@ VOLUNTEER_FIELDS = {
     "volunteer.minimum_at_risk": ("volunteer_id", "year", "year_hours", "minimum_hours", "hours_short", "week"),
 }
 VOLUNTEER_FIELDS["hours.reversed"] = VOLUNTEER_FIELDS["hours.credited"]
-
-
-def local_text(moment: datetime | None, zone: ZoneInfo) -> str | None:
-    return None if moment is None else moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def only(data: dict, fields: tuple[str, ...]) -> dict:
@@ -122,7 +118,8 @@ def reporter_context(action: str, data: dict, report_id: str, city: ReferenceDat
     return {"report_id": report_id, "case_id": data["case_id"], "status": data.get("status"),
             "category_name": category.name_zh if category else data.get("category", ""),
             "department_name": department.name_zh if department else (data.get("department") or ""),
-            "due_at": local_text(due_at, zone), "link": links.report(report_id), **public_outcome(action, data)}
+            "due_at": local_text(due_at, zone), "link": links.report(report_id), **public_outcome(action, data),
+            **({"merged_from": data.get("merged_from")} if action == "joined" else {})}
 
 
 def case_notices(action: str, department: str | None, routing_key: str, data: dict, reporters: dict[str, str],
@@ -149,7 +146,10 @@ def case_notices(action: str, department: str | None, routing_key: str, data: di
 
 
 def reporters_told(action: str, data: dict) -> list[tuple[str, str]]:
-    """(report id, kind) for each report whose reporter hears of this step."""
+    """(report id, kind) for each report whose reporter hears of this step. The reporters of a case merged into
+    another hear that their report joined that case (its `joined`), not that it was refused."""
+    if action == "rejected" and data.get("merged_into"):
+        return []
     if action == "joined":
         return [(data["report_id"], JOINED)] if isinstance(data.get("report_id"), str) else []
     kind = REPORTER_KINDS.get(action)

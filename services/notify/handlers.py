@@ -5,17 +5,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.bus import UNHURRIED_LINGER_S, Subscription, handles_batches, subscriptions_from
-from shared.events import Event, MalformedEvent
+from shared.events import Event, MalformedEvent, ReportNotYetHeard, event_time, submitted_report
 from shared.reference import ReferenceData
 
 from . import domain
 from .notices import Heard, NoticeWriter
 from .store import NotifyStore
-
-
-class ReportNotYetHeard(Exception):
-    """A case event names a report whose report.submitted has not reached notify yet: retried later, so that
-    its reporter still hears."""
 
 
 @dataclass(frozen=True)
@@ -26,15 +21,6 @@ class Context:
     links: domain.Links
 
 
-def _time(value, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        raise MalformedEvent(f"{field} is not an RFC 3339 time: {value!r}") from None
-
-
 @handles_batches(linger_s=UNHURRIED_LINGER_S)
 def reports_submitted(events: list[Event], context: Context) -> None:
     """Remember who reported what, and where: reporters hear of their cases; grid digests count reports."""
@@ -42,12 +28,7 @@ def reports_submitted(events: list[Event], context: Context) -> None:
 
 
 def _heard(data: dict) -> dict:
-    missing = [k for k in ("id", "reporter_id", "grid_id", "submitted_at") if not isinstance(data.get(k), str)]
-    if missing:
-        raise MalformedEvent(f"report.submitted lacks {', '.join(missing)}")
-    return {"id": data["id"], "reporter_id": data["reporter_id"], "grid_id": data["grid_id"],
-            "category": data.get("category"), "submitted_at": _time(data["submitted_at"], "submitted_at"),
-            "status": "submitted"}
+    return {**submitted_report(data), "status": "submitted"}
 
 
 @handles_batches(linger_s=UNHURRIED_LINGER_S)
@@ -64,13 +45,15 @@ def cases_changed(events: list[Event], context: Context) -> None:
         if unknown := [r for r in told if r not in reporters]:
             raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
         notices = domain.case_notices(action, department, event.type, data, reporters, context.city,
-                                      context.city.timezone, context.links, _time(data.get("due_at"), "due_at"))
+                                      context.city.timezone, context.links, event_time(data.get("due_at"), "due_at"))
         heard.append(Heard(notices, event.id, event.type, event.occurred_at))
-        if isinstance(data.get("case_version"), int):
+        # A case merged into another leaves its reports to that case: they follow it, not this end.
+        if isinstance(data.get("case_version"), int) and not (action == "rejected" and data.get("merged_into")):
             follows.append((data["report_ids"], {
                 "status": data.get("status"), "case_id": data["case_id"],
                 "open": data.get("status") not in ("closed", "rejected"), "overdue": bool(data.get("overdue")),
-                **({"closed_at": _time(event.occurred_at, "occurred_at")} if data.get("status") == "closed" else {})},
+                **({"closed_at": event_time(event.occurred_at, "occurred_at")}
+                   if data.get("status") == "closed" else {})},
                 data["case_version"]))
     context.writer.write_all(heard, datetime.now(UTC))
     context.store.follow_cases(follows, heard_reports)

@@ -1,4 +1,4 @@
-"""Notify's HTTP shapes (CONTRACT "notify")."""
+"""Notify's HTTP shapes (docs/contract.md, "notify")."""
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate

@@ -7,6 +7,7 @@ redelivered event, or a handler run again after a crash halfway, creates nothing
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -15,6 +16,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.errors import NotFound
 from shared.pagination import Position, newest_first
+from shared.store import public_document
 
 from . import domain
 from .domain import CONFIRMATION_KIND, EMAIL, HELD, PENDING, SUSPENDED
@@ -23,10 +25,7 @@ DELIVERIES_LISTED_BY = ((), ("status",), ("recipient",), ("recipient", "status")
 DUPLICATE_KEY = 11000
 
 
-def _public(document: dict | None) -> dict | None:
-    if document is None:
-        return None
-    return {"id": document["_id"], **{k: v for k, v in document.items() if k not in ("_id", "lease")}}
+_public = partial(public_document, hidden=("lease",))
 
 
 def insert_new(collection, documents: list[dict]) -> int:
@@ -172,23 +171,6 @@ class NotifyStore:
         return self.subscriptions.update_one({"_id": recipient, "secret_sealed": current},
                                              {"$set": changes}).modified_count == 1
 
-    def seal_plaintext_secrets(self, seal) -> int:
-        """Subscriptions saved before secrets were sealed: each plaintext secret sealed (`seal(secret, recipient)`)
-        and removed; returns how many. Run at start; a secret sealed meanwhile by another process is left alone."""
-        sealed = 0
-        for document in self.subscriptions.find({"secret": {"$exists": True}}, {"secret": 1}):
-            written = self.subscriptions.update_one(
-                {"_id": document["_id"], "secret": document["secret"]},
-                {"$set": {"secret_sealed": seal(document["secret"], document["_id"])}, "$unset": {"secret": ""}})
-            sealed += written.modified_count
-        return sealed
-
-    def settle_unproven_addresses(self, confirmed_prefixes: tuple[str, ...]) -> None:
-        """Addresses saved before they had to be proven: staff recipients' (`confirmed_prefixes`) count as
-        confirmed, anyone else's waits for its owner to ask for a code. Run at start."""
-        for prefix in confirmed_prefixes:
-            self.subscriptions.update_many({"_id": {"$regex": f"^{prefix}"}, "email_confirmed": {"$exists": False}},
-                                           {"$set": {"email_confirmed": True}})
         self.subscriptions.update_many({"email_confirmed": {"$exists": False}}, {"$set": {"email_confirmed": False}})
 
     def subscriptions_of(self, recipients: set[str]) -> dict[str, dict]:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from shared.auth import Caller
 from shared.errors import Conflict, InvalidFields, NotFound
 from shared.outbound import TargetPolicy, UnsafeTarget, check_url
-from shared.reference import ReferenceData
+from shared.reference import ReferenceData, local_text
 
 from . import domain
 from .domain import EMAIL, PENDING, WEBHOOK
@@ -20,13 +20,6 @@ from .store import NotifyStore
 from .templates import Templates
 
 STAFF_RECIPIENTS = ("office", "department:")
-
-
-def prepare_store(store: NotifyStore, sealer: Sealer) -> None:
-    """At start, in every process (whichever starts first): seal the secrets stored in plain text before they were
-    sealed, and settle the addresses saved before they had to be proven."""
-    store.seal_plaintext_secrets(sealer.seal)
-    store.settle_unproven_addresses(STAFF_RECIPIENTS)
 
 
 @dataclass
@@ -152,7 +145,7 @@ class Subscriptions:
         code = domain.new_code()
         expires_at = now + domain.CODE_LIFETIME
         rendered = self.templates.render(domain.CONFIRMATION_KIND, subscription.get("language") or "zh", {
-            "code": code, "expires_at": domain.local_text(expires_at, self.reference.timezone),
+            "code": code, "expires_at": local_text(expires_at, self.reference.timezone),
             "link": self.links.notification_settings()})
         mail_id = domain.new_id()
         self.store.start_confirmation(recipient, {

@@ -87,7 +87,8 @@ SAMPLE_CONTEXTS: dict[str, dict] = {
         "link": f"{_SITE}/reports/{_REPORT}"},
     "report.joined": {
         "report_id": _REPORT, "case_id": _CASE, "category_name": "车辆乱停乱放", "status": "accepted",
-        "department_name": "交警支队", "due_at": "2026-11-26 08:31", "link": f"{_SITE}/reports/{_REPORT}"},
+        "department_name": "交警支队", "due_at": "2026-11-26 08:31", "merged_from": None,
+        "link": f"{_SITE}/reports/{_REPORT}"},
     "case.event": {
         "action": "dispatched", "case_id": _CASE, "category_name": "环境脏乱差、暴露垃圾", "department_name": "环卫处",
         "status": "dispatched", "due_at": "2026-11-26 08:31", "grid_name": "金雀山街道一网格",
@@ -126,7 +127,8 @@ _VARIATIONS: dict[str, tuple[dict, ...]] = {
     "report.dispatched": ({"due_at": None},),
     "report.rejected": ({"reason": "duplicate", "note": ""}, {"reason": "invalid"}),
     "report.joined": tuple({"status": s} for s in
-                           ("pending_triage", "dispatched", "rectified", "closed", "rejected")),
+                           ("pending_triage", "dispatched", "rectified", "closed", "rejected"))
+    + ({"merged_from": "6745a1c3e4b0f3a9d2c81e0b"},),
     "case.event": tuple({"action": a} for a in
                         ("accepted", "disputed", "rectified", "closed", "reopened", "rejected",
                          "extension_requested", "extension_decided", "opened", "joined"))

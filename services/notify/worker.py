@@ -22,7 +22,6 @@ from .notices import NoticeWriter
 from .sealing import sealer_from
 from .settings import NotifySettings
 from .store import NotifyStore
-from .subscriptions import prepare_store
 from .templates import Templates
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,6 @@ def background_work(settings: Settings, db: Database, notify_settings: NotifySet
     notify_settings = notify_settings or NotifySettings.from_env()
     sealer = sealer_from(notify_settings, settings)  # the worker opens the secrets it signs with
     store = NotifyStore.prepared(db)
-    prepare_store(store, sealer)
     templates = Templates(notify_settings.templates_dir)
     templates.check()  # a city's broken template stops the worker at start, not at the first notice
     mailer = mailer_from(notify_settings.smtp_url, notify_settings.mail_from, notify_settings.mail_dir,

@@ -19,6 +19,7 @@ from shared.reference import ReferenceData
 from shared.spreadsheets import AS_XLSX_TOO, xlsx_answer
 
 from . import domain, schemas, sla, stats
+from .clock import WORKING
 from .domain import Actor, Rule, Step
 from .spreadsheet import LEAGUE_TABLE
 from .store import CaseStore
@@ -71,7 +72,8 @@ def _shown(case: dict) -> dict:
 
 # Where a case leads (OpenAPI links): from the list's first case, or from a case, to each of its commands.
 COMMANDS = {"Accept": "accept", "Dispute": "dispute", "Rectify": "rectify", "AskForExtension": "extension",
-            "Dispatch": "dispatch", "Verify": "verify", "Reject": "reject", "DecideExtension": "extension/decision"}
+            "Dispatch": "dispatch", "Verify": "verify", "Reject": "reject", "DecideExtension": "extension/decision",
+            "Merge": "merge"}
 
 
 def _case_links(case_id: str) -> dict:
@@ -150,6 +152,22 @@ def reject_case(body: dict, case_id: str):
     """Reject a case as a duplicate, invalid or out of scope."""
     return _act(case_id, lambda case: domain.reject(case, actor(current_caller()), body["reason"], body["note"],
                                                     now()))
+
+
+@cases.route("/<case_id>/merge", methods=["POST"])
+@requires("office")
+@cases.arguments(schemas.MergeSchema)
+@cases.response(200, schemas.CaseSchema)
+@cases.alt_response(404, response="NOT_FOUND", description="No such case, or no such case to merge into")
+@cases.alt_response(409, response="CONFLICT",
+                    description="Either case is not open, they are the same case, or of different categories")
+def merge_case(body: dict, case_id: str):
+    """Merge a duplicate into another open case of its category: its reports and photos join that case (each
+    publishes `case.joined`), and it ends rejected as a duplicate with `merged_into`. Answers the merged case."""
+    caller = current_caller()
+    merged = routing().store.merge(case_id, body["into"], lambda source, target: domain.merge(
+        source, target, actor(caller), body["note"], now()), correlation_id.get())
+    return _shown(merged)
 
 
 @cases.route("/<case_id>/extension/decision", methods=["POST"])
@@ -293,6 +311,28 @@ def grid_league(query: dict):
     rows = stats.grid_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
     return _league_response(rows, start, end, query["format"], "grid", f"{month} 网格问题整改情况排名", month)
 
+
+
+# --- the map ----------------------------------------------------------------------------------
+
+@cases.route("/points", methods=["GET"])
+@requires(*CASE_READERS)
+@cases.arguments(schemas.PointQuerySchema, location="query")
+@cases.response(200, schemas.MapPointsSchema)
+def case_points(query: dict):
+    """Cases inside a box as light points for the map (open ones unless a status says otherwise), with how each
+    deadline stands and the count per grid cell; at most `limit`, and `truncated` when more match."""
+    domain.check_map_period(query.get("status"), query.get("from_"), query.get("to"))
+    wanted = {k: query[k] for k in ("status", "department", "grid_id", "category") if k in query}
+    ctx = routing()
+    found, truncated = ctx.store.open_points(wanted, domain.visible_to(current_caller()), query["bbox"],
+                                             query["limit"], (query.get("from_"), query.get("to")))
+    moment = now()
+    soon = domain.due_soon_before(moment, ctx.clock_for(WORKING))
+    points = [domain.map_point(case, moment, soon) for case in found]
+    answer = {"items": points, "truncated": truncated, "grid_counts": domain.grid_counts(points),
+              "due_soon_before": soon}
+    return current_app.response_class(schemas.points_json(answer), mimetype="application/json")
 
 
 # --- the SLA board (督办看板) and the monthly series, for the console's /sla and /stats ---------------

@@ -31,7 +31,7 @@ RUNNING_STATUSES = (DISPATCHED, ACCEPTED)
 REJECT_REASONS = ("duplicate", "invalid", "out_of_scope")
 # What a case's history records, one entry per step.
 HISTORY_ACTIONS = ("opened", "dispatched", "accepted", "disputed", "rectified", "verified_passed", "verified_failed",
-                   "rejected", "extension_requested", "extension_decided", "overdue")
+                   "rejected", "extension_requested", "extension_decided", "overdue", "merged_into", "merged_from")
 BASES = (CALENDAR, WORKING)
 # Who may read the routing rules, and so where they would send a case.
 RULE_READERS = ("office", "service")
@@ -59,6 +59,16 @@ class Step:
     actions: tuple[str, ...]
     # The report a `joined` step is about: the one that joined the case.
     joined_report_id: str | None = None
+    # A merge's target: the reports that came from the merged case (one `joined` action each, in order) and its id.
+    merged_report_ids: tuple[str, ...] = ()
+    merged_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Both sides of a merge, stored together: the duplicate that ends and the case its reports join."""
+    source: Step
+    target: Step
 
 
 def visible_to(caller: Caller) -> Scope:
@@ -153,7 +163,7 @@ def open_case(case_id: str, report: dict, rule: Rule | None, clock: DeadlineCloc
         "opened_at": now, "dispatched_at": None, "due_at": None, "deadline_hours": None, "basis": "calendar",
         "overdue": False, "escalation_level": 0, "rework_count": 0, "extension": None, "deferred": False,
         "accepted_at": None, "rectified_at": None, "closed_at": None, "after_photo_ids": [],
-        "rejection": None, "history": [], "version": 0,
+        "rejection": None, "merged_into": None, "merged_report_ids": [], "history": [], "version": 0,
     }
     opened = _with(case, _entry(now, SYSTEM, "opened", "由巡访报告立案"))
     if rule is None:
@@ -267,6 +277,36 @@ def reject(case: dict, actor: Actor, reason: str, note: str, now: datetime) -> S
     return Step(changed, ("rejected",))
 
 
+def merge(source: dict, target: dict, actor: Actor, note: str | None, now: datetime) -> Merge:
+    """The office finds that two open cases are one problem (the automatic join missed it: farther apart than the
+    duplicate radius, or one waited in triage): the source's reports and photos move to the target, which goes on
+    as it is, and the source ends as a rejected duplicate that says where its reports went.
+
+    Same category only: a case's category names the responsible department and its time limit, so a report of
+    another kind merged in would be handled by a department that is not responsible for it (the office dispatches
+    or rejects a mis-filed report instead)."""
+    if source["id"] == target["id"]:
+        raise IllegalTransition("A case cannot be merged into itself.")
+    _require(source, OPEN_STATUSES, "merge")
+    if target["status"] not in OPEN_STATUSES:
+        raise IllegalTransition(f"Cannot merge into a case that is {target['status']} "
+                                f"(allowed into: {', '.join(OPEN_STATUSES)}).")
+    if source["category"] != target["category"]:
+        raise IllegalTransition(f"Cannot merge a {source['category']} case into a {target['category']} case: "
+                                "a duplicate is of the same category.")
+    moved = [r for r in source["report_ids"] if r not in target["report_ids"]]
+    photos = [*target["photo_ids"], *(p for p in source["photo_ids"] if p not in target["photo_ids"])]
+    said = f"：{note}" if note else ""
+    grown = _with(target, _entry(now, actor, "merged_from", f"案卷 {source['id']} 并入本案卷{said}"),
+                  report_ids=[*target["report_ids"], *moved], photo_ids=photos)
+    ended = _with(source, _entry(now, actor, "merged_into", f"并入案卷 {target['id']}{said}"), status=REJECTED,
+                  rejection={"reason": "duplicate", "note": note or ""}, merged_into=target["id"],
+                  merged_report_ids=list(source["report_ids"]), report_ids=[], closed_at=now)
+    return Merge(source=Step(ended, ("rejected",)),
+                 target=Step(grown, ("joined",) * len(moved), merged_report_ids=tuple(moved),
+                             merged_from=source["id"]))
+
+
 def request_extension(case: dict, actor: Actor, hours: float, reason: str, now: datetime) -> Step:
     _require_holder(case, actor)
     _require(case, RUNNING_STATUSES, "ask for an extension of")
@@ -305,18 +345,32 @@ def mark_overdue(case: dict, now: datetime) -> Step:
 
 
 def case_events(step: Step, correlation_id: str | None) -> list[Event]:
-    """One event per action of a step: `case.<action>.<department or none>`."""
+    """One event per action of a step: `case.<action>.<department or none>`; a merge's target publishes one
+    `joined` per report that came over, as if each had joined by itself."""
     holder = step.case["department"] or "none"
-    return [Event.new(f"case.{action}.{holder}", "routing", event_data(step.case, action, step.joined_report_id),
+    joining = iter(step.merged_report_ids or (step.joined_report_id,))
+    return [Event.new(f"case.{action}.{holder}", "routing",
+                      event_data(step.case, action, next(joining) if action == "joined" else None, step.merged_from),
                       correlation_id)
             for action in step.actions]
 
 
-def event_data(case: dict, action: str, joined_report_id: str | None = None) -> dict:
-    """What `case.<action>.<department>` carries: the CONTRACT fields, plus what the step adds."""
+def _reports_at(case: dict, action: str, joined_report_id: str | None) -> list[str]:
+    """The case's reports as a step left them. A `joined` names those up to the one that joined (each report
+    moved by a merge joins after the previous one: a reader counts what the reporter had in the case before).
+    A merged case names the reports it held, which now follow the case it was merged into."""
+    if action == "joined" and joined_report_id in case["report_ids"]:
+        return case["report_ids"][:case["report_ids"].index(joined_report_id) + 1]
+    if action == "rejected" and case.get("merged_into"):
+        return case["merged_report_ids"]
+    return case["report_ids"]
+
+
+def event_data(case: dict, action: str, joined_report_id: str | None = None, merged_from: str | None = None) -> dict:
+    """What `case.<action>.<department>` carries: the contract's fields (docs/contract.md), plus what the step adds."""
     last = case["history"][-1] if case["history"] else {}
     data = {
-        "case_id": case["id"], "report_ids": case["report_ids"], "category": case["category"],
+        "case_id": case["id"], "report_ids": _reports_at(case, action, joined_report_id), "category": case["category"],
         "department": case["department"], "status": case["status"], "due_at": case["due_at"],
         "grid_id": case["grid_id"], "location": case["location"], "description": case["description"],
         "photo_ids": case["photo_ids"], "overdue": case["overdue"], "escalation_level": case["escalation_level"],
@@ -327,10 +381,80 @@ def event_data(case: dict, action: str, joined_report_id: str | None = None) -> 
     if action == "rejected":
         data["reason"] = case["rejection"]["reason"]
         data["note"] = case["rejection"]["note"]
+        if case.get("merged_into"):
+            data["merged_into"] = case["merged_into"]
     if action.startswith("extension"):
         data["extension"] = case["extension"]
         data["approved"] = case["extension"]["status"] == "approved"
     if action == "joined":
         data["report_id"] = joined_report_id
         data["note"] = None  # a join writes no history: the last entry's note belongs to an earlier step
+        if merged_from:
+            data["merged_from"] = merged_from
     return data
+
+
+# --- the map: cases as light points in a box ---------------------------------------------------
+
+# "Due soon" wherever the console colours a deadline: it falls within the next 24 working hours (the office's
+# working day, holidays excluded), whatever clock the case's own time limit is counted by.
+DUE_SOON_WORKING_HOURS = 24.0
+# The widest box the map may ask for, in degrees of latitude and of longitude: a city with its counties.
+MAX_BOX_SPAN_DEG = 2.0
+# At most this many points in one answer; beyond it the answer says it is truncated and the map asks to zoom in.
+MAX_POINTS = 10_000
+# Closed and rejected cases are history that grows for ever: the map shows them only opened in a bounded period.
+MAX_HISTORY_PERIOD_DAYS = 93
+FINISHED_STATUSES = (CLOSED, REJECTED)
+DEADLINE_STATES = ("overdue", "due_soon", "running", "none")
+
+
+def due_soon_before(now: datetime, working: DeadlineClock) -> datetime:
+    """The instant 24 working hours from now: a running deadline before it is due soon."""
+    return working.add(now, DUE_SOON_WORKING_HOURS)
+
+
+def deadline_state(case: dict, now: datetime, soon: datetime) -> str:
+    """How the case stands against its deadline: overdue (flagged, or passed while it runs), due soon, running,
+    or none (no deadline runs: awaiting triage, rectified, finished)."""
+    due_at = case.get("due_at")
+    if case["status"] not in RUNNING_STATUSES or due_at is None:
+        return "overdue" if case.get("overdue") and case["status"] in OPEN_STATUSES else "none"
+    if case.get("overdue") or due_at <= now:
+        return "overdue"
+    return "due_soon" if due_at <= soon else "running"
+
+
+def map_point(case: dict, now: datetime, soon: datetime) -> dict:
+    """A case as the map draws it: where, what, whose, and how its deadline stands."""
+    state = deadline_state(case, now, soon)
+    return {"id": case["id"], "lat": case["location"]["lat"], "lng": case["location"]["lng"],
+            "status": case["status"], "category": case["category"], "department": case["department"],
+            "grid_id": case["grid_id"], "due_at": case.get("due_at"), "overdue": state == "overdue",
+            "due_soon": state == "due_soon", "deadline": state}
+
+
+def grid_counts(points: list[dict]) -> list[dict]:
+    """Per grid cell, how many of the points lie in it, how many are overdue and how many due soon."""
+    counts: dict[str, dict] = {}
+    for point in points:
+        row = counts.setdefault(point["grid_id"], {"grid_id": point["grid_id"], "count": 0, "overdue": 0,
+                                                   "due_soon": 0})
+        row["count"] += 1
+        row["overdue"] += point["overdue"]
+        row["due_soon"] += point["due_soon"]
+    return sorted(counts.values(), key=lambda row: row["grid_id"])
+
+
+def check_map_period(status: str | None, opened_from: datetime | None, opened_to: datetime | None) -> None:
+    """Open cases are the present and bounded; finished ones only for a period of at most MAX_HISTORY_PERIOD_DAYS."""
+    if opened_from is not None and opened_to is not None and opened_from >= opened_to:
+        raise InvalidFields("from must be before to.", {"from": ["must be before to"]})
+    if status not in FINISHED_STATUSES:
+        return
+    if opened_from is None or opened_to is None:
+        raise InvalidFields("Closed and rejected cases are shown for a period only: give from and to.",
+                            {"from": ["required with a closed or rejected status"]})
+    if (opened_to - opened_from).total_seconds() > MAX_HISTORY_PERIOD_DAYS * 86_400:
+        raise InvalidFields(f"A period of at most {MAX_HISTORY_PERIOD_DAYS} days.",
+                            {"to": [f"at most {MAX_HISTORY_PERIOD_DAYS} days after from"]})

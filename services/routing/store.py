@@ -21,32 +21,38 @@ from shared.outbox import (
     OutboxRelay,
     ensure_outbox_index,
     events_document,
-    hand,
+    publish_after_commit,
     push_events,
 )
 from shared.pagination import EPOCH, Position, newest_first, oldest_first
 from shared.reference import ReferenceData
 from shared.scope import Scope
-from shared.store import LostRace, drop_index_if_present, in_transaction, optimistically
+from shared.store import (
+    AREA,
+    OPEN,
+    LostRace,
+    in_transaction,
+    optimistically,
+    public_document,
+    with_open_flag,
+)
 
-from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, Step, Submitted, case_events, default_rules
+from .domain import OPEN_STATUSES, RUNNING_STATUSES, Merge, Rule, Step, Submitted, case_events, default_rules
 from .sla import BOARD_FIELDS
 
-# Kept beside `status`, so that the nearby lookup never reads closed history; and the case's place key
-# (shared.geo.place_key): the lookup asks for the keys around every report of a batch at once, equalities
-# that every store serves from one index.
-OPEN = "open"
-AREA = "area"
-SUPERSEDED_INDEX = "category_1_open_1_location.lat_1"
 INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
 # An opening lock matters only while a case is being opened, but it stays: one per category and lattice cell
 # reported in, which the city's area bounds. (Not a TTL index: the embedded database's TTL monitor keeps a read
 # snapshot open after it deletes, and the store stalls behind it; see shared.ratelimit.)
-LOCKS_TTL_INDEX = "at_1"
 DUPLICATE_KEY = 11000
 # How old the rules a process routes by may be: a change the office saves applies within this.
 RULES_MAX_AGE_S = 1.0
 
+
+# The map's points: the fields it draws, and the index its box is read from.
+MAP_FIELDS = {"location": 1, "status": 1, "category": 1, "department": 1, "grid_id": 1, "due_at": 1, "overdue": 1}
+MAP_INDEX = [(OPEN, ASCENDING), ("location.lat", ASCENDING), ("location.lng", ASCENDING)]
+MAP_INDEX_NAME = "open_1_location.lat_1_location.lng_1"
 
 # The SLA board's lookups: by department (the office, a department), or by grid (a grid leader).
 SLA_BOARD_BY = ("department", "grid_id")
@@ -55,18 +61,27 @@ LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("cat
 
 
 def _public(document: dict | None) -> dict | None:
-    if document is None:
+    public = public_document(document, INTERNAL_FIELDS)
+    if public is None:
         return None
-    public = {k: v for k, v in document.items() if k not in INTERNAL_FIELDS}
-    public["id"] = document["_id"]
+    public.setdefault("merged_into", None)  # cases stored before merges existed
+    public.setdefault("merged_report_ids", [])
+    if public.get("report_ids") == [_no_reports(document["_id"])]:
+        public["report_ids"] = []
     return public
 
 
-def _indexed(fields: dict[str, Any]) -> dict[str, Any]:
+def _no_reports(case_id: str) -> str:
+    """What a case merged into another holds in place of reports: the unique index on `report_ids` takes an empty
+    list as one key shared by every such case, so each holds a key of its own that no report id can be."""
+    return f"merged:{case_id}"
+
+
+def _indexed(fields: dict[str, Any], case_id: str | None = None) -> dict[str, Any]:
     """The fields to write, with the lookup keys derived from them."""
-    if "status" in fields:
-        return {**fields, OPEN: fields["status"] in OPEN_STATUSES}
-    return fields
+    if fields.get("report_ids") == [] and case_id is not None:
+        fields = {**fields, "report_ids": [_no_reports(case_id)]}
+    return with_open_flag(fields, OPEN_STATUSES)
 
 
 class CaseStore:
@@ -86,7 +101,6 @@ class CaseStore:
         `relay`, the process's own."""
         store = cls(db, relay)
         store.ensure_indexes()
-        store.ensure_areas()
         store.seed_rules(default_rules(city.categories.values()))
         return store
 
@@ -97,23 +111,17 @@ class CaseStore:
         # A report belongs to one case: the rule that makes a redelivered report open nothing.
         self.cases.create_index("report_ids", unique=True)
         self.cases.create_index([(OPEN, ASCENDING), (AREA, ASCENDING)])
-        drop_index_if_present(self.cases, SUPERSEDED_INDEX)  # the nearby lookup's before cases carried their area
         self.cases.create_index([("overdue", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)])
         # Lists walk back in windows of opening time. A filter alone or with the caller's scope has its own
         # index, so a rare value reads only its matches; other combinations read the time window.
         for prefix in LISTED_BY:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
+        # The map's box: open cases only, a latitude band of them, longitude checked on the way.
+        self.cases.create_index(MAP_INDEX, name=MAP_INDEX_NAME)
         # The SLA board: a department's (or a grid's) running cases by deadline, closed history never read.
         for holder in SLA_BOARD_BY:
             self.cases.create_index([("status", ASCENDING), (holder, ASCENDING), ("due_at", ASCENDING)])
-        drop_index_if_present(self.opening_locks, LOCKS_TTL_INDEX)
-
-    def ensure_areas(self) -> None:
-        """Give the open cases stored before cases carried their area one, so that the nearby lookup finds them:
-        work only on a database's first start with this version."""
-        for case in self.cases.find({OPEN: True, AREA: {"$exists": False}}, {"category": 1, "location": 1}):
-            self.cases.update_one({"_id": case["_id"]}, {"$set": {AREA: area_of(case)}})
 
     # --- cases --------------------------------------------------------------------------------
 
@@ -134,11 +142,11 @@ class CaseStore:
             self.opening_locks.bulk_write([UpdateOne({"_id": cell}, {"$set": {"at": utcnow()}}, upsert=True)
                                            for cell in cells], ordered=False, session=session)
             stored = self.open_cases_near([s.report for s in submitted], session)
-            opening = _Opening()
+            opening = RoutingBatch()
             for submission in submitted:
                 report = submission.report
-                step = route(report, opening.over(stored, report["category"]))
-                opening.take(step, stored, submission.correlation_id)
+                step = route(report, opening.joinable_cases(stored, report["category"]))
+                opening.record(step, stored, submission.correlation_id)
             self._store_opening(opening, session)
 
         def attempt_once() -> None:
@@ -157,12 +165,12 @@ class CaseStore:
 
         optimistically(attempt_once, f"The cases near reports {', '.join(s.report['id'] for s in submitted)}")
 
-    def _store_opening(self, opening: _Opening, session: ClientSession) -> None:
+    def _store_opening(self, opening: RoutingBatch, session: ClientSession) -> None:
         """The cases the reports opened, in one insert, those they joined, in one write of conditional updates, and
         all their events in one document of the outbox collection (published, it is deleted rather than each case
         rewritten)."""
         changed = opening.changed()
-        opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: area_of(case)}
+        opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: geo.place_key_of(case)}
                   for before, case, _ in changed if before is None]
         if opened:
             self.cases.insert_many(opened, session=session)
@@ -175,7 +183,7 @@ class CaseStore:
         if events := [event for _, _, case_events in changed for event in case_events]:
             document = events_document(*events)
             self.outbox.insert_one(document, session=session)
-            hand(self.relay, self.outbox, document["_id"], events)
+            publish_after_commit(self.relay, self.outbox, document["_id"], events)
 
     def _reports_with_a_case(self, report_ids: list[str]) -> set[str]:
         return {report_id for d in self.cases.find({"report_ids": {"$in": report_ids}}, {"report_ids": 1})
@@ -186,11 +194,11 @@ class CaseStore:
         """Write `after` and its events if the case is still as `before` left it (one winner)."""
         events = case_events(replace(step, case=after), correlation_id)
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
-                                       push_events({"$set": _indexed(_changes(before, after))}, *events),
+                                       push_events({"$set": _indexed(_changes(before, after), before["id"])}, *events),
                                        session=session)
         if result.matched_count == 0:
             raise LostRace(before["id"])
-        hand(self.relay, self.cases, before["id"], events)
+        publish_after_commit(self.relay, self.cases, before["id"], events)
 
     def change(self, case_id: str, decide: Callable[[dict], Step], correlation_id: str | None) -> dict:
         """Read the case, let `decide` make the step, save it with its events; re-decide if we lost a race."""
@@ -206,6 +214,30 @@ class CaseStore:
             return after
 
         return optimistically(attempt, f"Case {case_id}")
+
+    def merge(self, source_id: str, target_id: str, decide: Callable[[dict, dict], Merge],
+              correlation_id: str | None) -> dict:
+        """Read both cases, let `decide` make the merge, store both sides and their events in one transaction (the
+        source gives up its reports before the target takes them, as the unique index on `report_ids` wants); the
+        source as it ends. NotFound for either case unknown."""
+        def work(session: ClientSession) -> dict:
+            source, target = (_public(self.cases.find_one({"_id": case_id}, {"outbox": 0}, session=session))
+                              for case_id in (source_id, target_id))
+            if source is None:
+                raise NotFound(f"No case {source_id}.")
+            if target is None:
+                raise NotFound(f"No case {target_id} to merge into.")
+            merge = decide(source, target)
+            ended = {**merge.source.case, "version": source["version"] + 1}
+            # The target's version jumps past the source's end: a reader that keeps, per report, the latest case
+            # version it applied (intake, notify) takes the moved reports' joins, and every later step of the target,
+            # as newer than anything of the case they left.
+            grown = {**merge.target.case, "version": max(ended["version"], target["version"]) + 1}
+            self.save(source, ended, merge.source, correlation_id, session)
+            self.save(target, grown, merge.target, correlation_id, session)
+            return ended
+
+        return optimistically(lambda: in_transaction(self.db, work), f"Cases {source_id} and {target_id}")
 
     def case(self, case_id: str) -> dict | None:
         return _public(self.cases.find_one({"_id": case_id}))
@@ -284,6 +316,35 @@ class CaseStore:
             self.replace_rules(rules)
 
 
+    # --- the map ------------------------------------------------------------------------------
+
+    def open_points(self, wanted: dict, scope: Scope, box: geo.BoundingBox, limit: int,
+                    opened: tuple[datetime | None, datetime | None] = (None, None)) -> tuple[list[dict], bool]:
+        """The cases inside `box` the caller may see, as the map needs them (no history, photos or outbox), at
+        most `limit` of them, and whether there were more.
+
+        Open cases (the default, or an open `status`) come from the open key's index by a latitude band, so what is
+        read is bounded by the city's open cases, never by its closed history; a finished status comes from the
+        status index over the opening period the domain bounds."""
+        status = wanted.get("status")
+        box_filter: dict[str, Any] = {"location.lat": {"$gte": box.min_lat, "$lte": box.max_lat},
+                                      "location.lng": {"$gte": box.min_lng, "$lte": box.max_lng}}
+        if opened != (None, None):
+            box_filter["opened_at"] = {k: v for k, v in (("$gte", opened[0]), ("$lt", opened[1])) if v is not None}
+        index = MAP_INDEX if status is None or status in OPEN_STATUSES else [("status", ASCENDING),
+                                                                             ("opened_at", DESCENDING)]
+        open_key = {OPEN: True} if index is MAP_INDEX else {}
+        points: list[dict] = []
+        for alternative in scope.within(wanted):
+            query = {**open_key, **alternative, **box_filter}
+            found = self.cases.find(query, MAP_FIELDS, hint=index, limit=limit + 1 - len(points),
+                                    batch_size=limit + 1)
+            points += [_public(d) for d in found]
+            if len(points) > limit:
+                return points[:limit], True
+        return points, False
+
+
 def _without_id(document: dict) -> dict:
     return {k: v for k, v in document.items() if k != "id"}
 
@@ -296,31 +357,26 @@ def _duplicate_key(exc: DuplicateKeyError | BulkWriteError) -> bool:
     return bool(errors) and all(error.get("code") == DUPLICATE_KEY for error in errors)
 
 
-def area_of(case: dict) -> str:
-    """The case's place key (shared.geo.place_key), which the nearby lookup asks for."""
-    return geo.place_key(case["category"], case["location"]["lat"], case["location"]["lng"])
-
-
 def _changes(before: dict, after: dict) -> dict:
     return {k: v for k, v in _without_id(after).items() if before.get(k) != v}
 
 
-class _Opening:
+class RoutingBatch:
     """The cases a list of reports opens or joins, each as it stands after the last of them: how it was stored
     (None if new), how it is now, and the events of every step in order."""
 
     def __init__(self):
         self._cases: dict[str, tuple[dict | None, dict, list[Event]]] = {}
 
-    def over(self, stored: list[dict], category: str) -> list[dict]:
+    def joinable_cases(self, stored: list[dict], category: str) -> list[dict]:
         """The open cases of `category` a report may join: those stored, as this list has changed them, and
         those it opened."""
         nearby = {case["id"]: self._cases.get(case["id"], (None, case, []))[1] for case in stored}
         nearby.update((case["id"], case) for _, case, _ in self._cases.values())
         return [case for case in nearby.values() if case["category"] == category]
 
-    def take(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
-        """A report's step, over the case as `over` showed it (a new case is at version 0)."""
+    def record(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
+        """A report's step, over the case as `joinable_cases` showed it (a new case is at version 0)."""
         if not step.actions:
             return
         case_id = step.case["id"]

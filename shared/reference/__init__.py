@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -208,3 +208,8 @@ def _check_work_calendar(calendar: WorkCalendar) -> None:
     # A make-up working day on a weekday would change nothing, so it is surely a typo in the date.
     if weekdays := sorted(day for day in calendar.working_weekend_days if day.weekday() < 5):
         raise ReferenceDataError(f"working weekend days that are not weekends: {', '.join(map(str, weekdays))}")
+
+
+def local_text(moment: datetime | None, zone: ZoneInfo) -> str | None:
+    """`moment` as the city's people read it: local wall-clock time to the minute (None stays None)."""
+    return None if moment is None else moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")

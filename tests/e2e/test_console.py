@@ -28,9 +28,9 @@ from PIL import Image
 
 from deploy import console as console_build
 from shared.auth import issue_token
-from shared.testing import wait_for
 from tests.conftest import TEST_JWT_SECRET
 from tests.e2e.conftest import running_system, system_env
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -368,6 +368,120 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_route(system, open_ta
         if violations := axe_violations(page):
             found[name] = violations
     assert not found, json.dumps(found, ensure_ascii=False, indent=1)
+
+
+def test_the_office_merges_a_duplicate_from_the_triage_queue(system, open_tab):
+    """Two reports of one problem, 330 m apart (beyond the automatic join's 250 m), both waiting in triage: the office
+    merges one into the other, by keyboard from the triage queue; the merged case says where it went, and the
+    other case holds both reports."""
+    urls, base, links = system
+    kept = submitted_case(urls, "other", {"lat": 35.052, "lng": 118.318, "address": "沂蒙路东侧人行道"},
+                          "人行道上有废弃家具堆放，影响通行")
+    duplicate = submitted_case(urls, "other", {"lat": 35.055, "lng": 118.318, "address": "沂蒙路东侧"},
+                               "路边废弃沙发和柜子堆在人行道上")
+    assert kept["id"] != duplicate["id"] and {kept["status"], duplicate["status"]} == {"pending_triage"}
+    office = open_tab(bypass_csp=True)
+    office.goto(links["office"])
+    office.locator(f'[data-test="merge-{duplicate["id"]}"]').click()
+    dialog = office.get_by_role("dialog")
+    office.locator(f'[data-test="merge-target-{kept["id"]}"]').wait_for()
+    assert "相距 334 米" in dialog.inner_text() or "相距 333 米" in dialog.inner_text()
+    # By keyboard: the target found by its id, a note, and the merge confirmed.
+    office.locator('input[data-test="merge-search"]').focus()
+    office.keyboard.type(kept["id"])
+    office.keyboard.press("Enter")
+    office.locator(f'[data-test="merge-target-{kept["id"]}"].is-checked').wait_for()
+    office.locator('textarea[data-test="merge-note"]').fill("同一处废弃家具堆放")
+    assert f"案件 {duplicate['id']} 的上报与照片转入案件 {kept['id']}" in dialog.inner_text()
+    shot(office, "merge-1-office-triage-dialog")
+    violations = axe_violations(office)
+    assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
+    office.locator('[data-test="merge-submit"]').focus()
+    office.keyboard.press("Enter")
+    office.locator(f'[data-test="merge-{duplicate["id"]}"]').wait_for(state="detached")
+    no_dialog(office)
+    shot(office, "merge-2-office-triage-after")
+    ended = case_as_office(urls, duplicate["id"])
+    assert (ended["status"], ended["merged_into"]) == ("rejected", kept["id"])
+
+    # The merged case's page says it was merged, and links to the case that took its reports.
+    office.goto(f"{base}/cases/{duplicate['id']}")
+    office.locator('[data-test="merged-into"]').wait_for()
+    assert "合并重复案件" not in office.locator('[data-test="timeline"]').inner_text()
+    assert "作为重复案件并入其他案件" in office.locator('[data-test="timeline"]').inner_text()
+    assert office.locator('[data-test="action-merge"]').count() == 0
+    office.wait_for_load_state("networkidle")
+    shot(office, "merge-3-merged-case")
+    violations = axe_violations(office)
+    assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
+    office.locator('[data-test="merged-into-link"]').click()
+    office.wait_for_url(f"{base}/cases/{kept['id']}")
+    reports = office.locator('[data-test="reports"] .report')
+    wait_for(lambda: reports.count() == 2, timeout=20, what="both reports on the target's page")
+    listed = office.locator('[data-test="reports"]').inner_text()
+    assert "人行道上有废弃家具堆放" in listed and "路边废弃沙发和柜子堆在人行道上" in listed
+    assert "合并重复案件" in office.locator('[data-test="timeline"]').inner_text()
+    office.wait_for_load_state("networkidle")
+    shot(office, "merge-4-target-case-with-both-reports")
+# --- the map -------------------------------------------------------------------------------------
+
+def test_a_submitted_report_appears_on_the_offices_map_and_a_click_opens_its_case(system, open_tab):
+    urls, base, links = system
+    case = submitted_case(urls, "env.garbage", {"lat": 35.088, "lng": 118.386, "address": "滨河大道"},
+                          "绿化带内堆放建筑垃圾")
+    office = open_tab()
+    office.goto(links["office"])
+    office.locator('[data-test="triage-table"]').wait_for()
+    office.goto(f"{base}/map")
+    office.locator('[data-test="case-map"][data-ready="true"]').wait_for()
+    office.locator(".leaflet-marker-icon").first.wait_for()  # a marker or a cluster
+    shot(office, "map-office")
+
+    # Filtered through the address to the case's category and grid it stands alone, a marker to click.
+    office.goto(f"{base}/map?category=env.garbage&grid_id={case['grid_id']}&period=7d")
+    marker = office.locator(f'[data-case="{case["id"]}"]')
+    marker.wait_for()
+    office.locator(".filters").get_by_text("近 7 天").wait_for()  # the filter shows what the address says
+    shot(office, "map-office-filtered")
+    marker.click()
+    office.wait_for_url(f"{base}/cases/{case['id']}")
+    office.locator('[data-test="timeline"]').wait_for()
+
+    # By keyboard: the marker is a button; Enter opens the case.
+    office.go_back()
+    marker.wait_for()
+    office.locator(".leaflet-marker-icon", has=marker).focus()
+    office.keyboard.press("Enter")
+    office.wait_for_url(f"{base}/cases/{case['id']}")
+
+
+def test_a_department_sees_only_its_own_cases_on_the_map_at_tablet_width(system, open_tab):
+    urls, base, links = system
+    theirs = submitted_case(urls, "env.garbage", {"lat": 35.047, "lng": 118.318, "address": "银雀山路"}, "垃圾桶满溢")
+    own = submitted_case(urls, "traffic.parking", {"lat": 35.053, "lng": 118.322}, "小区门口车辆乱停")
+    assert theirs["grid_id"] == own["grid_id"] and own["department"] == "traffic-police"
+    page = open_tab(TABLET)
+    page.goto(links["department"])  # the traffic police
+    page.locator('[data-test="cases-table"]').wait_for()
+    page.goto(f"{base}/map?grid_id={theirs['grid_id']}")
+    page.locator(f'[data-case="{own["id"]}"]').wait_for()
+    assert page.locator(f'[data-case="{theirs["id"]}"]').count() == 0
+    shot(page, "map-department-tablet")
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_the_map(system, open_tab):
+    urls, base, links = system
+    submitted_case(urls, "traffic.parking", {"lat": 35.066, "lng": 118.352}, "人行道上停放机动车")
+    page = open_tab(bypass_csp=True)
+    page.goto(links["office"])
+    page.locator('[data-test="triage-table"]').wait_for()
+    page.goto(f"{base}/map")
+    page.locator('[data-test="case-map"][data-ready="true"]').wait_for()
+    page.locator(".leaflet-marker-icon").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    shot(page, "map-axe-office")
+    violations = axe_violations(page)
+    assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
 
 
 # --- the SLA board, the statistics and the grid's week (issue 28: /sla, /stats, /grids/{grid_id}/weekly) ---------

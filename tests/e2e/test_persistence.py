@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from deploy.embedded_db import EmbeddedDatabase, free_port, is_running, port_in_use
-from shared.testing import wait_for
 from tests.conftest import bearer
 from tests.e2e.conftest import SERVICES, local
 from tests.e2e.test_system import jpeg_bytes
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 

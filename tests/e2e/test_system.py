@@ -7,8 +7,8 @@ import pytest
 import requests
 from PIL import Image
 
-from shared.testing import EventTap, wait_for
 from tests.conftest import bearer
+from tests.support import EventTap, wait_for
 
 pytestmark = pytest.mark.e2e
 

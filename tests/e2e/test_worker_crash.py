@@ -19,11 +19,11 @@ import pymongo
 import pytest
 import requests
 
-from shared.testing import EventTap, wait_for
 from tests.conftest import bearer
 from tests.e2e.conftest import SERVICES, local, running_system, system_env
 from tests.e2e.test_database_crash import Submission, spot, submit_until_created
 from tests.e2e.test_system import jpeg_bytes
+from tests.support import EventTap, wait_for
 
 pytestmark = pytest.mark.e2e
 RATE_PER_S = 10

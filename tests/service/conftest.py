@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from shared.outbox import PENDING
-from shared.testing import EventTap
 from tests.conftest import bearer, run_service, settings_for_test
+from tests.support import EventTap
 
 
 @pytest.fixture(scope="module")

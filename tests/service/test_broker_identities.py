@@ -14,7 +14,7 @@ import pytest
 
 from deploy.broker import Rabbitmqctl, add_department, department_user, provision, vhost_of
 from shared.events import EXCHANGE
-from shared.testing import TEST_RETRY_DELAYS_MS, wait_for
+from tests.support import TEST_RETRY_DELAYS_MS, wait_for
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 from shared import deadletters
 from shared.bus import ATTEMPT_HEADER, EventConsumer, Subscription, declare_queue
 from shared.events import Event
-from shared.testing import publish_raw, wait_for
+from tests.support import publish_raw, wait_for
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ def callers(case: dict) -> dict[str, dict]:
 
 def body(city, action: str) -> dict:
     photo = upload_photo(city[0].client, POLICE)["id"] if action == "rectify" else None
+    if action == "merge":  # into another open case of the same category
+        return {"into": new_case(city)[1]["id"]}
     return {"dispatch": {"department": "traffic-police"}, "accept": {}, "dispute": {"reason": "不属于本部门职责"},
             "rectify": {"note": "已整改完毕", "photo_ids": [photo]}, "extension": {"hours": 24, "reason": "需协调拖车"},
             "extension/decision": {"approved": True}, "verify": {"passed": True, "note": "复核通过"},

@@ -11,10 +11,10 @@ from openpyxl import Workbook
 from services.intake.domain import GridMap
 from shared import reference
 from shared.events import Event
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer
 from tests.service.conftest import upload_photo
 from tests.service.test_routing import fresh_spot
+from tests.support import publish_raw, wait_for
 
 OFFICE = bearer("office", "office-1")
 ASSOCIATION = bearer("association", "assoc-1")
@@ -224,45 +224,6 @@ def test_a_report_that_arrives_after_the_patrol_was_recorded_still_evidences_it(
     assert (got["pending_hours"], got["year_hours"]) == (0, 0.5)
 
 
-def test_an_unevidenced_patrol_waits_for_its_grid_leader(city):
-    volunteer, token = register(city)
-    waiting = patrol(city, token, "lanshan-03", now() - timedelta(hours=3), now() - timedelta(hours=1))
-    assert waiting.json["status"] == "awaiting_confirmation" and waiting.json["entry_id"] is None
-    path = f"/v1/patrols/{waiting.json['id']}"
-    other_leader = bearer("grid_leader", grid="lanshan-04")
-    assert city["hours"].client.post(f"{path}/confirm", headers=other_leader, json={}).status_code == 404
-    assert city["hours"].client.post(f"{path}/confirm", headers=token, json={}).status_code == 403
-    assert ledger(city, volunteer["id"]) == []
-    leader = bearer("grid_leader", grid="lanshan-03")
-    confirmed = city["hours"].client.post(f"{path}/confirm", headers=leader, json={"note": "已核对签到"})
-    assert confirmed.status_code == 200 and confirmed.json["status"] == "credited"
-    assert confirmed.json["decided_by"].startswith("grid_leader:")
-    assert [e["hours"] for e in ledger(city, volunteer["id"])] == [2.0]
-    assert city["hours"].client.post(f"{path}/decline", headers=leader, json={"note": "重复"}).status_code == 409
-    got = summary(city, volunteer["id"])
-    assert (got["year_hours"], got["pending_hours"]) == (2.0, 0)
-
-
-def test_a_declined_patrol_credits_nothing_and_frees_its_time(city):
-    volunteer, token = register(city)
-    start, end = now() - timedelta(hours=5), now() - timedelta(hours=4)
-    waiting = patrol(city, token, "lanshan-03", start, end).json
-    declined = city["hours"].client.post(f"/v1/patrols/{waiting['id']}/decline", headers=ASSOCIATION,
-                                         json={"note": "当日该网格无巡访安排"})
-    assert declined.status_code == 200 and declined.json["status"] == "declined"
-    assert ledger(city, volunteer["id"]) == [] and summary(city, volunteer["id"])["pending_hours"] == 0
-    assert patrol(city, token, "lanshan-03", start, end).status_code == 201
-
-
-def test_an_overlapping_patrol_is_409_and_changes_nothing(city):
-    volunteer, token = register(city)
-    assert patrol(city, token, "lanshan-02", now() - timedelta(hours=3), now() - timedelta(hours=1)).status_code == 201
-    overlapping = patrol(city, token, "lanshan-04", now() - timedelta(hours=2), now())
-    assert overlapping.status_code == 409 and "overlaps" in overlapping.json["detail"]
-    listed = city["hours"].client.get("/v1/patrols", headers=token).json["items"]
-    assert len(listed) == 1 and summary(city, volunteer["id"])["pending_hours"] == 2.0
-
-
 def test_concurrent_overlapping_patrols_record_one(city):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -279,20 +240,6 @@ def test_concurrent_overlapping_patrols_record_one(city):
         statuses = sorted(pool.map(record, (0, 5, 10, 15)))
     assert statuses == [201, 409, 409, 409]
     assert len(city["hours"].client.get("/v1/patrols", headers=token).json["items"]) == 1
-
-
-def test_beyond_eight_hours_a_day_waits_for_the_association_and_beyond_twelve_is_refused(city):
-    volunteer, token = register(city)
-    day = now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)  # yesterday, 08:00 in Linyi
-    first = patrol(city, token, "lanshan-02", day, day + timedelta(hours=6)).json
-    second = patrol(city, token, "lanshan-02", day + timedelta(hours=6), day + timedelta(hours=9)).json
-    assert (first["status"], second["status"]) == ("awaiting_confirmation", "awaiting_approval")
-    leader = bearer("grid_leader", grid="lanshan-02")
-    assert city["hours"].client.post(f"/v1/patrols/{second['id']}/confirm", headers=leader, json={}).status_code == 403
-    too_much = patrol(city, token, "lanshan-02", day + timedelta(hours=9), day + timedelta(hours=13))
-    assert too_much.status_code == 422 and "12" in too_much.json["detail"]
-    approved = city["hours"].client.post(f"/v1/patrols/{second['id']}/confirm", headers=ASSOCIATION, json={})
-    assert approved.json["status"] == "credited"
 
 
 @pytest.mark.parametrize("start, end", [
@@ -312,6 +259,7 @@ def test_hostile_patrols_are_422_and_the_ledger_is_untouched(city, start, end):
 
 
 def test_only_a_registered_volunteer_records_patrols(city):
+    # The rule itself (a registered volunteer) is tested in tests/unit/test_hours_patrols.py; here its answer.
     response = patrol(city, bearer("volunteer"), "lanshan-01", now() - timedelta(hours=1), now())
     assert response.status_code == 403 and "register" in response.json["detail"]
     assert patrol(city, ASSOCIATION, "lanshan-01", now() - timedelta(hours=1), now()).status_code == 403
@@ -363,25 +311,6 @@ def test_only_the_association_adjusts_hours(city, who):
     assert adjust(city, volunteer["id"], 5, who=who).status_code == 403
     assert adjust(city, volunteer["id"], 5, who=token).status_code == 403  # not even their own
     assert ledger(city, volunteer["id"]) == []
-
-
-def test_a_reversal_cancels_an_entry_once_and_is_itself_final(city, subscribe):
-    reversed_ = subscribe("hours.reversed")
-    volunteer, _ = register(city)
-    entry = adjust(city, volunteer["id"], 6).json
-    reversal = city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=OFFICE,
-                                         json={"reason": "抽查发现签到记录与实际不符"})
-    assert reversal.status_code == 201, reversal.json
-    assert (reversal.json["hours"], reversal.json["reverses"], reversal.json["kind"]) == (-6, entry["id"], "reversal")
-    assert summary(city, volunteer["id"])["total_hours"] == 0
-    twice = city["hours"].client.post(f"/v1/entries/{entry['id']}/reverse", headers=OFFICE, json={"reason": "再次"})
-    assert twice.status_code == 409 and reversal.json["id"] in twice.json["detail"]
-    of_reversal = city["hours"].client.post(f"/v1/entries/{reversal.json['id']}/reverse", headers=OFFICE,
-                                            json={"reason": "撤销"})
-    assert of_reversal.status_code == 409
-    assert [e["hours"] for e in ledger(city, volunteer["id"])] == [-6, 6]  # nothing changed, nothing deleted
-    wait_for(lambda: reversed_.events("hours.reversed", lambda e: e["data"]["reverses"] == entry["id"]),
-             what="hours.reversed")
 
 
 def test_a_volunteer_cannot_reverse_their_entries(city):
@@ -622,33 +551,6 @@ def test_an_activitys_hours_are_publicised_then_credited_once_the_window_ends(ci
              what="hours.credited for the activity")
 
 
-def test_an_objection_holds_the_hours_until_the_association_decides(city):
-    (held, held_token), (kept, _), (refused, _) = register(city), register(city), register(city)
-    activity = plan(city)
-    complete(city, activity, [{"volunteer_id": v["id"], "hours": 3} for v in (held, kept, refused)])
-    objections = {}
-    for volunteer in (held, refused):
-        response = city["hours"].client.post(f"/v1/activities/{activity['id']}/objections", headers=bearer("volunteer"),
-                                             json={"volunteer_id": volunteer["id"], "reason": "该志愿者当天未到场"})
-        assert response.status_code == 201, response.json
-        objections[volunteer["id"]] = response.json["id"]
-    watch = publicity_watch(city)
-    watch.check(now() + timedelta(days=10))
-    assert summary(city, kept["id"])["year_hours"] == 3
-    assert summary(city, held["id"])["year_hours"] == 0 and summary(city, held["id"])["pending_hours"] == 3
-    decide = lambda volunteer, upheld, who=ASSOCIATION: city["hours"].client.post(  # noqa: E731
-        f"/v1/activities/{activity['id']}/objections/{objections[volunteer['id']]}/decision", headers=who,
-        json={"upheld": upheld, "note": "经核实签到表"})
-    assert decide(held, False, who=held_token).status_code == 403
-    assert decide(held, False).json["status"] == "dismissed"
-    assert decide(refused, True).json["status"] == "upheld"
-    assert decide(refused, False).status_code == 409
-    watch.check(now() + timedelta(days=10))
-    assert summary(city, held["id"])["year_hours"] == 3
-    assert (summary(city, refused["id"])["year_hours"], summary(city, refused["id"])["pending_hours"]) == (0, 0)
-    assert city["hours"].client.get(f"/v1/activities/{activity['id']}", headers=OFFICE).json["status"] == "confirmed"
-
-
 def test_who_objected_is_shown_to_the_association_and_the_office_only(city):
     (objected, objected_token), (objector, objector_token) = register(city), register(city)
     activity = plan(city)
@@ -667,77 +569,22 @@ def test_who_objected_is_shown_to_the_association_and_the_office_only(city):
         assert [o["raised_by"] for o in shown] == [f"volunteer:{objector['id']}"]
 
 
-def test_a_participants_hours_are_objected_to_once_and_a_dismissal_is_final(city):
-    volunteer, _ = register(city)
-    activity = plan(city)
-    complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 2}])
-    path = f"/v1/activities/{activity['id']}/objections"
-    first = city["hours"].client.post(path, headers=bearer("volunteer"),
-                                      json={"volunteer_id": volunteer["id"], "reason": "未到场"})
-    dismissed = city["hours"].client.post(f"{path}/{first.json['id']}/decision", headers=ASSOCIATION,
-                                          json={"upheld": False, "note": "签到表核实"})
-    assert dismissed.json["status"] == "dismissed"
-    again = city["hours"].client.post(path, headers=bearer("volunteer"),
-                                      json={"volunteer_id": volunteer["id"], "reason": "还是未到场"})
-    assert again.status_code == 409 and "already decided" in again.json["detail"], again.json
-    shown = city["hours"].client.get(f"/v1/activities/{activity['id']}", headers=OFFICE).json
-    assert [o["status"] for o in shown["objections"]] == ["dismissed"]
-    assert [p["status"] for p in shown["participants"]] == ["publicised"]
-
-
-def test_objections_come_during_the_window_and_name_a_participant(city):
-    volunteer, _ = register(city)
-    activity = plan(city)
-    path = f"/v1/activities/{activity['id']}/objections"
-    early = city["hours"].client.post(path, headers=OFFICE, json={"volunteer_id": volunteer["id"], "reason": "未到场"})
-    assert early.status_code == 409  # nothing publicised yet
-    complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 1}])
-    stranger = city["hours"].client.post(path, headers=OFFICE, json={"volunteer_id": "0" * 24, "reason": "未到场"})
-    assert stranger.status_code == 422
-    publicity_watch(city).check(now() + timedelta(days=10))
-    late = city["hours"].client.post(path, headers=OFFICE, json={"volunteer_id": volunteer["id"], "reason": "未到场"})
-    assert late.status_code == 409
-
-
-def test_completing_an_activity_checks_its_photos_participants_and_time(city):
-    volunteer, _ = register(city)
-    activity = plan(city)
-    one = [{"volunteer_id": volunteer["id"], "hours": 2}]
-    too_few = complete(city, activity, one, photos=photos_of(city, count=3))
-    assert too_few.status_code == 422 and "photo_ids" in too_few.json["errors"]
-    not_ours = complete(city, activity, one, photos=photos_of(city, who=bearer("volunteer")))
-    assert not_ours.status_code == 422 and "photo_ids" in not_ours.json["errors"]
-    unknown = complete(city, activity, [{"volunteer_id": "f" * 24, "hours": 2}])
-    assert unknown.status_code == 422 and "f" * 24 in str(unknown.json["errors"])
-    longer = complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 3.5}])
-    assert longer.status_code == 422
-    twice = complete(city, activity, one * 2)
-    assert twice.status_code == 422
-    odd = complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 0.7}])
-    assert odd.status_code == 422 and "participants.0.hours" in odd.json["errors"]
-    future = plan(city, start=now() + timedelta(hours=1))
-    assert complete(city, future, one).status_code == 409
-    assert summary(city, volunteer["id"])["pending_hours"] == 0  # nothing was publicised
-
-
-def test_a_grid_leader_organises_activities_in_their_own_grid_only(city):
-    leader = bearer("grid_leader", grid="hedong-01")
-    plan(city, who=leader, grid_id="hedong-01")
-    elsewhere = city["hours"].client.post("/v1/activities", headers=leader, json={
-        "title": "清理小广告", "grid_id": "hedong-02", "starts_at": iso(now()),
-        "ends_at": iso(now() + timedelta(hours=2))})
-    assert elsewhere.status_code == 403
+def test_activities_answer_roles_and_hostile_hours_before_any_rule(city):
+    """What only HTTP decides about activities (roles, the body's shape); their rules are unit-tested in
+    tests/unit/test_hours_activities.py."""
+    (volunteer, token) = register(city)
     assert city["hours"].client.post("/v1/activities", headers=bearer("volunteer"), json={
         "title": "清理小广告", "place": "广场", "starts_at": iso(now()),
         "ends_at": iso(now() + timedelta(hours=2))}).status_code == 403
-    backwards = city["hours"].client.post("/v1/activities", headers=ASSOCIATION, json={
-        "title": "清理小广告", "place": "广场", "starts_at": iso(now()), "ends_at": iso(now() - timedelta(hours=2))})
-    assert backwards.status_code == 422
-
-
-def test_a_patrol_during_an_activity_the_volunteer_served_at_is_409(city):
-    volunteer, token = register(city)
     activity = plan(city)
-    complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 3}])
-    overlapping = patrol(city, token, "lanshan-01", now() - timedelta(hours=3), now() - timedelta(hours=2))
-    assert overlapping.status_code == 409 and "activity" in overlapping.json["detail"]
+    odd = complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 0.7}])
+    assert odd.status_code == 422 and "participants.0.hours" in odd.json["errors"]
+    assert complete(city, activity, [{"volunteer_id": volunteer["id"], "hours": 2}]).status_code == 200
+    path = f"/v1/activities/{activity['id']}/objections"
+    raised = city["hours"].client.post(path, headers=OFFICE, json={"volunteer_id": volunteer["id"], "reason": "未到场"})
+    assert raised.status_code == 201, raised.json
+    decision = {"upheld": False, "note": "经核实签到表"}
+    assert city["hours"].client.post(f"{path}/{raised.json['id']}/decision", headers=token,
+                                     json=decision).status_code == 403
+    assert city["hours"].client.post(f"{path}/{raised.json['id']}/decision", headers=ASSOCIATION,
+                                     json=decision).json["status"] == "dismissed"

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 import pytest
 
 from shared.events import Event
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer
 from tests.service.conftest import upload_photo
 from tests.service.test_hours import (
@@ -21,6 +20,7 @@ from tests.service.test_hours import (
     spot_and_grid,
     summary,
 )
+from tests.support import publish_raw, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -226,20 +226,6 @@ def test_twenty_reports_of_one_problem_count_one_verified_report(city, amqp_url)
 
 
 # --- grid leaders -------------------------------------------------------------------------------
-
-def test_a_grid_leader_cannot_confirm_their_own_patrol(city):
-    volunteer, as_volunteer = register(city, grid_id="lanshan-03")
-    as_leader = bearer("grid_leader", volunteer["id"], grid="lanshan-03")
-    walked = patrol(city, as_volunteer, "lanshan-03", now() - timedelta(hours=3), now() - timedelta(hours=1)).json
-    assert walked["status"] == "awaiting_confirmation"
-    for action, body in (("confirm", {}), ("decline", {"note": "自己拒绝"})):
-        response = city["hours"].client.post(f"/v1/patrols/{walked['id']}/{action}", headers=as_leader, json=body)
-        assert response.status_code == 403 and "own" in response.json["detail"], response.json
-    assert ledger(city, volunteer["id"]) == [] and summary(city, volunteer["id"])["pending_hours"] == 2.0
-    other_leader = bearer("grid_leader", grid="lanshan-03")
-    assert city["hours"].client.post(f"/v1/patrols/{walked['id']}/confirm", headers=other_leader,
-                                     json={}).status_code == 200
-
 
 def test_a_grid_leader_records_patrols_and_their_own_grids_wait_for_the_association(city):
     volunteer, _ = register(city, grid_id="lanshan-03")

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from services.hours import api
 from services.hours.app import create_app
 from services.hours.settings import HoursSettings
+from services.hours.usecases import records
 from shared.config import Rate
 from tests.conftest import bearer, settings_for_test
 from tests.unit.test_hours_proof import page_texts, qr_codes_by_page
@@ -48,13 +48,13 @@ def hours(settings, apps):
 def renders(monkeypatch) -> list[str]:
     """The proofs rendered during the test, by their verification link."""
     rendered = []
-    render = api.render_proof
+    render = records.render_proof
 
     def counted(proof):
         rendered.append(proof.verify_url)
         return render(proof)
 
-    monkeypatch.setattr(api, "render_proof", counted)
+    monkeypatch.setattr(records, "render_proof", counted)
     return rendered
 
 

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.hours.reminders import MinimumReminder
-from shared.testing import wait_for
 from tests.conftest import bearer
+from tests.support import wait_for
 
 ASSOCIATION = bearer("association", "assoc-1")
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.hours import api
+from services.hours.api import records as records_api
 from services.hours.publicity import PublicityWatch
 from tests.conftest import bearer
 from tests.service.conftest import upload_photo
@@ -56,7 +56,7 @@ def test_closing_a_year_declines_what_still_waits_in_it_and_the_watch_stops_tryi
     assert (pending(service, walker["id"]), pending(service, held["id"])) == (4.0, 1.5)
     year = datetime.now(UTC).year
     after_its_windows = datetime(year + 1, 3, 2, 4, tzinfo=UTC)
-    monkeypatch.setattr(api, "now", lambda: after_its_windows)
+    monkeypatch.setattr(records_api, "now", lambda: after_its_windows)
     closed = service.client.post(f"/v1/years/{year}/close", headers=OFFICE)
     assert closed.status_code == 200, closed.json
     assert (closed.json["declined_patrols"], closed.json["declined_participants"]) == (1, 2)

@@ -13,9 +13,9 @@ from services.intake.app import create_app
 from shared.admission import RETRY_AFTER_S
 from shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from shared.events import EXCHANGE
-from shared.testing import wait_for
 from tests.conftest import settings_for_test
 from tests.service.conftest import LANSHAN_01, upload_photo
+from tests.support import wait_for
 
 LIMIT = 2
 

@@ -6,9 +6,9 @@ import pytest
 from openpyxl import load_workbook
 
 from services.intake.domain import Week
-from shared.testing import wait_for
 from tests.conftest import bearer
 from tests.service.conftest import HEDONG_03, LANSHAN_01, submit_report, upload_photo
+from tests.support import wait_for
 
 
 def test_grids_cover_two_districts_with_polygons(intake, volunteer):

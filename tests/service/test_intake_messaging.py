@@ -6,9 +6,9 @@ import pytest
 from shared import deadletters
 from shared.events import Event
 from shared.outbox import consumer_first_s
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer
 from tests.service.conftest import outbox_empty, submit_report, upload_photo
+from tests.support import publish_raw, wait_for
 
 ENVELOPE_KEYS = {"id", "type", "occurred_at", "source", "version", "correlation_id", "data"}
 

@@ -5,9 +5,9 @@ Its own module: the intake here must be the only consumer of intake's queue in t
 import pytest
 
 from shared.events import Event
-from shared.testing import TcpProxy, publish_raw, wait_for
 from tests.conftest import run_service, settings_for_test
 from tests.service.conftest import outbox_empty, submit_report, upload_photo
+from tests.support import TcpProxy, publish_raw, wait_for
 
 
 @pytest.fixture

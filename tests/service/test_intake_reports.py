@@ -3,6 +3,7 @@ import base64
 
 import pytest
 
+from deploy.migrations import migrate
 from services.intake.store import ReportStore
 from shared.store import connect
 from tests.conftest import bearer
@@ -128,23 +129,25 @@ def test_nearby_open_report_of_same_category_is_linked_as_duplicate(intake, volu
     assert other_kind["duplicate_of"] is None
 
 
-def test_an_open_report_stored_before_reports_carried_their_area_is_linked_after_the_start_gives_it_one(
+def test_an_open_report_stored_before_reports_carried_their_area_is_linked_after_the_migration_gives_it_one(
         fresh_intake, volunteer, photo_id):
     here = {"lat": 35.0900, "lng": 118.4200}
     first = submit_report(fresh_intake.client, volunteer, [photo_id], category="infra.damaged", location=here)
     store = ReportStore(connect(fresh_intake.settings.mongo_url, fresh_intake.settings.database))
     store.reports.update_one({"_id": first["id"]}, {"$unset": {"area": ""}})
-    store.ensure_areas()
+    assert migrate(store.db, "intake") == ["2026-11-reports-place-keys", "2026-12-rate-limit-windows-intake"]
     near = submit_report(fresh_intake.client, volunteer, [photo_id], category="infra.damaged",
                          location={**here, "lat": 35.0905})
     assert near["duplicate_of"] == first["id"]
 
 
-def test_the_start_drops_the_nearby_index_that_reports_no_longer_use(fresh_intake):
+def test_the_migration_drops_the_nearby_index_that_reports_no_longer_use_once(fresh_intake):
     store = ReportStore(connect(fresh_intake.settings.mongo_url, fresh_intake.settings.database))
     store.reports.create_index([("category", 1), ("open", 1), ("location.lat", 1)])
-    store.ensure_indexes()
+    migrate(store.db, "intake")
     assert "category_1_open_1_location.lat_1" not in store.reports.index_information()
+    assert migrate(store.db, "intake") == []  # recorded: a second run has nothing to do
+    assert {r["_id"] for r in store.db["migrations"].find()} >= {"2026-11-reports-place-keys"}
 
 
 class TestVisibility:

@@ -18,14 +18,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 
+from deploy.migrations import migrate
 from services.notify.app import create_app
 from services.notify.settings import NotifySettings
 from services.notify.webhooks import verify
 from shared.events import Event
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import upload_photo
 from tests.service.test_routing import fresh_spot
+from tests.support import publish_raw, wait_for
 
 OFFICE = bearer("office", "office-1")
 ASSOCIATION = bearer("association", "assoc-1")
@@ -479,15 +480,16 @@ def test_after_a_rotation_both_secrets_sign_so_the_receiver_may_switch_without_l
     subscribe(city, recipient)
 
 
-def test_a_secret_stored_in_plain_text_before_is_sealed_at_start_and_still_signs(city, amqp_url, mongo_url):
+def test_a_secret_stored_in_plain_text_before_is_sealed_by_its_migration_and_still_signs(city, amqp_url, mongo_url):
     store = city["notify"].app.extensions["notify"].store
     recipient = "department:sanitation"
     with receiving() as receiver:
         subscribe(city, recipient, webhook_url=receiver.url, events=["case.dispatched.*"])
         store.subscriptions.update_one({"_id": recipient}, {"$set": {"secret": "whsec_stored-in-plain-text"},
                                                             "$unset": {"secret_sealed": ""}})
-        again = create_app(city["notify"].settings)  # a process starting on the same store
-        assert again.extensions["notify"].store.subscription(recipient).get("secret") is None
+        store.db["migrations"].delete_many({})  # as on a database an earlier version wrote
+        assert "2026-12-webhook-secrets-sealed" in migrate(store.db, "notify")
+        assert store.subscription(recipient).get("secret") is None
         department_report(city, "env.garbage-sorting")
         post = wait_for(lambda: next(iter(receiver.received), None), what="the signed POST")
         assert verify("whsec_stored-in-plain-text", post["headers"], post["body"], time.time())

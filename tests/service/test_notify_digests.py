@@ -14,8 +14,8 @@ from services.notify.notices import NoticeWriter
 from services.notify.templates import Templates
 from shared import reference
 from shared.events import Event, rfc3339
-from shared.testing import publish_raw, wait_for
 from tests.conftest import bearer, run_service, settings_for_test
+from tests.support import publish_raw, wait_for
 
 CITY = reference.load(None)
 ZONE = CITY.timezone

@@ -19,7 +19,7 @@ from services.notify.settings import NotifySettings
 from services.notify.store import NotifyStore
 from shared.outbound import TargetPolicy
 from shared.store import connect
-from shared.testing import wait_for
+from tests.support import wait_for
 
 SEALER = Sealer(f"dispatch-test-key-{uuid.uuid4().hex}")
 DEADLINE_S = 2.0

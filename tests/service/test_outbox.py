@@ -28,15 +28,15 @@ from shared.outbox import (
     back_off_s,
     consumer_first_s,
     events_document,
-    hand,
     handoff_grace_s,
-    pull_delivered,
+    publish_after_commit,
     push_events,
+    update_settling_delivered,
     with_events,
 )
 from shared.store import connect, in_transaction
-from shared.testing import EventTap, wait_for
 from tests.conftest import TEST_JWT_SECRET, Commands, settings_for_test
+from tests.support import EventTap, wait_for
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_handed_events_go_out_at_once_and_leave_their_documents_in_one_read_and_
         for name in ("a", "b", "c"):
             events[name] = Event.new(bound, "intake", {"n": name})
             things.insert_one(with_events({"_id": name}, events[name]))
-            hand(web, things, name, [events[name]])
+            publish_after_commit(web, things, name, [events[name]])
         wait_for(lambda: len(tap.events(bound)) == 3, timeout=5, what="the handed events on the broker")
         assert time.monotonic() - started < 1.0
         assert {e["id"] for e in tap.events(bound)} == {e.id for e in events.values()}
@@ -132,7 +132,7 @@ def test_an_event_pushed_while_others_were_published_stays_due(amqp_url, things,
     first, second = Event.new(bound, "intake", {"n": 1}), Event.new(bound, "intake", {"n": 2})
     things.insert_one(with_events({"_id": "doc"}, first))
     with running(web):
-        hand(web, things, "doc", [first])
+        publish_after_commit(web, things, "doc", [first])
         wait_for(lambda: tap.events(bound), timeout=5, what="the first event")
         things.update_one({"_id": "doc"}, push_events({"$set": {"seen": True}}, second))  # not handed: a crash
         time.sleep(SETTLE_EVERY_S + 0.5)  # the first one's settle has run
@@ -149,7 +149,7 @@ def test_events_handed_inside_a_transaction_go_out_only_once_it_commits(amqp_url
 
     def work(session, event, fail):
         things.insert_one(with_events({"_id": event.id}, event), session=session)
-        hand(web, things, event.id, [event])
+        publish_after_commit(web, things, event.id, [event])
         assert tap.events(bound) == []  # not before the commit
         if fail:
             raise RuntimeError("the transaction fails")
@@ -185,7 +185,7 @@ def test_a_transactions_events_document_goes_out_once_it_commits_and_is_then_del
 
     def work(session):
         outbox.insert_one(document, session=session)
-        hand(web, outbox, document["_id"], events)
+        publish_after_commit(web, outbox, document["_id"], events)
 
     with running(web):
         in_transaction(outbox.database, work)
@@ -247,7 +247,7 @@ def test_settling_a_document_a_transaction_is_changing_waits_for_it_without_hold
         things.insert_one({"_id": "next"}, session=session)
 
     with running(web):
-        hand(web, things, "busy", [event])
+        publish_after_commit(web, things, "busy", [event])
         wait_for(lambda: tap.events(bound), timeout=5, what="the handed event")
         worker = threading.Thread(target=lambda: (in_transaction(things.database, transaction), finished.set()),
                                   daemon=True)
@@ -271,12 +271,12 @@ def test_what_a_consumer_usually_pulls_is_left_to_it_and_pulled_by_the_relay_if_
     with running(web):
         for name, event in (("followed", followed), ("unfollowed", unfollowed)):
             things.insert_one(with_events({"_id": name}, event))
-            hand(web, things, name, [event], pulled_by_a_consumer=True)
+            publish_after_commit(web, things, name, [event], consumer_settles_first=True)
         wait_for(lambda: len(tap.events(bound)) == 2, timeout=5, what="both events on the broker")
         time.sleep(SETTLE_EVERY_S + 0.5)  # an ordinary settle would have pulled them by now
         assert things.count_documents({DUE_FIELD: {"$exists": True}}) == 2  # left to the consumers
         stored = things.find_one({"_id": "followed"})
-        things.update_one({"_id": "followed"}, pull_delivered(stored, {"$set": {"seen": True}}, bound))
+        things.update_one({"_id": "followed"}, update_settling_delivered(stored, {"$set": {"seen": True}}, bound))
         wait_for(lambda: things.count_documents({DUE_FIELD: {"$exists": True}}) == 0,
                  timeout=consumer_first_s() + 2, what="the other one pulled by the relay")
     assert [things.find_one({"_id": name})[OUTBOX_FIELD] for name in ("followed", "unfollowed")] == [[], []]
@@ -377,7 +377,7 @@ DIES_AFTER_STORING = textwrap.dedent("""
     from shared.auth import issue_token
 
     # Dies the moment the report is stored, before its relay may publish: as a crash, a kill -9, a power cut.
-    OutboxRelay.take = lambda *_: os._exit(17)
+    OutboxRelay.publish_soon = lambda *_: os._exit(17)
     settings = replace(Settings.from_env("intake"), rate_limit_writes=None, rate_limit_uploads=None,
                        rate_limit_per_ip=None)
     client = create_app(settings).test_client()

@@ -12,13 +12,14 @@ import pymongo
 import pytest
 
 from deploy.embedded_db import free_port
+from deploy.migrations import migrate
 from services.intake.app import create_app
 from shared.config import Rate
 from shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from shared.ratelimit import COLLECTION, WRITE, RateLimiter, drop_ended_windows
-from shared.testing import wait_for
 from tests.conftest import Commands, bearer, settings_for_test
 from tests.service.conftest import LANSHAN_01, jpeg_bytes, upload_photo
+from tests.support import wait_for
 
 OFFICE_NAT = "10.20.30.40"  # one address many callers share
 ELSEWHERE = "10.99.0.1"
@@ -241,9 +242,10 @@ def test_counts_not_flushed_while_the_store_is_away_are_flushed_once_it_answers(
 
 
 def test_windows_that_are_over_are_dropped_by_an_indexed_delete_not_a_ttl_index(limiters):
-    """An earlier version's TTL index goes: the embedded database's TTL monitor stalled the store."""
+    """An earlier version's TTL index goes (a migration): the embedded database's TTL monitor stalled the store."""
     limiter, _ = limiters(writes=Rate(5, "second"), per_address=per_day(1_000))
     limiter.counters.create_index("expires_at", expireAfterSeconds=0)
+    assert "2026-12-rate-limit-windows-intake" in migrate(limiter.counters.database, "intake")
     limiter.prepare()
     assert "expireAfterSeconds" not in limiter.counters.index_information()["expires_at_1"]
     limiter.admit(limiter.quotas(kind=WRITE, caller_id="vol-1", address=OFFICE_NAT))  # a second's, a day's

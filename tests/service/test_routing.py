@@ -13,9 +13,9 @@ from services.routing.deadlines import OverdueWatch
 from services.routing.domain import Rule
 from services.routing.store import RULES_MAX_AGE_S
 from shared import reference
-from shared.testing import wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import upload_photo
+from tests.support import wait_for
 
 OFFICE = bearer("office", "office-1")
 POLICE = bearer("department", "police-1", dept="traffic-police")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from deploy.migrations import migrate
 from services.routing import domain, handlers
 from services.routing.clock import CalendarClock, clock_for
 from services.routing.store import CaseStore
@@ -220,20 +221,50 @@ def test_a_redelivered_report_among_new_ones_opens_nothing_and_the_new_ones_thei
     assert store.case_of_report(new.data["id"])["report_ids"] == [new.data["id"]]
 
 
-def test_a_case_stored_before_cases_carried_their_area_is_found_after_the_start_gives_it_one(store):
+def test_a_case_stored_before_cases_carried_their_area_is_found_after_the_migration_gives_it_one(store):
     first = submitted(HERE)
     route(store, first)
     case_id = store.case_of_report(first.data["id"])["id"]
     store.cases.update_one({"_id": case_id}, {"$unset": {"area": ""}})
-    store.ensure_areas()
+    migrate(store.db, "routing")
     near = submitted(destination(*HERE, 50, 90))
     route(store, near)
     assert store.case(case_id)["report_ids"] == [first.data["id"], near.data["id"]]
 
 
-def test_the_start_drops_the_indexes_that_cases_and_opening_locks_no_longer_use(store):
+def test_the_migrations_drop_the_indexes_that_cases_and_opening_locks_no_longer_use(store):
     store.cases.create_index([("category", 1), ("open", 1), ("location.lat", 1)])
     store.opening_locks.create_index("at", expireAfterSeconds=3600)  # a TTL index: the embedded store stalled
-    store.ensure_indexes()
+    migrate(store.db, "routing")
     assert "category_1_open_1_location.lat_1" not in store.cases.index_information()
     assert list(store.opening_locks.index_information()) == ["_id_"]
+
+
+def test_two_cases_merged_into_each_other_at_once_end_in_one(store):
+    """A into B and B into A at once: one merge wins, the other finds its case over (409), and every report is in
+    exactly one open case."""
+    events = [submitted(destination(*HERE, 5_000 + 400 * i, 90)) for i in range(2)]
+    for event in events:
+        route(store, event)
+    a, b = (store.case_of_report(event.data["id"]) for event in events)
+    office = domain.Actor(id="office-1", role="office")
+    start = threading.Barrier(2)
+    won, refused = [], []
+
+    def merge(source: dict, target: dict) -> None:
+        start.wait()
+        try:
+            won.append(store.merge(source["id"], target["id"], lambda s, t: domain.merge(
+                s, t, office, None, datetime.now(UTC)), None))
+        except IllegalTransition:
+            refused.append(source["id"])
+
+    threads = [threading.Thread(target=merge, args=pair) for pair in ((a, b), (b, a))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (len(won), len(refused)) == (1, 1)
+    kept = store.case(won[0]["merged_into"])
+    assert kept["status"] != domain.REJECTED
+    assert sorted(kept["report_ids"]) == sorted(event.data["id"] for event in events)

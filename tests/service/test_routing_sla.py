@@ -2,9 +2,9 @@
 reports submitted to intake and routed over the real broker."""
 from datetime import UTC, datetime
 
-from shared.testing import wait_for
 from tests.conftest import bearer
 from tests.service.test_routing import OFFICE, POLICE, SANITATION, act, city, new_case  # noqa: F401  (city: fixture)
+from tests.support import wait_for
 
 
 def board(city, headers: dict, query: str = "") -> dict:  # noqa: F811

@@ -12,9 +12,9 @@ import pytest
 from shared.audit import COLLECTION, AuditLog, drop_expired
 from shared.errors import PROBLEM_MEDIA_TYPE
 from shared.store import connect
-from shared.testing import wait_for
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import LANSHAN_01, upload_photo
+from tests.support import wait_for
 
 
 @pytest.fixture(scope="module")

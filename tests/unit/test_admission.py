@@ -1,7 +1,7 @@
 """Admission by the pipeline's backlog (shared/admission.py): the decision, on readings the test gives it."""
 import pytest
 
-from shared.admission import RETRY_AFTER_S, STALE_AFTER_S, Admission
+from shared.admission import RETRY_AFTER_S, STALE_AFTER_S, BacklogGate
 from shared.bus import service_queues
 from shared.config import Settings
 from shared.errors import ServiceBusy
@@ -32,8 +32,8 @@ def clock():
     return Clock()
 
 
-def admission(queues: Queues, clock: Clock, limit: int = 100) -> Admission:
-    return Admission("intake", queues, limit, read_every_s=3600, clock=clock)
+def admission(queues: Queues, clock: Clock, limit: int = 100) -> BacklogGate:
+    return BacklogGate("intake", queues, limit, read_every_s=3600, clock=clock)
 
 
 def test_work_is_admitted_while_the_queues_hold_at_most_the_limit(clock):
@@ -83,13 +83,13 @@ def test_a_reading_grown_old_because_the_broker_went_away_no_longer_refuses(cloc
 
 
 def test_a_limit_of_zero_turns_the_admission_off():
-    gate = Admission.from_settings(Settings.from_env("intake", {"WOODPECKER_ADMISSION_BACKLOG": "0"}))
+    gate = BacklogGate.from_settings(Settings.from_env("intake", {"WOODPECKER_ADMISSION_BACKLOG": "0"}))
     assert not gate.enabled
     gate.admit()
 
 
 def test_by_default_the_services_own_queues_are_watched_and_not_the_departments():
-    gate = Admission.from_settings(Settings.from_env("intake", {}))
+    gate = BacklogGate.from_settings(Settings.from_env("intake", {}))
     assert gate.limit == 200
     assert gate.read_depths.queues == tuple(service_queues())
     assert {"routing.report-submitted", "intake.case-events"} <= set(gate.read_depths.queues)
@@ -100,7 +100,7 @@ def test_the_environment_names_the_limit_and_the_queues():
     queues = "routing.report-submitted, notify.case-events"
     settings = Settings.from_env("intake", {"WOODPECKER_ADMISSION_BACKLOG": "250",
                                             "WOODPECKER_ADMISSION_QUEUES": queues})
-    gate = Admission.from_settings(settings)
+    gate = BacklogGate.from_settings(settings)
     assert gate.limit == 250 and gate.read_depths.queues == ("routing.report-submitted", "notify.case-events")
 
 

@@ -83,3 +83,75 @@ def test_without_nodejs_it_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(console.shutil, "which", lambda name: None)
     assert "Node.js and npm are not installed" in console.node_problem()
     assert "https://nodejs.org" in console.node_problem()
+
+
+# --- signing staff in through the city's provider (CONSOLE_OIDC_*) --------------------------------------------
+
+
+KEYCLOAK = {"WOODPECKER_OIDC_ISSUER": "https://sso.linyi.example.gov.cn/realms/linyi",
+            "WOODPECKER_OIDC_AUDIENCE": "woodpecker-api", "WOODPECKER_OIDC_ROLE_CLAIM": "realm_access.roles",
+            "WOODPECKER_OIDC_ROLES": "woodpecker-office=office,woodpecker-department=department",
+            "WOODPECKER_OIDC_DEPT_CLAIM": "groups", "WOODPECKER_OIDC_DEPT_PREFIX": "/departments/"}
+
+
+def test_without_a_client_id_the_console_offers_no_provider():
+    assert ConsoleSettings.from_env(KEYCLOAK).provider is None
+
+
+def test_the_provider_is_the_services_own_with_their_claim_mapping():
+    provider = ConsoleSettings.from_env({**KEYCLOAK, "CONSOLE_OIDC_CLIENT_ID": "woodpecker-console",
+                                         "CONSOLE_OIDC_SCOPES": "profile,woodpecker",
+                                         "CONSOLE_OIDC_NAME": "临沂市统一身份认证"}).provider
+    assert provider.client_config() == {
+        "issuer": KEYCLOAK["WOODPECKER_OIDC_ISSUER"], "clientId": "woodpecker-console",
+        "scopes": "openid profile woodpecker", "name": "临沂市统一身份认证",
+        "claims": {"role": {"path": "realm_access.roles", "prefix": ""},
+                   "roles": [["woodpecker-office", "office"], ["woodpecker-department", "department"]],
+                   "dept": {"path": "groups", "prefix": "/departments/"}, "grid": {"path": "grid", "prefix": ""}}}
+
+
+def test_a_console_provider_alone_reads_our_own_claim_names():
+    provider = ConsoleSettings.from_env({"CONSOLE_OIDC_ISSUER": "https://sso.example.gov.cn",
+                                         "CONSOLE_OIDC_CLIENT_ID": "console"}).provider
+    assert provider.scopes == "openid" and provider.client_config()["claims"]["role"] == {"path": "role",
+                                                                                            "prefix": ""}
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"CONSOLE_OIDC_ISSUER": "https://sso.example.gov.cn"}, "CONSOLE_OIDC_CLIENT_ID"),
+    ({"CONSOLE_OIDC_CLIENT_ID": "console"}, "no provider"),
+    ({"CONSOLE_OIDC_CLIENT_ID": "console", "CONSOLE_OIDC_ISSUER": "http://sso.example.gov.cn"}, "https://"),
+    ({**KEYCLOAK, "CONSOLE_OIDC_CLIENT_ID": "console", "CONSOLE_OIDC_ISSUER": "https://other.example.gov.cn"},
+     "would refuse"),
+])
+def test_provider_settings_the_console_cannot_use_are_refused_with_the_reason(env, says):
+    with pytest.raises(ValueError, match=says):
+        ConsoleSettings.from_env(env)
+# --- the map's tiles -------------------------------------------------------------------------------
+
+def image_policy(client) -> dict:
+    return dict(part.strip().split(" ", 1) for part in client.get("/map").headers["Content-Security-Policy"].split(";"))
+
+
+def test_without_a_tile_url_the_map_has_no_tiles_and_the_page_loads_no_foreign_images(client):
+    assert "tiles" not in client.get("/config.json").json
+    policy = image_policy(client)
+    assert policy["img-src"] == "'self' blob: data:"
+
+
+def test_a_tile_url_reaches_the_map_and_its_origin_alone_is_allowed_images(tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    settings = ConsoleSettings.from_env({"CONSOLE_TILE_URL": "https://{s}.tiles.example.cn/{z}/{x}/{y}.png",
+                                         "CONSOLE_TILE_ATTRIBUTION": "© 示例测绘"})
+    client = create_app(settings, dist=tmp_path).test_client()
+    assert client.get("/config.json").json["tiles"] == {"url": "https://{s}.tiles.example.cn/{z}/{x}/{y}.png",
+                                                        "attribution": "© 示例测绘"}
+    policy = image_policy(client)
+    assert policy["img-src"] == "'self' blob: data: https://*.tiles.example.cn"
+
+
+@pytest.mark.parametrize("url", ["ftp://tiles.example.cn/{z}/{x}/{y}.png", "https://tiles.example.cn/{z}/{x}.png",
+                                 "tiles.example.cn/{z}/{x}/{y}.png"])
+def test_a_tile_url_that_is_no_template_is_refused_at_start(url):
+    with pytest.raises(console.BadTileUrl):
+        ConsoleSettings.from_env({"CONSOLE_TILE_URL": url})

@@ -1,4 +1,4 @@
-"""The credit policy's table (docs/service-hours.md, "The credit policy"), a test per row, without I/O."""
+"""The credit policy's table (docs/hours.md, "The credit policy"), a test per row, without I/O."""
 import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo

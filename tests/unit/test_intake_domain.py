@@ -637,3 +637,40 @@ def test_events_of_one_routing_step_share_a_version_and_both_apply():
     dispatched = follow_case(applied(report, opened), step("dispatched", "e2", case_version=1),
                              department_name="交警支队", due_at=None, zone=SHANGHAI)
     assert dispatched["status"] == domain.IN_PROGRESS
+
+
+# --- a case merged into another ---------------------------------------------------------------
+
+def merged_join(event_id: str = "e9", case_version: int = 2, status: str = "dispatched") -> CaseStep:
+    return CaseStep(event_id=event_id, action="joined", department="sanitation", occurred_at=NOW + timedelta(hours=2),
+                    data={"case_id": "c9", "report_ids": ["r0", "r1"], "report_id": "r1", "merged_from": "c1",
+                          "status": status, "case_version": case_version})
+
+
+def follow(report: dict, case_step: CaseStep) -> dict | None:
+    return follow_case(report, case_step, department_name="环卫处", due_at=None, zone=SHANGHAI)
+
+
+def test_the_end_of_a_merged_case_changes_none_of_its_reports():
+    assert reports_following("rejected", {"report_ids": ["r1"], "reason": "duplicate", "merged_into": "c9"}) == []
+    assert reports_following("rejected", {"report_ids": ["r1"], "reason": "duplicate"}) == ["r1"]
+
+
+def test_a_report_merged_into_another_case_follows_it_whatever_the_versions():
+    report = a_report(domain.IN_PROGRESS, case_id="c1", case_version=7)
+    changes = follow(report, merged_join(case_version=2, status="pending_triage"))
+    assert (changes["case_id"], changes["case_version"], changes["status"]) == ("c9", 2, domain.SUBMITTED)
+    assert changes["left_cases"] == ["c1"]
+    assert "c1" in changes["timeline"][-1]["note"] and "c9" in changes["timeline"][-1]["note"]
+    moved = applied(report, changes)
+    later = follow(moved, CaseStep(event_id="e10", action="accepted", department="sanitation",
+                                   occurred_at=NOW + timedelta(hours=3), data={"case_id": "c9", "case_version": 3,
+                                                                              "report_ids": ["r0", "r1"]}))
+    assert later["status"] == domain.IN_PROGRESS
+
+
+def test_a_late_step_of_the_case_a_report_left_and_a_redelivered_merge_change_nothing():
+    moved = applied(a_report(domain.IN_PROGRESS, case_id="c1", case_version=7), follow(
+        a_report(domain.IN_PROGRESS, case_id="c1", case_version=7), merged_join()))
+    assert follow(moved, step("accepted", "e-late", case_version=8)) is None  # c1's, delivered late
+    assert follow(moved, merged_join()) is None

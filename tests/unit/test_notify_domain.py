@@ -284,3 +284,19 @@ def test_a_code_is_taken_only_for_the_address_waiting_and_only_before_it_expires
                      {"email": "a@b.example", "confirmation": {**waiting, "expires_at": now}}):
         with pytest.raises(domain.InvalidFields):
             domain.waiting_confirmation(document, now)
+
+
+# --- a case merged into another -------------------------------------------------------------------
+
+def test_the_reporters_of_a_merged_case_hear_that_their_report_joined_the_other_case_not_a_refusal():
+    ended = notices("rejected", status="rejected", reason="duplicate", merged_into="c9")
+    assert [(n.recipient, n.kind) for n in ended] == [("department:traffic-police", "case.event")]
+    moved = reporter_notice("joined", report_ids=["r-first", "r-joiner"], merged_from="c2")
+    for language, words in (("zh", "原案卷 c2 已并入"), ("en", "case c2 has been merged")):
+        rendered = Templates().render(moved.kind, language, moved.context)
+        assert words in rendered.body and "未予受理" not in rendered.body, rendered.body
+
+
+def test_a_plain_rejection_still_tells_every_reporter():
+    heard = [n.kind for n in notices("rejected", reason="duplicate") if n.recipient.startswith("volunteer:")]
+    assert heard == ["report.rejected", "report.rejected"]

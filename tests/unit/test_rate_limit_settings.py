@@ -2,7 +2,7 @@
 import pytest
 
 from shared.config import Rate, Settings
-from shared.ratelimit import UPLOAD, WRITE, Admission, Quota, RateLimiter, Usage, address_key
+from shared.ratelimit import UPLOAD, WRITE, Quota, RateLimiter, RateVerdict, Usage, address_key
 
 
 def test_the_defaults_leave_room_for_a_batch_and_allow_no_origin():
@@ -43,14 +43,14 @@ def usage(limit: str, rate: Rate, key: str, count: int, resets_in_s: int) -> Usa
 
 
 def test_an_admitted_request_reports_the_quota_closest_to_its_limit():
-    admission = Admission((usage("writes", Rate(60, "minute"), "caller:v", 10, 30),
+    admission = RateVerdict((usage("writes", Rate(60, "minute"), "caller:v", 10, 30),
                            usage("address", Rate(600, "minute"), "address:a", 590, 30)))
     assert not admission.refused_by
     assert admission.headers() == {"RateLimit-Limit": "600", "RateLimit-Remaining": "10", "RateLimit-Reset": "30"}
 
 
 def test_a_request_over_two_limits_retries_once_both_have_a_new_window():
-    admission = Admission((usage("uploads", Rate(30, "minute"), "caller:v", 31, 20),
+    admission = RateVerdict((usage("uploads", Rate(30, "minute"), "caller:v", 31, 20),
                            usage("address", Rate(1000, "hour"), "address:a", 1001, 1800)))
     assert admission.headers()["Retry-After"] == "1800"
     assert admission.detail() == ("Too many requests: more than 30 uploads per minute from this caller; more than "

@@ -721,3 +721,81 @@ def test_a_fresh_deadline_is_no_longer_deferred(fresh_deadline):
     case = a_case(ACCEPTED, deferred=True)
     assert fresh_deadline(case).case["deferred"] is False
 
+
+
+# --- the office merges a duplicate case into another ---------------------------------------------
+
+def two_cases(source_status: str = DISPATCHED, target_status: str = PENDING_TRIAGE) -> tuple[dict, dict]:
+    source = a_case(source_status, id="c2", report_ids=["r2", "r3"], photo_ids=["p1", "p3"])
+    return source, a_case(target_status, id="c1", report_ids=["r1"], photo_ids=["p1", "p2"])
+
+
+def test_a_merge_moves_the_reports_and_photos_and_ends_the_source_as_a_duplicate_merged_into_the_target():
+    source, target = two_cases()
+    before = copy.deepcopy((source, target))
+    merged = domain.merge(source, target, OFFICE, "同一处", NOW)
+    assert merged.target.case["report_ids"] == ["r1", "r2", "r3"]
+    assert merged.target.case["photo_ids"] == ["p1", "p2", "p3"]
+    assert merged.target.case["status"] == PENDING_TRIAGE
+    ended = merged.source.case
+    assert (ended["status"], ended["merged_into"], ended["report_ids"], ended["merged_report_ids"]) == (
+        REJECTED, "c1", [], ["r2", "r3"])
+    assert (ended["rejection"], ended["closed_at"]) == ({"reason": "duplicate", "note": "同一处"}, NOW)
+    assert (source, target) == before
+
+
+def test_both_histories_record_the_merge_naming_the_other_case():
+    merged = domain.merge(*two_cases(), OFFICE, None, NOW)
+    assert merged.source.case["history"][-1] == {"at": NOW, "actor": who(OFFICE), "action": "merged_into",
+                                                 "note": "并入案卷 c1"}
+    assert merged.target.case["history"][-1] == {"at": NOW, "actor": who(OFFICE), "action": "merged_from",
+                                                 "note": "案卷 c2 并入本案卷"}
+
+
+def test_a_merge_publishes_one_joined_per_moved_report_and_the_sources_rejection():
+    merged = domain.merge(*two_cases(), OFFICE, None, NOW)
+    joined = case_events(merged.target, None)
+    assert [e.routing_key for e in joined] == ["case.joined.none", "case.joined.none"]
+    # Each join names the reports up to the one that joined, as if they had joined one after the other.
+    assert [(e.data["report_id"], e.data["report_ids"], e.data["merged_from"]) for e in joined] == [
+        ("r2", ["r1", "r2"], "c2"), ("r3", ["r1", "r2", "r3"], "c2")]
+    [ended] = case_events(merged.source, None)
+    assert ended.routing_key == "case.rejected.sanitation"
+    assert (ended.data["reason"], ended.data["merged_into"], ended.data["report_ids"]) == (
+        "duplicate", "c1", ["r2", "r3"])
+
+
+def test_a_plain_rejection_and_join_carry_no_merge_fields():
+    assert "merged_into" not in only_event(reject(a_case(DISPATCHED), OFFICE, "duplicate", "", NOW))
+    assert "merged_from" not in only_event(join_case(a_case(DISPATCHED), "r2"))
+
+
+@pytest.mark.parametrize("source_status", OPEN_STATUSES)
+@pytest.mark.parametrize("target_status", OPEN_STATUSES)
+def test_any_open_case_merges_into_any_open_case(source_status, target_status):
+    merged = domain.merge(*two_cases(source_status, target_status), OFFICE, None, NOW)
+    assert merged.target.case["status"] == target_status
+
+
+@pytest.mark.parametrize("source_status, target_status", [
+    (CLOSED, DISPATCHED), (REJECTED, DISPATCHED), (DISPATCHED, CLOSED), (DISPATCHED, REJECTED)])
+def test_a_case_that_is_over_cannot_be_merged_or_merged_into(source_status, target_status):
+    with pytest.raises(IllegalTransition):
+        domain.merge(*two_cases(source_status, target_status), OFFICE, None, NOW)
+
+
+def test_a_case_cannot_be_merged_into_itself():
+    case = a_case(DISPATCHED)
+    with pytest.raises(IllegalTransition, match="itself"):
+        domain.merge(case, case, OFFICE, None, NOW)
+
+
+def test_a_case_cannot_be_merged_into_a_case_of_another_category():
+    source, target = two_cases()
+    with pytest.raises(IllegalTransition, match="category"):
+        domain.merge(source, target | {"category": "traffic.parking"}, OFFICE, None, NOW)
+
+
+def test_a_new_case_is_merged_into_nothing():
+    case = open_case("c1", a_report(), None, CLOCK, NOW).case
+    assert (case["merged_into"], case["merged_report_ids"]) == (None, [])

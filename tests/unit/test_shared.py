@@ -16,7 +16,7 @@ from shared.auth import Caller, decode_token, issue_token
 from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings, UnsafeConfiguration, check_jwt_secret
 from shared.errors import Conflict, InvalidFields, Unauthorized
 from shared.events import Event, MalformedEvent
-from shared.outbox import ATTEMPTS_FIELD, DUE_FIELD, OUTBOX_FIELD, pull_delivered, push_events, with_events
+from shared.outbox import ATTEMPTS_FIELD, DUE_FIELD, OUTBOX_FIELD, push_events, update_settling_delivered, with_events
 from shared.pagination import CURSOR_PATTERN, Position, decode_cursor, encode_cursor, page
 from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceDataError
@@ -492,18 +492,19 @@ def test_periodic_work_runs_every_interval_and_survives_a_failed_pass():
 def test_a_consumer_that_learnt_an_event_was_delivered_pulls_it_and_leaves_the_others():
     submitted, other = Event.new("report.submitted", "intake", {}), Event.new("report.withdrawn", "intake", {})
     document = with_events({"_id": "r1"}, submitted, other)
-    update = pull_delivered(document, {"$set": {"status": "in_progress"}}, "report.submitted")
+    update = update_settling_delivered(document, {"$set": {"status": "in_progress"}}, "report.submitted")
     assert update == {"$set": {"status": "in_progress", OUTBOX_FIELD: [other.to_dict()]}}
 
 
 def test_pulling_the_last_event_clears_the_due_time_and_a_document_without_it_is_left_alone():
     submitted = Event.new("report.submitted", "intake", {})
-    update = pull_delivered(with_events({"_id": "r1"}, submitted), {"$set": {"status": "in_progress"}},
+    update = update_settling_delivered(with_events({"_id": "r1"}, submitted), {"$set": {"status": "in_progress"}},
                             "report.submitted")
     assert update == {"$set": {"status": "in_progress", OUTBOX_FIELD: []},
                       "$unset": {DUE_FIELD: "", ATTEMPTS_FIELD: ""}}
     settled = {"_id": "r1", OUTBOX_FIELD: []}
-    assert pull_delivered(settled, {"$set": {"status": "closed"}}, "report.submitted") == {"$set": {"status": "closed"}}
+    closing = {"$set": {"status": "closed"}}
+    assert update_settling_delivered(settled, closing, "report.submitted") == closing
 
 
 def test_a_stored_event_waits_its_grace_for_the_process_that_stored_it(monkeypatch):

@@ -47,6 +47,7 @@ declare module 'vue' {
     ElTimeline: typeof import('element-plus/es')['ElTimeline']
     ElTimelineItem: typeof import('element-plus/es')['ElTimelineItem']
     InboxBell: typeof import('./components/InboxBell.vue')['default']
+    MergeDialog: typeof import('./components/MergeDialog.vue')['default']
     PhotoUploader: typeof import('./components/PhotoUploader.vue')['default']
     ProblemAlert: typeof import('./components/ProblemAlert.vue')['default']
     RouterLink: typeof import('vue-router')['RouterLink']

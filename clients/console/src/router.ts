@@ -35,6 +35,8 @@ export function createConsoleRouter(session: () => { role: string | null; reason
       { path: "/cases", component: () => import("@/views/CasesView.vue"), meta: { roles: STAFF_ROLES } },
       { path: "/cases/:caseId", component: () => import("@/views/CaseView.vue"), props: true,
         meta: { roles: STAFF_ROLES } },
+      { path: "/map", component: () => import("@/views/MapView.vue"),
+        meta: { roles: ["office", "department", "grid_leader"] } },
       { path: "/sla", component: () => import("@/views/SlaView.vue"), meta: { roles: ["office", "department"] } },
       { path: "/stats", component: () => import("@/views/StatsView.vue"), meta: { roles: ["office"] } },
       { path: "/weekly", component: () => import("@/views/WeeklyView.vue"), meta: { roles: ["grid_leader", "office"] } },

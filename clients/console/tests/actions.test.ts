@@ -8,11 +8,11 @@ const decided = { status: "approved" };
 
 describe("the commands a case offers", () => {
   it.each([
-    ["pending_triage", none, ["dispatch", "reject"]],
-    ["dispatched", none, ["dispatch", "reject"]],
-    ["dispatched", waiting, ["dispatch", "extension/decision", "reject"]],
-    ["accepted", waiting, ["dispatch", "extension/decision", "reject"]],
-    ["rectified", none, ["verify", "reject"]],
+    ["pending_triage", none, ["dispatch", "reject", "merge"]],
+    ["dispatched", none, ["dispatch", "reject", "merge"]],
+    ["dispatched", waiting, ["dispatch", "extension/decision", "reject", "merge"]],
+    ["accepted", waiting, ["dispatch", "extension/decision", "reject", "merge"]],
+    ["rectified", none, ["verify", "reject", "merge"]],
     ["closed", none, []],
     ["rejected", none, []],
   ])("the office, a case %s (extension %o): %o", (status, extension, expected) => {

@@ -39,7 +39,8 @@ describe("a notice's link", () => {
 describe("the console's configuration", () => {
   it("names each service and the city's zone", () => {
     const services = { intake: "http://a:1", routing: "http://a:2", hours: "http://a:3", notify: "http://a:4" };
-    expect(parseConfig({ services, timeZone: "Asia/Shanghai" })).toEqual({ services, timeZone: "Asia/Shanghai" });
+    expect(parseConfig({ services, timeZone: "Asia/Shanghai" })).toEqual({ services, timeZone: "Asia/Shanghai",
+      oidc: null, tiles: null });
   });
 
   it("is refused when a service is missing", () => {

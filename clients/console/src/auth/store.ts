@@ -7,18 +7,22 @@ import { defineStore } from "pinia";
 import { computed, ref } from "vue";
 
 import { forgetPhotos } from "@/api/photos";
+import { config } from "@/config";
 
 import { SIGN_IN_METHODS, type SignInMethod } from "./methods";
-import { judge, type Claims, type Session, type SignedOutReason } from "./token";
+import { SignInFailed, type ProviderFailure } from "./oidc";
+import { judge, mappingFor, type Claims, type Session, type SignedOutReason } from "./token";
 
 const STORED = "woodpecker.console.token";
 
-export type EndReason = SignedOutReason | "signed-out" | "refused";
+export type EndReason = SignedOutReason | ProviderFailure | "signed-out" | "refused";
 
 export const useAuth = defineStore("auth", () => {
   const session = ref<Session | null>(null);
   /** Why there is no session, when there is none. */
   const reason = ref<EndReason>("missing");
+  /** What the provider said when a sign-in through it failed (its error_description), for the sign-in page. */
+  const failure = ref("");
   let expiry: ReturnType<typeof setTimeout> | undefined;
 
   const claims = computed<Claims | null>(() => session.value?.claims ?? null);
@@ -29,7 +33,17 @@ export const useAuth = defineStore("auth", () => {
   async function start(address: URL, clean: (address: URL) => void,
     methods: SignInMethod[] = SIGN_IN_METHODS): Promise<void> {
     for (const method of methods) {
-      const brought = await method.complete(address, clean);
+      let brought: string | null;
+      try {
+        brought = await method.complete(address, clean);
+      } catch (failed) {
+        if (!(failed instanceof SignInFailed)) {
+          throw failed;
+        }
+        end(failed.reason);
+        failure.value = failed.detail;
+        return;
+      }
       if (brought !== null) {
         adopt(brought);
         return;
@@ -39,12 +53,14 @@ export const useAuth = defineStore("auth", () => {
   }
 
   function adopt(candidate: string | null): void {
-    const judged = judge(candidate, Date.now());
+    const mapping = candidate ? mappingFor(candidate, config().oidc?.claims ?? null) : undefined;
+    const judged = judge(candidate, Date.now(), mapping);
     if (typeof judged === "string") {
       end(judged);
       return;
     }
     session.value = judged;
+    failure.value = "";
     sessionStorage.setItem(STORED, judged.token);
     clearTimeout(expiry);
     // setTimeout holds at most about 24.8 days; a token lives hours.
@@ -55,9 +71,10 @@ export const useAuth = defineStore("auth", () => {
     clearTimeout(expiry);
     session.value = null;
     reason.value = why;
+    failure.value = "";
     sessionStorage.removeItem(STORED);
     forgetPhotos();
   }
 
-  return { session, reason, claims, role, token, start, adopt, end };
+  return { session, reason, failure, claims, role, token, start, adopt, end };
 });

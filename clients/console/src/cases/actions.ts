@@ -6,7 +6,7 @@
 import table from "./actions.json";
 
 export const CASE_ACTIONS = ["dispatch", "accept", "dispute", "rectify", "extension", "extension/decision", "verify",
-  "reject"] as const;
+  "reject", "merge"] as const;
 export type CaseAction = (typeof CASE_ACTIONS)[number];
 
 /** Whether an extension request must be waiting for the office's decision, must not be, or does not matter. */
@@ -33,6 +33,7 @@ const RULES: Record<CaseAction, Rule> = {
   "extension/decision": rule(table["extension/decision"]),
   verify: rule(table.verify),
   reject: rule(table.reject),
+  merge: rule(table.merge),
 };
 
 /** The commands `role` may send to a case in this state, in the table's order. */

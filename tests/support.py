@@ -1,4 +1,7 @@
-"""Test support shared by every service's tests: backends, a waiter, an event tap, a broker outage.
+"""Test support shared by every test module: backends, a waiter, an event tap, a broker outage.
+
+It lives with the tests, not in the installed package: it imports deploy/ and testcontainers, which production
+images do not carry.
 
 Backends resolve in one order (the handbook's): TEST_AMQP_URL / TEST_MONGO_URL from the
 environment, then testcontainers when a Docker engine answers, then the local broker (in a vhost
