@@ -10,7 +10,7 @@ from flask import current_app
 from flask_smorest import Blueprint
 
 from shared.auth import Caller, current_caller, requires
-from shared.errors import InvalidFields, NotFound
+from shared.errors import Forbidden, InvalidFields, NotFound
 from shared.logs import correlation_id
 from shared.openapi import link, links
 from shared.pagination import decode_cursor, page
@@ -18,7 +18,7 @@ from shared.photo_ids import PhotoIds, side_of
 from shared.reference import ReferenceData
 from shared.spreadsheets import AS_XLSX_TOO, xlsx_answer
 
-from . import domain, schemas, stats
+from . import domain, schemas, sla, stats
 from .clock import WORKING
 from .domain import Actor, Rule, Step
 from .spreadsheet import LEAGUE_TABLE
@@ -333,3 +333,67 @@ def case_points(query: dict):
     answer = {"items": points, "truncated": truncated, "grid_counts": domain.grid_counts(points),
               "due_soon_before": soon}
     return current_app.response_class(schemas.points_json(answer), mimetype="application/json")
+
+
+# --- the SLA board (督办看板) and the monthly series, for the console's /sla and /stats ---------------
+
+@cases.route("/sla", methods=["GET"])
+@requires("office", "department", "grid_leader", "service")
+@cases.arguments(schemas.SlaQuerySchema, location="query")
+@cases.response(200, schemas.SlaBoardSchema)
+def sla_board(query: dict):
+    """Per department: the running cases overdue and those due within `within_hours` on their own clock, with
+    hours left or overdue by and the escalation level. A department sees its own row, a grid leader the grid's
+    cases, the office every department."""
+    ctx, caller, moment = routing(), current_caller(), now()
+    departments = list(ctx.reference.departments)
+    if "department" in query:
+        if query["department"] not in ctx.reference.departments:
+            raise InvalidFields("Unknown department.", {"department": [f"one of {', '.join(departments)}"]})
+        if caller.role == "department" and query["department"] != caller.dept:
+            raise Forbidden("A department sees its own SLA board only.")
+        departments = [query["department"]]
+    elif caller.role == "department":
+        departments = [caller.dept]
+    scope = domain.visible_to(caller)
+    # The office's board reads department by department; a grid leader's reads the grid's once.
+    wanted = [{"department": code} for code in departments] if scope.unlimited or len(departments) == 1 else [{}]
+    filters = [f for one in wanted for f in scope.within(one)]
+    horizons = {basis: ctx.clock_for(basis).add(moment, query["within_hours"]) for basis in domain.BASES}
+    found = ctx.store.sla_board(filters, max(horizons.values()))
+    rows = sla.sla_board(found, departments, ctx.clock_for, moment, horizons, query["limit"])
+    names = {code: d.name_zh for code, d in ctx.reference.departments.items()}
+    return {"as_of": moment, "within_hours": query["within_hours"],
+            "departments": [{**row, "department_name": names[row["department"]]} for row in rows]}
+
+
+def _monthly(months: list[str], league: Callable[[list[dict], datetime, datetime], list[dict]]) -> dict:
+    """One league table per month, from one read of the cases that can count in any of them."""
+    zone = routing().reference.timezone
+    bounds = [(month, *stats.month_bounds(month, zone)) for month in months]
+    found = routing().store.cases_for_stats(bounds[0][1], bounds[-1][2])
+    return {"months": [{"month": month, "from": start, "to": end, "items": league(found, start, end)}
+                       for month, start, end in bounds]}
+
+
+@statistics.route("/departments/monthly", methods=["GET"])
+@requires("office", "service")
+@statistics.arguments(schemas.MonthRangeQuerySchema, location="query")
+@statistics.response(200, schemas.DepartmentMonthlySchema)
+def department_league_monthly(query: dict):
+    """The department league table month by month (at most 12 months): the series behind the console's charts.
+    `overdue_open` is the same in every month: the cases overdue now."""
+    months = stats.months_between(query["from_month"], query["to_month"], schemas.STATS_MAX_MONTHS)
+    names = {code: d.name_zh for code, d in routing().reference.departments.items()}
+    return _monthly(months, lambda found, start, end: stats.department_stats(found, names, start, end, now()))
+
+
+@statistics.route("/grids/monthly", methods=["GET"])
+@requires("office", "service")
+@statistics.arguments(schemas.MonthRangeQuerySchema, location="query")
+@statistics.response(200, schemas.GridMonthlySchema)
+def grid_league_monthly(query: dict):
+    """The grid league table month by month (at most 12 months). `overdue_open` is the cases overdue now."""
+    months = stats.months_between(query["from_month"], query["to_month"], schemas.STATS_MAX_MONTHS)
+    names = {grid_id: grid.name for grid_id, grid in routing().reference.grids.items()}
+    return _monthly(months, lambda found, start, end: stats.grid_stats(found, names, start, end, now()))

@@ -328,3 +328,87 @@ def points_json(answer: dict) -> str:
     items = [{**point, "due_at": stamp(point["due_at"])} for point in answer["items"]]
     return json.dumps({**answer, "items": items, "due_soon_before": stamp(answer["due_soon_before"])},
                       ensure_ascii=False, separators=(",", ":"))
+
+
+# --- the SLA board and the monthly series (the console's /sla and /stats) ----------------------
+
+SLA_MAX_WINDOW_HOURS = 168
+SLA_MAX_CASES = 100
+STATS_MAX_MONTHS = 12
+
+
+class SlaQuerySchema(Schema):
+    department = fields.String(metadata={"description": "one department only (a department may name only its own)",
+                                         "example": "traffic-police"})
+    within_hours = fields.Float(load_default=24.0, validate=validate.Range(1, SLA_MAX_WINDOW_HOURS), metadata={
+        "description": f"due soon: due within this many hours on the case's own clock (working hours for a "
+                       f"working-hours deadline), 1 to {SLA_MAX_WINDOW_HOURS}", "example": 24})
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, SLA_MAX_CASES), metadata={
+        "description": f"cases listed per department, most urgent first, at most {SLA_MAX_CASES} (the counts are "
+                       "complete; `truncated` says a list was cut)"})
+
+
+class SlaCaseSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "case-6b0563189074648134dcbce3"})
+    category = fields.String(required=True, metadata={"example": "traffic.parking"})
+    department = fields.String(required=True, metadata={"example": "traffic-police"})
+    grid_id = fields.String(required=True, metadata={"example": "lanshan-01"})
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES), metadata={"example": "accepted"})
+    due_at = Timestamp(required=True)
+    basis = fields.String(required=True, validate=validate.OneOf(BASES), metadata={"example": "working"})
+    standing = fields.String(required=True, validate=validate.OneOf(["overdue", "due_soon"]),
+                             metadata={"example": "due_soon"})
+    hours_left = fields.Float(required=True, allow_none=True, metadata={
+        "description": "until the deadline, on the case's clock (null when overdue)", "example": 6.5})
+    hours_overdue = fields.Float(required=True, allow_none=True, metadata={
+        "description": "past the deadline, on the case's clock (null when due soon)", "example": None})
+    escalation_level = fields.Integer(required=True, metadata={"example": 0})
+    extension_requested = fields.Boolean(required=True, metadata={
+        "description": "the department asked for more time and the office has not decided", "example": False})
+
+
+class SlaDepartmentSchema(Schema):
+    department = fields.String(required=True, metadata={"example": "traffic-police"})
+    department_name = fields.String(required=True, metadata={"example": "交警大队"})
+    overdue = fields.Integer(required=True, metadata={"example": 2})
+    due_soon = fields.Integer(required=True, metadata={"example": 5})
+    truncated = fields.Boolean(required=True, metadata={"description": "more cases than `limit`; the counts are "
+                                                                       "complete"})
+    cases = fields.List(fields.Nested(SlaCaseSchema), required=True)
+
+
+class SlaBoardSchema(Schema):
+    as_of = Timestamp(required=True)
+    within_hours = fields.Float(required=True, metadata={"example": 24})
+    departments = fields.List(fields.Nested(SlaDepartmentSchema), required=True,
+                              metadata={"description": "those the caller may see, the most overdue first"})
+
+
+class MonthRangeQuerySchema(Schema):
+    from_month = fields.String(required=True, validate=validate.Regexp(MONTH_PATTERN, error="year-month, e.g. 2026-01"),
+                               metadata={"pattern": MONTH_PATTERN, "example": "2026-01"})
+    to_month = fields.String(required=True, validate=validate.Regexp(MONTH_PATTERN, error="year-month, e.g. 2026-12"),
+                             metadata={"description": f"inclusive; at most {STATS_MAX_MONTHS} months from from_month",
+                                       "pattern": MONTH_PATTERN, "example": "2026-12"})
+
+
+class DepartmentMonthSchema(Schema):
+    month = fields.String(required=True, metadata={"example": "2026-11"})
+    from_ = Timestamp(data_key="from", attribute="from", required=True)
+    to = Timestamp(required=True)
+    items = fields.List(fields.Nested(DepartmentRowSchema), required=True)
+
+
+class GridMonthSchema(Schema):
+    month = fields.String(required=True, metadata={"example": "2026-11"})
+    from_ = Timestamp(data_key="from", attribute="from", required=True)
+    to = Timestamp(required=True)
+    items = fields.List(fields.Nested(GridRowSchema), required=True)
+
+
+class DepartmentMonthlySchema(Schema):
+    months = fields.List(fields.Nested(DepartmentMonthSchema), required=True)
+
+
+class GridMonthlySchema(Schema):
+    months = fields.List(fields.Nested(GridMonthSchema), required=True)

@@ -93,3 +93,20 @@ def month_bounds(text: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
     start = datetime(year, month, 1, tzinfo=zone)
     end = datetime(*following, 1, tzinfo=zone)
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def months_between(first: str, last: str, most: int) -> list[str]:
+    """"2026-01", "2026-03" → ["2026-01", "2026-02", "2026-03"]: the months of a monthly series, at most `most`
+    of them, so that one request can never ask for years of scans."""
+    bounds = []
+    for name, text in (("from_month", first), ("to_month", last)):
+        match = MONTH_PATTERN.fullmatch(text)
+        if not match or not (FIRST_YEAR <= int(match[1]) <= LAST_YEAR and 1 <= int(match[2]) <= 12):
+            raise InvalidFields(f"{name} must look like 2026-01.", {name: ["year-month, e.g. 2026-01"]})
+        bounds.append(int(match[1]) * 12 + int(match[2]) - 1)
+    start, end = bounds
+    if end < start:
+        raise InvalidFields("to_month must not be before from_month.", {"to_month": ["not before from_month"]})
+    if end - start + 1 > most:
+        raise InvalidFields(f"At most {most} months at once.", {"to_month": [f"at most {most} months from from_month"]})
+    return [f"{index // 12:04d}-{index % 12 + 1:02d}" for index in range(start, end + 1)]

@@ -38,6 +38,7 @@ from shared.store import (
 )
 
 from .domain import OPEN_STATUSES, RUNNING_STATUSES, Merge, Rule, Step, Submitted, case_events, default_rules
+from .sla import BOARD_FIELDS
 
 INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
 # An opening lock matters only while a case is being opened, but it stays: one per category and lattice cell
@@ -53,6 +54,8 @@ MAP_FIELDS = {"location": 1, "status": 1, "category": 1, "department": 1, "grid_
 MAP_INDEX = [(OPEN, ASCENDING), ("location.lat", ASCENDING), ("location.lng", ASCENDING)]
 MAP_INDEX_NAME = "open_1_location.lat_1_location.lng_1"
 
+# The SLA board's lookups: by department (the office, a department), or by grid (a grid leader).
+SLA_BOARD_BY = ("department", "grid_id")
 LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
              ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"))
 
@@ -116,6 +119,9 @@ class CaseStore:
         self.cases.create_index([("due_at", ASCENDING)])
         # The map's box: open cases only, a latitude band of them, longitude checked on the way.
         self.cases.create_index(MAP_INDEX, name=MAP_INDEX_NAME)
+        # The SLA board: a department's (or a grid's) running cases by deadline, closed history never read.
+        for holder in SLA_BOARD_BY:
+            self.cases.create_index([("status", ASCENDING), (holder, ASCENDING), ("due_at", ASCENDING)])
 
     # --- cases --------------------------------------------------------------------------------
 
@@ -256,6 +262,19 @@ class CaseStore:
         """Cases whose deadline runs and has passed, not yet flagged: one bounded lookup per running status."""
         return [_public(d) for status in RUNNING_STATUSES for d in self.cases.find(
             {"overdue": False, "status": status, "due_at": {"$gte": EPOCH, "$lte": now}}, {"outbox": 0})]
+
+    def sla_board(self, filters: list[dict], horizon: datetime) -> list[dict]:
+        """The running cases due by `horizon` (overdue ones included) that match one of `filters` (each a
+        department, or a grid, and maybe both, as `Scope.within` gives them): one lookup per filter and running
+        status, each an equality prefix and a range over a board index, so it reads the present only."""
+        found: dict[str, dict] = {}
+        projection = dict.fromkeys(BOARD_FIELDS, 1)
+        for wanted in filters:
+            for status in RUNNING_STATUSES:
+                query = {**wanted, "status": status, "due_at": {"$gte": EPOCH, "$lte": horizon}}
+                for document in self.cases.find(query, projection):
+                    found[document["_id"]] = _public(document)
+        return list(found.values())
 
     def cases_for_stats(self, start: datetime, end: datetime) -> list[dict]:
         """Cases that can count in a period: due, verified or rectified in it, or still open.

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -482,3 +482,152 @@ def test_axe_finds_no_serious_or_critical_violation_on_the_map(system, open_tab)
     shot(page, "map-axe-office")
     violations = axe_violations(page)
     assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
+
+
+# --- the SLA board, the statistics and the grid's week (issue 28: /sla, /stats, /grids/{grid_id}/weekly) ---------
+
+def closed_on_time(urls: dict, location: dict, description: str) -> dict:
+    """A traffic-police case closed within its deadline, so this month's league tables have a figure."""
+    case = submitted_case(urls, "traffic.parking", location, description)
+    police = {"Authorization": f"Bearer {token('department', 'police-1', dept='traffic-police')}"}
+    office = {"Authorization": f"Bearer {token('office', 'office-1')}"}
+    routing = f"{urls['routing']}/v1/cases/{case['id']}"
+    # An hour's deadline, so that it falls in this month (the league table's) unless the month ends within the hour.
+    assert requests.post(f"{routing}/dispatch", headers=office, timeout=10,
+                         json={"department": "traffic-police", "deadline_hours": 1}).ok
+    assert requests.post(f"{routing}/accept", headers=police, timeout=10).ok
+    photo = requests.post(f"{urls['intake']}/v1/photos", headers=police, timeout=10,
+                          files={"file": ("after.jpg", jpeg("seagreen"), "image/jpeg")}).json()["id"]
+    assert requests.post(f"{routing}/rectify", headers=police, timeout=10,
+                         json={"note": "已拖移违停车辆", "photo_ids": [photo]}).ok
+    assert requests.post(f"{routing}/verify", headers=office, timeout=10, json={"passed": True, "note": "复核通过"}).ok
+    return case
+
+
+def downloaded_workbook(page, button: str) -> tuple[str, bytes]:
+    """Click `button` and take the file the page saves: its name and bytes."""
+    with page.expect_download() as download:
+        page.locator(button).click()
+    saved = download.value
+    return saved.suggested_filename, Path(saved.path()).read_bytes()
+
+
+def test_the_statistics_page_draws_its_charts_and_the_league_table_downloads_as_xlsx(system, open_tab):
+    urls, base, links = system
+    closed_on_time(urls, {"lat": 35.052, "lng": 118.335}, "公交站台旁车辆违停，影响乘客上下车")
+    page = open_tab()
+    page.goto(links["office"].replace("/triage#", "/stats#"))
+    charts = page.locator('[data-test="stats-chart"]')
+    # An axis line has no height, so Playwright never calls it visible: the chart's paths are waited for in the DOM.
+    charts.first.locator("svg path").first.wait_for(state="attached")
+    assert charts.count() >= 3, "on-time rate, rework rate or hours, and the cases overdue now"
+    on_time = charts.first
+    # Drawn with data: axes, a line with its points, and the department's name in its legend.
+    assert on_time.locator("svg path").count() > 5
+    assert "交警支队" in on_time.text_content()
+    league = page.locator('[data-test="stats-league"]')
+    assert "交警支队" in league.inner_text() and "100%" in league.inner_text()
+    shot(page, "stats-office-departments")
+    name, workbook = downloaded_workbook(page, '[data-test="stats-xlsx"]')
+    assert name.endswith(".xlsx") and name.startswith("department-league")
+    assert len(workbook) > 1000 and workbook[:2] == b"PK", "an XLSX is a zip"
+    page.get_by_role("status").filter(has_text=name).wait_for()
+
+    page.locator('[data-test="stats-by-grid"]').click()
+    page.wait_for_url(re.compile(r"/stats\?by=grid"))
+    page.locator('[data-test="stats-league"]', has_text="金雀山街道一网格").wait_for()
+    page.locator('[data-test="stats-chart"] svg path').first.wait_for(state="attached")
+    shot(page, "stats-office-grids")
+    name, workbook = downloaded_workbook(page, '[data-test="stats-xlsx"]')
+    assert name.startswith("grid-league") and workbook[:2] == b"PK"
+
+
+def test_the_sla_board_shows_an_overdue_case_to_the_office_and_a_due_one_to_its_department(system, open_tab):
+    urls, base, links = system
+    due = submitted_case(urls, "traffic.parking", {"lat": 35.075, "lng": 118.36}, "银行门口机动车长时间占道停放")
+    assert due["department"] == "traffic-police"  # by rule, 24 hours: due soon from the start
+    # The office gives a case a deadline that has passed within a second: overdue on the board at once.
+    late = submitted_case(urls, "other", {"lat": 35.085, "lng": 118.30}, "小区门口垃圾桶满溢无人清运")
+    office_headers = {"Authorization": f"Bearer {token('office', 'office-1')}"}
+    dispatched = requests.post(f"{urls['routing']}/v1/cases/{late['id']}/dispatch", headers=office_headers,
+                               timeout=10, json={"department": "community-affairs", "deadline_hours": 0.0001})
+    assert dispatched.ok, dispatched.text
+    due_at = datetime.fromisoformat(dispatched.json()["due_at"].replace("Z", "+00:00"))
+    wait_for(lambda: datetime.now(UTC) > due_at, timeout=5, what="the deadline passed")
+    office = open_tab()
+    office.goto(links["office"].replace("/triage#", "/sla?department=community-affairs#"))
+    office.get_by_role("heading", name="督办看板").wait_for()
+    row = office.locator(".el-table__row", has_text=late["id"])
+    row.wait_for()
+    assert "超期" in row.inner_text()
+    assert "级督办" in row.inner_text() or "未升级" in row.inner_text(), "its escalation level"
+    shot(office, "sla-office-community-affairs")
+    office.goto(f"{base}/sla")
+    office.locator('[data-test="sla-department"]', has_text="街道社区事务办").wait_for()
+    office.locator('[data-test="sla-department"]', has_text="交警支队").wait_for()
+    shot(office, "sla-office")
+
+    department = open_tab(TABLET)
+    department.goto(links["department"].replace("/cases#", "/sla#"))
+    department.get_by_role("heading", name=re.compile("^交警支队")).wait_for()
+    assert department.locator('[data-test="sla-department"]').count() == 1, "its own row only"
+    shot(department, "sla-department")
+
+
+def test_a_grid_leader_reaches_their_grids_week_from_the_menu_and_downloads_it_as_xlsx(system, open_tab):
+    urls, base, links = system
+    submitted_case(urls, "traffic.parking", {"lat": 35.061, "lng": 118.318}, "金雀山路口电动车占用盲道")
+    page = open_tab(TABLET)
+    page.goto(links["grid leader"])
+    page.get_by_role("menuitem", name="网格周报").click()
+    page.wait_for_url(f"{base}/grids/lanshan-01/weekly")
+    submitted = page.locator('[data-test="weekly-submitted"]')
+    submitted.wait_for()
+    assert int(submitted.inner_text()) >= 1
+    assert "金雀山路口电动车占用盲道" in page.content(), "the report still open"
+    shot(page, "weekly-grid-leader")
+    name, workbook = downloaded_workbook(page, '[data-test="weekly-xlsx"]')
+    assert re.fullmatch(r"weekly-lanshan-01-\d{4}-W\d{2}\.xlsx", name), name
+    assert len(workbook) > 1000 and workbook[:2] == b"PK"
+
+    # An earlier week: in the address, and its own workbook.
+    page.get_by_role("button", name="上一周").click()
+    page.wait_for_url(re.compile(r"/grids/lanshan-01/weekly\?week=\d{4}-W\d{2}$"))
+    earlier = page.url.rsplit("=", 1)[1]
+    page.locator('[data-test="weekly-submitted"]').wait_for()
+    shot(page, "weekly-grid-leader-earlier-week")
+    name, workbook = downloaded_workbook(page, '[data-test="weekly-xlsx"]')
+    assert name == f"weekly-lanshan-01-{earlier}.xlsx" and workbook[:2] == b"PK"
+
+    # Another grid's week is not theirs.
+    page.goto(f"{base}/grids/hedong-03/weekly")
+    page.get_by_role("alert").filter(has_text="无权").wait_for()
+    shot(page, "weekly-grid-leader-other-grid")
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_the_sla_statistics_and_weekly_routes(system, open_tab):
+    urls, base, links = system
+    submitted_case(urls, "traffic.parking", {"lat": 35.058, "lng": 118.322}, "沂蒙路人行道机动车违停")
+    grid_leader = links["grid leader"]
+    routes = [  # (who, width, where, what shows it is ready, the screenshot's name)
+        ("office", DESKTOP, links["office"].replace("/triage#", "/sla#"), '[data-test="sla-department"]', "office-sla"),
+        ("office", DESKTOP, f"{base}/stats", '[data-test="stats-chart"] svg', "office-stats"),
+        ("office", DESKTOP, f"{base}/weekly", "text=请选择一个网格", "office-weekly-choose"),
+        ("office", DESKTOP, f"{base}/grids/lanshan-01/weekly", '[data-test="weekly-submitted"]', "office-weekly"),
+        ("department", TABLET, links["department"].replace("/cases#", "/sla#"), '[data-test="sla-department"]',
+         "department-sla"),
+        ("department", TABLET, f"{base}/stats", "text=无权访问", "department-stats-forbidden"),
+        ("grid-leader", TABLET, grid_leader.replace("/cases#", "/grids/lanshan-01/weekly#"),
+         '[data-test="weekly-submitted"]', "grid-leader-weekly"),
+    ]
+    tabs: dict[str, object] = {}
+    found = {}
+    for who, viewport, url, ready, name in routes:
+        page = tabs.get(who) or tabs.setdefault(who, open_tab(viewport, bypass_csp=True))
+        page.goto(url)
+        page.locator(ready).first.wait_for()
+        page.wait_for_load_state("networkidle")
+        shot(page, f"axe-{name}")
+        if violations := axe_violations(page):
+            found[name] = violations
+    assert not found, json.dumps(found, ensure_ascii=False, indent=1)
