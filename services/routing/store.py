@@ -48,7 +48,10 @@ RULES_MAX_AGE_S = 1.0
 
 
 LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
-             ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"))
+             ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"),
+             # A department's or a grid's cases of a category: without these the embedded database scanned the
+             # whole collection for each window (bench/console_queries.py, explain()).
+             ("department", "category"), ("grid_id", "category"))
 
 
 def _public(document: dict | None) -> dict | None:
