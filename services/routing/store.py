@@ -57,7 +57,10 @@ MAP_INDEX_NAME = "open_1_location.lat_1_location.lng_1"
 # The SLA board's lookups: by department (the office, a department), or by grid (a grid leader).
 SLA_BOARD_BY = ("department", "grid_id")
 LISTED_BY = ((), ("department",), ("grid_id",), ("status",), ("overdue",), ("category",),
-             ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"))
+             ("department", "status"), ("department", "overdue"), ("grid_id", "status"), ("grid_id", "overdue"),
+             # A department's or a grid's cases of a category: without these the embedded database scanned the
+             # whole collection for each window (bench/console_queries.py, explain()).
+             ("department", "category"), ("grid_id", "category"))
 
 
 def _public(document: dict | None) -> dict | None:
