@@ -86,7 +86,7 @@ from services.intake.store import ReportStore
 from services.routing import domain as routing
 from services.routing import store as routing_store
 from services.routing.store import CaseStore
-from shared import idempotency, reference
+from shared import geo, idempotency, reference
 from shared.pagination import DEFAULT_LIMIT, Position
 from shared.scope import Scope
 from shared.store import connect
@@ -115,6 +115,10 @@ CATEGORY = "civility.dogs"  # 2 of 40 reports: a page takes the present's two wi
 UNROUTED = "other"  # no rule: the office triages it
 OFFICE = Scope.everything()
 OWN_DEPARTMENT = Scope.any_of({"department": DEPARTMENT})
+DEPARTMENTS = tuple(reference.load(None).departments)
+# The demo city's grid cells lie inside this box; the map asks for the cells' extent.
+CITY_BOX = geo.BoundingBox(min_lat=34.95, max_lat=35.25, min_lng=118.20, max_lng=118.55)
+MAP_LIMIT = 10_000
 
 
 # --- the table of queries ------------------------------------------------------------------------
@@ -153,7 +157,20 @@ CASE_QUERIES: dict[str, Callable[[CaseStore], object]] = {
         {"grid_id": GRID, "category": CATEGORY}, OFFICE, None, PAGE),
     "case list: a department's own, category filter": lambda cases: cases.list_cases(
         {"category": "traffic.pedestrian"}, OWN_DEPARTMENT, None, PAGE),
+    # /sla: the running cases due within the board's horizon, department by department (the office's), or one.
+    "SLA board: office, every department": lambda cases: cases.sla_board(
+        [f for code in DEPARTMENTS for f in OFFICE.within({"department": code})], sla_horizon()),
+    "SLA board: a department's own": lambda cases: cases.sla_board(
+        OWN_DEPARTMENT.within({"department": DEPARTMENT}), sla_horizon()),
+    # /map: the open cases in the city's box, as the office and as a department see them.
+    "map: office, the city's open cases": lambda cases: cases.open_points({}, OFFICE, CITY_BOX, MAP_LIMIT),
+    "map: a department's open cases": lambda cases: cases.open_points({}, OWN_DEPARTMENT, CITY_BOX, MAP_LIMIT),
 }
+
+
+def sla_horizon() -> datetime:
+    """The board's default horizon, 24 hours on, as the widest clock (calendar hours) counts it."""
+    return datetime.now(UTC) + timedelta(hours=24)
 
 
 @dataclass
@@ -283,8 +300,8 @@ def moved(template: Template, at: datetime, place: tuple[float, float], rng: ran
     lat, lng = place
     for document in (report, case):
         document["location"] = {**document["location"], "lat": lat, "lng": lng}
-    report[intake_store.AREA] = intake_store.area_of(report)
-    case[routing_store.AREA] = routing_store.area_of(case)
+    report[intake_store.AREA] = geo.place_key_of(report)
+    case[routing_store.AREA] = geo.place_key_of(case)
     return Filing(report, case, [relived(p, ids, shift) for p in old.photos])
 
 

@@ -51,7 +51,7 @@ from shared import reference
 from shared.auth import issue_token
 from shared.config import DEV_JWT_SECRET
 from shared.geo import DUPLICATE_RADIUS_M
-from shared.testing import wait_for
+from tests.support import wait_for
 
 SERVICES = ("intake", "routing", "hours", "notify")
 CHROMIUM = "/usr/bin/chromium"

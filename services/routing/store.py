@@ -51,8 +51,11 @@ RULES_MAX_AGE_S = 1.0
 
 # The map's points: the fields it draws, and the index its box is read from.
 MAP_FIELDS = {"location": 1, "status": 1, "category": 1, "department": 1, "grid_id": 1, "due_at": 1, "overdue": 1}
-MAP_INDEX = [(OPEN, ASCENDING), ("location.lat", ASCENDING), ("location.lng", ASCENDING)]
-MAP_INDEX_NAME = "open_1_location.lat_1_location.lng_1"
+# The map's open cases: an index of the open cases alone (partial), so that a box reads entries of open cases only.
+# A compound index led by the open key holds every case, and the embedded database's scan of its open range
+# was measured to grow with the closed history (bench/console_queries: 3.4× from 10,000 to 30,000 cases).
+MAP_INDEX = [("location.lat", ASCENDING), ("location.lng", ASCENDING)]
+MAP_INDEX_NAME = "open_cases_by_place"
 
 # The SLA board's lookups: by department (the office, a department), or by grid (a grid leader).
 SLA_BOARD_BY = ("department", "grid_id")
@@ -121,7 +124,7 @@ class CaseStore:
             self.cases.create_index([*((f, ASCENDING) for f in prefix), ("opened_at", DESCENDING)])
         self.cases.create_index([("due_at", ASCENDING)])
         # The map's box: open cases only, a latitude band of them, longitude checked on the way.
-        self.cases.create_index(MAP_INDEX, name=MAP_INDEX_NAME)
+        self.cases.create_index(MAP_INDEX, name=MAP_INDEX_NAME, partialFilterExpression={OPEN: True})
         # The SLA board: a department's (or a grid's) running cases by deadline, closed history never read.
         for holder in SLA_BOARD_BY:
             self.cases.create_index([("status", ASCENDING), (holder, ASCENDING), ("due_at", ASCENDING)])
@@ -326,8 +329,8 @@ class CaseStore:
         """The cases inside `box` the caller may see, as the map needs them (no history, photos or outbox), at
         most `limit` of them, and whether there were more.
 
-        Open cases (the default, or an open `status`) come from the open key's index by a latitude band, so what is
-        read is bounded by the city's open cases, never by its closed history; a finished status comes from the
+        Open cases (the default, or an open `status`) come from the open cases' own (partial) index by a latitude
+        band, so what is read is bounded by the city's open cases, never by its closed history; a finished status comes from the
         status index over the opening period the domain bounds."""
         status = wanted.get("status")
         box_filter: dict[str, Any] = {"location.lat": {"$gte": box.min_lat, "$lte": box.max_lat},
@@ -340,7 +343,8 @@ class CaseStore:
         points: list[dict] = []
         for alternative in scope.within(wanted):
             query = {**open_key, **alternative, **box_filter}
-            found = self.cases.find(query, MAP_FIELDS, hint=index, limit=limit + 1 - len(points),
+            found = self.cases.find(query, MAP_FIELDS, hint=MAP_INDEX_NAME if index is MAP_INDEX else index,
+                                    limit=limit + 1 - len(points),
                                     batch_size=limit + 1)
             points += [_public(d) for d in found]
             if len(points) > limit:
