@@ -124,7 +124,11 @@ def test_up_names_the_database_port_when_it_is_taken(embedded_system):
 def test_up_moves_each_services_data_out_of_the_one_database_they_shared(embedded_system, tmp_path):
     env, urls = embedded_system
     run_dir = Path(env["WOODPECKER_RUN_DIR"])
-    shared = EmbeddedDatabase(run_dir / "db", free_port(), tmp_path / "shared.log")  # as `make up` kept it before
+    # As `make up` kept it before; on a port outside the services' row, which must stay free for them (a stopped
+    # server's port can linger in TIME_WAIT).
+    first = int(env["WOODPECKER_DB_PORT"])
+    port = next(p for p in iter(free_port, None) if not first <= p < first + len(SERVICES))
+    shared = EmbeddedDatabase(run_dir / "db", port, tmp_path / "shared.log")
     shared.start()
     try:
         client = pymongo.MongoClient(shared.url)
