@@ -13,6 +13,7 @@ declare module 'vue' {
   export interface GlobalComponents {
     CaseActionDialog: typeof import('./components/CaseActionDialog.vue')['default']
     CasePhoto: typeof import('./components/CasePhoto.vue')['default']
+    CaseScopeFilters: typeof import('./components/CaseScopeFilters.vue')['default']
     DispatchDialog: typeof import('./components/DispatchDialog.vue')['default']
     ElAlert: typeof import('element-plus/es')['ElAlert']
     ElAside: typeof import('element-plus/es')['ElAside']
