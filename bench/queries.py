@@ -52,6 +52,7 @@ from services.routing import store as routing_store
 from services.routing.api import FALLBACK_DEADLINE_HOURS
 from services.routing.clock import CALENDAR, CalendarClock
 from services.routing.store import CaseStore
+from services.routing.usecases.cases import change_case, route_reports
 from shared import geo, idempotency, reference
 from shared.bus import PublishOutcome
 from shared.events import Event
@@ -315,7 +316,7 @@ def stored_report(report: dict, revision: int, key: str | None, fingerprint: str
 
 
 def stored_case(case: dict) -> dict:
-    """As CaseStore.open_or_join and save leave it, once the relay has emptied its outbox."""
+    """As routing's use cases store it (CaseStore.open_or_join and save), once the relay has emptied its outbox."""
     return {"_id": case["id"], **{k: v for k, v in case.items() if k != "id"},
             routing_store.OPEN: case["status"] in routing.OPEN_STATUSES,
             routing_store.AREA: geo.place_key_of(case)}
@@ -634,15 +635,15 @@ def routing_writes(cases: CaseStore, city: City, sample: Sample, rng: random.Ran
         return report, lambda report, nearby: routing.route_report(report, nearby, rule, city.clock, datetime.now(UTC))
 
     def open_or_join(report: dict, route: Callable) -> None:
-        cases.open_or_join([routing.Submitted(report, None)], route)
+        route_reports(cases, [routing.Submitted(report, None)], route)
 
     return [
         # A transaction: four opening locks upserted by _id, the open cases in the nine lattice cells
         # around the report (open, area: one $in of equalities), then one insert or one conditional update.
         Probe("routing open_or_join (new report)", lambda a: open_or_join(*a), new_report_event),
         # The case by _id, then a write conditional on its _id and version.
-        Probe("routing change (next step of an open case)", lambda case_id: cases.change(
-            case_id, partial(next_step, city), None), lambda i: pick(sample.open_case_ids, i)),
+        Probe("routing change (next step of an open case)", lambda case_id: change_case(
+            cases, case_id, partial(next_step, city), correlation_id=None), lambda i: pick(sample.open_case_ids, i)),
     ]
 
 
