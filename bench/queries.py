@@ -185,7 +185,8 @@ def new_report(city: City, submission: Submission, photo_id: str, report_id: str
     body = {"category": submission.category, "description": f"{category.name_zh}，{submission.grid.name}",
             "location": {"lat": lat, "lng": lng, "address": None}, "photo_ids": [photo_id]}
     fields = {**body, "observed_at": submission.at - timedelta(minutes=rng.uniform(1, 30)), "patrol_id": None}
-    return intake.new_report(report_id, submission.reporter_id, fields, submission.grid, None, submission.at), body
+    return intake.new_report(report_id, submission.reporter_id, fields, submission.grid, duplicate_of=None,
+                             now=submission.at), body
 
 
 def department_actor(case: dict) -> routing.Actor:
@@ -204,7 +205,8 @@ def planned_moves(city: City, case: dict, rule: routing.Rule | None, quick: bool
     if rule is None:
         department = rng.choice(list(city.reference.departments))
         at += hours(rng.uniform(1, 8))
-        moves.append((at, lambda c, t: routing.dispatch(c, OFFICE, department, deadline, CALENDAR, city.clock, t)))
+        moves.append((at, lambda c, t: routing.dispatch(c, OFFICE, department, hours=deadline, basis=CALENDAR,
+                                                        clock=city.clock, now=t)))
     if rng.random() < REJECTED_SHARE:
         reason = rng.choice(routing.REJECT_REASONS)
         moves.append((at + hours(rng.uniform(1, 6)), lambda c, t: routing.reject(c, OFFICE, reason, "", t)))
@@ -218,12 +220,13 @@ def planned_moves(city: City, case: dict, rule: routing.Rule | None, quick: bool
     moves.append((rectified, lambda c, t: routing.rectify(c, department_actor(c), "已整改", [fixed], t)))
     verified = rectified + hours(rng.uniform(2, 24))
     if not quick and rng.random() < REWORK_SHARE:
-        moves.append((verified, lambda c, t: routing.verify(c, OFFICE, False, "整改不到位", None, city.clock, t)))
+        moves.append((verified, lambda c, t: routing.verify(c, OFFICE, False, note="整改不到位", hours=None,
+                                                            clock=city.clock, now=t)))
         reworked = verified + hours(deadline * rng.uniform(0.2, 0.8))
         fixed_again = object_id_at(reworked, rng)
         moves.append((reworked, lambda c, t: routing.rectify(c, department_actor(c), "已返工", [fixed_again], t)))
         verified = reworked + hours(rng.uniform(2, 24))
-    moves.append((verified, lambda c, t: routing.verify(c, OFFICE, True, "", None, city.clock, t)))
+    moves.append((verified, lambda c, t: routing.verify(c, OFFICE, True, note="", hours=None, clock=city.clock, now=t)))
     return moves
 
 
@@ -617,13 +620,14 @@ def next_step(city: City, case: dict) -> routing.Step:
     """What the office or the department does next to an open case."""
     now, status = datetime.now(UTC), case["status"]
     if status == routing.PENDING_TRIAGE:
-        return routing.dispatch(case, OFFICE, PROBE_DEPARTMENT, FALLBACK_DEADLINE_HOURS, CALENDAR, city.clock, now)
+        return routing.dispatch(case, OFFICE, PROBE_DEPARTMENT, hours=FALLBACK_DEADLINE_HOURS, basis=CALENDAR,
+                                clock=city.clock, now=now)
     if status == routing.DISPATCHED:
         return routing.accept(case, department_actor(case), now)
     if status == routing.ACCEPTED:
         return routing.rectify(case, department_actor(case), "已整改", [], now)
     if status == routing.RECTIFIED:
-        return routing.verify(case, OFFICE, True, "", None, city.clock, now)
+        return routing.verify(case, OFFICE, True, note="", hours=None, clock=city.clock, now=now)
     return routing.Step(case, ())
 
 

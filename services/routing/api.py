@@ -114,8 +114,8 @@ def dispatch_case(body: dict, case_id: str):
         rule = domain.match_rule(ctx.store.all_rules(), case["category"], case.get("district"))
         hours = body["deadline_hours"] or (rule.deadline_hours if rule else FALLBACK_DEADLINE_HOURS)
         basis = rule.basis if rule else "calendar"
-        return domain.dispatch(case, actor(caller), body["department"], hours, basis, ctx.clock_for(basis), now(),
-                               body["note"])
+        return domain.dispatch(case, actor(caller), body["department"], hours=hours, basis=basis,
+                               clock=ctx.clock_for(basis), now=now(), note=body["note"])
 
     return _shown(act_on_case(ctx.store, caller, case_id, decide, correlation_id=correlation_id.get()))
 
@@ -129,8 +129,8 @@ def verify_case(body: dict, case_id: str):
     """Check the fix: passed closes the case; failed sends it back for rework with a new deadline."""
     ctx, caller = routing(), current_caller()
     return _shown(act_on_case(ctx.store, caller, case_id, lambda case: domain.verify(
-        case, actor(caller), body["passed"], body["note"], body["deadline_hours"], ctx.clock_for(case["basis"]),
-        now()), correlation_id=correlation_id.get()))
+        case, actor(caller), body["passed"], note=body["note"], hours=body["deadline_hours"],
+        clock=ctx.clock_for(case["basis"]), now=now()), correlation_id=correlation_id.get()))
 
 
 @cases.route("/<case_id>/reject", methods=["POST"])
@@ -170,7 +170,7 @@ def decide_extension(body: dict, case_id: str):
     """Approve (the deadline moves, the case counts as deferred) or refuse an extension."""
     ctx, caller = routing(), current_caller()
     return _shown(act_on_case(ctx.store, caller, case_id, lambda case: domain.decide_extension(
-        case, actor(caller), body["approved"], body["note"], ctx.clock_for(case["basis"]), now()),
+        case, actor(caller), body["approved"], note=body["note"], clock=ctx.clock_for(case["basis"]), now=now()),
         correlation_id=correlation_id.get()))
 
 
@@ -266,7 +266,7 @@ def _local_date(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime("%Y-%m-%d")
 
 
-def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str, kind: str, title: str,
+def _league_response(rows: list[dict], start: datetime, end: datetime, *, fmt: str, kind: str, title: str,
                      period: str):
     if fmt == "xlsx":
         return xlsx_answer(LEAGUE_TABLE, f"{kind}-league.xlsx", now(), rows=rows, title=title, period_text=period,
@@ -291,7 +291,8 @@ def department_league(query: dict):
     names = {code: d.name_zh for code, d in ctx.reference.departments.items()}
     rows = stats.department_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
     period = f"{_local_date(start, zone)} 至 {_local_date(end, zone)}"
-    return _league_response(rows, start, end, query["format"], "department", "责任部门整改情况排名通报", period)
+    return _league_response(rows, start, end, fmt=query["format"], kind="department", title="责任部门整改情况排名通报",
+                            period=period)
 
 
 @statistics.route("/grids", methods=["GET"])
@@ -307,7 +308,8 @@ def grid_league(query: dict):
     start, end = stats.month_bounds(month, zone)
     names = {grid_id: grid.name for grid_id, grid in ctx.reference.grids.items()}
     rows = stats.grid_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
-    return _league_response(rows, start, end, query["format"], "grid", f"{month} 网格问题整改情况排名", month)
+    return _league_response(rows, start, end, fmt=query["format"], kind="grid", title=f"{month} 网格问题整改情况排名",
+                            period=month)
 
 
 

@@ -130,8 +130,9 @@ def dispatched_case(store: CaseStore) -> dict:
     route(store, submitted(HERE))
     case = store.cases.find_one()
     office = domain.Actor("office-1", "office")
-    change_case(store, case["_id"], lambda c: domain.dispatch(c, office, "traffic-police", 24, "calendar",
-                                                               CalendarClock(), datetime.now(UTC)), correlation_id=None)
+    change_case(store, case["_id"], lambda c: domain.dispatch(
+        c, office, "traffic-police", hours=24, basis="calendar", clock=CalendarClock(), now=datetime.now(UTC)),
+        correlation_id=None)
     return store.case(case["_id"])
 
 

@@ -98,7 +98,8 @@ def a_report(report_id: str = "r1") -> dict:
     grid = CITY.grids["lanshan-01"]
     fields = {"category": "env.garbage", "description": "路边垃圾堆积", "location": {"lat": HERE[0], "lng": HERE[1]},
               "photo_ids": ["p1"]}
-    return intake.new_report(report_id, "v1", fields, grid, None, datetime.now(UTC) - timedelta(hours=1))
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    return intake.new_report(report_id, "v1", fields, grid, duplicate_of=None, now=an_hour_ago)
 
 
 def case_event(action: str, department: str = "sanitation", version: int = 2, **data) -> Event:
