@@ -216,7 +216,8 @@ def crediting(count: int) -> None:
                 for volunteer_id in waiting:
                     claim = domain.PatrolClaim(volunteer_id, grid, started, ended, 1.0,
                                                started.astimezone(city.timezone).date())
-                    patrols.record_claim(store, claim, False, "bench", now, None, "bench", None)
+                    patrols.record_claim(store, claim, by_its_grid_leader=False, recorded_by="bench", now=now, key=None,
+                                         fingerprint="bench", correlation_id=None)
                 events = [Event.new("report.submitted", "intake", {
                     "id": uuid.uuid4().hex, "reporter_id": volunteer_id, "grid_id": grid,
                     "submitted_at": rfc3339(now - timedelta(hours=1))}) for volunteer_id in waiting]

@@ -52,6 +52,7 @@ from services.routing import store as routing_store
 from services.routing.api import FALLBACK_DEADLINE_HOURS
 from services.routing.clock import CALENDAR, CalendarClock
 from services.routing.store import CaseStore
+from services.routing.usecases.cases import change_case, route_reports
 from shared import geo, idempotency, reference
 from shared.bus import PublishOutcome
 from shared.events import Event
@@ -184,7 +185,8 @@ def new_report(city: City, submission: Submission, photo_id: str, report_id: str
     body = {"category": submission.category, "description": f"{category.name_zh}，{submission.grid.name}",
             "location": {"lat": lat, "lng": lng, "address": None}, "photo_ids": [photo_id]}
     fields = {**body, "observed_at": submission.at - timedelta(minutes=rng.uniform(1, 30)), "patrol_id": None}
-    return intake.new_report(report_id, submission.reporter_id, fields, submission.grid, None, submission.at), body
+    return intake.new_report(report_id, submission.reporter_id, fields, submission.grid, duplicate_of=None,
+                             now=submission.at), body
 
 
 def department_actor(case: dict) -> routing.Actor:
@@ -203,7 +205,8 @@ def planned_moves(city: City, case: dict, rule: routing.Rule | None, quick: bool
     if rule is None:
         department = rng.choice(list(city.reference.departments))
         at += hours(rng.uniform(1, 8))
-        moves.append((at, lambda c, t: routing.dispatch(c, OFFICE, department, deadline, CALENDAR, city.clock, t)))
+        moves.append((at, lambda c, t: routing.dispatch(c, OFFICE, department, hours=deadline, basis=CALENDAR,
+                                                        clock=city.clock, now=t)))
     if rng.random() < REJECTED_SHARE:
         reason = rng.choice(routing.REJECT_REASONS)
         moves.append((at + hours(rng.uniform(1, 6)), lambda c, t: routing.reject(c, OFFICE, reason, "", t)))
@@ -217,12 +220,13 @@ def planned_moves(city: City, case: dict, rule: routing.Rule | None, quick: bool
     moves.append((rectified, lambda c, t: routing.rectify(c, department_actor(c), "已整改", [fixed], t)))
     verified = rectified + hours(rng.uniform(2, 24))
     if not quick and rng.random() < REWORK_SHARE:
-        moves.append((verified, lambda c, t: routing.verify(c, OFFICE, False, "整改不到位", None, city.clock, t)))
+        moves.append((verified, lambda c, t: routing.verify(c, OFFICE, False, note="整改不到位", hours=None,
+                                                            clock=city.clock, now=t)))
         reworked = verified + hours(deadline * rng.uniform(0.2, 0.8))
         fixed_again = object_id_at(reworked, rng)
         moves.append((reworked, lambda c, t: routing.rectify(c, department_actor(c), "已返工", [fixed_again], t)))
         verified = reworked + hours(rng.uniform(2, 24))
-    moves.append((verified, lambda c, t: routing.verify(c, OFFICE, True, "", None, city.clock, t)))
+    moves.append((verified, lambda c, t: routing.verify(c, OFFICE, True, note="", hours=None, clock=city.clock, now=t)))
     return moves
 
 
@@ -315,7 +319,7 @@ def stored_report(report: dict, revision: int, key: str | None, fingerprint: str
 
 
 def stored_case(case: dict) -> dict:
-    """As CaseStore.open_or_join and save leave it, once the relay has emptied its outbox."""
+    """As routing's use cases store it (CaseStore.open_or_join and save), once the relay has emptied its outbox."""
     return {"_id": case["id"], **{k: v for k, v in case.items() if k != "id"},
             routing_store.OPEN: case["status"] in routing.OPEN_STATUSES,
             routing_store.AREA: geo.place_key_of(case)}
@@ -616,13 +620,14 @@ def next_step(city: City, case: dict) -> routing.Step:
     """What the office or the department does next to an open case."""
     now, status = datetime.now(UTC), case["status"]
     if status == routing.PENDING_TRIAGE:
-        return routing.dispatch(case, OFFICE, PROBE_DEPARTMENT, FALLBACK_DEADLINE_HOURS, CALENDAR, city.clock, now)
+        return routing.dispatch(case, OFFICE, PROBE_DEPARTMENT, hours=FALLBACK_DEADLINE_HOURS, basis=CALENDAR,
+                                clock=city.clock, now=now)
     if status == routing.DISPATCHED:
         return routing.accept(case, department_actor(case), now)
     if status == routing.ACCEPTED:
         return routing.rectify(case, department_actor(case), "已整改", [], now)
     if status == routing.RECTIFIED:
-        return routing.verify(case, OFFICE, True, "", None, city.clock, now)
+        return routing.verify(case, OFFICE, True, note="", hours=None, clock=city.clock, now=now)
     return routing.Step(case, ())
 
 
@@ -634,15 +639,15 @@ def routing_writes(cases: CaseStore, city: City, sample: Sample, rng: random.Ran
         return report, lambda report, nearby: routing.route_report(report, nearby, rule, city.clock, datetime.now(UTC))
 
     def open_or_join(report: dict, route: Callable) -> None:
-        cases.open_or_join([routing.Submitted(report, None)], route)
+        route_reports(cases, [routing.Submitted(report, None)], route)
 
     return [
         # A transaction: four opening locks upserted by _id, the open cases in the nine lattice cells
         # around the report (open, area: one $in of equalities), then one insert or one conditional update.
         Probe("routing open_or_join (new report)", lambda a: open_or_join(*a), new_report_event),
         # The case by _id, then a write conditional on its _id and version.
-        Probe("routing change (next step of an open case)", lambda case_id: cases.change(
-            case_id, partial(next_step, city), None), lambda i: pick(sample.open_case_ids, i)),
+        Probe("routing change (next step of an open case)", lambda case_id: change_case(
+            cases, case_id, partial(next_step, city), correlation_id=None), lambda i: pick(sample.open_case_ids, i)),
     ]
 
 

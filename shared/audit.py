@@ -120,8 +120,8 @@ class AuditLog:
             self._keep(taken)  # entries already written are kept by their _id: written again, they are refused
             raise
 
-    def entries_page(self, actor: str | None, object_: str | None, since: datetime | None, until: datetime | None,
-                     after: Position | None, limit: int) -> list[dict]:
+    def entries_page(self, actor: str | None, object_: str | None, *, since: datetime | None,
+                     until: datetime | None, after: Position | None, limit: int) -> list[dict]:
         wanted = {k: v for k, v in (("actor", actor), ("object", object_)) if v is not None}
         documents = newest_first(self.entries, [wanted], "at", limit, after, since=since, until=until)
         return [{"id": d["_id"], **{k: v for k, v in d.items() if k != "_id"}} for d in documents]
@@ -211,8 +211,9 @@ def audit_blueprint(audit: AuditLog) -> Blueprint:
         refusals aside), newest first: who (the token's sub and role), what (method and route), which object,
         when, from which address, and the outcome. Entries are kept for the configured retention and never
         changed."""
-        items = audit.entries_page(query.get("actor"), query.get("object"), query.get("since"), query.get("until"),
-                                   decode_cursor(query.get("cursor")), query["limit"])
+        items = audit.entries_page(query.get("actor"), query.get("object"), since=query.get("since"),
+                                   until=query.get("until"), after=decode_cursor(query.get("cursor")),
+                                   limit=query["limit"])
         return page(items, query["limit"], "at")
 
     return blp

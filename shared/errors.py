@@ -70,7 +70,7 @@ class ServiceBusy(DomainError):
         self.retry_after_s = retry_after_s
 
 
-def problem(status: int, slug: str, title: str, detail: str, errors: dict | None = None,
+def problem(status: int, slug: str, title: str, detail: str, *, errors: dict | None = None,
             headers: dict | None = None) -> Response:
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
     if errors:
@@ -82,5 +82,5 @@ def problem(status: int, slug: str, title: str, detail: str, errors: dict | None
 
 def problem_from(error: DomainError) -> Response:
     retry_after = getattr(error, "retry_after_s", None)
-    return problem(error.status, error.slug, error.title, error.detail, error.errors,
-                   {"Retry-After": str(retry_after)} if retry_after is not None else None)
+    return problem(error.status, error.slug, error.title, error.detail, errors=error.errors,
+                   headers={"Retry-After": str(retry_after)} if retry_after is not None else None)

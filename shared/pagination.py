@@ -69,7 +69,7 @@ def decode_cursor(cursor: str | None) -> Position | None:
 
 
 def newest_first(collection: Collection, filters: list[dict], time_field: str, limit: int,
-                 after: Position | None = None, since: datetime | None = None, until: datetime | None = None,
+                 after: Position | None = None, *, since: datetime | None = None, until: datetime | None = None,
                  projection: dict | None = None) -> list[dict]:
     """Up to `limit` + 1 documents matching any of `filters` (flat equalities), newest first by
     (`time_field`, `_id`): those after `after`, with `since` <= time < `until`."""
@@ -96,7 +96,7 @@ def newest_first(collection: Collection, filters: list[dict], time_field: str, l
 
 
 def oldest_first(collection: Collection, filters: list[dict], time_field: str, limit: int,
-                 after: Position | None = None, projection: dict | None = None) -> list[dict]:
+                 after: Position | None = None, *, projection: dict | None = None) -> list[dict]:
     """Up to `limit` + 1 documents matching any of `filters`, oldest first by (`time_field`, `_id`): those after
     `after`. The windows grow forwards from the cursor (or the programme's epoch) to now, so the first page
     reads every match of the window that reaches the oldest one: meant for queues, whose matches are few (the

@@ -146,7 +146,8 @@ class ProblemApi(Api):
             elif status == 400:
                 detail = "; ".join(m for texts in errors.values() for m in texts) + more
         headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after")}
-        return problem(status, _HTTP_SLUGS.get(status, "http-error"), error.name, detail, errors, headers)
+        return problem(status, _HTTP_SLUGS.get(status, "http-error"), error.name, detail, errors=errors,
+                       headers=headers)
 
 
 class RateLimitDocs(BasePlugin):
@@ -200,7 +201,7 @@ def _readiness_blueprint(checks: list[ReadinessCheck]) -> Blueprint:
     def readyz():
         reasons = [reason for check in checks if (reason := check())]
         if reasons:
-            return problem(503, "not-ready", "Not ready", "; ".join(reasons), {"reasons": reasons})
+            return problem(503, "not-ready", "Not ready", "; ".join(reasons), errors={"reasons": reasons})
         return {"status": "ready"}
 
     @blp.route("/metrics")

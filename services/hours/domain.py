@@ -193,7 +193,7 @@ def _parts_of(patrol: dict) -> tuple[int, int, int]:
             centihours(patrol["declined_hours"]))
 
 
-def new_patrol(claim: PatrolClaim, evidence: list[str], day_centihours: int, by_its_grid_leader: bool,
+def new_patrol(claim: PatrolClaim, evidence: list[str], *, day_centihours: int, by_its_grid_leader: bool,
                recorded_by: str, now: datetime, rules: ServiceHoursRules) -> tuple[dict, list[dict]]:
     """A recorded patrol and the entries that credit at once what its reports (`evidence`, oldest first)
     evidence; the rest of its time waits. Beyond the daily cap nothing is credited at once."""
@@ -229,9 +229,9 @@ def with_evidence(patrol: dict, report_id: str, now: datetime,
     amount = evidence_credit(waiting, rules)
     if patrol["beyond_daily_cap"] or amount <= 0:
         return None
-    credit = entry(patrol["volunteer_id"], hours_of(amount), PATROL, "report", report_id,
-                   date.fromisoformat(patrol["service_date"]), now, BY_EVIDENCE, rules,
-                   f"网格巡访 {patrol['grid_id']}：上报 {report_id} 佐证", patrol_id=patrol["id"])
+    credit = entry(patrol["volunteer_id"], hours_of(amount), PATROL, source="report", source_id=report_id,
+                   service_date=date.fromisoformat(patrol["service_date"]), recorded_at=now, recorded_by=BY_EVIDENCE,
+                   rules=rules, note=f"网格巡访 {patrol['grid_id']}：上报 {report_id} 佐证", patrol_id=patrol["id"])
     changed = _with_parts(patrol, credited + amount, waiting - amount, declined,
                           credits=[*patrol["credits"], _part(credit, report_id)],
                           evidence_report_id=patrol["evidence_report_id"] or report_id,
@@ -245,8 +245,9 @@ def confirmed(patrol: dict, by: str, note: str, now: datetime, rules: ServiceHou
     credited, waiting, declined = _parts_of(patrol)
     confirmations = sum(1 for part in patrol["credits"] if part["report_id"] is None)
     source_id = patrol["id"] if confirmations == 0 else f"{patrol['id']}/{confirmations + 1}"
-    credit = entry(patrol["volunteer_id"], hours_of(waiting), PATROL, "patrol", source_id,
-                   date.fromisoformat(patrol["service_date"]), now, by, rules, f"网格巡访 {patrol['grid_id']}",
+    credit = entry(patrol["volunteer_id"], hours_of(waiting), PATROL, source="patrol", source_id=source_id,
+                   service_date=date.fromisoformat(patrol["service_date"]), recorded_at=now, recorded_by=by,
+                   rules=rules, note=f"网格巡访 {patrol['grid_id']}",
                    patrol_id=patrol["id"])
     changed = _with_parts(patrol, credited + waiting, 0, declined,
                           credits=[*patrol["credits"], _part(credit, None)],
@@ -375,7 +376,7 @@ def new_id() -> str:
     return secrets.token_hex(12)
 
 
-def entry(volunteer_id: str, hours: float, kind: str, source: str, source_id: str, service_date: date,
+def entry(volunteer_id: str, hours: float, kind: str, *, source: str, source_id: str, service_date: date,
           recorded_at: datetime, recorded_by: str, rules: ServiceHoursRules, note: str,
           reverses: str | None = None, patrol_id: str | None = None) -> dict:
     """A ledger entry. Entries are never changed: a correction is another entry that reverses it. A patrol's
@@ -395,8 +396,9 @@ def reversal_of(original: dict, reason: str, by: str, now: datetime, rules: Serv
     """The entry that cancels `original`, in the year `original` counted in."""
     if original["kind"] == REVERSAL:
         raise Conflict("A reversal cannot itself be reversed; record an adjustment instead.")
-    reversal = entry(original["volunteer_id"], -original["hours"], REVERSAL, REVERSAL, original["id"],
-                     date.fromisoformat(original["service_date"]), now, by, rules, reason, reverses=original["id"],
+    reversal = entry(original["volunteer_id"], -original["hours"], REVERSAL, source=REVERSAL, source_id=original["id"],
+                     service_date=date.fromisoformat(original["service_date"]), recorded_at=now, recorded_by=by,
+                     rules=rules, note=reason, reverses=original["id"],
                      patrol_id=original.get("patrol_id"))
     return {**reversal, "reversed_kind": original["kind"]}
 
@@ -594,7 +596,7 @@ def proof_code() -> str:
     return f"{characters[:4]}-{characters[4:8]}-{characters[8:]}"
 
 
-def proof_record(volunteer: dict, row: dict, number: int, code: str, grid_name: str, issuer: str,
+def proof_record(volunteer: dict, row: dict, *, number: int, code: str, grid_name: str, issuer: str,
                  sealed: bool, now: datetime, zone: ZoneInfo) -> dict:
     """What a proof certifies, kept so that anyone holding its code can check it later."""
     kinds = row.get("kinds", {})
@@ -770,9 +772,9 @@ def activity_closed_with_its_year(activity: dict, now: datetime) -> tuple[dict, 
 
 
 def participant_credit(activity: dict, participant: dict, now: datetime, rules: ServiceHoursRules) -> dict:
-    return entry(participant["volunteer_id"], participant["hours"], ACTIVITY, "activity", activity["id"],
-                 date.fromisoformat(activity["service_date"]), now, "system:publicity", rules,
-                 f"志愿服务活动：{activity['title']}")
+    return entry(participant["volunteer_id"], participant["hours"], ACTIVITY, source="activity",
+                 source_id=activity["id"], service_date=date.fromisoformat(activity["service_date"]), recorded_at=now,
+                 recorded_by="system:publicity", rules=rules, note=f"志愿服务活动：{activity['title']}")
 
 
 # --- spot checks (抽查) --------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def submit_report(fields: dict):
     fingerprint = idempotency.fingerprint(request.get_json())
     nearby = ctx.store.open_reports_near(fields["category"], location["lat"], location["lng"])
     duplicate_of = domain.likely_duplicate(location["lat"], location["lng"], nearby)
-    report = domain.new_report(new_id(), caller.id, fields, grid, duplicate_of, at)
+    report = domain.new_report(new_id(), caller.id, fields, grid, duplicate_of=duplicate_of, now=at)
     event = domain.report_submitted(report, correlation_id.get())
     stored, created = ctx.store.add_report(report, event, key, fingerprint)
     return stored, 201, idempotency.replay_header(created)
@@ -150,7 +150,7 @@ def list_reports(query: dict):
     """Reports you may see, newest first, filtered and cursor-paginated."""
     wanted = {k: query[k] for k in ("grid_id", "status", "category", "reporter_id") if k in query}
     items = intake().store.list_reports(wanted, domain.visible_to(current_caller()), decode_cursor(query.get("cursor")),
-                                        query["limit"], query.get("from_"), query.get("to"))
+                                        query["limit"], since=query.get("from_"), until=query.get("to"))
     return page(items, query["limit"], "submitted_at")
 
 

@@ -88,7 +88,7 @@ def check_new_report(fields: dict, categories: dict[str, Category], grid: Grid |
         raise InvalidFields("The report cannot be accepted as sent; see errors.", errors)
 
 
-def new_report(report_id: str, reporter_id: str, fields: dict, grid: Grid, duplicate_of: str | None,
+def new_report(report_id: str, reporter_id: str, fields: dict, grid: Grid, *, duplicate_of: str | None,
                now: datetime) -> dict:
     note = "已提交，等待分派" if duplicate_of is None else f"已提交；疑似与报告 {duplicate_of} 重复，一并处理"
     return {

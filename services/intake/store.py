@@ -104,9 +104,10 @@ class ReportStore:
         query = {OPEN: True, AREA: {"$in": geo.keys_around(category, lat, lng)}}
         return [_public(d) for d in self.reports.find(query, {"location": 1, "status": 1})]
 
-    def list_reports(self, wanted: dict, scope: Scope, after: Position | None, limit: int,
+    def list_reports(self, wanted: dict, scope: Scope, after: Position | None, limit: int, *,
                      since: datetime | None = None, until: datetime | None = None) -> list[dict]:
-        documents = newest_first(self.reports, scope.within(wanted), "submitted_at", limit, after, since, until)
+        documents = newest_first(self.reports, scope.within(wanted), "submitted_at", limit, after, since=since,
+                                 until=until)
         return [_public(d) for d in documents]
 
     def grid_week_reports(self, grid_id: str, start: datetime, end: datetime) -> list[dict]:

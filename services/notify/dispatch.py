@@ -117,8 +117,8 @@ class Dispatcher:
         else:
             raise ValueError(f"unknown channel {delivery['channel']}")
         now = datetime.now(UTC)
-        changes = domain.after_attempt(delivery, delivered, permanent, now, self.settings.retry_for_s,
-                                       self._random.random())
+        changes = domain.after_attempt(delivery, delivered=delivered, permanent=permanent, now=now,
+                                       retry_for_s=self.settings.retry_for_s, draw=self._random.random())
         if target != delivery["target"]:
             changes["target"] = target
         # Counted first: when this failure suspends the receiver, this delivery is held with the others rather

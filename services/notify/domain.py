@@ -122,7 +122,7 @@ def reporter_context(action: str, data: dict, report_id: str, city: ReferenceDat
             **({"merged_from": data.get("merged_from")} if action == "joined" else {})}
 
 
-def case_notices(action: str, department: str | None, routing_key: str, data: dict, reporters: dict[str, str],
+def case_notices(action: str, department: str | None, routing_key: str, data: dict, *, reporters: dict[str, str],
                  city: ReferenceData, zone: ZoneInfo, links: Links, due_at: datetime | None) -> list[Notice]:
     """`case.<action>.<department>`: the reporters of its reports (outcomes; for `joined`, the reporter of the
     report that joined), the department holding it, and the office for what needs it."""
@@ -339,7 +339,7 @@ def retry_delay_s(attempts: int, draw: float) -> float:
     return ceiling / 2 + draw * ceiling / 2
 
 
-def after_attempt(delivery: dict, delivered: bool, permanent: bool, now: datetime, retry_for_s: float,
+def after_attempt(delivery: dict, *, delivered: bool, permanent: bool, now: datetime, retry_for_s: float,
                   draw: float) -> dict:
     """The delivery's next state after an attempt: delivered, retried later, or failed for good (a permanent
     refusal, or past the retry window)."""

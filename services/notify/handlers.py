@@ -44,8 +44,9 @@ def cases_changed(events: list[Event], context: Context) -> None:
         told = [report_id for report_id, _ in domain.reporters_told(action, data)]
         if unknown := [r for r in told if r not in reporters]:
             raise ReportNotYetHeard(f"reports not heard of yet: {', '.join(unknown)}")
-        notices = domain.case_notices(action, department, event.type, data, reporters, context.city,
-                                      context.city.timezone, context.links, event_time(data.get("due_at"), "due_at"))
+        notices = domain.case_notices(action, department, event.type, data, reporters=reporters, city=context.city,
+                                      zone=context.city.timezone, links=context.links,
+                                      due_at=event_time(data.get("due_at"), "due_at"))
         heard.append(Heard(notices, event.id, event.type, event.occurred_at))
         # A case merged into another leaves its reports to that case: they follow it, not this end.
         if isinstance(data.get("case_version"), int) and not (action == "rejected" and data.get("merged_into")):

@@ -46,8 +46,8 @@ class NoticeWriter:
             rendered = self.templates.render(notice.kind, language, notice.context)
             channels = domain.channels_for(notice, subscription)
             if INBOX in channels:
-                inbox.append(new_inbox_item(domain.new_id(), notice.recipient, event.event_id, event.event_type,
-                                            notice.kind, rendered, now))
+                inbox.append(new_inbox_item(domain.new_id(), recipient=notice.recipient, event_id=event.event_id,
+                                            event_type=event.event_type, kind=notice.kind, rendered=rendered, at=now))
             for channel in (c for c in channels if c in (EMAIL, WEBHOOK)):
                 status = domain.first_status(channel, subscription)
                 # `data`: what this recipient may see of the event, never the event itself.

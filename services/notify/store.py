@@ -348,7 +348,7 @@ def _lease_id(key: tuple[str, str]) -> str:
     return "|".join(key)
 
 
-def new_inbox_item(notice_id: str, recipient: str, event_id: str, event_type: str, kind: str, rendered: Any,
+def new_inbox_item(notice_id: str, *, recipient: str, event_id: str, event_type: str, kind: str, rendered: Any,
                    at: datetime) -> dict:
     return {"_id": notice_id, "recipient": recipient, "event_id": event_id, "event_type": event_type, "kind": kind,
             "title": rendered.title, "body": rendered.body, "link": rendered.link, "created_at": at, "read": False,

@@ -1,4 +1,4 @@
-"""Routing's HTTP API: translate the request, call the domain through the store, translate back."""
+"""Routing's HTTP API: translate the request, call a use case (or a query of the store), translate back."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from .clock import WORKING
 from .domain import Actor, Rule, Step
 from .spreadsheet import LEAGUE_TABLE
 from .store import CaseStore
+from .usecases.cases import act_on_case, merge_cases
 
 # With no rule for the category, the office's dispatch falls back to the longest demo time limit.
 FALLBACK_DEADLINE_HOURS = 72.0
@@ -51,18 +52,6 @@ def now() -> datetime:
 
 def actor(caller: Caller) -> Actor:
     return Actor(id=caller.id, role=caller.role, dept=caller.dept)
-
-
-def _act(case_id: str, decide: Callable[[dict], Step]) -> dict:
-    """Run a command on a case the caller may see; the store re-runs it if another command won a race."""
-    scope = domain.visible_to(current_caller())
-
-    def scoped(case: dict) -> Step:
-        if not scope.admits(case):
-            raise NotFound(f"No case {case_id}.")
-        return decide(case)
-
-    return _shown(routing().store.change(case_id, scoped, correlation_id.get()))
 
 
 def _shown(case: dict) -> dict:
@@ -117,7 +106,7 @@ def get_case(case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="Not in a state that allows dispatch")
 def dispatch_case(body: dict, case_id: str):
     """Send a case from triage to a department, or reassign it, with a deadline."""
-    ctx = routing()
+    ctx, caller = routing(), current_caller()
     if body["department"] not in ctx.reference.departments:
         raise InvalidFields("Unknown department.", {"department": [f"one of {', '.join(ctx.reference.departments)}"]})
 
@@ -125,10 +114,10 @@ def dispatch_case(body: dict, case_id: str):
         rule = domain.match_rule(ctx.store.all_rules(), case["category"], case.get("district"))
         hours = body["deadline_hours"] or (rule.deadline_hours if rule else FALLBACK_DEADLINE_HOURS)
         basis = rule.basis if rule else "calendar"
-        return domain.dispatch(case, actor(current_caller()), body["department"], hours, basis,
-                               ctx.clock_for(basis), now(), body["note"])
+        return domain.dispatch(case, actor(caller), body["department"], hours=hours, basis=basis,
+                               clock=ctx.clock_for(basis), now=now(), note=body["note"])
 
-    return _act(case_id, decide)
+    return _shown(act_on_case(ctx.store, caller, case_id, decide, correlation_id=correlation_id.get()))
 
 
 @cases.route("/<case_id>/verify", methods=["POST"])
@@ -138,9 +127,10 @@ def dispatch_case(body: dict, case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="The case is not rectified")
 def verify_case(body: dict, case_id: str):
     """Check the fix: passed closes the case; failed sends it back for rework with a new deadline."""
-    return _act(case_id, lambda case: domain.verify(
-        case, actor(current_caller()), body["passed"], body["note"], body["deadline_hours"],
-        routing().clock_for(case["basis"]), now()))
+    ctx, caller = routing(), current_caller()
+    return _shown(act_on_case(ctx.store, caller, case_id, lambda case: domain.verify(
+        case, actor(caller), body["passed"], note=body["note"], hours=body["deadline_hours"],
+        clock=ctx.clock_for(case["basis"]), now=now()), correlation_id=correlation_id.get()))
 
 
 @cases.route("/<case_id>/reject", methods=["POST"])
@@ -150,8 +140,9 @@ def verify_case(body: dict, case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="The case is already closed or rejected")
 def reject_case(body: dict, case_id: str):
     """Reject a case as a duplicate, invalid or out of scope."""
-    return _act(case_id, lambda case: domain.reject(case, actor(current_caller()), body["reason"], body["note"],
-                                                    now()))
+    caller = current_caller()
+    return _shown(act_on_case(routing().store, caller, case_id, lambda case: domain.reject(
+        case, actor(caller), body["reason"], body["note"], now()), correlation_id=correlation_id.get()))
 
 
 @cases.route("/<case_id>/merge", methods=["POST"])
@@ -165,8 +156,8 @@ def merge_case(body: dict, case_id: str):
     """Merge a duplicate into another open case of its category: its reports and photos join that case (each
     publishes `case.joined`), and it ends rejected as a duplicate with `merged_into`. Answers the merged case."""
     caller = current_caller()
-    merged = routing().store.merge(case_id, body["into"], lambda source, target: domain.merge(
-        source, target, actor(caller), body["note"], now()), correlation_id.get())
+    merged = merge_cases(routing().store, case_id, body["into"], lambda source, target: domain.merge(
+        source, target, actor(caller), body["note"], now()), correlation_id=correlation_id.get())
     return _shown(merged)
 
 
@@ -177,8 +168,10 @@ def merge_case(body: dict, case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="No extension request is waiting")
 def decide_extension(body: dict, case_id: str):
     """Approve (the deadline moves, the case counts as deferred) or refuse an extension."""
-    return _act(case_id, lambda case: domain.decide_extension(
-        case, actor(current_caller()), body["approved"], body["note"], routing().clock_for(case["basis"]), now()))
+    ctx, caller = routing(), current_caller()
+    return _shown(act_on_case(ctx.store, caller, case_id, lambda case: domain.decide_extension(
+        case, actor(caller), body["approved"], note=body["note"], clock=ctx.clock_for(case["basis"]), now=now()),
+        correlation_id=correlation_id.get()))
 
 
 # --- the department's commands ----------------------------------------------------------------
@@ -189,7 +182,9 @@ def decide_extension(body: dict, case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="The case is not dispatched")
 def accept_case(case_id: str):
     """Take the case on."""
-    return _act(case_id, lambda case: domain.accept(case, actor(current_caller()), now()))
+    caller = current_caller()
+    return _shown(act_on_case(routing().store, caller, case_id, lambda case: domain.accept(case, actor(caller), now()),
+                              correlation_id=correlation_id.get()))
 
 
 @cases.route("/<case_id>/dispute", methods=["POST"])
@@ -199,7 +194,9 @@ def accept_case(case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="The case is not with the department")
 def dispute_case(body: dict, case_id: str):
     """"Not ours": the case goes back to the office's triage with the reason."""
-    return _act(case_id, lambda case: domain.dispute(case, actor(current_caller()), body["reason"], now()))
+    caller = current_caller()
+    return _shown(act_on_case(routing().store, caller, case_id, lambda case: domain.dispute(
+        case, actor(caller), body["reason"], now()), correlation_id=correlation_id.get()))
 
 
 @cases.route("/<case_id>/rectify", methods=["POST"])
@@ -209,10 +206,10 @@ def dispute_case(body: dict, case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="The case is not accepted")
 def rectify_case(body: dict, case_id: str):
     """Report the fix with a note and after-photos the department itself uploaded (POST intake's /v1/photos)."""
-    caller = current_caller()
-    not_theirs = routing().photo_ids.not_issued_to(body["photo_ids"], side_of(caller))
-    return _act(case_id, lambda case: domain.rectify(case, actor(caller), body["note"], body["photo_ids"], now(),
-                                                     not_theirs))
+    ctx, caller = routing(), current_caller()
+    not_theirs = ctx.photo_ids.not_issued_to(body["photo_ids"], side_of(caller))
+    return _shown(act_on_case(ctx.store, caller, case_id, lambda case: domain.rectify(
+        case, actor(caller), body["note"], body["photo_ids"], now(), not_theirs), correlation_id=correlation_id.get()))
 
 
 @cases.route("/<case_id>/extension", methods=["POST"])
@@ -222,8 +219,9 @@ def rectify_case(body: dict, case_id: str):
 @cases.alt_response(409, response="CONFLICT", description="Not running, or a request is already waiting")
 def request_extension(body: dict, case_id: str):
     """Ask the office for more time."""
-    return _act(case_id, lambda case: domain.request_extension(case, actor(current_caller()), body["hours"],
-                                                               body["reason"], now()))
+    caller = current_caller()
+    return _shown(act_on_case(routing().store, caller, case_id, lambda case: domain.request_extension(
+        case, actor(caller), body["hours"], body["reason"], now()), correlation_id=correlation_id.get()))
 
 
 # --- rules and departments --------------------------------------------------------------------
@@ -268,7 +266,7 @@ def _local_date(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime("%Y-%m-%d")
 
 
-def _league_response(rows: list[dict], start: datetime, end: datetime, fmt: str, kind: str, title: str,
+def _league_response(rows: list[dict], start: datetime, end: datetime, *, fmt: str, kind: str, title: str,
                      period: str):
     if fmt == "xlsx":
         return xlsx_answer(LEAGUE_TABLE, f"{kind}-league.xlsx", now(), rows=rows, title=title, period_text=period,
@@ -293,7 +291,8 @@ def department_league(query: dict):
     names = {code: d.name_zh for code, d in ctx.reference.departments.items()}
     rows = stats.department_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
     period = f"{_local_date(start, zone)} 至 {_local_date(end, zone)}"
-    return _league_response(rows, start, end, query["format"], "department", "责任部门整改情况排名通报", period)
+    return _league_response(rows, start, end, fmt=query["format"], kind="department", title="责任部门整改情况排名通报",
+                            period=period)
 
 
 @statistics.route("/grids", methods=["GET"])
@@ -309,7 +308,8 @@ def grid_league(query: dict):
     start, end = stats.month_bounds(month, zone)
     names = {grid_id: grid.name for grid_id, grid in ctx.reference.grids.items()}
     rows = stats.grid_stats(ctx.store.cases_for_stats(start, end), names, start, end, now())
-    return _league_response(rows, start, end, query["format"], "grid", f"{month} 网格问题整改情况排名", month)
+    return _league_response(rows, start, end, fmt=query["format"], kind="grid", title=f"{month} 网格问题整改情况排名",
+                            period=month)
 
 
 

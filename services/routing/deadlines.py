@@ -12,6 +12,7 @@ from shared.errors import Conflict, NotFound
 
 from . import domain
 from .store import CaseStore
+from .usecases.cases import change_case
 
 
 class OverdueWatch:
@@ -26,11 +27,11 @@ class OverdueWatch:
 
             def decide(current: dict, written: list[str] = written) -> domain.Step:
                 step = domain.mark_overdue(current, now)
-                written[:] = step.actions  # the last decision is the one the store wrote, if any
+                written[:] = step.actions  # the last decision is the one stored, if any
                 return step
 
             try:
-                self.store.change(case["id"], decide, None)
+                change_case(self.store, case["id"], decide, correlation_id=None)
             except (Conflict, NotFound):
                 continue
             flagged += bool(written)

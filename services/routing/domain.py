@@ -168,8 +168,8 @@ def open_case(case_id: str, report: dict, rule: Rule | None, clock: DeadlineCloc
     opened = _with(case, _entry(now, SYSTEM, "opened", "由巡访报告立案"))
     if rule is None:
         return Step(opened, ("opened",))
-    dispatched = _dispatch(opened, SYSTEM, rule.department, rule.deadline_hours, rule.basis, clock, now,
-                           f"按规则自动派遣（{rule.deadline_hours:g} 小时）")
+    dispatched = _dispatch(opened, SYSTEM, rule.department, hours=rule.deadline_hours, basis=rule.basis, clock=clock,
+                           now=now, note=f"按规则自动派遣（{rule.deadline_hours:g} 小时）")
     return Step(dispatched, ("opened", "dispatched"))
 
 
@@ -214,18 +214,19 @@ def join_case(case: dict, report_id: str) -> Step:
     return Step({**case, "report_ids": [*case["report_ids"], report_id]}, ("joined",), report_id)
 
 
-def _dispatch(case: dict, actor: Actor, department: str, hours: float, basis: str, clock: DeadlineClock,
+def _dispatch(case: dict, actor: Actor, department: str, *, hours: float, basis: str, clock: DeadlineClock,
               now: datetime, note: str | None) -> dict:
     return _with(case, _entry(now, actor, "dispatched", note), status=DISPATCHED, department=department,
                  dispatched_at=case["dispatched_at"] or now, due_at=clock.add(now, hours), deadline_hours=hours,
                  basis=basis, overdue=False, escalation_level=0, extension=None, deferred=False)
 
 
-def dispatch(case: dict, actor: Actor, department: str, hours: float, basis: str, clock: DeadlineClock,
+def dispatch(case: dict, actor: Actor, department: str, *, hours: float, basis: str, clock: DeadlineClock,
              now: datetime, note: str | None = None) -> Step:
     """The office sends a case from triage, or reassigns one still with a department."""
     _require(case, DISPATCHABLE_STATUSES, "dispatch")
-    return Step(_dispatch(case, actor, department, hours, basis, clock, now, note), ("dispatched",))
+    return Step(_dispatch(case, actor, department, hours=hours, basis=basis, clock=clock, now=now, note=note),
+                ("dispatched",))
 
 
 def accept(case: dict, actor: Actor, now: datetime) -> Step:
@@ -256,7 +257,7 @@ def rectify(case: dict, actor: Actor, note: str, photo_ids: list[str], now: date
     return Step(changed, ("rectified",))
 
 
-def verify(case: dict, actor: Actor, passed: bool, note: str, hours: float | None, clock: DeadlineClock,
+def verify(case: dict, actor: Actor, passed: bool, *, note: str, hours: float | None, clock: DeadlineClock,
            now: datetime) -> Step:
     """The office checks the fix: pass closes the case; fail sends it back for rework with a new deadline."""
     _require(case, (RECTIFIED,), "verify")
@@ -318,7 +319,7 @@ def request_extension(case: dict, actor: Actor, hours: float, reason: str, now: 
                 ("extension_requested",))
 
 
-def decide_extension(case: dict, actor: Actor, approved: bool, note: str | None, clock: DeadlineClock,
+def decide_extension(case: dict, actor: Actor, approved: bool, *, note: str | None, clock: DeadlineClock,
                      now: datetime) -> Step:
     extension = case["extension"]
     if not extension or extension["status"] != "requested":

@@ -9,6 +9,7 @@ from shared.events import Event
 
 from . import domain
 from .store import CaseStore
+from .usecases.cases import route_reports
 
 
 @handles_batches()
@@ -24,7 +25,7 @@ def reports_submitted(events: list[Event], store: CaseStore,
         rule = domain.match_rule(rules, report["category"], report.get("district"))
         return domain.route_report(report, nearby, rule, clock_for(rule.basis if rule else "calendar"), now)
 
-    store.open_or_join(submitted, route)
+    route_reports(store, submitted, route)
 
 
 # What routing consumes: queue, the routing keys bound to it, the handler (deploy/broker.py declares these).

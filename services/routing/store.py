@@ -1,11 +1,11 @@
-"""Routing's collections, indexes and queries: cases (with their outbox), routing rules, opening locks."""
+"""Routing's collections, indexes, queries and writes: cases (with their outbox), routing rules, opening locks.
+What a case becomes and the events of the step come ready-made from the use cases (usecases/)."""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.client_session import ClientSession
@@ -13,7 +13,6 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared import geo
-from shared.errors import NotFound
 from shared.events import Event, utcnow
 from shared.outbox import (
     EVENTS_COLLECTION,
@@ -32,14 +31,14 @@ from shared.store import (
     OPEN,
     LostRace,
     in_transaction,
-    optimistically,
     public_document,
     with_open_flag,
 )
 
-from .domain import OPEN_STATUSES, RUNNING_STATUSES, Merge, Rule, Step, Submitted, case_events, default_rules
+from .domain import OPEN_STATUSES, RUNNING_STATUSES, Rule, default_rules
 from .sla import BOARD_FIELDS
 
+T = TypeVar("T")
 INTERNAL_FIELDS = ("_id", OPEN, AREA, *OUTBOX_FIELDS)
 # An opening lock matters only while a case is being opened, but it stays: one per category and lattice cell
 # reported in, which the city's area bounds. (Not a TTL index: the embedded database's TTL monitor keeps a read
@@ -90,6 +89,21 @@ def _indexed(fields: dict[str, Any], case_id: str | None = None) -> dict[str, An
     return with_open_flag(fields, OPEN_STATUSES)
 
 
+class CaseChange(NamedTuple):
+    """A case to write: as it is stored (None: a new case), as it is to be, and the events of the steps between."""
+    before: dict | None
+    after: dict
+    events: list[Event]
+
+
+class AlreadyRouted(Exception):
+    """Some reports to route have a case already: their ids (`report_ids`)."""
+
+    def __init__(self, report_ids: set[str]):
+        super().__init__(", ".join(sorted(report_ids)))
+        self.report_ids = report_ids
+
+
 class CaseStore:
     def __init__(self, db: Database, relay: OutboxRelay | None = None):
         self.db = db
@@ -131,51 +145,43 @@ class CaseStore:
 
     # --- cases --------------------------------------------------------------------------------
 
-    def open_or_join(self, submitted: list[Submitted], route: Callable[[dict, list[dict]], Step]) -> None:
-        """Let `route` open a case for each report or join it to an open case nearby (one stored, or one that an
-        earlier report of the list opened or joined), all in one transaction: reports of one problem arriving
-        at once, in one list or in several, end in one case; a list costs one transaction, not one a report.
+    def transaction(self, work: Callable[[ClientSession], T]) -> T:
+        """Run `work` as one transaction (shared.store.in_transaction): it reads and writes through the session it
+        is given, and the driver may run it again from the start."""
+        return in_transaction(self.db, work)
+
+    def open_or_join(self, reports: list[dict], decide: Callable[[list[dict]], list[CaseChange]]) -> None:
+        """Store what `decide` makes of the open cases near `reports` (the cases they open and those they join,
+        with their events), all in one transaction: reports of one problem arriving at once, in one list or in
+        several, end in one case; a list costs one transaction, not one a report.
 
         The transaction first writes the opening locks of the reports' neighbourhoods
         (shared.geo.neighbourhood_cells): two reports close enough to share a case share a lock, so
-        their transactions conflict and the later one runs again, seeing the earlier one's case.
-        A report that already has a case (a redelivered one) opens nothing.
+        their transactions conflict and the later one runs again, `decide` seeing the earlier one's case.
+        Raises AlreadyRouted when some of the reports have a case already (redelivered after their case closed:
+        the unique index on `report_ids` refused them), LostRace when two first writes of an opening lock met.
         """
-        cells = sorted({f"{s.report['category']}@{cell}" for s in submitted
-                        for cell in geo.neighbourhood_cells(s.report["location"]["lat"], s.report["location"]["lng"])})
+        cells = sorted({f"{report['category']}@{cell}" for report in reports
+                        for cell in geo.neighbourhood_cells(report["location"]["lat"], report["location"]["lng"])})
 
         def attempt(session: ClientSession) -> None:
             self.opening_locks.bulk_write([UpdateOne({"_id": cell}, {"$set": {"at": utcnow()}}, upsert=True)
                                            for cell in cells], ordered=False, session=session)
-            stored = self.open_cases_near([s.report for s in submitted], session)
-            opening = RoutingBatch()
-            for submission in submitted:
-                report = submission.report
-                step = route(report, opening.joinable_cases(stored, report["category"]))
-                opening.record(step, stored, submission.correlation_id)
-            self._store_opening(opening, session)
+            self._store_changes(decide(self.open_cases_near(reports, session)), session)
 
-        def attempt_once() -> None:
-            nonlocal submitted
-            try:
-                in_transaction(self.db, attempt)
-            except (DuplicateKeyError, BulkWriteError) as exc:
-                if not _duplicate_key(exc):
-                    raise
-                # A report that has a case already was routed before (redelivered after its case closed): route
-                # the others without it. If there is none such, two first writes of an opening lock met.
-                known = self._reports_with_a_case([s.report["id"] for s in submitted])
-                submitted = [s for s in submitted if s.report["id"] not in known]
-                if submitted:
-                    raise LostRace(", ".join(s.report["id"] for s in submitted)) from None
+        try:
+            in_transaction(self.db, attempt)
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            if not _duplicate_key(exc):
+                raise
+            if known := self._reports_with_a_case([report["id"] for report in reports]):
+                raise AlreadyRouted(known) from None
+            raise LostRace(", ".join(report["id"] for report in reports)) from None
 
-        optimistically(attempt_once, f"The cases near reports {', '.join(s.report['id'] for s in submitted)}")
-
-    def _store_opening(self, opening: RoutingBatch, session: ClientSession) -> None:
+    def _store_changes(self, changed: list[CaseChange], session: ClientSession) -> None:
         """The cases the reports opened, in one insert, those they joined, in one write of conditional updates, and
         all their events in one document of the outbox collection (published, it is deleted rather than each case
         rewritten)."""
-        changed = opening.changed()
         opened = [{"_id": case["id"], **_indexed(_without_id(case)), AREA: geo.place_key_of(case)}
                   for before, case, _ in changed if before is None]
         if opened:
@@ -195,10 +201,8 @@ class CaseStore:
         return {report_id for d in self.cases.find({"report_ids": {"$in": report_ids}}, {"report_ids": 1})
                 for report_id in d["report_ids"] if report_id in report_ids}
 
-    def save(self, before: dict, after: dict, step: Step, correlation_id: str | None,
-             session: ClientSession | None = None) -> None:
-        """Write `after` and its events if the case is still as `before` left it (one winner)."""
-        events = case_events(replace(step, case=after), correlation_id)
+    def save(self, before: dict, after: dict, events: list[Event], session: ClientSession | None = None) -> None:
+        """Write `after` and its events if the case is still as `before` left it (one winner); LostRace if not."""
         result = self.cases.update_one({"_id": before["id"], "version": before["version"]},
                                        push_events({"$set": _indexed(_changes(before, after), before["id"])}, *events),
                                        session=session)
@@ -206,47 +210,8 @@ class CaseStore:
             raise LostRace(before["id"])
         publish_after_commit(self.relay, self.cases, before["id"], events)
 
-    def change(self, case_id: str, decide: Callable[[dict], Step], correlation_id: str | None) -> dict:
-        """Read the case, let `decide` make the step, save it with its events; re-decide if we lost a race."""
-        def attempt() -> dict:
-            before = self.case(case_id)
-            if before is None:
-                raise NotFound(f"No case {case_id}.")
-            step = decide(before)
-            if not step.actions:
-                return before
-            after = {**step.case, "version": before["version"] + 1}
-            self.save(before, after, step, correlation_id)
-            return after
-
-        return optimistically(attempt, f"Case {case_id}")
-
-    def merge(self, source_id: str, target_id: str, decide: Callable[[dict, dict], Merge],
-              correlation_id: str | None) -> dict:
-        """Read both cases, let `decide` make the merge, store both sides and their events in one transaction (the
-        source gives up its reports before the target takes them, as the unique index on `report_ids` wants); the
-        source as it ends. NotFound for either case unknown."""
-        def work(session: ClientSession) -> dict:
-            source, target = (_public(self.cases.find_one({"_id": case_id}, {"outbox": 0}, session=session))
-                              for case_id in (source_id, target_id))
-            if source is None:
-                raise NotFound(f"No case {source_id}.")
-            if target is None:
-                raise NotFound(f"No case {target_id} to merge into.")
-            merge = decide(source, target)
-            ended = {**merge.source.case, "version": source["version"] + 1}
-            # The target's version jumps past the source's end: a reader that keeps, per report, the latest case
-            # version it applied (intake, notify) takes the moved reports' joins, and every later step of the target,
-            # as newer than anything of the case they left.
-            grown = {**merge.target.case, "version": max(ended["version"], target["version"]) + 1}
-            self.save(source, ended, merge.source, correlation_id, session)
-            self.save(target, grown, merge.target, correlation_id, session)
-            return ended
-
-        return optimistically(lambda: in_transaction(self.db, work), f"Cases {source_id} and {target_id}")
-
-    def case(self, case_id: str) -> dict | None:
-        return _public(self.cases.find_one({"_id": case_id}))
+    def case(self, case_id: str, session: ClientSession | None = None) -> dict | None:
+        return _public(self.cases.find_one({"_id": case_id}, {"outbox": 0}, session=session))
 
     def case_of_report(self, report_id: str) -> dict | None:
         return _public(self.cases.find_one({"report_ids": report_id}))
@@ -330,8 +295,8 @@ class CaseStore:
         most `limit` of them, and whether there were more.
 
         Open cases (the default, or an open `status`) come from the open cases' own (partial) index by a latitude
-        band, so what is read is bounded by the city's open cases, never by its closed history; a finished status comes from the
-        status index over the opening period the domain bounds."""
+        band, so what is read is bounded by the city's open cases, never by its closed history; a finished status
+        comes from the status index over the opening period the domain bounds."""
         status = wanted.get("status")
         box_filter: dict[str, Any] = {"location.lat": {"$gte": box.min_lat, "$lte": box.max_lat},
                                       "location.lng": {"$gte": box.min_lng, "$lte": box.max_lng}}
@@ -366,31 +331,3 @@ def _duplicate_key(exc: DuplicateKeyError | BulkWriteError) -> bool:
 
 def _changes(before: dict, after: dict) -> dict:
     return {k: v for k, v in _without_id(after).items() if before.get(k) != v}
-
-
-class RoutingBatch:
-    """The cases a list of reports opens or joins, each as it stands after the last of them: how it was stored
-    (None if new), how it is now, and the events of every step in order."""
-
-    def __init__(self):
-        self._cases: dict[str, tuple[dict | None, dict, list[Event]]] = {}
-
-    def joinable_cases(self, stored: list[dict], category: str) -> list[dict]:
-        """The open cases of `category` a report may join: those stored, as this list has changed them, and
-        those it opened."""
-        nearby = {case["id"]: self._cases.get(case["id"], (None, case, []))[1] for case in stored}
-        nearby.update((case["id"], case) for _, case, _ in self._cases.values())
-        return [case for case in nearby.values() if case["category"] == category]
-
-    def record(self, step: Step, stored: list[dict], correlation_id: str | None) -> None:
-        """A report's step, over the case as `joinable_cases` showed it (a new case is at version 0)."""
-        if not step.actions:
-            return
-        case_id = step.case["id"]
-        first_read = next((case for case in stored if case["id"] == case_id), None)
-        before, _, events = self._cases.get(case_id) or (first_read, None, [])
-        after = {**step.case, "version": step.case["version"] + 1}
-        self._cases[case_id] = (before, after, [*events, *case_events(replace(step, case=after), correlation_id)])
-
-    def changed(self) -> list[tuple[dict | None, dict, list[Event]]]:
-        return list(self._cases.values())

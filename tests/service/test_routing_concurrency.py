@@ -11,6 +11,7 @@ from deploy.migrations import migrate
 from services.routing import domain, handlers
 from services.routing.clock import CalendarClock, clock_for
 from services.routing.store import CaseStore
+from services.routing.usecases.cases import change_case, merge_cases
 from shared.errors import IllegalTransition
 from shared.events import Event
 from shared.store import connect
@@ -97,7 +98,7 @@ def test_a_report_does_not_join_a_case_that_closes_while_it_is_being_routed(stor
         assert [case["id"] for case in nearby] == [first["_id"]]
         reject = functools.partial(domain.reject, actor=domain.Actor("office-1", "office"), reason="invalid",
                                    note="", now=datetime.now(UTC))
-        store.change(first["_id"], lambda case: reject(case), None)
+        change_case(store, first["_id"], lambda case: reject(case), correlation_id=None)
 
     store.meanwhile = office_closes_it
     late = submitted(destination(*HERE, 30, 0))
@@ -119,8 +120,8 @@ def test_a_redelivered_report_whose_case_has_closed_opens_nothing_new(store):
     event = submitted(HERE)
     route(store, event)
     case_id = store.case_of_report(event.data["id"])["id"]
-    store.change(case_id, lambda case: domain.reject(case, domain.Actor("office-1", "office"), "invalid", "",
-                                                     datetime.now(UTC)), None)
+    change_case(store, case_id, lambda case: domain.reject(case, domain.Actor("office-1", "office"), "invalid", "",
+                                                           datetime.now(UTC)), correlation_id=None)
     route(store, event)
     assert store.cases.count_documents({}) == 1
 
@@ -129,8 +130,9 @@ def dispatched_case(store: CaseStore) -> dict:
     route(store, submitted(HERE))
     case = store.cases.find_one()
     office = domain.Actor("office-1", "office")
-    store.change(case["_id"], lambda c: domain.dispatch(c, office, "traffic-police", 24, "calendar",
-                                                         CalendarClock(), datetime.now(UTC)), None)
+    change_case(store, case["_id"], lambda c: domain.dispatch(
+        c, office, "traffic-police", hours=24, basis="calendar", clock=CalendarClock(), now=datetime.now(UTC)),
+        correlation_id=None)
     return store.case(case["_id"])
 
 
@@ -159,7 +161,7 @@ def test_of_concurrent_commands_on_one_case_exactly_one_wins(store, command):
     police = domain.Actor("police-1", "department", "traffic-police")
     decide = {"accept": lambda c: domain.accept(c, police, datetime.now(UTC)),
               "extension": lambda c: domain.request_extension(c, police, 12, "施工中", datetime.now(UTC))}[command]
-    results, failures = at_once(6, lambda: store.change(case["id"], decide, None))
+    results, failures = at_once(6, lambda: change_case(store, case["id"], decide, correlation_id=None))
     assert len(results) == 1 and len(failures) == 5
     assert all(isinstance(f, IllegalTransition) for f in failures), failures
     after = store.case(case["id"])
@@ -213,8 +215,8 @@ def test_a_redelivered_report_among_new_ones_opens_nothing_and_the_new_ones_thei
     again = submitted(HERE)
     route(store, again)
     case_id = store.case_of_report(again.data["id"])["id"]
-    store.change(case_id, lambda case: domain.reject(case, domain.Actor("office-1", "office"), "invalid", "",
-                                                     datetime.now(UTC)), None)
+    change_case(store, case_id, lambda case: domain.reject(case, domain.Actor("office-1", "office"), "invalid", "",
+                                                           datetime.now(UTC)), correlation_id=None)
     new = submitted(destination(*HERE, 3_000, 0))
     route_together(store, again, new)
     assert store.cases.count_documents({"report_ids": again.data["id"]}) == 1
@@ -254,8 +256,8 @@ def test_two_cases_merged_into_each_other_at_once_end_in_one(store):
     def merge(source: dict, target: dict) -> None:
         start.wait()
         try:
-            won.append(store.merge(source["id"], target["id"], lambda s, t: domain.merge(
-                s, t, office, None, datetime.now(UTC)), None))
+            won.append(merge_cases(store, source["id"], target["id"], lambda s, t: domain.merge(
+                s, t, office, None, datetime.now(UTC)), correlation_id=None))
         except IllegalTransition:
             refused.append(source["id"])
 

@@ -16,37 +16,15 @@ from services.notify.templates import SAMPLE_CONTEXTS, Templates
 from services.routing import domain as routing
 from services.routing import handlers as routing_handlers
 from services.routing.clock import CalendarClock
-from shared import geo, reference
+from shared import reference
 from shared.events import Event, MalformedEvent
+from tests.unit.routing_store_double import CaseStoreDouble
 
 HERE = (35.0600, 118.3150)
 CITY = reference.load(None)
 
 
 # --- routing ------------------------------------------------------------------------------------
-
-class CaseStoreDouble:
-    """CaseStore's interface as the report handler uses it, over a dict."""
-
-    def __init__(self, rules: list[routing.Rule]):
-        self.rules = rules
-        self.cases: dict[str, dict] = {}
-        self.published: list[Event] = []
-
-    def rules_in_force(self) -> list[routing.Rule]:
-        return self.rules
-
-    def open_or_join(self, submitted, route) -> None:
-        for submission in submitted:
-            location = submission.report["location"]
-            box = geo.box_around(location["lat"], location["lng"], geo.DUPLICATE_RADIUS_M)
-            nearby = [c for c in self.cases.values() if c["category"] == submission.report["category"]
-                      and c["status"] in routing.OPEN_STATUSES and box.min_lat <= c["location"]["lat"] <= box.max_lat]
-            step = route(submission.report, nearby)
-            version = self.cases.get(step.case["id"], {}).get("version", 0) + 1
-            self.cases[step.case["id"]] = {**step.case, "version": version}
-            self.published += routing.case_events(step, submission.correlation_id)
-
 
 def submitted(report_id: str = "r1", category: str = "env.garbage", at=HERE, **changes) -> Event:
     report = {"id": report_id, "category": category, "grid_id": "lanshan-01", "district": "lanshan",
@@ -120,7 +98,8 @@ def a_report(report_id: str = "r1") -> dict:
     grid = CITY.grids["lanshan-01"]
     fields = {"category": "env.garbage", "description": "路边垃圾堆积", "location": {"lat": HERE[0], "lng": HERE[1]},
               "photo_ids": ["p1"]}
-    return intake.new_report(report_id, "v1", fields, grid, None, datetime.now(UTC) - timedelta(hours=1))
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    return intake.new_report(report_id, "v1", fields, grid, duplicate_of=None, now=an_hour_ago)
 
 
 def case_event(action: str, department: str = "sanitation", version: int = 2, **data) -> Event:

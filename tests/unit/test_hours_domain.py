@@ -117,8 +117,8 @@ def test_a_decided_patrol_cannot_be_decided_again():
 
 
 def test_an_entry_carries_its_rule_version_and_a_reversal_cancels_it_in_its_own_year():
-    credited = domain.entry("v1", 2.5, domain.PATROL, "patrol", "p1", date(2025, 12, 31), NOW, "volunteer:v1",
-                            RULES, "网格巡访")
+    credited = domain.entry("v1", 2.5, domain.PATROL, source="patrol", source_id="p1", service_date=date(2025, 12, 31),
+                            recorded_at=NOW, recorded_by="volunteer:v1", rules=RULES, note="网格巡访")
     assert credited["rule_version"] == RULES.rule_version and credited["year"] == 2025
     reversal = domain.reversal_of(credited, "抽查不符", "association:a1", NOW, RULES)
     assert reversal["hours"] == -2.5 and reversal["reverses"] == credited["id"]

@@ -119,7 +119,8 @@ def a_check_of(hours: Hours, entries: list[dict]) -> dict:
 
 
 def record(hours: Hours, entry_id: str, passed: bool, note: str = "核对无误") -> dict:
-    return spot_checks_use.record_result(hours, OFFICE, "check-1", entry_id, passed, note, "c-3", now())
+    return spot_checks_use.record_result(hours, OFFICE, "check-1", entry_id, passed=passed, note=note,
+                                         correlation_id="c-3", now=now())
 
 
 def test_a_failed_entry_is_reversed_with_the_check_as_its_reason_and_each_entry_is_checked_once(hours):
@@ -138,7 +139,8 @@ def test_a_failed_entry_is_reversed_with_the_check_as_its_reason_and_each_entry_
     with pytest.raises(InvalidFields):
         record(hours, "0" * 24, True)
     with pytest.raises(NotFound):
-        spot_checks_use.record_result(hours, OFFICE, "no-such-check", passing["id"], True, "", None, now())
+        spot_checks_use.record_result(hours, OFFICE, "no-such-check", passing["id"], passed=True, note="",
+                                      correlation_id=None, now=now())
     assert total(hours, volunteer) == 3  # only the failed entry was reversed, once
 
 

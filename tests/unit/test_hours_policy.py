@@ -20,8 +20,8 @@ def claim(hours: float, start: datetime = NOW - timedelta(hours=8)) -> domain.Pa
 
 
 def recorded(hours: float = 7.5, reports: tuple[str, ...] = ("r1",), day: float = 0, by_its_grid_leader=False):
-    return domain.new_patrol(claim(hours), list(reports), domain.centihours(day), by_its_grid_leader,
-                             "volunteer:v1", NOW, RULES)
+    return domain.new_patrol(claim(hours), list(reports), day_centihours=domain.centihours(day),
+                             by_its_grid_leader=by_its_grid_leader, recorded_by="volunteer:v1", now=NOW, rules=RULES)
 
 
 def parts(patrol: dict) -> tuple[float, float, float, str]:
@@ -302,5 +302,6 @@ def test_a_city_sets_its_own_evidence_figure(tmp_path):
     raw["patrol"]["evidence_hours_per_report"] = 1.5
     (tmp_path / "service_hours.json").write_text(json.dumps(raw), encoding="utf-8")
     rules = load_service_hours(str(tmp_path))
-    patrol, _ = domain.new_patrol(claim(7.5), ["r1"], 0, False, "volunteer:v1", NOW, rules)
+    patrol, _ = domain.new_patrol(claim(7.5), ["r1"], day_centihours=0, by_its_grid_leader=False,
+                                  recorded_by="volunteer:v1", now=NOW, rules=rules)
     assert parts(patrol)[:2] == (1.5, 6.0)

@@ -88,7 +88,7 @@ def invalid_fields_of(call) -> dict:
 
 
 def a_report(status: str = domain.SUBMITTED, **overrides) -> dict:
-    report = new_report("r1", "volunteer-1", report_fields(), a_grid(), None, NOW)
+    report = new_report("r1", "volunteer-1", report_fields(), a_grid(), duplicate_of=None, now=NOW)
     report["status"] = status
     return report | overrides
 
@@ -294,7 +294,7 @@ def test_every_problem_is_reported_at_once():
 # --- a new report -----------------------------------------------------------------------------
 
 def test_a_new_report_is_submitted_with_one_timeline_entry():
-    report = new_report("r1", "volunteer-1", report_fields(), a_grid(), None, NOW)
+    report = new_report("r1", "volunteer-1", report_fields(), a_grid(), duplicate_of=None, now=NOW)
     assert report["status"] == domain.SUBMITTED
     assert len(report["timeline"]) == 1
     assert report["timeline"][0]["status"] == domain.SUBMITTED
@@ -304,7 +304,7 @@ def test_a_new_report_is_submitted_with_one_timeline_entry():
 
 
 def test_a_new_report_takes_grid_and_district_from_the_grid_and_trims_the_description():
-    report = new_report("r1", "volunteer-1", report_fields(), a_grid("lanshan-07"), None, NOW)
+    report = new_report("r1", "volunteer-1", report_fields(), a_grid("lanshan-07"), duplicate_of=None, now=NOW)
     assert (report["grid_id"], report["district"]) == ("lanshan-07", "lanshan")
     assert report["description"] == "垃圾堆在路边"
     assert (report["id"], report["reporter_id"], report["submitted_at"]) == ("r1", "volunteer-1", NOW)
@@ -312,12 +312,12 @@ def test_a_new_report_takes_grid_and_district_from_the_grid_and_trims_the_descri
 
 
 def test_a_new_report_without_observed_at_was_observed_when_submitted():
-    report = new_report("r1", "volunteer-1", report_fields(observed_at=None), a_grid(), None, NOW)
+    report = new_report("r1", "volunteer-1", report_fields(observed_at=None), a_grid(), duplicate_of=None, now=NOW)
     assert report["observed_at"] == NOW
 
 
 def test_a_likely_duplicate_is_linked_and_named_in_the_timeline_note():
-    report = new_report("r2", "volunteer-1", report_fields(), a_grid(), "r1", NOW)
+    report = new_report("r2", "volunteer-1", report_fields(), a_grid(), duplicate_of="r1", now=NOW)
     assert report["duplicate_of"] == "r1"
     assert report["status"] == domain.SUBMITTED
     assert "r1" in report["timeline"][0]["note"]

@@ -20,8 +20,8 @@ CASE = {"case_id": "c1", "report_ids": ["r1", "r2"], "category": "traffic.parkin
 
 def notices(action, department="traffic-police", reporters=None, **data):
     return domain.case_notices(action, department, f"case.{action}.{department or 'none'}", {**CASE, **data},
-                               reporters if reporters is not None else {"r1": "u1", "r2": "u2"}, CITY,
-                               CITY.timezone, LINKS, datetime(2026, 11, 25, 0, 31, tzinfo=UTC))
+                               reporters=reporters if reporters is not None else {"r1": "u1", "r2": "u2"}, city=CITY,
+                               zone=CITY.timezone, links=LINKS, due_at=datetime(2026, 11, 25, 0, 31, tzinfo=UTC))
 
 
 @pytest.mark.parametrize("action, kind", [("dispatched", "report.dispatched"), ("rectified", "report.rectified"),
@@ -106,13 +106,15 @@ def test_back_off_doubles_with_jitter_and_gives_up_after_the_window():
     assert domain.retry_delay_s(1, 0.0) == 1.0 and domain.retry_delay_s(1, 0.999) < 2.0
     assert domain.retry_delay_s(5, 0.0) == 16.0 and domain.retry_delay_s(30, 0.5) <= domain.LONGEST_RETRY_S
     created = datetime(2026, 11, 24, tzinfo=UTC)
-    young = domain.after_attempt({"created_at": created, "attempt_count": 0}, False, False,
-                                 datetime(2026, 11, 24, 1, tzinfo=UTC), 86400, 0.5)
+    young = domain.after_attempt({"created_at": created, "attempt_count": 0}, delivered=False, permanent=False,
+                                 now=datetime(2026, 11, 24, 1, tzinfo=UTC), retry_for_s=86400, draw=0.5)
     assert young["status"] == "pending" and young["next_attempt_at"] > datetime(2026, 11, 24, 1, tzinfo=UTC)
-    old = domain.after_attempt({"created_at": created, "attempt_count": 9}, False, False,
-                               datetime(2026, 11, 25, 0, 0, 1, tzinfo=UTC), 86400, 0.5)
+    old = domain.after_attempt({"created_at": created, "attempt_count": 9}, delivered=False, permanent=False,
+                               now=datetime(2026, 11, 25, 0, 0, 1, tzinfo=UTC), retry_for_s=86400, draw=0.5)
     assert old["status"] == "failed"
-    assert domain.after_attempt({"created_at": created}, False, True, created, 86400, 0.5)["status"] == "failed"
+    gone = domain.after_attempt({"created_at": created}, delivered=False, permanent=True, now=created,
+                                retry_for_s=86400, draw=0.5)
+    assert gone["status"] == "failed"
 
 
 # --- what each recipient may see ----------------------------------------------------------------------
@@ -137,8 +139,8 @@ REPORTERS = {"r-first": "u-first", "r-other": "u-other", "r-joiner": "u-joiner"}
 
 def reporter_notice(action: str, **data) -> Notice:
     heard = domain.case_notices(action, "traffic-police", f"case.{action}.traffic-police",
-                                {**FIRST_REPORTERS_CASE, **data}, REPORTERS, CITY, CITY.timezone, LINKS,
-                                datetime(2026, 11, 26, 0, 31, tzinfo=UTC))
+                                {**FIRST_REPORTERS_CASE, **data}, reporters=REPORTERS, city=CITY, zone=CITY.timezone,
+                                links=LINKS, due_at=datetime(2026, 11, 26, 0, 31, tzinfo=UTC))
     return next(n for n in heard if n.recipient == "volunteer:u-joiner")
 
 
@@ -184,8 +186,8 @@ def test_the_reporters_templates_render_from_what_a_reporter_may_see_alone(kind)
 
 def test_the_department_holding_the_case_sees_the_case_events_fields():
     heard = domain.case_notices("accepted", "traffic-police", "case.accepted.traffic-police",
-                                {**FIRST_REPORTERS_CASE, "internal_trace": "x"}, REPORTERS, CITY, CITY.timezone,
-                                LINKS, None)
+                                {**FIRST_REPORTERS_CASE, "internal_trace": "x"}, reporters=REPORTERS, city=CITY,
+                                zone=CITY.timezone, links=LINKS, due_at=None)
     [department] = heard
     assert department.data == {k: v for k, v in FIRST_REPORTERS_CASE.items()}
     assert department.context["description"] == FIRST_REPORTERS_CASE["description"]
@@ -193,8 +195,8 @@ def test_the_department_holding_the_case_sees_the_case_events_fields():
 
 def test_the_office_sees_everything():
     heard = domain.case_notices("overdue", "traffic-police", "case.overdue.traffic-police",
-                                {**FIRST_REPORTERS_CASE, "internal_trace": "x"}, REPORTERS, CITY, CITY.timezone,
-                                LINKS, None)
+                                {**FIRST_REPORTERS_CASE, "internal_trace": "x"}, reporters=REPORTERS, city=CITY,
+                                zone=CITY.timezone, links=LINKS, due_at=None)
     office = next(n for n in heard if n.recipient == "office")
     assert office.data == {**FIRST_REPORTERS_CASE, "internal_trace": "x"}
 

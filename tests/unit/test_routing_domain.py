@@ -134,8 +134,8 @@ def system(_case: dict) -> Actor:
 
 
 COMMANDS = [
-    Command("dispatch", lambda c, a: dispatch(c, a, "traffic-police", 12, "calendar", CLOCK, NOW, "改派交警"),
-            office, "dispatched", "dispatched", "改派交警",
+    Command("dispatch", lambda c, a: dispatch(c, a, "traffic-police", hours=12, basis="calendar", clock=CLOCK, now=NOW,
+                                              note="改派交警"), office, "dispatched", "dispatched", "改派交警",
             {PENDING_TRIAGE: DISPATCHED, DISPATCHED: DISPATCHED, ACCEPTED: DISPATCHED}),
     Command("accept", lambda c, a: accept(c, a, NOW), holder, "accepted", "accepted", "",
             {DISPATCHED: ACCEPTED}),
@@ -143,18 +143,18 @@ COMMANDS = [
             {DISPATCHED: PENDING_TRIAGE, ACCEPTED: PENDING_TRIAGE}),
     Command("rectify", lambda c, a: rectify(c, a, "已清理", ["p9"], NOW), holder, "rectified", "rectified", "已清理",
             {ACCEPTED: RECTIFIED}),
-    Command("verify_pass", lambda c, a: verify(c, a, True, "合格", None, CLOCK, NOW), office,
+    Command("verify_pass", lambda c, a: verify(c, a, True, note="合格", hours=None, clock=CLOCK, now=NOW), office,
             "verified_passed", "closed", "合格", {RECTIFIED: CLOSED}),
-    Command("verify_fail", lambda c, a: verify(c, a, False, "仍有垃圾", 12, CLOCK, NOW), office,
+    Command("verify_fail", lambda c, a: verify(c, a, False, note="仍有垃圾", hours=12, clock=CLOCK, now=NOW), office,
             "verified_failed", "reopened", "仍有垃圾", {RECTIFIED: ACCEPTED}),
     Command("reject", lambda c, a: reject(c, a, "duplicate", "与 c0 重复", NOW), office,
             "rejected", "rejected", "duplicate: 与 c0 重复", {s: REJECTED for s in OPEN_STATUSES}),
     Command("request_extension", lambda c, a: request_extension(c, a, 48, "材料采购", NOW), holder,
             "extension_requested", "extension_requested", "材料采购", {DISPATCHED: DISPATCHED, ACCEPTED: ACCEPTED}),
-    Command("approve_extension", lambda c, a: decide_extension(c, a, True, "可以", CLOCK, NOW), office,
+    Command("approve_extension", lambda c, a: decide_extension(c, a, True, note="可以", clock=CLOCK, now=NOW), office,
             "extension_decided", "extension_decided", "同意延期：可以", {DISPATCHED: DISPATCHED, ACCEPTED: ACCEPTED},
             prepare=with_waiting_extension),
-    Command("refuse_extension", lambda c, a: decide_extension(c, a, False, None, CLOCK, NOW), office,
+    Command("refuse_extension", lambda c, a: decide_extension(c, a, False, note=None, clock=CLOCK, now=NOW), office,
             "extension_decided", "extension_decided", "不同意延期", {DISPATCHED: DISPATCHED, ACCEPTED: ACCEPTED},
             prepare=with_waiting_extension),
     Command("mark_overdue", lambda c, a: mark_overdue(c, NOW), system, "overdue", "overdue", "超过整改期限，升级督办",
@@ -261,7 +261,7 @@ def test_open_case_copies_the_reports_facts_and_starts_clean():
 # --- the commands, one by one -----------------------------------------------------------------
 
 def test_dispatch_from_triage_gives_the_department_a_deadline_from_now():
-    step = dispatch(a_case(PENDING_TRIAGE), OFFICE, "sanitation", 12, "calendar", CLOCK, NOW)
+    step = dispatch(a_case(PENDING_TRIAGE), OFFICE, "sanitation", hours=12, basis="calendar", clock=CLOCK, now=NOW)
     case = step.case
     assert (case["department"], case["due_at"], case["deadline_hours"], case["dispatched_at"]) == (
         "sanitation", NOW + 12 * HOUR, 12, NOW)
@@ -269,7 +269,7 @@ def test_dispatch_from_triage_gives_the_department_a_deadline_from_now():
 
 def test_reassigning_keeps_the_first_dispatch_time_and_clears_overdue_escalation_and_extension():
     case = a_case(ACCEPTED, overdue=True, escalation_level=2, extension=waiting_extension())
-    changed = dispatch(case, OFFICE, "traffic-police", 6, "working", CLOCK, NOW).case
+    changed = dispatch(case, OFFICE, "traffic-police", hours=6, basis="working", clock=CLOCK, now=NOW).case
     assert (changed["department"], changed["due_at"], changed["basis"]) == ("traffic-police", NOW + 6 * HOUR, "working")
     assert changed["dispatched_at"] == OPENED_AT
     assert (changed["overdue"], changed["escalation_level"], changed["extension"]) == (False, 0, None)
@@ -295,13 +295,13 @@ def test_rectify_records_the_after_photos_and_the_time():
 
 
 def test_verify_pass_closes_the_case_at_now():
-    changed = verify(a_case(RECTIFIED), OFFICE, True, "合格", None, CLOCK, NOW).case
+    changed = verify(a_case(RECTIFIED), OFFICE, True, note="合格", hours=None, clock=CLOCK, now=NOW).case
     assert (changed["status"], changed["closed_at"]) == (CLOSED, NOW)
 
 
 def test_verify_fail_sends_the_case_back_for_rework_due_the_given_hours_from_now():
     case = a_case(RECTIFIED, overdue=True, escalation_level=1, rework_count=1)
-    step = verify(case, OFFICE, False, "仍有垃圾", 12, CLOCK, NOW)
+    step = verify(case, OFFICE, False, note="仍有垃圾", hours=12, clock=CLOCK, now=NOW)
     changed = step.case
     assert step.actions == ("reopened",)
     assert (changed["status"], changed["rework_count"], changed["due_at"]) == (ACCEPTED, 2, NOW + 12 * HOUR)
@@ -310,7 +310,8 @@ def test_verify_fail_sends_the_case_back_for_rework_due_the_given_hours_from_now
 
 def test_verify_fail_without_hours_uses_the_cases_own_deadline_hours():
     case = a_case(RECTIFIED, deadline_hours=30)
-    assert verify(case, OFFICE, False, "仍有垃圾", None, CLOCK, NOW).case["due_at"] == NOW + 30 * HOUR
+    failed = verify(case, OFFICE, False, note="仍有垃圾", hours=None, clock=CLOCK, now=NOW)
+    assert failed.case["due_at"] == NOW + 30 * HOUR
 
 
 @pytest.mark.parametrize("status", OPEN_STATUSES)
@@ -352,7 +353,7 @@ def test_a_new_extension_request_after_a_decision_is_allowed(verdict):
 def test_approving_an_extension_moves_the_deadline_by_its_hours_and_marks_the_case_deferred():
     due = NOW + 5 * HOUR
     case = a_case(ACCEPTED, due_at=due, extension=waiting_extension(hours=48))
-    changed = decide_extension(case, OFFICE, True, "可以", CLOCK, NOW).case
+    changed = decide_extension(case, OFFICE, True, note="可以", clock=CLOCK, now=NOW).case
     assert changed["due_at"] == due + 48 * HOUR
     assert changed["deferred"] is True
     assert changed["extension"] == waiting_extension(hours=48) | {"status": "approved", "decided_at": NOW,
@@ -362,19 +363,19 @@ def test_approving_an_extension_moves_the_deadline_by_its_hours_and_marks_the_ca
 def test_refusing_an_extension_leaves_the_deadline():
     due = NOW + 5 * HOUR
     case = a_case(ACCEPTED, due_at=due, extension=waiting_extension())
-    changed = decide_extension(case, OFFICE, False, "不行", CLOCK, NOW).case
+    changed = decide_extension(case, OFFICE, False, note="不行", clock=CLOCK, now=NOW).case
     assert (changed["due_at"], changed["deferred"]) == (due, False)
     assert (changed["extension"]["status"], changed["extension"]["decided_at"]) == ("refused", NOW)
 
 
 def test_an_approved_extension_that_moves_the_deadline_past_now_lifts_the_overdue_flag():
     case = a_case(DISPATCHED, due_at=NOW - HOUR, overdue=True, escalation_level=1, extension=waiting_extension(48))
-    assert decide_extension(case, OFFICE, True, None, CLOCK, NOW).case["overdue"] is False
+    assert decide_extension(case, OFFICE, True, note=None, clock=CLOCK, now=NOW).case["overdue"] is False
 
 
 def test_an_approved_extension_too_short_to_reach_now_leaves_the_case_overdue():
     case = a_case(DISPATCHED, due_at=NOW - 10 * HOUR, overdue=True, extension=waiting_extension(4))
-    assert decide_extension(case, OFFICE, True, None, CLOCK, NOW).case["overdue"] is True
+    assert decide_extension(case, OFFICE, True, note=None, clock=CLOCK, now=NOW).case["overdue"] is True
 
 
 @pytest.mark.parametrize("extension", [None, waiting_extension() | {"status": "approved", "decided_at": NOW},
@@ -383,7 +384,7 @@ def test_an_approved_extension_too_short_to_reach_now_leaves_the_case_overdue():
 @pytest.mark.parametrize("status", [DISPATCHED, ACCEPTED])
 def test_deciding_an_extension_with_none_waiting_is_illegal(status, extension):
     with pytest.raises(IllegalTransition):
-        decide_extension(a_case(status, extension=extension), OFFICE, True, None, CLOCK, NOW)
+        decide_extension(a_case(status, extension=extension), OFFICE, True, note=None, clock=CLOCK, now=NOW)
 
 
 @pytest.mark.parametrize("status", [DISPATCHED, ACCEPTED])
@@ -668,7 +669,8 @@ def test_the_extension_requested_event_carries_the_request_not_yet_approved():
 
 @pytest.mark.parametrize("approved", [True, False])
 def test_the_extension_decided_event_says_whether_it_was_approved(approved):
-    step = decide_extension(with_waiting_extension(a_case(DISPATCHED)), OFFICE, approved, None, CLOCK, NOW)
+    step = decide_extension(with_waiting_extension(a_case(DISPATCHED)), OFFICE, approved, note=None, clock=CLOCK,
+                            now=NOW)
     data = only_event(step)
     assert (data["extension"], data["approved"]) == (step.case["extension"], approved)
 
@@ -712,8 +714,8 @@ def test_the_service_actor_is_the_one_the_domain_uses():
 
 
 @pytest.mark.parametrize("fresh_deadline", [
-    lambda case: dispatch(case, OFFICE, "sanitation", 24, "calendar", CLOCK, NOW),
-    lambda case: verify(case | {"status": RECTIFIED}, OFFICE, False, "仍有垃圾", 12, CLOCK, NOW),
+    lambda case: dispatch(case, OFFICE, "sanitation", hours=24, basis="calendar", clock=CLOCK, now=NOW),
+    lambda case: verify(case | {"status": RECTIFIED}, OFFICE, False, note="仍有垃圾", hours=12, clock=CLOCK, now=NOW),
     lambda case: dispute(case, holder(case), "不属于本部门", NOW),
 ], ids=["reassigned", "reworked", "disputed"])
 def test_a_fresh_deadline_is_no_longer_deferred(fresh_deadline):

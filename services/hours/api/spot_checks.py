@@ -57,5 +57,5 @@ def get_spot_check(check_id: str):
 @blueprint.alt_response(409, description="This entry was checked already")
 def record_spot_check_result(body: dict, check_id: str):
     """Record one drawn entry's result; a failed entry is reversed with the check as its reason."""
-    return use.record_result(hours(), current_caller(), check_id, body["entry_id"], body["passed"], body["note"],
-                             correlation_id.get(), now())
+    return use.record_result(hours(), current_caller(), check_id, body["entry_id"], passed=body["passed"],
+                             note=body["note"], correlation_id=correlation_id.get(), now=now())

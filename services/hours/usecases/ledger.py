@@ -50,9 +50,9 @@ def adjust_hours(hours: Hours, caller: Caller, fields: dict, key: str | None, fi
         raise InvalidFields("No such volunteer.", {"volunteer_id": ["not a registered volunteer"]})
     # The source of an adjustment is its request: a retry with the same key credits nothing twice.
     service_date = fields.get("service_date") or domain.local_today(now, hours.zone)
-    document = domain.entry(fields["volunteer_id"], round(fields["hours"], 2), domain.ADJUSTMENT, "adjustment",
-                            key or domain.new_id(), service_date, now, actor_label(caller), hours.rules,
-                            fields["reason"])
+    document = domain.entry(fields["volunteer_id"], round(fields["hours"], 2), domain.ADJUSTMENT,
+                            source="adjustment", source_id=key or domain.new_id(), service_date=service_date,
+                            recorded_at=now, recorded_by=actor_label(caller), rules=hours.rules, note=fields["reason"])
 
     def work(tx: HoursTransaction) -> tuple[dict, bool]:
         lock_volunteer(tx, document["volunteer_id"])

@@ -25,11 +25,11 @@ def record_patrol(hours: Hours, caller: Caller, fields: dict, key: str | None, f
                                 hours.rules, hours.calendar, hours.zone)
     by_its_leader = domain.walked_by_its_grid_leader(caller, claim.grid_id,
                                                      hours.reference.grids[claim.grid_id].leader_id)
-    return record_claim(hours.store, claim, by_its_leader, actor_label(caller), now, key, fingerprint,
-                        correlation_id)
+    return record_claim(hours.store, claim, by_its_grid_leader=by_its_leader, recorded_by=actor_label(caller), now=now,
+                        key=key, fingerprint=fingerprint, correlation_id=correlation_id)
 
 
-def record_claim(store: HoursStore, claim: domain.PatrolClaim, by_its_grid_leader: bool, recorded_by: str,
+def record_claim(store: HoursStore, claim: domain.PatrolClaim, *, by_its_grid_leader: bool, recorded_by: str,
                  now: datetime, key: str | None, fingerprint: str, correlation_id: str | None) -> tuple[dict, bool]:
     """Record a patrol claimed and checked already (record_patrol; bench/hours.py records through this)."""
     rules = store.rules
@@ -43,9 +43,10 @@ def record_claim(store: HoursStore, claim: domain.PatrolClaim, by_its_grid_leade
                   "ended_at": claim.ended_at}
         evidence = [r["id"] for r in tx.reports_during(claim.volunteer_id, claim.grid_id, claim.started_at,
                                                        claim.ended_at) if domain.evidences(r, walked)]
-        patrol, credits = domain.new_patrol(claim, evidence,
-                                            tx.day_centihours(claim.volunteer_id, claim.service_date.isoformat()),
-                                            by_its_grid_leader, recorded_by, now, rules)
+        day_centihours = tx.day_centihours(claim.volunteer_id, claim.service_date.isoformat())
+        patrol, credits = domain.new_patrol(claim, evidence, day_centihours=day_centihours,
+                                            by_its_grid_leader=by_its_grid_leader, recorded_by=recorded_by, now=now,
+                                            rules=rules)
         sessions = domain.patrol_sessions(patrol)
         for entry in credits:
             claim_report(tx, entry["source_id"], patrol["id"])

@@ -49,9 +49,10 @@ def proof_of_service(hours: Hours, caller: Caller, volunteer_id: str, year: int 
     grid = hours.reference.grids.get(volunteer["grid_id"])
     record = hours.store.issued_proof(volunteer_id, year, figures)
     if record is None:
-        record = domain.proof_record(volunteer, {**row, "centihours": figures}, hours.store.next_proof_number(year),
-                                     domain.proof_code(), grid.name if grid else "", hours.rules.issuer, closed, now,
-                                     hours.zone)
+        record = domain.proof_record(volunteer, {**row, "centihours": figures},
+                                     number=hours.store.next_proof_number(year), code=domain.proof_code(),
+                                     grid_name=grid.name if grid else "", issuer=hours.rules.issuer, sealed=closed,
+                                     now=now, zone=hours.zone)
         hours.store.keep_proof(record)
     # The configured address, never the request's Host: a forged one would get a genuine proof leading elsewhere.
     verify_url = f"{public_url}/v1/proofs/{record['code']}"

@@ -37,7 +37,7 @@ def known_spot_check(hours: Hours, check_id: str) -> dict:
     return found
 
 
-def record_result(hours: Hours, caller: Caller, check_id: str, entry_id: str, passed: bool, note: str,
+def record_result(hours: Hours, caller: Caller, check_id: str, entry_id: str, *, passed: bool, note: str,
                   correlation_id: str | None, now: datetime) -> dict:
     """Record one drawn entry's result, once; a failed entry is reversed with the check as its reason."""
     domain.unchecked_item(known_spot_check(hours, check_id), entry_id)
