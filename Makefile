@@ -22,8 +22,13 @@ down: $(STAMP)
 reset: $(STAMP)
 	$(PY) -m deploy.local reset
 
+# The test files run on TEST_WORKERS workers (pytest-xdist), each with a broker vhost and a database of its own;
+# a file's tests stay together on one worker, in order, and the e2e files (the longest) start first
+# (tests/conftest.py, pytest_xdist_make_scheduler).
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
 
 token: $(STAMP)
 	@$(PY) -m shared.auth --role $(or $(ROLE),office) --sub $(or $(SUB),office-1) \

@@ -44,6 +44,25 @@ for _name in ("WOODPECKER_RATE_LIMIT_WRITES", "WOODPECKER_RATE_LIMIT_UPLOADS", "
 os.environ[GRACE_VARIABLE] = "3"
 
 
+# Test files that must share a worker under `make test` (pytest-xdist): both console modules build the console.
+SAME_WORKER = {"tests/e2e/test_console_sign_in.py": "tests/e2e/test_console.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `make test` each test file is one unit of work, on one worker and in order, so a module's fixtures (a
+    whole system for an e2e module) are made once; the files come in collection order, the e2e ones (the longest)
+    first. (pytest-xdist's own loadgroup cannot group with pytest 9's node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SAME_WORKER.get(path, path)
+
+    return ByTestFile(config, log)
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     with amqp_backend() as url:

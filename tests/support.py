@@ -211,6 +211,18 @@ def queue_messages(amqp_url: str, queue: str) -> list[tuple[Any, bytes]]:
         connection.close()
 
 
+def messages_ready(amqp_url: str, queue: str) -> int:
+    """How many messages `queue` holds that no consumer has been given yet, as the broker counts them (a passive
+    declare): the probe a test waits on for a queue to drain, rather than sleeping."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
 class TcpProxy:
     """A TCP relay in front of the broker that a test can cut and restore: a broker outage as the
     service sees it, without stopping the broker other tests (or a running system) use."""

@@ -4,11 +4,14 @@ with schemathesis's report (and a command to reproduce it) as the message.
 
 Configuration is the repository's schemathesis.toml (what a schema cannot say, and is therefore expected).
 The seed is fixed, so a run is the same in CI as on a developer's machine; raise WOODPECKER_CONFORMANCE_EXAMPLES
-to look harder.
+to look harder. The runs are independent (one service, one caller each), so they go RUNS_AT_ONCE at a time:
+each spends much of its time waiting for the services' answers, which another run's requests fill.
 """
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 EXAMPLES = int(os.environ.get("WOODPECKER_CONFORMANCE_EXAMPLES", "20"))
 SEED = 20261124
+RUNS_AT_ONCE = int(os.environ.get("WOODPECKER_CONFORMANCE_RUNS_AT_ONCE", "3"))
 
 # Who calls what: each role that has endpoints on a service.
 CALLERS = {
@@ -56,17 +60,36 @@ def city(system):
     return urls, registered.json()["id"]
 
 
-@pytest.mark.parametrize("service, role", [(s, r) for s, roles in ROLES.items() for r in roles])
-def test_the_document_tells_the_truth(city, service, role):
-    urls, volunteer_id = city
+RUNS = [(s, r) for s, roles in ROLES.items() for r in roles]
+
+
+def schemathesis_run(urls: dict[str, str], volunteer_id: str, service: str, role: str) -> subprocess.CompletedProcess:
     # On hours a volunteer is someone the association registered: their token's sub is their volunteer id.
     caller = {**CALLERS[role], "sub": volunteer_id} if (service, role) == ("hours", "volunteer") else CALLERS[role]
     token = bearer(**caller)["Authorization"]
-    run = subprocess.run(
+    return subprocess.run(
         [str(SCHEMATHESIS), "--config-file", str(ROOT / "schemathesis.toml"), "run",
          f"{urls[service]}/openapi.json", "--header", f"Authorization: {token}", "--checks", "all",
          "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
          "--no-color"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
         env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"})
+
+
+@pytest.fixture(scope="module")
+def runs(city, request) -> Iterator[dict[tuple[str, str], Future]]:
+    """The selected (service, role) runs, started together and RUNS_AT_ONCE at a time; each test waits for its own."""
+    urls, volunteer_id = city
+    selected = [(item.callspec.params["service"], item.callspec.params["role"]) for item in request.session.items
+                if item.nodeid.startswith(f"{request.node.nodeid}::") and hasattr(item, "callspec")]
+    with ThreadPoolExecutor(max_workers=RUNS_AT_ONCE) as pool:
+        started = {run: pool.submit(schemathesis_run, urls, volunteer_id, *run) for run in selected}
+        yield started
+        for future in started.values():
+            future.cancel()
+
+
+@pytest.mark.parametrize("service, role", RUNS)
+def test_the_document_tells_the_truth(runs, service, role):
+    run = runs[(service, role)].result()
     assert run.returncode == 0, f"{service} as {role}:\n{run.stdout[-20000:]}\n{run.stderr[-2000:]}"

@@ -9,7 +9,7 @@ import pytest
 from shared import deadletters
 from shared.bus import ATTEMPT_HEADER, EventConsumer, Subscription, declare_queue
 from shared.events import Event
-from tests.support import publish_raw, wait_for
+from tests.support import messages_ready, publish_raw, wait_for
 
 
 @pytest.fixture
@@ -94,12 +94,13 @@ def test_events_that_arrived_while_the_handler_worked_reach_a_batched_handler_to
         calls.append([e.id for e in events])
         busy.wait(10)
 
-    _, key = consume(handler, batched=True)
+    queue, key = consume(handler, batched=True)
     first, *waiting = [event(key) for _ in range(5)]
     publish_raw(amqp_url, key, first.to_dict(), first.id)
     wait_for(lambda: calls, what="the first event")
     for sent in waiting:  # the handler is busy: these wait in the consumer's prefetch (4)
         publish_raw(amqp_url, key, sent.to_dict(), sent.id)
+    wait_for(lambda: messages_ready(amqp_url, queue) == 0, what="the others delivered into the prefetch")
     busy.set()
     wait_for(lambda: len(calls) == 2, what="the others")
     assert calls == [[first.id], [e.id for e in waiting]]
