@@ -303,3 +303,56 @@ class TcpProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+class ConsumerDrain:
+    """Proves that the event consumer running in this process has finished with everything published to one of its
+    queues before a point: what a test waits on before it asserts that nothing more came of what it sent.
+
+    Start one before publishing what the test is about; `wait` publishes a marker (the test's own event, on the same
+    queue) and waits until the marker's effect shows. It is sound because:
+    - in a test session one consumer takes the queue, and a quorum queue hands it messages in the order they were
+      enqueued, whatever its prefetch (`publish_raw` and the services' publishers return once the broker has
+      confirmed them);
+    - EventConsumer handles what it was handed on one thread, in that order, batch after batch (a batch that fails
+      is handled one by one, in order). A marker whose effect its handler writes after everything it writes for the
+      events handled with it therefore shows only once every message ahead of it has been handled or parked;
+    - except a message that failed and was retried: its copy waits out a back-off in a delay queue and comes back
+      behind the marker. The consumer counts each retry (woodpecker_events_consumed_total, outcome "retried"). If
+      the count moved, `wait` lets the longest back-off pass with no further retry, so that every copy is back in
+      the queue, and sends another marker behind them.
+    A message the broker hands back without a count (a lost connection, a failed move) is out of scope: the broker
+    stays up throughout the tests that use this.
+    """
+
+    def __init__(self, queue: str, retry_delays_ms: tuple[int, ...] = TEST_RETRY_DELAYS_MS):
+        self.queue = queue
+        # A copy's delay queue hands it back at the end of its back-off; a moment more for that hand-over.
+        self.back_off_s = max(retry_delays_ms) / 1000 + 0.2
+        self._retried = self.retried()
+
+    def retried(self) -> float:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY.get_sample_value("woodpecker_events_consumed_total",
+                                         {"queue": self.queue, "outcome": "retried"}) or 0.0
+
+    def wait(self, send_marker: Callable[[], Callable[[], Any]], timeout: float = 20.0) -> None:
+        """`send_marker` publishes a marker and returns the probe that is truthy once its effect shows."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = send_marker()
+            wait_for(seen, timeout=max(0.0, deadline - time.monotonic()), what=f"a marker through {self.queue}")
+            if self.retried() == self._retried:
+                return
+            self._retried = self._after_a_quiet_back_off(deadline)
+
+    def _after_a_quiet_back_off(self, deadline: float) -> float:
+        """The retry count once a whole back-off has passed without a retry (the documented delay, not a guess)."""
+        while True:
+            before = self.retried()
+            time.sleep(self.back_off_s)
+            if self.retried() == before:
+                return before
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.queue} kept retrying messages: its consumer never caught up")

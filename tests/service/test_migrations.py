@@ -1,9 +1,10 @@
-"""The one-off migrations (deploy/migrations): each applied once per database, recorded, and what each does."""
+"""The one-off migrations (deploy/migrations): each applied once per database, recorded, and what each does
+(the list itself is tests/unit/test_migrations.py)."""
 from __future__ import annotations
 
 import uuid
 
-from deploy.migrations import MIGRATIONS, Migration, migrate, pending
+from deploy.migrations import Migration, migrate, pending
 from shared.store import connect
 
 
@@ -53,9 +54,3 @@ def test_staff_addresses_saved_before_proofs_count_as_proven_and_others_wait_for
     confirmed = {d["_id"]: d.get("email_confirmed") for d in db["subscriptions"].find()}
     assert confirmed == {"department:sanitation": True, "office": True, "volunteer:v1": None,
                          "department:traffic-police": False}
-
-
-def test_every_migration_names_a_service_and_has_a_unique_id():
-    ids = [m.id for m in MIGRATIONS]
-    assert len(ids) == len(set(ids))
-    assert {m.service for m in MIGRATIONS} <= {"intake", "routing", "hours", "notify"}

@@ -4,6 +4,7 @@ proven addresses only; retries, suspension and secrets.
 
 Loopback is a private address: the receivers here are departments' (staff webhooks, which the deployment may let
 reach 127.0.0.0/8); a volunteer's webhook may only be https to a public address, which no test can run."""
+import itertools
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +28,7 @@ from shared.events import Event
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.service.conftest import upload_photo
 from tests.service.test_routing import fresh_spot
-from tests.support import publish_raw, wait_for
+from tests.support import ConsumerDrain, publish_raw, wait_for
 
 OFFICE = bearer("office", "office-1")
 ASSOCIATION = bearer("association", "assoc-1")
@@ -185,7 +187,7 @@ def test_a_reporter_hears_the_dispatch_the_rectification_and_the_closure_once_ea
              what="the rectification and closure in the reporter's inbox")
 
 
-def test_an_event_delivered_twice_reaches_the_inbox_once(city, amqp_url):
+def test_an_event_delivered_twice_reaches_the_inbox_once(city, amqp_url, case_event_marker):
     reporter = bearer("volunteer")
     submitted = report(city, reporter)
     case = case_of(city, submitted["id"])
@@ -195,10 +197,10 @@ def test_an_event_delivered_twice_reaches_the_inbox_once(city, amqp_url):
         "department": "traffic-police", "status": "rejected", "due_at": None, "grid_id": case["grid_id"],
         "location": case["location"], "description": case["description"], "photo_ids": [], "reason": "duplicate",
         "note": "重复上报", "case_version": 99})
+    drain = ConsumerDrain(CASE_EVENTS)
     for _ in range(2):  # the broker redelivers, or a publisher retried
         publish_raw(amqp_url, event.routing_key, event.to_dict(), message_id=event.id)
-    wait_for(lambda: "report.rejected" in kinds(city, reporter), what="the rejection in the inbox")
-    time.sleep(1)
+    drain.wait(case_event_marker)  # both copies handled, the second one too
     assert kinds(city, reporter).count("report.rejected") == 1
     assert "重复" in next(i for i in inbox(city, reporter) if i["kind"] == "report.rejected")["body"]
 
@@ -213,6 +215,40 @@ def heard_report(amqp_url, city, reporter_id: str, grid_id: str = "lanshan-01") 
     wait_for(lambda: city["notify"].app.extensions["notify"].store.heard_reports([report_id]),
              what="the report heard of")
     return report_id
+
+
+CASE_EVENTS = "notify.case-events"
+
+
+@pytest.fixture(scope="module")
+def case_event_marker(city, amqp_url) -> Callable[[], Callable[[], bool]]:
+    """Sends a marker through notify's case-event queue, for ConsumerDrain: the next step of a case of its own, about
+    a report notify heard of for the purpose, that concerns no reporter and a department no test subscribes. Its
+    effect, the report following its case to the step's version, is written after every notice and delivery of the
+    events handled with it (`handlers.cases_changed` follows the cases last)."""
+    report_id = heard_report(amqp_url, city, f"vol-{uuid.uuid4().hex[:8]}")
+    case_id, versions = f"case-{uuid.uuid4().hex[:8]}", itertools.count(1)
+    reports = city["notify"].app.extensions["notify"].store.reports
+
+    def send() -> Callable[[], bool]:
+        version = next(versions)
+        step = Event.new("case.accepted.drain-probe", "routing", {
+            "case_id": case_id, "report_ids": [report_id], "category": "traffic.parking", "department": "drain-probe",
+            "status": "accepted", "due_at": None, "grid_id": "lanshan-01", "description": "", "photo_ids": [],
+            "case_version": version})
+        publish_raw(amqp_url, step.routing_key, step.to_dict(), message_id=step.id)
+        return lambda: reports.find_one({"_id": report_id, "case_version": version}) is not None
+
+    return send
+
+
+def settled(city, drain: ConsumerDrain, marker: Callable, recipient: str) -> None:
+    """Nothing more goes out to `recipient` of what notify was sent before now: every case event is handled (the
+    drain's marker), and every delivery of theirs that was due has been attempted (a mail is recorded delivered only
+    once the SMTP server took it, a webhook once the receiver answered)."""
+    drain.wait(marker)
+    wait_for(lambda: not deliveries(city, recipient=recipient, status="pending"), timeout=20,
+             what=f"{recipient}'s deliveries attempted")
 
 
 def test_the_reporter_of_a_report_joining_a_case_under_way_hears_it_and_the_department_hears_the_join(
@@ -429,7 +465,7 @@ def test_only_the_office_or_the_recipient_manages_a_subscription(city):
                                       headers=bearer("volunteer")).status_code == 403
 
 
-def test_a_new_webhook_url_takes_over_what_waits_and_a_removed_one_gets_nothing_more(city):
+def test_a_new_webhook_url_takes_over_what_waits_and_a_removed_one_gets_nothing_more(city, case_event_marker):
     recipient = "department:urban-management"
     with receiving(answers=(500,)) as old, receiving() as new:
         subscribe(city, recipient, webhook_url=old.url, events=["case.dispatched.*"])
@@ -440,11 +476,12 @@ def test_a_new_webhook_url_takes_over_what_waits_and_a_removed_one_gets_nothing_
         assert {d["target"] for d in deliveries(city, recipient=recipient)} == {new.url}
         tried_old = len(old.received)
         subscribe(city, recipient)  # no webhook any more
+        drain = ConsumerDrain(CASE_EVENTS)
         department_report(city, "env.flyers")
         wait_for(lambda: len([i for i in inbox(city, bearer("department", dept="urban-management"))
                               if i["event_type"] == "case.dispatched.urban-management"]) >= 2,
                  what="the second notice in the inbox")
-        time.sleep(1)
+        settled(city, drain, case_event_marker, recipient)
         assert len(old.received) == tried_old and len(new.received) == 1
 
 
@@ -511,7 +548,7 @@ def confirm(city, recipient: str, who, code: str):
                                       json={"code": code})
 
 
-def test_a_volunteers_address_gets_a_code_and_nothing_else_until_it_is_confirmed(city, mailbox):
+def test_a_volunteers_address_gets_a_code_and_nothing_else_until_it_is_confirmed(city, mailbox, case_event_marker):
     box, _ = mailbox
     volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
     volunteer, recipient = bearer("volunteer", volunteer_id), f"volunteer:{volunteer_id}"
@@ -521,9 +558,10 @@ def test_a_volunteers_address_gets_a_code_and_nothing_else_until_it_is_confirmed
     [confirmation] = wait_for(lambda: mails_to(box, address), what="the confirmation mail")
     code = code_in(confirmation)
     assert volunteer_id not in confirmation.get_content() + str(confirmation["Subject"]).replace(address, "")
+    drain = ConsumerDrain(CASE_EVENTS)
     report(city, volunteer)
     wait_for(lambda: [d for d in deliveries(city, recipient=recipient, status="held")], what="the notice held")
-    time.sleep(1)
+    settled(city, drain, case_event_marker, recipient)
     assert len(mails_to(box, address)) == 1  # the code, and nothing else
     wrong = confirm(city, recipient, volunteer, f"{(int(code) + 1) % 10**8:08d}")
     assert wrong.status_code == 422 and wrong.content_type == "application/problem+json"
@@ -572,7 +610,7 @@ def test_confirmation_mails_are_bounded_per_recipient_and_per_address(city, mail
                                      json={"email": stranger}).status_code == 429
 
 
-def test_a_changed_address_never_receives_what_waited_before_it_is_proven(city, mailbox):
+def test_a_changed_address_never_receives_what_waited_before_it_is_proven(city, mailbox, case_event_marker):
     box, _ = mailbox
     volunteer_id = f"vol-{uuid.uuid4().hex[:8]}"
     volunteer, recipient = bearer("volunteer", volunteer_id), f"volunteer:{volunteer_id}"
@@ -581,9 +619,10 @@ def test_a_changed_address_never_receives_what_waited_before_it_is_proven(city, 
     confirm(city, recipient, volunteer, code_in(wait_for(lambda: mails_to(box, first), what="the code")[0]))
     with receiving():
         subscribe(city, recipient, who=volunteer, email=second)
+    drain = ConsumerDrain(CASE_EVENTS)
     report(city, volunteer)
     wait_for(lambda: [d for d in deliveries(city, recipient=recipient, status="held")], what="the notice held")
-    time.sleep(1)
+    settled(city, drain, case_event_marker, recipient)
     assert len(mails_to(box, first)) == 1 and len(mails_to(box, second)) == 1  # the codes alone
     confirm(city, recipient, volunteer, code_in(mails_to(box, second)[0]))
     wait_for(lambda: mails_to(box, second)[1:], what="the notice at the proven address")

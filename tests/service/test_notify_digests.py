@@ -2,7 +2,7 @@
 week, from the events notify has seen."""
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pika
 import pytest
@@ -16,6 +16,7 @@ from shared import reference
 from shared.events import Event, rfc3339
 from tests.conftest import bearer, run_service, settings_for_test
 from tests.support import publish_raw, wait_for
+from tests.unit.test_notify_digests import next_monday_morning
 
 CITY = reference.load(None)
 ZONE = CITY.timezone
@@ -55,13 +56,6 @@ def case_event(amqp_url, action: str, report_id: str, status: str, version: int,
         "escalation_level": int(overdue), "case_version": version}))
 
 
-def next_monday_morning() -> datetime:
-    """A Monday 09:00 in Linyi after now: its digest covers the week now is in."""
-    today = datetime.now(ZONE).date()
-    monday = today + timedelta(days=7 - today.weekday())
-    return datetime.combine(monday, time(9, 0), tzinfo=ZONE)
-
-
 def digest(notify) -> GridDigest:
     """A digest job over the notify service's store, as its worker builds one."""
     store = notify.app.extensions["notify"].store
@@ -97,12 +91,6 @@ def test_several_workers_write_each_grids_digest_once(notify):
     week, _ = due_week(monday, ZONE)
     count = notify.app.extensions["notify"].store.inbox.count_documents({"event_id": {"$regex": f":{week}$"}})
     assert count == len(CITY.grids)
-
-
-def test_no_digest_before_monday_eight_oclock():
-    monday = next_monday_morning()
-    assert due_week(monday - timedelta(hours=1, minutes=1), ZONE) is None
-    assert due_week(monday - timedelta(hours=1), ZONE) is not None  # 08:00 sharp
 
 
 def test_a_reports_steps_that_come_together_leave_it_at_the_newest(notify, amqp_url):
