@@ -234,7 +234,7 @@ def present(city: City, now: datetime, rng: random.Random) -> list[Filing]:
     count = DAILY_REPORTS * PRESENT_DAYS
     watch = Watch()
     span = timedelta(days=PRESENT_DAYS)
-    filings = [file_report(city, random_submission(city, now - span * (k + rng.random()) / count, rng), now, rng, watch)
+    filings = [file_report(city, random_submission(city, now - span * ((k + rng.random()) / count), rng), now, rng, watch)
                for k in range(count)]
     for k in range(TRIAGE_NEW + TRIAGE_DISPUTED):
         disputed = k >= TRIAGE_NEW
@@ -262,7 +262,7 @@ def templates(city: City, now: datetime, rng: random.Random) -> list[Template]:
     enough that late, reworked and escalated cases happen)."""
     made = []
     for k in range(TEMPLATES):
-        at = now - timedelta(days=60) - timedelta(days=300) * (k + rng.random()) / TEMPLATES
+        at = now - timedelta(days=60) - timedelta(days=300) * ((k + rng.random()) / TEMPLATES)
         filing = file_report(city, random_submission(city, at, rng), now, rng)
         submitted = filing.report["submitted_at"]
         made.append(Template(filing, submitted, last_step(filing.case) - submitted))
@@ -314,7 +314,8 @@ def history(city: City, made: list[Template], count: int, present_starts: dateti
     latest = datetime.now(UTC) - timedelta(minutes=5)
     for k in range(count):
         template = rng.choice(made)
-        at = present_starts - span + span * (k + rng.random()) / count
+        # The fraction first: span * k overflows a timedelta past about 900,000 filings.
+        at = present_starts - span + span * ((k + rng.random()) / count)
         at = min(at, latest - template.span)  # a case over before now
         yield moved(template, at, rng.choice(places[template.filing.report["grid_id"]]), rng)
 

@@ -411,7 +411,7 @@ def history(city: City, count: int, rng: random.Random) -> Iterator[Filing]:
     now = datetime.now(UTC)
     span = YEAR - timedelta(days=RECENT_DAYS)
     for k in range(count):
-        at = now - timedelta(days=RECENT_DAYS) - span * (k + rng.random()) / count
+        at = now - timedelta(days=RECENT_DAYS) - span * ((k + rng.random()) / count)
         yield file_report(city, random_submission(city, at, rng), now, rng)
 
 
