@@ -102,8 +102,11 @@ def test_events_that_arrived_while_the_handler_worked_reach_a_batched_handler_to
         publish_raw(amqp_url, key, sent.to_dict(), sent.id)
     wait_for(lambda: messages_ready(amqp_url, queue) == 0, what="the others delivered into the prefetch")
     busy.set()
-    wait_for(lambda: len(calls) == 2, what="the others")
-    assert calls == [[first.id], [e.id for e in waiting]]
+    wait_for(lambda: sum(map(len, calls)) == 5, what="the others")
+    # The broker has handed all four over, but the last may still be on its way through the client when the
+    # handler returns (a machine under load): it then comes in a batch of its own, after the others.
+    assert calls[0] == [first.id] and len(calls[1]) >= 3
+    assert [i for batch in calls[1:] for i in batch] == [e.id for e in waiting]
 
 
 @pytest.mark.parametrize("batched", [False, True])
