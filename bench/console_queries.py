@@ -234,8 +234,8 @@ def present(city: City, now: datetime, rng: random.Random) -> list[Filing]:
     count = DAILY_REPORTS * PRESENT_DAYS
     watch = Watch()
     span = timedelta(days=PRESENT_DAYS)
-    filings = [file_report(city, random_submission(city, now - span * ((k + rng.random()) / count), rng), now, rng, watch)
-               for k in range(count)]
+    filings = [file_report(city, random_submission(city, now - span * ((k + rng.random()) / count), rng), now, rng,
+                           watch) for k in range(count)]
     for k in range(TRIAGE_NEW + TRIAGE_DISPUTED):
         disputed = k >= TRIAGE_NEW
         at = now - timedelta(days=2) * rng.random() - timedelta(hours=3 if disputed else 0)
