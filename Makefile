@@ -24,11 +24,11 @@ reset: $(STAMP)
 
 # The test files run on TEST_WORKERS workers (pytest-xdist), each with a broker vhost and a database of its own;
 # a file's tests stay together on one worker, in order, and the e2e files (the longest) start first
-# (tests/conftest.py, pytest_xdist_make_scheduler).
+# (tests/conftest.py, pytest_xdist_make_scheduler). The slowest tests are listed at the end, for CI's log.
 TEST_WORKERS ?= 3
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=15
 
 token: $(STAMP)
 	@$(PY) -m shared.auth --role $(or $(ROLE),office) --sub $(or $(SUB),office-1) \

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 TEST_RETRY_DELAYS_MS = (100, 300)
 
 
-def wait_for(probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
     """Poll `probe` until it returns something truthy; fail after `timeout` seconds (never a fixed sleep)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -45,6 +45,52 @@ def wait_for(probe: Callable[[], Any], timeout: float = 10.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+# The servers tests start listen on ports below the kernel's ephemeral range: a port from that range, free when it is
+# chosen, can be taken by any outgoing connection before the server binds it (CI saw an embedded database lose its
+# port that way). Each xdist worker hands out ports from a block of its own and never the same port twice.
+_PORT_BLOCK = 1500
+_FIRST_PORT = 15000
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:  # no SO_REUSEADDR: a port a closed server left in TIME_WAIT counts as taken
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """`count` ports in a row that nothing listens on and this process has not handed out before."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = _FIRST_PORT + _PORT_BLOCK * (int(worker) if worker.isdigit() else 0)
+    last = min(first + _PORT_BLOCK, _ephemeral_floor())
+    with _ports_lock:
+        # From a random start, so that two test sessions on one machine seldom try the same ports.
+        span = max(last - first - count, 1)
+        start = first + int.from_bytes(os.urandom(2), "big") % span
+        for offset in range(span):
+            row = [first + (start - first + offset) % span + i for i in range(count)]
+            if not _handed_out & set(row) and all(_bindable(port) for port in row):
+                _handed_out.update(row)
+                return row
+    raise RuntimeError(f"no {count} free ports in a row between {first} and {last}")
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def docker_engine_answers() -> bool:
@@ -115,7 +161,7 @@ def mongo_backend() -> Iterator[str]:
             yield url
         return
     # deploy/ is not part of the installed package; tests and benches run from the checkout.
-    from deploy.embedded_db import EmbeddedDatabase, free_port
+    from deploy.embedded_db import EmbeddedDatabase
 
     with tempfile.TemporaryDirectory(prefix="woodpecker-test-db-") as directory:
         database = EmbeddedDatabase(Path(directory) / "data", free_port(), Path(directory) / "db.log")

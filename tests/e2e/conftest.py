@@ -1,7 +1,7 @@
 """The system as `make up` starts it, for the end-to-end tests of a module (one system per module)."""
 import contextlib
 import os
-import socket
+import signal
 import subprocess
 import sys
 import uuid
@@ -10,19 +10,25 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
+
 SERVICES = ("intake", "routing", "hours", "notify")
 LOCAL = [sys.executable, "-m", "deploy.local"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def local(command: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    """`make <command>`: what the Makefile runs, with the environment `make` would pass on."""
-    return subprocess.run([*LOCAL, command], env=env, capture_output=True, text=True, timeout=timeout)
+def local(command: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """`make <command>`: what the Makefile runs, with the environment `make` would pass on. The timeout is generous
+    (`up` builds the console, on a machine the other test workers keep busy); past it, `up` is killed with what it
+    started in its own process group (the console's build), and the test fails saying so."""
+    with subprocess.Popen([*LOCAL, command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"`make {command}` did not finish within {timeout:.0f} s:\n{stdout}{stderr}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def system_env(amqp_url: str, mongo_url: str, run_dir: Path, tag: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -40,11 +46,28 @@ def system_env(amqp_url: str, mongo_url: str, run_dir: Path, tag: str) -> tuple[
     return env, {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test's report shows what each of its tabs showed: a timeout alone does not say why."""
+    report = yield
+    opened = getattr(item, "funcargs", {}).get("open_tab")
+    if report.failed and call.when == "call" and opened is not None:
+        for page in getattr(opened, "pages", []):
+            try:
+                shown = page.inner_text("body", timeout=2000)[:2000]
+            except Exception as error:  # a closed or crashed tab: say so, and keep the test's own failure
+                shown = f"(unreadable: {error})"
+            report.sections.append((f"tab at {page.url}", shown))
+    return report
+
+
 @contextlib.contextmanager
 def running_system(env: dict[str, str]) -> Iterator[str]:
     """`make up`, then `make down` whatever happens; yields what `up` printed."""
-    started = local("up", env)
     try:
+        # Inside the try: an `up` that failed half-way leaves services running, and on the session's vhost they
+        # would take the next tests' messages; `down` stops whatever has a pid file.
+        started = local("up", env)
         assert started.returncode == 0, started.stdout + started.stderr
         yield started.stdout
     finally:

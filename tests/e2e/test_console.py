@@ -44,7 +44,7 @@ TABLET = {"width": 800, "height": 1100}  # the department's views work at tablet
 LANSHAN_01 = {"lat": 35.060, "lng": 118.315, "address": "金雀山路与沂蒙路交叉口"}
 HEDONG_03 = {"lat": 35.100, "lng": 118.395, "address": "沂河路"}
 LINK = re.compile(r"^\s+(office|department|grid leader)\s+(http://\S+)$", re.MULTILINE)
-TIMEOUT_MS = 20_000
+TIMEOUT_MS = 60_000  # generous: a wait costs time only when something is wrong, and CI shares two cores
 
 
 # --- the system, the browser ------------------------------------------------------------------
@@ -96,8 +96,10 @@ def open_tab(browser) -> Iterator:
         contexts.append(browser.new_context(viewport=viewport, locale="zh-CN", reduced_motion="reduce", **options))
         page = contexts[-1].new_page()
         page.set_default_timeout(TIMEOUT_MS)
+        opened.pages.append(page)
         return page
 
+    opened.pages = []  # what a failed test's report shows (tests/e2e/conftest.py)
     yield opened
     for context in contexts:
         context.close()
@@ -417,7 +419,7 @@ def test_the_office_merges_a_duplicate_from_the_triage_queue(system, open_tab):
     office.locator('[data-test="merged-into-link"]').click()
     office.wait_for_url(f"{base}/cases/{kept['id']}")
     reports = office.locator('[data-test="reports"] .report')
-    wait_for(lambda: reports.count() == 2, timeout=20, what="both reports on the target's page")
+    wait_for(lambda: reports.count() == 2, timeout=60, what="both reports on the target's page")
     listed = office.locator('[data-test="reports"]').inner_text()
     assert "人行道上有废弃家具堆放" in listed and "路边废弃沙发和柜子堆在人行道上" in listed
     assert "合并重复案件" in office.locator('[data-test="timeline"]').inner_text()

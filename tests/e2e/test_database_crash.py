@@ -18,12 +18,12 @@ import pymongo
 import pytest
 import requests
 
-from deploy.embedded_db import EmbeddedDatabase, free_port
+from deploy.embedded_db import EmbeddedDatabase
 from shared.errors import PROBLEM_MEDIA_TYPE
 from tests.conftest import bearer
 from tests.e2e.conftest import running_system, system_env
 from tests.e2e.test_system import jpeg_bytes
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 RATE_PER_S = 10

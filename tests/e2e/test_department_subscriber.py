@@ -97,7 +97,7 @@ def wait_until_consuming(subscriber: Subscriber, amqp_url: str) -> None:
         state = queue_state(amqp_url, subscriber.queue)
         return state is not None and state[1] >= 1
 
-    wait_for(consuming, timeout=20, interval=0.1, what=f"a consumer on {subscriber.queue}")
+    wait_for(consuming, timeout=60, interval=0.1, what=f"a consumer on {subscriber.queue}")
 
 
 def case_event(action: str, department: str, **data) -> Event:

@@ -13,11 +13,11 @@ import pymongo
 import pytest
 import requests
 
-from deploy.embedded_db import EmbeddedDatabase, free_port, is_running, port_in_use
+from deploy.embedded_db import EmbeddedDatabase, is_running, port_in_use
 from tests.conftest import bearer
 from tests.e2e.conftest import SERVICES, local
 from tests.e2e.test_system import jpeg_bytes
-from tests.support import wait_for
+from tests.support import free_port, free_ports, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,22 +28,15 @@ def embedded_system(amqp_url, tmp_path):
     ports = {service: free_port() for service in SERVICES}
     env = {k: v for k, v in os.environ.items() if k != "MONGO_URL" and not k.endswith("_MONGO_URL")}
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
-    env.update(AMQP_URL=amqp_url, WOODPECKER_DB_PORT=str(database_ports(set(ports.values()))[0]),
+    env.update(AMQP_URL=amqp_url, WOODPECKER_DB_PORT=str(free_ports(len(SERVICES))[0]),
                WOODPECKER_RUN_DIR=str(tmp_path / "run"))
+    # Not the console: its build would replace the one the console's own tests serve (tests/e2e/test_console.py).
+    env.update(WOODPECKER_CONSOLE="off", CONSOLE_PORT=str(free_port()))
     try:
         yield env, {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
     finally:
         stopped = local("down", env, timeout=120)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-
-
-def database_ports(taken: set[int]) -> list[int]:
-    """Free ports in a row, one for each service's embedded database (WOODPECKER_DB_PORT is the first)."""
-    while True:
-        first = free_port()
-        row = list(range(first, first + len(SERVICES)))
-        if not taken & set(row) and not any(port_in_use(port) for port in row):
-            return row
 
 
 def up(env: dict[str, str]) -> str:
@@ -115,7 +108,7 @@ def test_up_names_the_database_port_when_it_is_taken(embedded_system):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(env["WOODPECKER_DB_PORT"])))
         squatter.listen()
-        started = local("up", env, timeout=60)
+        started = local("up", env, timeout=180)
     assert started.returncode != 0
     assert f"Port {env['WOODPECKER_DB_PORT']} is taken" in started.stderr, started.stdout + started.stderr
     assert not list(Path(env["WOODPECKER_RUN_DIR"]).glob("*.pid"))  # no service was started
@@ -124,11 +117,9 @@ def test_up_names_the_database_port_when_it_is_taken(embedded_system):
 def test_up_moves_each_services_data_out_of_the_one_database_they_shared(embedded_system, tmp_path):
     env, urls = embedded_system
     run_dir = Path(env["WOODPECKER_RUN_DIR"])
-    # As `make up` kept it before; on a port outside the services' row, which must stay free for them (a stopped
-    # server's port can linger in TIME_WAIT).
-    first = int(env["WOODPECKER_DB_PORT"])
-    port = next(p for p in iter(free_port, None) if not first <= p < first + len(SERVICES))
-    shared = EmbeddedDatabase(run_dir / "db", port, tmp_path / "shared.log")
+    # As `make up` kept it before; on a port outside the services' row (free_port never hands that out again), which
+    # must stay free for them: a stopped server's port can linger in TIME_WAIT.
+    shared = EmbeddedDatabase(run_dir / "db", free_port(), tmp_path / "shared.log")
     shared.start()
     try:
         client = pymongo.MongoClient(shared.url)

@@ -26,7 +26,7 @@ def consume(amqp_url):
                                  (50, 100), prefetch=4)
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
-        wait_for(consumer.ready.is_set, timeout=20, what="consumer ready")
+        wait_for(consumer.ready.is_set, timeout=60, what="consumer ready")
         started.append((consumer, thread))
         return queue, key
 

@@ -19,6 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from services.notify.mail import mailer_from
+from tests.support import free_port
 from tests.unit.test_notify_mail import SENDER, a_mail, assert_is_the_mail, parsed
 
 # Characters a URL must escape: the password reaches the server only if the URL is decoded.
@@ -60,12 +61,6 @@ class Authenticator:
         self.attempts.append((login, password, over_tls))
         # handled=False: aiosmtpd answers a failure with 535 itself.
         return AuthResult(success=(login, password) == (SMTP_USER, SMTP_PASSWORD), handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

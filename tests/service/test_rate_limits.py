@@ -11,7 +11,6 @@ from datetime import timedelta
 import pymongo
 import pytest
 
-from deploy.embedded_db import free_port
 from deploy.migrations import migrate
 from services.intake.app import create_app
 from shared.config import Rate
@@ -19,7 +18,7 @@ from shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from shared.ratelimit import COLLECTION, WRITE, RateLimiter, drop_ended_windows
 from tests.conftest import Commands, bearer, settings_for_test
 from tests.service.conftest import LANSHAN_01, jpeg_bytes, upload_photo
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 OFFICE_NAT = "10.20.30.40"  # one address many callers share
 ELSEWHERE = "10.99.0.1"
@@ -218,8 +217,8 @@ def test_the_process_flushes_what_it_counted_by_itself_and_then_rests(limiters):
     quotas = limiter.quotas(kind=WRITE, caller_id=None, address=OFFICE_NAT)
     for _ in range(25):
         limiter.admit(quotas)
-    wait_for(lambda: stored_count(limiter) == 25, timeout=5, what="the counts flushed")
-    wait_for(lambda: limiter._flusher is None, timeout=5, what="the flushing thread at rest")
+    wait_for(lambda: stored_count(limiter) == 25, timeout=30, what="the counts flushed")
+    wait_for(lambda: limiter._flusher is None, timeout=30, what="the flushing thread at rest")
 
 
 def test_counts_not_flushed_while_the_store_is_away_are_flushed_once_it_answers(limiters):

@@ -177,7 +177,7 @@ def test_entries_are_written_in_batches_and_forgotten_after_the_retention(mongo_
     for age_days in (0, 10, 200):
         log.record({"_id": uuid.uuid4().hex, "at": now - timedelta(days=age_days), "actor": "a", "object": "x"})
     assert entries.count_documents({}) == 0  # not yet: the process batches them
-    wait_for(lambda: entries.count_documents({}) == 3, timeout=5, what="the batch written")
+    wait_for(lambda: entries.count_documents({}) == 3, timeout=30, what="the batch written")
     assert drop_expired(entries, now, timedelta(days=180)) == 1
     assert entries.count_documents({}) == 2
 
