@@ -48,6 +48,9 @@ CONSOLE = ROOT / "clients" / "console"
 DEFAULT_PORT = 8000
 # What a build is made from; the digest of these is written into dist/ beside the build.
 SOURCES = ("index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json", "src", "public")
+# Not among them: the types `npm run generate` writes from the running services for the type check. The console
+# imports them as types only, which the build erases, so writing them again is no reason to build again.
+GENERATED = Path("src") / "api" / "generated"
 BUILT_FROM = ".woodpecker-sources"
 INSTALLED = Path("node_modules") / ".woodpecker-installed"
 NODE_NEEDED = (20, 19)
@@ -169,12 +172,21 @@ def node_problem() -> str | None:
 
 def sources_digest(console: Path = CONSOLE) -> str:
     digest = hashlib.sha256()
+    for file in _sources(console):
+        digest.update(str(file.relative_to(console)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _sources(console: Path) -> list[Path]:
+    files = []
     for name in SOURCES:
         path = console / name
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
-        for file in files:
-            digest.update(str(file.relative_to(console)).encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*")
+                            if p.is_file() and not p.relative_to(console).is_relative_to(GENERATED))
+        elif path.exists():
+            files.append(path)
+    return files
 
 
 def lock_digest(console: Path = CONSOLE) -> str:

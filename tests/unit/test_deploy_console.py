@@ -79,6 +79,21 @@ def test_it_is_built_only_when_its_sources_changed(tmp_path, monkeypatch):
     assert runs == ["ci", "run", "run"], "npm ci once (the lock did not change), a build per change"
 
 
+def test_types_generated_for_the_type_check_are_no_reason_to_build_again(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.ts").write_text("import type { paths } from './api/generated/routing';")
+    for name in ("package.json", "package-lock.json"):
+        (tmp_path / name).write_text("{}")
+    monkeypatch.setattr(console, "_npm", lambda arguments, where: (where / "dist").mkdir(exist_ok=True))
+    (tmp_path / "node_modules").mkdir()
+    assert console.build_if_changed(tmp_path) is True
+    (tmp_path / "src" / "api" / "generated").mkdir(parents=True)
+    (tmp_path / "src" / "api" / "generated" / "routing.ts").write_text("export interface paths {}")
+    assert console.build_if_changed(tmp_path) is False
+    (tmp_path / "src" / "api" / "client.ts").write_text("export {};")
+    assert console.build_if_changed(tmp_path) is True
+
+
 def test_without_nodejs_it_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(console.shutil, "which", lambda name: None)
     assert "Node.js and npm are not installed" in console.node_problem()
