@@ -81,7 +81,8 @@ def _is_error(status: int | str) -> bool:
 
 def _implied(method: str, path: str, operation: dict) -> list[tuple[int, str]]:
     """The errors the app factory answers for an operation of this shape, whatever its view does."""
-    implied = [(401, "UNAUTHORIZED")]
+    # 414 and 431: the web server's limits on the request line and the headers (deploy/gunicorn.conf.py).
+    implied = [(401, "UNAUTHORIZED"), (414, "REQUEST_URI_TOO_LONG"), (431, "REQUEST_HEADER_FIELDS_TOO_LARGE")]
     if "{" in path:
         implied.append((404, "NOT_FOUND"))
     if any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):

@@ -132,6 +132,22 @@ def test_json_nested_fifty_thousand_deep_is_a_400_everywhere(city, service, path
     assert answer.headers["Content-Type"].startswith("application/problem+json")
 
 
+@pytest.mark.parametrize("what, request_options, status, slug", [
+    ("a query of 5,000 characters", {"params": {"year": ["2026"] * 800}}, 414, "uri-too-long"),
+    ("a header of 9,000 characters", {"headers": {"X-Note": "a" * 9000}}, 431, "headers-too-large"),
+    ("101 headers", {"headers": {f"X-Note-{n}": "a" for n in range(101)}}, 431, "headers-too-large"),
+])
+def test_what_the_web_server_refuses_before_the_service_is_problem_json_too(city, what, request_options, status,
+                                                                           slug):
+    """gunicorn's own limits answer before any view (schemathesis's stateful phase once met its HTML 414)."""
+    urls, _ = city
+    answer = requests.get(f"{urls['hours']}/v1/volunteers", timeout=10, **{
+        **request_options, "headers": {**bearer("office"), **request_options.get("headers", {})}})
+    assert answer.status_code == status, (what, answer.text[:300])
+    assert answer.headers["Content-Type"] == "application/problem+json", what
+    assert answer.json()["type"].endswith(f"/{slug}") and answer.json()["status"] == status
+
+
 def test_seven_hundred_thousand_unknown_keys_are_a_413_not_seconds_of_work(city):
     urls, _ = city
     _, volunteer = register(urls["hours"])
