@@ -10,7 +10,7 @@ import os
 
 from gunicorn import util
 
-from shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+from shared.errors import HTTP_SLUGS, PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
@@ -24,12 +24,8 @@ accesslog = None
 # gunicorn refuses some requests before any service sees them: a request line over limit_request_line (414, a URL
 # too long), headers over their limits (431), a request it cannot parse (400). It would answer with an HTML page;
 # like every other error here, the answer is problem+json (docs/api.md, "Errors").
-GUNICORN_SLUGS = {400: "malformed-request", 403: "forbidden", 414: "uri-too-long", 417: "expectation-failed",
-                  431: "headers-too-large", 500: "internal-error", 501: "not-implemented"}
-
-
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
-    body = json.dumps({"type": PROBLEM_BASE + GUNICORN_SLUGS.get(status_int, "malformed-request"), "title": reason,
+    body = json.dumps({"type": PROBLEM_BASE + HTTP_SLUGS.get(status_int, "malformed-request"), "title": reason,
                        "status": status_int, "detail": mesg}, ensure_ascii=True).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: {PROBLEM_MEDIA_TYPE}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")

@@ -5,6 +5,13 @@ from flask import Response, json
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://woodpecker.example/problems/"
+# The problem type of an HTTP error nothing more specific names: raised by the framework (shared/web.py) or answered
+# by the web server before the app (414, 417, 431; deploy/gunicorn.conf.py).
+HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+              405: "method-not-allowed", 409: "conflict", 413: "too-large", 414: "uri-too-long",
+              415: "unsupported-media-type", 417: "expectation-failed", 422: "invalid-fields",
+              429: "rate-limited", 431: "headers-too-large", 500: "internal-error", 501: "not-implemented",
+              503: "unavailable"}
 
 
 class DomainError(Exception):

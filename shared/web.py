@@ -28,7 +28,7 @@ from shared import logs, metrics
 from shared.audit import NOT_ENTERED, AuditLog, audit_blueprint, audit_entry
 from shared.auth import Caller, Tokens, accepted_tokens, current_caller
 from shared.config import DEV_JWT_SECRET, Settings
-from shared.errors import DomainError, UnsupportedMediaType, problem, problem_from
+from shared.errors import HTTP_SLUGS, DomainError, UnsupportedMediaType, problem, problem_from
 from shared.oidc import ProviderTokens
 from shared.openapi import ErrorResponses, ProblemSchema, problem_response, register_problem_responses
 from shared.ratelimit import EXPORT, READ, UPLOAD, WRITE, WRITE_METHODS, RateLimiter
@@ -59,9 +59,6 @@ MOST_ERROR_FIELDS, MOST_ERROR_MESSAGES, LONGEST_ERROR_TEXT = 20, 3, 300
 # Endpoints no limit counts: probes, metrics and the API's own documents.
 UNLIMITED_BLUEPRINTS = ("health", "api-docs")
 
-_HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-               405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
-               422: "invalid-fields", 429: "rate-limited", 503: "unavailable"}
 
 
 def accepts_multipart(view: Callable) -> Callable:
@@ -146,7 +143,7 @@ class ProblemApi(Api):
             elif status == 400:
                 detail = "; ".join(m for texts in errors.values() for m in texts) + more
         headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after")}
-        return problem(status, _HTTP_SLUGS.get(status, "http-error"), error.name, detail, errors=errors,
+        return problem(status, HTTP_SLUGS.get(status, "http-error"), error.name, detail, errors=errors,
                        headers=headers)
 
 
