@@ -76,7 +76,10 @@ def free_ports(count: int = 1) -> list[int]:
     """`count` ports in a row that nothing listens on and this process has not handed out before."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     first = _FIRST_PORT + _PORT_BLOCK * (int(worker) if worker.isdigit() else 0)
-    last = min(first + _PORT_BLOCK, _ephemeral_floor())
+    # Up to the ephemeral range where it starts inside the block; where it starts below (a machine that lets the
+    # kernel use nearly every port), the whole block: no port is safe there, and the bind check still holds.
+    floor = _ephemeral_floor()
+    last = floor if first + count < floor < first + _PORT_BLOCK else first + _PORT_BLOCK
     with _ports_lock:
         # From a random start, so that two test sessions on one machine seldom try the same ports.
         span = max(last - first - count, 1)
