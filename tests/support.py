@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import socket
@@ -405,3 +406,24 @@ class ConsumerDrain:
                 return before
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.queue} kept retrying messages: its consumer never caught up")
+
+
+# shared.auth ends the description of every guarded operation with this line.
+_ROLES_LINE = re.compile(r"^Roles: (.*)\.$", re.MULTILINE)
+
+
+def operations(document: dict) -> Iterator[tuple[str, str, dict]]:
+    """Each operation of an OpenAPI document: (METHOD, path, operation)."""
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "put", "post", "patch", "delete"):
+                yield method.upper(), path, operation
+
+
+def roles_allowed(operation: dict) -> tuple[str, ...] | None:
+    """The roles an operation's document names (shared.auth writes them); None when any caller, or any signed-in
+    one, may call it."""
+    found = _ROLES_LINE.search(operation.get("description", ""))
+    if found is None or found.group(1) == "any authenticated role":
+        return None
+    return tuple(re.findall(r"`([a-z_]+)`", found.group(1)))

@@ -1,6 +1,8 @@
 """The API documents tell the truth: schemathesis, every check and every phase (stateful included), against
-each running service's own /openapi.json, as each role that has endpoints there. Any failure fails the test,
-with schemathesis's report (and a command to reproduce it) as the message.
+each running service's own /openapi.json, as each role that has endpoints there, on the operations the document
+says that role may call (and those any caller may). Any failure fails the test, with schemathesis's report (and a
+command to reproduce it) as the message. That every operation refuses the roles it does not name is checked for
+all of them at once, by tests/service/test_role_refusals.py: schemathesis would take a 2xx as documented there.
 
 Configuration is the repository's schemathesis.toml (what a schema cannot say, and is therefore expected).
 The seed is fixed, so a run is the same in CI as on a developer's machine; raise WOODPECKER_CONFORMANCE_EXAMPLES
@@ -19,6 +21,7 @@ import requests
 
 from tests.conftest import bearer
 from tests.e2e.test_system import jpeg_bytes
+from tests.support import operations, roles_allowed
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,17 +66,18 @@ def city(system):
 RUNS = [(s, r) for s, roles in ROLES.items() for r in roles]
 
 
-def schemathesis_run(urls: dict[str, str], volunteer_id: str, service: str, role: str) -> subprocess.CompletedProcess:
+def schemathesis_command(urls: dict[str, str], volunteer_id: str, documents: dict[str, dict], service: str,
+                         role: str) -> list[str]:
     # On hours a volunteer is someone the association registered: their token's sub is their volunteer id.
     caller = {**CALLERS[role], "sub": volunteer_id} if (service, role) == ("hours", "volunteer") else CALLERS[role]
     token = bearer(**caller)["Authorization"]
-    return subprocess.run(
-        [str(SCHEMATHESIS), "--config-file", str(ROOT / "schemathesis.toml"), "run",
-         f"{urls[service]}/openapi.json", "--header", f"Authorization: {token}", "--checks", "all",
-         "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
-         "--no-color"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"})
+    callable_by_role = [argument for method, path, operation in operations(documents[service])
+                        if (allowed := roles_allowed(operation)) is None or role in allowed
+                        for argument in ("--include-name", f"{method} {path}")]
+    return [str(SCHEMATHESIS), "--config-file", str(ROOT / "schemathesis.toml"), "run",
+            f"{urls[service]}/openapi.json", "--header", f"Authorization: {token}", "--checks", "all",
+            "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
+            *callable_by_role, "--no-color"]
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +86,15 @@ def runs(city, request) -> Iterator[dict[tuple[str, str], Future]]:
     urls, volunteer_id = city
     selected = [(item.callspec.params["service"], item.callspec.params["role"]) for item in request.session.items
                 if item.nodeid.startswith(f"{request.node.nodeid}::") and hasattr(item, "callspec")]
+    # Read here, not in the pool's threads: pytest rewrites os.environ between tests, and a thread reading it then
+    # (requests looks for proxies there) fails.
+    documents = {service: requests.get(f"{urls[service]}/openapi.json", timeout=10).json()
+                 for service in {service for service, _ in selected}}
+    environment = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"}
+    commands = {run: schemathesis_command(urls, volunteer_id, documents, *run) for run in selected}
     with ThreadPoolExecutor(max_workers=RUNS_AT_ONCE) as pool:
-        started = {run: pool.submit(schemathesis_run, urls, volunteer_id, *run) for run in selected}
+        started = {run: pool.submit(subprocess.run, command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                                    env=environment) for run, command in commands.items()}
         yield started
         for future in started.values():
             future.cancel()
