@@ -12,7 +12,7 @@ import jwt
 import pytest
 from marshmallow import Schema, ValidationError
 
-from shared import reference
+from shared import audit, reference
 from shared.auth import Caller, decode_token, issue_token
 from shared.config import DEFAULT_AMQP_URL, DEV_JWT_SECRET, Settings, UnsafeConfiguration, check_jwt_secret
 from shared.errors import Conflict, InvalidFields, Unauthorized
@@ -214,6 +214,32 @@ def test_a_list_window_reaching_back_to_year_1_does_not_overflow():
     until = datetime(1, 1, 1, 12, tzinfo=UTC)
     assert newest_first(NoDocuments(), [{}], "at", 10, until=until, since=datetime(1, 1, 1, tzinfo=UTC)) == []
     assert newest_first(NoDocuments(), [{}], "at", 10, until=until) == []
+
+
+class DocumentsEverySecond:
+    """A collection with a document every second up to `until`, which keeps the time ranges it was asked for."""
+
+    def __init__(self, until: datetime):
+        self.until, self.asked = until, []
+
+    def find(self, query: dict, *_args, **_kwargs) -> list:
+        window = query["at"]
+        self.asked.append(window)
+        lower, upper = window["$gte"], window.get("$lte", window.get("$lt", self.until))
+        seconds = int((self.until - lower).total_seconds())
+        documents = [{"_id": f"d{n}", "at": self.until - timedelta(seconds=n)} for n in range(max(seconds, 0) + 1)]
+        inclusive = "$lte" in window
+        return [d for d in documents if lower <= d["at"] and (d["at"] < upper or (inclusive and d["at"] == upper))]
+
+
+def test_a_dense_list_reads_only_its_first_window_and_the_audit_logs_is_seconds_long():
+    """A page reads its first window whole; the audit log, entered on every request, keeps that window short."""
+    until = AT
+    dense = DocumentsEverySecond(until)
+    newest = newest_first(dense, [{}], "at", 5, until=until, first_window=audit.FIRST_WINDOW)
+    assert [d["_id"] for d in newest] == [f"d{n}" for n in range(1, 7)]
+    assert [w["$gte"] for w in dense.asked] == [until - audit.FIRST_WINDOW]
+    assert audit.FIRST_WINDOW <= timedelta(minutes=1)
 
 
 @pytest.mark.parametrize("n", [0, 2, 3])
