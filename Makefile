@@ -25,7 +25,8 @@ reset: $(STAMP)
 # The test files run on TEST_WORKERS workers (pytest-xdist), each with a broker vhost and a database of its own;
 # a file's tests stay together on one worker, in order, and the e2e files (the longest) start first
 # (tests/conftest.py, pytest_xdist_make_scheduler). The slowest tests are listed at the end, for CI's log.
-TEST_WORKERS ?= 3
+# Four workers on two cores: much of a test's time is spent waiting for an answer, and the fourth fills it.
+TEST_WORKERS ?= 4
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=15

@@ -31,10 +31,15 @@ def local(command: str, env: dict[str, str], timeout: float = 600) -> subprocess
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def system_env(amqp_url: str, mongo_url: str, run_dir: Path, tag: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(the environment `make up` gets, each service's URL): free ports, databases named after `tag`."""
+def system_env(amqp_url: str, mongo_url: str, run_dir: Path, tag: str,
+               web_processes: int = 1) -> tuple[dict[str, str], dict[str, str]]:
+    """(the environment `make up` gets, each service's URL): free ports, databases named after `tag`.
+
+    One web process a service unless a test asks for more: a dozen systems start in a run of `make test`, and each
+    web process is an interpreter that loads its service; the crash tests keep production's two, to kill one
+    beside another."""
     ports = {service: free_port() for service in SERVICES}
-    env = dict(os.environ)
+    env = dict(os.environ, WEB_CONCURRENCY=str(web_processes))
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
     env.update({f"{s.upper()}_DATABASE": f"{tag}_{s}_{uuid.uuid4().hex[:8]}" for s in SERVICES})
     # The modules' systems share the session's vhost: what one left in the queues (a worker killed on purpose)

@@ -80,7 +80,7 @@ def database(tmp_path):
 @pytest.fixture
 def system(database, amqp_url, tmp_path):
     """`make up` against that database (MONGO_URL set: no database of its own), databases of this test's own."""
-    env, urls = system_env(amqp_url, database.url, tmp_path / "run", "crash")
+    env, urls = system_env(amqp_url, database.url, tmp_path / "run", "crash", web_processes=2)
     with running_system(env) as printed:
         assert "EMBEDDED DATABASE" not in printed
         yield urls, env

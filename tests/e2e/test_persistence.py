@@ -29,7 +29,7 @@ def embedded_system(amqp_url, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MONGO_URL" and not k.endswith("_MONGO_URL")}
     env.update({f"{s.upper()}_PORT": str(p) for s, p in ports.items()})
     env.update(AMQP_URL=amqp_url, WOODPECKER_DB_PORT=str(free_ports(len(SERVICES))[0]),
-               WOODPECKER_RUN_DIR=str(tmp_path / "run"))
+               WOODPECKER_RUN_DIR=str(tmp_path / "run"), WEB_CONCURRENCY="1")  # as system_env: one web process
     # Not the console: its build would replace the one the console's own tests serve (tests/e2e/test_console.py).
     env.update(WOODPECKER_CONSOLE="off", CONSOLE_PORT=str(free_port()))
     try:

@@ -35,7 +35,7 @@ KILLED = ("intake-web", *(f"{service}-worker" for service in SERVICES))
 
 @pytest.fixture
 def system(amqp_url, mongo_url, tmp_path):
-    env, urls = system_env(amqp_url, mongo_url, tmp_path / "run", "kill")
+    env, urls = system_env(amqp_url, mongo_url, tmp_path / "run", "kill", web_processes=2)
     with running_system(env):
         yield urls, env
 
