@@ -5,9 +5,10 @@ command to reproduce it) as the message. That every operation refuses the roles 
 all of them at once, by tests/service/test_role_refusals.py: schemathesis would take a 2xx as documented there.
 
 Configuration is the repository's schemathesis.toml (what a schema cannot say, and is therefore expected).
-The seed is fixed, so a run is the same in CI as on a developer's machine; raise WOODPECKER_CONFORMANCE_EXAMPLES
-to look harder. The runs are independent (one service, one caller each), so they go RUNS_AT_ONCE at a time:
-each spends much of its time waiting for the services' answers, which another run's requests fill.
+The seed is fixed and no example database is kept (schemathesis.toml), so a run is the same in CI as on a
+developer's machine; raise WOODPECKER_CONFORMANCE_EXAMPLES to look harder. The runs are independent (one
+service, one caller each), so they go RUNS_AT_ONCE at a time: each spends much of its time waiting for the
+services' answers, which another run's requests fill.
 """
 import os
 import subprocess
