@@ -60,7 +60,6 @@ MOST_ERROR_FIELDS, MOST_ERROR_MESSAGES, LONGEST_ERROR_TEXT = 20, 3, 300
 UNLIMITED_BLUEPRINTS = ("health", "api-docs")
 
 
-
 def accepts_multipart(view: Callable) -> Callable:
     """Mark a view that takes multipart/form-data instead of JSON (an upload, with its own rate limit)."""
     view._woodpecker_multipart = True

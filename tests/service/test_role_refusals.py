@@ -26,11 +26,11 @@ def placeholder(schema: dict) -> str:
     return "0" * schema["minLength"] if schema.get("minLength", 1) > 1 else "nothing-here"
 
 
-def refused(client, method: str, path: str, operation: dict, role: str):
+def refused(client, method: str, path: str, operation: dict, parameters: list[dict], role: str):
     # Path parameters get a value no resource has, and the body, of the documented type, is empty: the role alone
     # must decide.
     concrete = path
-    for parameter in operation.get("parameters", []) + operation["path_parameters"]:
+    for parameter in parameters:
         if parameter["in"] == "path":
             concrete = concrete.replace(f"{{{parameter['name']}}}", placeholder(parameter["schema"]))
     media_types = list(operation.get("requestBody", {}).get("content", {}))
@@ -46,12 +46,12 @@ def test_each_operation_refuses_the_roles_it_does_not_name(clients, service):
     document = client.get("/openapi.json").json
     tried = []
     for method, path, operation in operations(document):
-        operation = {**operation, "path_parameters": document["paths"][path].get("parameters", [])}
         allowed = roles_allowed(operation)
         if allowed is None:
             continue
+        parameters = operation.get("parameters", []) + document["paths"][path].get("parameters", [])
         for role in sorted(set(ROLES) - set(allowed)):
-            answer = refused(client, method, path, operation, role)
+            answer = refused(client, method, path, operation, parameters, role)
             tried.append((method, path, role))
             assert (answer.status_code, answer.mimetype) == (403, "application/problem+json"), \
                 (method, path, role, answer.status_code, answer.get_data(as_text=True)[:300])
